@@ -1,0 +1,1 @@
+"""SSPO policy loss (being written)."""
