@@ -1,1 +1,401 @@
-"""SSPO policy loss (being written)."""
+"""SSPO policy loss: PPO-clip on importance ratios of one *unit* (token | subsentence | sequence).
+
+Registered in verl's policy-loss registry as ``sspo`` (``import sspo`` is enough). Plain PyTorch,
+no Ray; the verl glue that feeds ``segment_ids`` and the old-policy ``entropy`` lives in
+``sspo.verl_plugin``. Spec and our reading of the paper: ``../shared/docs/SSPO.md``.
+
+One knob, three algorithms (``adaptive_clip=False``):
+
+* ``granularity=token``       reproduces verl's ``vanilla`` (GRPO) loss, dual-clip included;
+* ``granularity=sequence``    reproduces verl's ``gspo`` loss (``dual_clip`` off by default there);
+* ``granularity=subsentence`` is SSPO.
+
+Choices of ours (not from the paper, whose text we do not have) are marked OUR CHOICE below.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
+from verl.workers.config import PolicyLossConfig
+
+from sspo.segmentation import validate_delimiters
+
+__all__ = ["GRANULARITIES", "ADAPTIVE_MAPS", "SSPOPolicyLossConfig", "compute_policy_loss_sspo"]
+
+GRANULARITIES = ("token", "subsentence", "sequence")
+ADAPTIVE_MAPS = ("power", "linear")
+KEY = "actor_rollout_ref.actor.policy_loss"  # Hydra path of this config, for error messages
+
+# Clamp of the combined log-ratio, per granularity, copied from the built-in each one reproduces:
+# vanilla clamps the token log-ratio to [-20, 20]; gspo clamps the combined log-ratio at max 10.
+# OUR CHOICE: subsentence uses gspo's (it is the same GSPO-token form).
+_LOG_RATIO_CLAMP = {"token": (-20.0, 20.0), "subsentence": (None, 10.0), "sequence": (None, 10.0)}
+
+
+@dataclass
+class SSPOPolicyLossConfig(PolicyLossConfig):
+    """verl ``PolicyLossConfig`` plus the SSPO knobs (``actor_rollout_ref.actor.policy_loss.*``).
+
+    Use with ``actor_rollout_ref.actor.policy_loss._target_=sspo.loss.SSPOPolicyLossConfig``
+    (new keys then need Hydra's ``+`` prefix, e.g. ``+actor_rollout_ref.actor.policy_loss.granularity=token``).
+    The clip ratios stay where verl has them: ``actor.clip_ratio_low``, ``actor.clip_ratio_high``,
+    ``actor.clip_ratio_c``.
+
+    Args:
+        loss_mode: must be ``"sspo"``.
+        granularity: unit carrying one importance ratio: ``token`` | ``subsentence`` | ``sequence``.
+        adaptive_clip: scale each unit's clip range by f(entropy) (needs ``entropy``); False: f = 1.
+        adaptive_map: OUR CHOICE of monotone map, with r = H_unit / H_ref:
+            ``power``:  f = clamp(r ** adaptive_alpha, adaptive_min, adaptive_max)   (default)
+            ``linear``: f = clamp(1 + adaptive_alpha * (r - 1), adaptive_min, adaptive_max)
+        adaptive_alpha: steepness (>= 0; 0 gives f = 1).
+        adaptive_min, adaptive_max: bounds of f (0 < min <= 1 <= max).
+        delimiters: subsentence delimiters; None = ``sspo.segmentation.DEFAULT_DELIMITERS``.
+            Read by the verl glue that builds ``segment_ids``, not by the loss itself.
+        max_subsentence_len: optional cap on tokens per subsentence (read by the glue, like delimiters).
+        dual_clip: dual-clip PPO (loss of a negative-advantage token bounded by -A * clip_ratio_c).
+            None (default) = as the built-in each granularity reproduces: on for ``token`` (vanilla always
+            applies it) and ``subsentence``, off for ``sequence`` (gspo never does).
+    """
+
+    loss_mode: str = "sspo"
+    granularity: str = "subsentence"
+    adaptive_clip: bool = True
+    adaptive_map: str = "power"
+    adaptive_alpha: float = 1.0
+    adaptive_min: float = 0.5
+    adaptive_max: float = 2.0
+    delimiters: Optional[list[str]] = None
+    max_subsentence_len: Optional[int] = None
+    dual_clip: Optional[bool] = None
+
+    def __post_init__(self) -> None:
+        """Validate every SSPO field; errors name the full Hydra key."""
+        if self.loss_mode != "sspo":
+            raise ValueError(
+                f"{KEY}.loss_mode={self.loss_mode!r} with _target_=sspo.loss.SSPOPolicyLossConfig: set it to 'sspo' "
+                "(or use verl's PolicyLossConfig for other losses)"
+            )
+        if self.granularity not in GRANULARITIES:
+            raise ValueError(f"{KEY}.granularity={self.granularity!r} is unknown: use one of {list(GRANULARITIES)}")
+        for name in ("adaptive_clip",):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{KEY}.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.dual_clip is not None and not isinstance(self.dual_clip, bool):
+            raise ValueError(f"{KEY}.dual_clip must be true, false or null (auto), got {self.dual_clip!r}")
+        if self.adaptive_map not in ADAPTIVE_MAPS:
+            raise ValueError(f"{KEY}.adaptive_map={self.adaptive_map!r} is unknown: use one of {list(ADAPTIVE_MAPS)}")
+        if not _is_number(self.adaptive_alpha) or self.adaptive_alpha < 0:
+            raise ValueError(f"{KEY}.adaptive_alpha must be a number >= 0, got {self.adaptive_alpha!r}")
+        if not _is_number(self.adaptive_min) or not 0 < self.adaptive_min <= 1:
+            raise ValueError(f"{KEY}.adaptive_min must be in (0, 1], got {self.adaptive_min!r}")
+        if not _is_number(self.adaptive_max) or self.adaptive_max < 1:
+            raise ValueError(f"{KEY}.adaptive_max must be >= 1, got {self.adaptive_max!r}")
+        validate_delimiters(self.delimiters, key=f"{KEY}.delimiters")
+        m = self.max_subsentence_len
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+            raise ValueError(f"{KEY}.max_subsentence_len must be a positive integer or null, got {m!r}")
+
+    @property
+    def use_dual_clip(self) -> bool:
+        """``dual_clip`` with the granularity default resolved (see the class docstring)."""
+        return self.granularity != "sequence" if self.dual_clip is None else self.dual_clip
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks: a few vectorised reductions, one host sync.
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_inputs(
+    granularity: str,
+    adaptive: bool,
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    rollout_is_weights: Optional[torch.Tensor],
+    segment_ids: Optional[torch.Tensor],
+    entropy: Optional[torch.Tensor],
+) -> None:
+    """Raise ValueError naming the bad tensor. Values at padding are never checked (they are ignored)."""
+    shape = mask.shape
+    if mask.dim() != 2:
+        raise ValueError(f"response_mask must be (batch, response_len), got shape {tuple(shape)}")
+    named = {"old_log_prob": old_log_prob, "log_prob": log_prob, "advantages": advantages}
+    if rollout_is_weights is not None:
+        named["rollout_is_weights"] = rollout_is_weights
+    if granularity == "subsentence":
+        if segment_ids is None:
+            raise ValueError(
+                "segment_ids is required for granularity='subsentence' (LongTensor[batch, response_len], -1 on "
+                "padding): build them with sspo.segmentation.SubsentenceSegmenter, or use the sspo.verl_plugin loss "
+                "wrapper that does it"
+            )
+        if segment_ids.dtype.is_floating_point or segment_ids.dtype == torch.bool:
+            raise ValueError(f"segment_ids must be an integer tensor, got dtype {segment_ids.dtype}")
+        named["segment_ids"] = segment_ids
+    if adaptive:
+        if entropy is None:
+            raise ValueError(
+                f"entropy (old-policy per-token entropy, FloatTensor[batch, response_len]) is required when "
+                f"{KEY}.adaptive_clip=true: pass it, or set adaptive_clip=false"
+            )
+        named["entropy"] = entropy
+    for name, t in named.items():
+        if t.shape != shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but response_mask has {tuple(shape)}")
+
+    # One flag per check, computed on device, fetched with a single sync.
+    checks: dict[str, torch.Tensor] = {}
+    for name in ("old_log_prob", "log_prob", "advantages", "rollout_is_weights", "entropy"):
+        if name in named:
+            checks[f"{name} has NaN/inf on valid tokens"] = (~torch.isfinite(named[name].detach()) & mask).any()
+    if "entropy" in named:
+        checks["entropy is negative on valid tokens"] = ((named["entropy"].detach() < 0) & mask).any()
+    if "segment_ids" in named:
+        seg = segment_ids.long()
+        checks["segment_ids must be -1 exactly on padding (response_mask False) and >= 0 on valid tokens"] = (
+            (seg >= 0) != mask
+        ).any() | ((seg < -1).any())
+        # Contiguous from 0: every valid id is the largest id before it, or that plus one.
+        prev_max = torch.nn.functional.pad(seg.cummax(1).values[:, :-1], (1, 0), value=-1)
+        step = seg - prev_max
+        checks["segment_ids must be contiguous from 0 and non-decreasing in each row (steps of 0 or 1)"] = (
+            ((step != 0) & (step != 1)) & mask
+        ).any()
+    if checks:
+        failed = torch.stack(list(checks.values())).tolist()
+        bad = [msg for msg, f in zip(checks, failed) if f]
+        if bad:
+            raise ValueError("sspo loss: bad input: " + "; ".join(bad))
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss
+# ----------------------------------------------------------------------------------------------
+
+
+def _unit_index(granularity: str, mask: torch.Tensor, segment_ids: Optional[torch.Tensor]) -> torch.Tensor:
+    """LongTensor[B, T]: flat unit slot in [0, B*T) per valid token; padding -> the spare slot B*T."""
+    B, T = mask.shape
+    if granularity == "token":
+        local = torch.arange(T, device=mask.device).expand(B, T)
+    elif granularity == "sequence":
+        local = torch.zeros(B, T, dtype=torch.long, device=mask.device)
+    else:
+        local = segment_ids.long()  # validated: < T, contiguous
+    rows = torch.arange(B, device=mask.device).unsqueeze(1) * T  # [B, 1]
+    return torch.where(mask, rows + local, torch.full_like(local, B * T))
+
+
+def _sum_per_unit(values: torch.Tensor, unit: torch.Tensor, num_slots: int) -> torch.Tensor:
+    """FloatTensor[num_slots]: sum of ``values[B, T]`` over the tokens of each unit slot."""
+    return values.new_zeros(num_slots).index_add_(0, unit.reshape(-1), values.reshape(-1))
+
+
+@register_policy_loss("sspo")  # type: ignore[arg-type]
+def compute_policy_loss_sspo(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    loss_agg_mode: str = "token-mean",
+    config: Optional[Any] = None,
+    rollout_is_weights: Optional[torch.Tensor] = None,
+    *,
+    segment_ids: Optional[torch.Tensor] = None,
+    entropy: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """SSPO clipped policy loss (verl policy-loss signature + ``segment_ids`` and ``entropy``).
+
+    For token t of unit k (a token, a subsentence, or the whole response; ``granularity``):
+
+        log w_t  = log_prob_t - old_log_prob_t
+        log s_k  = mean_{u in k} log w_u                                    (unit ratio, geometric mean)
+        log s_t  = log_prob_t - sg(log_prob_t) + sg(log s_k)                (GSPO-token form; value s_k,
+                                                                              gradient through every token)
+        f_k      = clamp((H_k / H_ref) ** alpha, f_min, f_max)   if adaptive_clip else 1
+                   H_k = mean old-policy entropy over k, H_ref = token-mean entropy of the micro-batch
+        L_t      = max(-A_t * s_t, -A_t * clip(s_t, 1 - eps_low * f_k, 1 + eps_high * f_k))
+        L_t      = min(L_t, -A_t * clip_ratio_c)  where A_t < 0             (dual clip, if on)
+        loss     = agg_loss(L * rollout_is_weights, response_mask, loss_agg_mode, **config.global_batch_info)
+
+    ``log s_t`` is clamped as the built-in of the same granularity does (token: [-20, 20] like
+    ``vanilla``; subsentence/sequence: max 10 like ``gspo``).
+
+    Args:
+        old_log_prob, log_prob, advantages: FloatTensor[B, T]; ``log_prob`` carries the gradient.
+        response_mask: BoolTensor[B, T]. Values at padding (even NaN/inf) are ignored.
+        loss_agg_mode: any of verl's ``agg_loss`` modes.
+        config: verl ``ActorConfig``; ``config.policy_loss`` an :class:`SSPOPolicyLossConfig` (a plain
+            ``PolicyLossConfig`` means SSPO defaults). Clip ratios: ``clip_ratio_low/high``, ``clip_ratio_c``.
+        rollout_is_weights: optional FloatTensor[B, T], multiplies the per-token loss (as verl's built-ins).
+        segment_ids: LongTensor[B, T], subsentence ids contiguous from 0 per row, -1 on padding;
+            required for ``granularity=subsentence``, ignored otherwise.
+        entropy: FloatTensor[B, T], old-policy per-token entropy (detached here); required iff adaptive_clip.
+
+    Returns:
+        (loss scalar, metrics dict of floats under ``actor/`` and ``actor/sspo/``).
+    """
+    # --- configuration ---------------------------------------------------------------------------
+    if config is None:
+        raise ValueError("compute_policy_loss_sspo needs config (verl's ActorConfig)")
+    sspo_cfg = getattr(config, "policy_loss", None)
+    if not isinstance(sspo_cfg, SSPOPolicyLossConfig):
+        sspo_cfg = SSPOPolicyLossConfig()  # plain PolicyLossConfig(loss_mode="sspo"): SSPO defaults
+    granularity, adaptive = sspo_cfg.granularity, sspo_cfg.adaptive_clip
+    clip_ratio = config.get("clip_ratio", 0.2)
+    eps_low = config.get("clip_ratio_low", None)
+    eps_high = config.get("clip_ratio_high", None)
+    eps_low = clip_ratio if eps_low is None else eps_low
+    eps_high = clip_ratio if eps_high is None else eps_high
+    clip_ratio_c = config.get("clip_ratio_c", 3.0)
+    for name, value in (("clip_ratio_low", eps_low), ("clip_ratio_high", eps_high)):
+        if value < 0:
+            raise ValueError(f"actor_rollout_ref.actor.{name}={value} is negative: clip ratios must be >= 0")
+    dual_clip = sspo_cfg.use_dual_clip
+    if dual_clip and not clip_ratio_c > 1.0:
+        raise ValueError(f"actor_rollout_ref.actor.clip_ratio_c={clip_ratio_c} must be > 1 for dual-clip PPO")
+
+    mask = response_mask.bool()  # [B, T]
+    _check_inputs(granularity, adaptive, old_log_prob, log_prob, advantages, mask,
+                  rollout_is_weights, segment_ids, entropy)  # fmt: skip
+    B, T = mask.shape
+    num_slots = B * T + 1  # one slot per possible unit + a spare slot that collects padding
+
+    # --- unit ratios -----------------------------------------------------------------------------
+    # Zero the padding first so that whatever sits there (0, NaN, inf) never leaks into a sum.
+    log_prob = torch.where(mask, log_prob, torch.zeros_like(log_prob))  # [B, T], grad flows on valid tokens
+    log_ratio = torch.where(mask, log_prob.detach() - old_log_prob, torch.zeros_like(log_prob))  # [B, T]
+    unit = _unit_index(granularity, mask, segment_ids)  # [B, T] in [0, B*T]
+    acc = torch.promote_types(log_ratio.dtype, torch.float32)  # counts must be exact: no bf16 sums
+    unit_tokens = _sum_per_unit(mask.to(acc), unit, num_slots)  # [S] tokens per unit (0: empty slot)
+    unit_log_ratio = (_sum_per_unit(log_ratio.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)).to(
+        log_ratio.dtype
+    )  # [S] mean log-ratio of each unit
+
+    clamp_min, clamp_max = _LOG_RATIO_CLAMP[granularity]
+    log_s = log_prob - log_prob.detach() + unit_log_ratio[unit]  # [B, T], value = unit's log ratio
+    log_s = torch.clamp(log_s, min=clamp_min, max=clamp_max)
+    ratio = torch.exp(log_s)  # [B, T]
+
+    # --- entropy-adaptive clip range -------------------------------------------------------------
+    if adaptive:
+        ent = torch.where(mask, entropy.detach().to(acc), torch.zeros_like(unit_tokens[0]))  # [B, T], no gradient
+        h_ref = ent.sum() / mask.sum().clamp(min=1)  # token-mean over the micro-batch
+        h_unit = _sum_per_unit(ent, unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
+        rel = h_unit / h_ref.clamp(min=1e-8)
+        if sspo_cfg.adaptive_map == "power":
+            f_unit = rel.pow(sspo_cfg.adaptive_alpha)
+        else:  # "linear"
+            f_unit = 1.0 + sspo_cfg.adaptive_alpha * (rel - 1.0)
+        f_unit = f_unit.clamp(sspo_cfg.adaptive_min, sspo_cfg.adaptive_max)
+        f_unit = torch.where(h_ref > 1e-8, f_unit, torch.ones_like(f_unit))  # all-zero entropy: no scaling
+        f = f_unit[unit].to(ratio.dtype)  # [B, T]
+        low, high = 1.0 - eps_low * f, 1.0 + eps_high * f  # [B, T] per-unit bounds
+    else:
+        f_unit = None
+        low, high = 1.0 - eps_low, 1.0 + eps_high  # python floats: bit-identical to the built-ins
+
+    # --- PPO clip (+ dual clip) ------------------------------------------------------------------
+    pg_losses1 = -advantages * ratio  # [B, T]
+    pg_losses2 = -advantages * torch.clamp(ratio, low, high)  # [B, T]
+    clip_pg_losses1 = torch.maximum(pg_losses1, pg_losses2)
+    clipped = torch.gt(pg_losses2, pg_losses1) & mask  # [B, T] the clip was active
+    if dual_clip:
+        pg_losses3 = -advantages * clip_ratio_c
+        clip_pg_losses2 = torch.min(pg_losses3, clip_pg_losses1)
+        dual_clipped = torch.gt(clip_pg_losses1, pg_losses3) & (advantages < 0) & mask
+        pg_losses = torch.where(advantages < 0, clip_pg_losses2, clip_pg_losses1)
+    else:
+        dual_clipped = torch.zeros_like(mask)
+        pg_losses = clip_pg_losses1
+    if rollout_is_weights is not None:
+        pg_losses = pg_losses * rollout_is_weights
+
+    pg_loss = agg_loss(
+        loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
+    )
+
+    metrics = _metrics(mask, advantages, log_ratio, clipped, dual_clipped, unit, unit_tokens,
+                       unit_log_ratio, clamp_min, clamp_max, f_unit, num_slots)  # fmt: skip
+    return pg_loss, metrics
+
+
+@torch.no_grad()
+def _metrics(
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    log_ratio: torch.Tensor,
+    clipped: torch.Tensor,
+    dual_clipped: torch.Tensor,
+    unit: torch.Tensor,
+    unit_tokens: torch.Tensor,
+    unit_log_ratio: torch.Tensor,
+    clamp_min: Optional[float],
+    clamp_max: Optional[float],
+    f_unit: Optional[torch.Tensor],
+    num_slots: int,
+) -> dict[str, float]:
+    """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them."""
+    n_tok = mask.sum().clamp(min=1).to(unit_tokens.dtype)
+    exists = unit_tokens > 0  # [S] slot holds a unit (the padding slot never does)
+    n_units = exists.sum().clamp(min=1).to(unit_tokens.dtype)
+    n_resp = mask.any(1).sum().clamp(min=1).to(unit_tokens.dtype)
+    high = clipped & (advantages > 0)  # ratio above 1 + eps_high * f
+    low = clipped & (advantages < 0)  # ratio below 1 - eps_low * f
+
+    def token_frac(m: torch.Tensor) -> torch.Tensor:
+        return m.sum() / n_tok
+
+    def unit_frac(m: torch.Tensor) -> torch.Tensor:  # mean over units of the unit's clipped share
+        share = _sum_per_unit(m.to(unit_tokens.dtype), unit, num_slots) / unit_tokens.clamp(min=1)
+        return share.sum() / n_units  # the share is 0 on empty slots
+
+    # Unit-weighted ratio and scale statistics, with masked reductions (no data-dependent shapes).
+    unit_ratio = torch.exp(torch.clamp(unit_log_ratio, min=clamp_min, max=clamp_max))  # [S]
+    f = f_unit if f_unit is not None else torch.ones_like(unit_ratio)  # [S]
+    inf = torch.full_like(unit_ratio, float("inf"))
+
+    def unit_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(min, mean, max) over existing units; NaN when there is none."""
+        nan = torch.where(exists.any(), 0.0, float("nan"))
+        return (
+            torch.where(exists, x, inf).amin() + nan,
+            torch.where(exists, x, 0.0).sum() / n_units + nan,
+            torch.where(exists, x, -inf).amax() + nan,
+        )
+
+    r_min, r_mean, r_max = unit_stats(unit_ratio)
+    f_min, f_mean, f_max = unit_stats(f)
+    values = {
+        "actor/pg_clipfrac": token_frac(clipped),
+        "actor/ppo_kl": -log_ratio.sum() / n_tok,
+        "actor/pg_clipfrac_lower": token_frac(dual_clipped),
+        "actor/sspo/clipfrac_token": token_frac(clipped),
+        "actor/sspo/clipfrac_high_token": token_frac(high),
+        "actor/sspo/clipfrac_low_token": token_frac(low),
+        "actor/sspo/clipfrac_unit": unit_frac(clipped),
+        "actor/sspo/clipfrac_high_unit": unit_frac(high),
+        "actor/sspo/clipfrac_low_unit": unit_frac(low),
+        "actor/sspo/units_per_response": n_units / n_resp,
+        "actor/sspo/tokens_per_unit": n_tok / n_units,
+        "actor/sspo/ratio_min": r_min,
+        "actor/sspo/ratio_mean": r_mean,
+        "actor/sspo/ratio_max": r_max,
+        "actor/sspo/adaptive_scale_mean": f_mean,
+        "actor/sspo/adaptive_scale_min": f_min,
+        "actor/sspo/adaptive_scale_max": f_max,
+    }
+    floats = torch.stack([v.float() for v in values.values()]).tolist()
+    return dict(zip(values, floats))
+
