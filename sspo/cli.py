@@ -1,0 +1,198 @@
+"""The recipe's one entry point: compose the Hydra config, run pre-flight checks, start verl's trainer.
+
+    python -m sspo.cli experiment=sspo_qwen2.5-math-1.5b [hydra overrides...]
+    python -m sspo.cli --dry-run experiment=grpo_qwen2.5-math-7b cluster=2x8gpu
+    python -m sspo.cli --multirun experiment=sspo_qwen2.5-math-1.5b \
+        actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence
+
+The config is ``recipe/config/sspo_trainer.yaml``, which extends verl's real ``ppo_trainer`` config.
+Checks run on the driver (sspo.preflight) before any GPU is touched; then ``verl.trainer.main_ppo.main``
+runs with the composed config (verl's own entry, called through Hydra's config pass-through).
+``--dry-run`` prints the resolved config and the checks and exits (CPU only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from sspo import preflight
+
+CONFIG_NAME = "sspo_trainer"
+# recipe/config beside the package (editable install, a git checkout, or a Ray job's working_dir)
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipe" / "config"
+RESOLVED_HEADER = "===== resolved config ====="
+CHECKS_HEADER = "===== pre-flight checks ====="
+# keys holding local paths that Ray workers (other cwd) must see as absolute paths
+PATH_KEYS = (
+    "data.train_files",
+    "data.val_files",
+    "actor_rollout_ref.model.path",
+    "trainer.default_local_dir",
+    "trainer.validation_data_dir",
+    "trainer.rollout_data_dir",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line options; everything else is a Hydra override."""
+    p = argparse.ArgumentParser(
+        prog="sspo-train",
+        description="Compose the SSPO recipe config, check it, and start verl's PPO trainer.",
+        epilog="Overrides use Hydra syntax: experiment=sspo_qwen2.5-math-7b cluster=2x8gpu data.train_batch_size=256",
+    )
+    p.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the checks, then exit")
+    p.add_argument(
+        "-m", "--multirun", action="store_true", help="expand comma-separated sweeps (a=x,y) into one run per point"
+    )
+    p.add_argument("--config-dir", type=Path, default=None, help=f"config directory (default: {DEFAULT_CONFIG_DIR})")
+    p.add_argument("--config-name", default=CONFIG_NAME, help="primary config name (default: %(default)s)")
+    p.add_argument(
+        "--ray-address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster to check GPUs against (default: $RAY_ADDRESS, which Ray sets inside a job)",
+    )
+    return p
+
+
+def compose_config(
+    overrides: Sequence[str], config_dir: Optional[Path] = None, config_name: str = CONFIG_NAME
+) -> DictConfig:
+    """Compose the recipe config with Hydra's compose API (as ``@hydra.main`` would) and resolve it.
+
+    Relative local paths are made absolute against the current directory: verl reads them in Ray
+    actors whose working directory differs.
+    """
+    from hydra import compose, initialize_config_dir
+
+    config_dir = Path(config_dir or os.environ.get("SSPO_RECIPE_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve()
+    if not (config_dir / f"{config_name}.yaml").is_file():
+        raise FileNotFoundError(
+            f"recipe config {config_dir / (config_name + '.yaml')} not found: run from a checkout of the project "
+            "(pip install -e .), or pass --config-dir / set SSPO_RECIPE_CONFIG_DIR"
+        )
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        cfg = compose(config_name=config_name, overrides=list(overrides))
+    OmegaConf.resolve(cfg)
+    with open_dict(cfg):
+        for key in PATH_KEYS:
+            value = OmegaConf.select(cfg, key)
+            may_be_hub_id = key == "actor_rollout_ref.model.path"
+            if isinstance(value, str):
+                OmegaConf.update(cfg, key, _absolute(value, may_be_hub_id))
+            elif value is not None and OmegaConf.is_list(value):
+                OmegaConf.update(cfg, key, [_absolute(str(v), may_be_hub_id) for v in value])
+    return cfg
+
+
+def _absolute(path: str, may_be_hub_id: bool = False) -> str:
+    """Absolute form of a relative local path; URLs, absolute paths (and hub ids if allowed) unchanged."""
+    if preflight.REMOTE.match(path) or os.path.isabs(path):
+        return path
+    if path.startswith("~"):
+        return os.path.expanduser(path)
+    if may_be_hub_id and preflight.HUB_ID.match(path) and not os.path.exists(path):
+        return path
+    return os.path.abspath(path)
+
+
+def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
+    """Cartesian product of Hydra sweep overrides (``k=a,b``), parsed by Hydra's own override parser.
+
+    Returns the points (one override list each) and the swept keys.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    axes, swept = [], []
+    for override in OverridesParser.create().parse_overrides(list(overrides)):
+        key = override.get_key_element()
+        if override.is_sweep_override():
+            swept.append(key)
+            axes.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            axes.append([override.input_line])
+    return [list(point) for point in itertools.product(*axes)], swept
+
+
+def run_name(base: str, point: Sequence[str], swept: Sequence[str]) -> str:
+    """experiment_name of one multirun point: base name + each swept key's last component and value."""
+    parts = [o.split("=", 1) for o in point if o.split("=", 1)[0] in swept]
+    return base + "".join(f"__{k.rsplit('.', 1)[-1]}-{v}" for k, v in parts)
+
+
+def check(cfg: DictConfig, ray_address: Optional[str], dry_run: bool) -> list[preflight.CheckResult]:
+    """Run and print the pre-flight checks."""
+    results = preflight.run_checks(cfg, ray_address=ray_address, dry_run=dry_run)
+    print(CHECKS_HEADER)
+    for r in results:
+        print(r.line())
+    return results
+
+
+def train(cfg: DictConfig) -> None:
+    """Start verl's trainer with the composed config (verl's ``main_ppo.main``, Hydra pass-through).
+
+    ``VERL_USE_EXTERNAL_MODULES`` makes the workers of a local Ray cluster (which inherit this
+    environment) import the plugin even if the project is not pip-installed there.
+    """
+    from verl.trainer.main_ppo import main as verl_main
+
+    os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", "sspo.verl_plugin")
+    verl_main(cfg)
+
+
+def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
+    """Compose, check and (unless --dry-run) train one configuration; returns the exit code."""
+    cfg = compose_config(overrides, args.config_dir, args.config_name)
+    if args.dry_run:
+        print(RESOLVED_HEADER)
+        print(preflight.to_yaml(cfg))
+    results = check(cfg, args.ray_address, args.dry_run)
+    failed = [r for r in results if r.status == "fail"]
+    if failed:
+        print(f"{len(failed)} pre-flight check(s) failed: nothing was started.", file=sys.stderr)
+        for r in failed:
+            print("  " + r.line(), file=sys.stderr)
+        return 1
+    if args.dry_run:
+        print(f"dry run OK: {cfg.trainer.experiment_name} ({len(results)} checks, nothing started)")
+        return 0
+    train(cfg)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Console entry point (``sspo-train`` / ``python -m sspo.cli``)."""
+    args = build_parser().parse_args(argv)
+    if not args.multirun:
+        return run_one(args.overrides, args)
+    points, swept = sweep_points(args.overrides)
+    print(f"multirun: {len(points)} run(s) over {swept or 'no sweep'}")
+    codes = []
+    for i, point in enumerate(points):
+        base = compose_config(point, args.config_dir, args.config_name).trainer.experiment_name
+        point = [*point, f"trainer.experiment_name={run_name(base, point, swept)}"]
+        print(f"----- run {i + 1}/{len(points)}: {' '.join(point)}")
+        if args.dry_run:
+            codes.append(run_one(point, args))
+        else:  # a fresh process per run: verl's Ray actors and GPU memory are released between runs
+            cmd = [sys.executable, "-m", "sspo.cli", *point]
+            if args.config_dir:
+                cmd += ["--config-dir", str(args.config_dir)]
+            codes.append(subprocess.call(cmd))
+    bad = [p for p, c in zip(points, codes) if c]
+    print(f"multirun: {len(points) - len(bad)}/{len(points)} run(s) succeeded")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""Pre-flight checks on the driver, before any GPU time is spent.
+
+verl fails late on several mistakes: an unregistered loss is looked up at the first actor update, a
+missing parquet file at TaskRunner start, a mini-batch that does not split over the data-parallel
+ranks after the first rollout. Each check here turns one such mistake into an early ``ValueError``
+that names the config key and the fix. What verl already validates at config time is not re-coded:
+:func:`check_verl_config` runs verl's own ``validate_config``.
+
+Each ``check_*`` function returns a one-line detail when the check passes, raises ``ValueError``
+when it fails and :class:`Skipped` when it cannot run here (e.g. no Ray cluster to compare with).
+:func:`run_checks` runs them all and never stops at the first failure, so one dry run shows every
+problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+# e.g. "Qwen/Qwen2.5-Math-1.5B": what the Hugging Face hub accepts as a repo id
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# hdfs://, s3://, gs://...: verl copies these itself; they cannot be checked from here
+REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+# the env var Ray sets in a job's driver (verl reads it too)
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+
+
+class Skipped(Exception):
+    """A check that cannot run in this environment (reported, not failed)."""
+
+
+@dataclass
+class CheckResult:
+    """Outcome of one pre-flight check: status is ``ok``, ``fail`` or ``skip``."""
+
+    name: str
+    status: str
+    detail: str
+
+    def line(self) -> str:
+        """One printable line, e.g. ``[ok  ] data files: ...``."""
+        return f"[{self.status:<4}] {self.name}: {self.detail}"
+
+
+class PreflightError(ValueError):
+    """Raised by :func:`raise_on_failure` with every failed check in the message."""
+
+
+def _files(value: Any) -> list[str]:
+    """verl accepts one path or a list of paths for ``data.train_files``/``val_files``."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, ListConfig)):
+        return [str(v) for v in value]
+    return [str(value)]
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(path))
+
+
+# ---------------------------------------------------------------- registration and config
+
+
+def check_loss_registered(cfg: DictConfig) -> str:
+    """The configured policy loss is in verl's registry of THIS process (verl swallows plugin errors)."""
+    from sspo.verl_plugin import assert_loss_registered
+
+    loss_mode = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
+    assert_loss_registered(loss_mode)
+    return f"policy loss '{loss_mode}' is registered"
+
+
+def check_trainer_registered(cfg: DictConfig) -> str:
+    """``trainer.v1.trainer_mode`` names a registered trainer (else the TaskRunner fails after start-up)."""
+    import sspo.verl_plugin  # noqa: F401  (registers SSPO's trainer)
+    from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
+
+    if not cfg.trainer.get("use_v1", True):
+        raise ValueError(
+            "trainer.use_v1=false selects verl's deprecated legacy trainer, which cannot feed SSPO's loss: "
+            "remove the override (default: trainer.use_v1=true)"
+        )
+    mode = cfg.trainer.v1.trainer_mode
+    try:
+        cls = get_trainer_cls(mode)
+    except ValueError as err:
+        raise ValueError(f"trainer.v1.trainer_mode={mode!r}: {err} Fix: use 'sspo' (this recipe's default).") from None
+    return f"trainer '{mode}' -> {cls.__name__}"
+
+
+def check_plugin_config(cfg: DictConfig) -> str:
+    """SSPO's own config rules (``sspo.verl_plugin.validate_config``): loss fields, loss vs trainer."""
+    from sspo.verl_plugin import validate_config
+
+    validate_config(cfg)
+    return "sspo.verl_plugin.validate_config passed"
+
+
+def check_verl_config(cfg: DictConfig) -> str:
+    """verl's own config-time validation (the call ``verl.trainer.main_ppo.main`` makes), run early."""
+    import contextlib
+    import io
+    import warnings
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        try:
+            validate_config(cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+        except AssertionError as err:  # verl states its batch-size rules as asserts
+            raise ValueError(f"verl's validate_config: {err}") from None
+    return "verl.utils.config.validate_config passed"
+
+
+# ---------------------------------------------------------------- data, reward, model
+
+
+def _parquet_summary(path: Path, required: Sequence[str]) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.ParquetFile(path)
+    except Exception as err:  # pyarrow raises several types for a bad file
+        raise ValueError(f"{path} is not a readable parquet file ({type(err).__name__}: {err})") from None
+    names = set(meta.schema_arrow.names)
+    missing = [c for c in required if c not in names]
+    if missing:
+        raise ValueError(
+            f"{path} lacks column(s) {missing} (has {sorted(names)}): regenerate it with `make data` "
+            "(python -m sspo.data), which writes verl's RL parquet format"
+        )
+    rows = meta.metadata.num_rows
+    if rows == 0:
+        raise ValueError(f"{path} has no rows: regenerate it with `make data`")
+    return rows
+
+
+def check_data_files(cfg: DictConfig) -> str:
+    """Every train/val file exists, is readable parquet with verl's columns, and has enough rows."""
+    required = [cfg.data.get("prompt_key", "prompt"), cfg.data.get("reward_fn_key", "data_source"), "reward_model"]
+    details, remote = [], []
+    train_rows = 0
+    for key in ("train_files", "val_files"):
+        files = _files(cfg.data.get(key))
+        if not files:
+            raise ValueError(f"data.{key} is empty: set it to verl RL parquet file(s), e.g. from `make data`")
+        for f in files:
+            if REMOTE.match(f):
+                remote.append(f)
+                continue
+            path = Path(os.path.expanduser(f))
+            if not path.is_file():
+                raise ValueError(
+                    f"data.{key}: {f} does not exist. Fix: run `make data` (writes ./data, or SSPO_DATA_DIR), "
+                    f"or override data.{key}=<path>"
+                )
+            if path.suffix == ".parquet":
+                rows = _parquet_summary(path, required)
+            elif path.stat().st_size > 0:
+                rows = sum(1 for _ in path.open()) if path.suffix == ".jsonl" else 1
+            else:
+                raise ValueError(f"data.{key}: {f} is empty")
+            if key == "train_files":
+                train_rows += rows
+            details.append(f"{path.name}={rows}")
+    bs = cfg.data.train_batch_size
+    if train_rows and train_rows < bs:
+        raise ValueError(
+            f"data.train_batch_size={bs} exceeds the {train_rows} training rows: verl drops the last "
+            f"incomplete batch, so no step would run. Fix: lower data.train_batch_size"
+        )
+    note = f"; remote (checked by verl at start): {remote}" if remote else ""
+    return "rows " + ", ".join(details) + note
+
+
+def check_reward_function(cfg: DictConfig) -> str:
+    """``reward.custom_reward_function`` loads with verl's own loader (file path or ``pkg://module``)."""
+    fn_cfg = cfg.reward.get("custom_reward_function") or {}
+    path, name = fn_cfg.get("path"), fn_cfg.get("name") or "compute_score"
+    if not path:
+        raise Skipped("no custom reward function: verl's default scorer for each data_source is used")
+    from verl.utils.import_utils import load_extern_object
+
+    try:
+        fn = load_extern_object(module_path=path, object_name=name)
+    except Exception as err:
+        raise ValueError(
+            f"reward.custom_reward_function.path={path!r} name={name!r} cannot be loaded ({type(err).__name__}: "
+            f"{err}). Fix: point it at a file or pkg://module that defines {name}()"
+        ) from None
+    if not callable(fn):
+        raise ValueError(f"reward.custom_reward_function.name={name!r} in {path} is not callable")
+    return f"{path}:{name}"
+
+
+def check_model(cfg: DictConfig) -> str:
+    """``actor_rollout_ref.model.path`` is an existing local model directory or a hub id."""
+    path = cfg.actor_rollout_ref.model.get("path")
+    key = "actor_rollout_ref.model.path"
+    if not path or str(path) == "???":
+        raise ValueError(f"{key} is not set: pick a base_model group (base_model=qwen2.5-math-1.5b) or set {key}")
+    path = str(path)
+    if REMOTE.match(path):
+        raise Skipped(f"{path} is remote; verl copies it to local disk at start")
+    if _looks_local(path):
+        local = Path(os.path.expanduser(path))
+        if not (local / "config.json").is_file():
+            raise ValueError(
+                f"{key}={path}: no model there ({local / 'config.json'} missing). Fix: download the model "
+                f"(e.g. `hf download Qwen/Qwen2.5-Math-1.5B --local-dir {path}`) or use the hub id"
+            )
+        return f"local model {local}"
+    if HUB_ID.match(path):
+        return f"hub id {path} (downloaded by each worker; set HF_HOME to a shared cache)"
+    raise ValueError(f"{key}={path!r} is neither an existing directory nor a hub id like 'Qwen/Qwen2.5-Math-1.5B'")
+
+
+def _model_config_json(path: str) -> Optional[dict]:
+    """The model's config.json if it is on local disk (a directory, or the Hugging Face cache)."""
+    local = Path(os.path.expanduser(path)) / "config.json"
+    if local.is_file():
+        return json.loads(local.read_text())
+    if HUB_ID.match(path):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(path, "config.json")
+        if isinstance(cached, str):
+            return json.loads(Path(cached).read_text())
+    return None
+
+
+def check_context_length(cfg: DictConfig) -> str:
+    """max_prompt_length + max_response_length fits the model's context (and the rollout's max_model_len)."""
+    prompt, response = cfg.data.max_prompt_length, cfg.data.max_response_length
+    total = prompt + response
+    max_model_len = cfg.actor_rollout_ref.rollout.get("max_model_len")
+    if max_model_len is not None and total > max_model_len:
+        raise ValueError(
+            f"data.max_prompt_length ({prompt}) + data.max_response_length ({response}) = {total} > "
+            f"actor_rollout_ref.rollout.max_model_len ({max_model_len}): lower the lengths or raise max_model_len"
+        )
+    model_cfg = _model_config_json(str(cfg.actor_rollout_ref.model.path))
+    if model_cfg is None:
+        raise Skipped(f"prompt+response = {total} tokens; the model's config.json is not on local disk")
+    context = model_cfg.get("max_position_embeddings")
+    if context is None:
+        raise Skipped(f"prompt+response = {total} tokens; config.json has no max_position_embeddings")
+    if total > context:
+        raise ValueError(
+            f"data.max_prompt_length ({prompt}) + data.max_response_length ({response}) = {total} exceeds the "
+            f"model's context of {context} tokens (max_position_embeddings): lower data.max_response_length "
+            f"to at most {context - prompt}"
+        )
+    return f"prompt {prompt} + response {response} = {total} <= context {context}"
+
+
+# ---------------------------------------------------------------- batch sizes and GPUs
+
+
+def check_batch_sizes(cfg: DictConfig) -> str:
+    """The splits verl asserts only after the first rollout (engine_workers), checked now.
+
+    verl's config-time check covers ``train_batch_size * n`` vs the GPU count and
+    ``train_batch_size >= ppo_mini_batch_size``; this adds the data-parallel split of one mini-batch,
+    whole mini-batches per step, and the rollout's tensor-parallel split of a node.
+    """
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    n_gpus = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
+    sp = actor.get("ulysses_sequence_parallel_size", 1) or 1
+    if n_gpus % sp:
+        raise ValueError(
+            f"trainer.nnodes*trainer.n_gpus_per_node={n_gpus} is not divisible by "
+            f"actor_rollout_ref.actor.ulysses_sequence_parallel_size={sp}"
+        )
+    dp = n_gpus // sp
+    mini, n, bs = actor.ppo_mini_batch_size, rollout.n, cfg.data.train_batch_size
+    if (mini * n) % dp:
+        raise ValueError(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size ({mini}) x actor_rollout_ref.rollout.n ({n}) = "
+            f"{mini * n} responses per mini-batch do not split over {dp} data-parallel ranks "
+            f"({n_gpus} GPUs / sequence parallel {sp}): verl asserts this after the first rollout. "
+            f"Fix: make ppo_mini_batch_size*n a multiple of {dp}"
+        )
+    if bs % mini:
+        raise ValueError(
+            f"data.train_batch_size ({bs}) is not a multiple of actor_rollout_ref.actor.ppo_mini_batch_size "
+            f"({mini}): the last {bs % mini} prompts of every step would be dropped from the update. "
+            f"Fix: choose ppo_mini_batch_size dividing {bs}"
+        )
+    tp = rollout.get("tensor_model_parallel_size", 1) or 1
+    if cfg.trainer.n_gpus_per_node % tp:
+        raise ValueError(
+            f"actor_rollout_ref.rollout.tensor_model_parallel_size ({tp}) does not divide "
+            f"trainer.n_gpus_per_node ({cfg.trainer.n_gpus_per_node})"
+        )
+    return (
+        f"{bs} prompts x n={n} per step = {bs // mini} mini-batches of {mini * n} responses over {dp} ranks "
+        f"({mini * n // dp} per rank); rollout TP {tp}"
+    )
+
+
+def ray_gpus_per_node(address: str) -> list[float]:
+    """GPUs of each alive node of the Ray cluster at ``address`` (connects, reads, disconnects)."""
+    import ray
+
+    owned = not ray.is_initialized()
+    if owned:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        return [float(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node["Alive"]]
+    finally:
+        if owned:
+            ray.shutdown()
+
+
+def check_gpus(cfg: DictConfig, gpus_per_node: Optional[Sequence[float]], where: str) -> str:
+    """Enough nodes with ``trainer.n_gpus_per_node`` GPUs each for ``trainer.nnodes`` (verl's resource pool)."""
+    nnodes, per_node = cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node
+    if gpus_per_node is None:
+        raise Skipped(
+            f"asks {nnodes} node(s) x {per_node} GPUs; no Ray cluster to compare with "
+            "(set RAY_ADDRESS or --ray-address; inside `ray job submit` it is set)"
+        )
+    fitting = sum(1 for g in gpus_per_node if g >= per_node)
+    if fitting < nnodes:
+        raise ValueError(
+            f"trainer.nnodes={nnodes} x trainer.n_gpus_per_node={per_node} requested, but {where} has "
+            f"{len(gpus_per_node)} node(s) with GPUs {list(gpus_per_node)}. Fix: pick a matching cluster group "
+            f"(cluster=1x8gpu, 2x8gpu, ...) or set trainer.nnodes/trainer.n_gpus_per_node"
+        )
+    return f"{nnodes} x {per_node} GPUs fit {where} (GPUs per node {list(gpus_per_node)})"
+
+
+def check_output_dir(cfg: DictConfig) -> str:
+    """Checkpoints and logs must not land in a Ray job's temporary working_dir (lost after the job)."""
+    out = Path(str(cfg.trainer.default_local_dir))
+    job = os.environ.get(RAY_JOB_ENV)
+    if job and json.loads(job).get("runtime_env", {}).get("working_dir"):
+        cwd = Path.cwd().resolve()
+        if out.resolve() == cwd or cwd in out.resolve().parents:
+            raise ValueError(
+                f"trainer.default_local_dir={out} is inside this Ray job's temporary working_dir, which is "
+                "deleted after the job (no resume, no checkpoints). Fix: OUTPUT_DIR=/shared/path for "
+                "recipe/scripts/submit.sh, or trainer.default_local_dir=/shared/path"
+            )
+    return f"checkpoints, validation dumps and logs under {out} (resume_mode={cfg.trainer.get('resume_mode')})"
+
+
+# ---------------------------------------------------------------- all checks
+
+
+def _gpu_inventory(cfg: DictConfig, ray_address: Optional[str], dry_run: bool) -> tuple[Optional[list[float]], str]:
+    if ray_address:
+        return ray_gpus_per_node(ray_address), f"the Ray cluster at {ray_address}"
+    if dry_run:
+        return None, ""
+    import torch
+
+    # no cluster given: verl's ray.init starts a local one on this machine
+    return [float(torch.cuda.device_count())], "this machine (no RAY_ADDRESS: verl starts a local Ray)"
+
+
+def run_checks(cfg: DictConfig, ray_address: Optional[str] = None, dry_run: bool = False) -> list[CheckResult]:
+    """Run every check on the resolved ``cfg``; never raises for a failed check (see :func:`raise_on_failure`)."""
+
+    def gpus(c: DictConfig) -> str:
+        inventory, where = _gpu_inventory(c, ray_address, dry_run)
+        return check_gpus(c, inventory, where)
+
+    checks: list[tuple[str, Callable[[DictConfig], str]]] = [
+        ("loss registered", check_loss_registered),
+        ("trainer registered", check_trainer_registered),
+        ("sspo config", check_plugin_config),
+        ("verl config", check_verl_config),
+        ("batch sizes", check_batch_sizes),
+        ("model", check_model),
+        ("context length", check_context_length),
+        ("data files", check_data_files),
+        ("reward function", check_reward_function),
+        ("output dir", check_output_dir),
+        ("GPUs", gpus),
+    ]
+    results = []
+    for name, fn in checks:
+        try:
+            results.append(CheckResult(name, "ok", fn(cfg)))
+        except Skipped as why:
+            results.append(CheckResult(name, "skip", str(why)))
+        except Exception as err:  # every failure is reported, the next check still runs
+            results.append(CheckResult(name, "fail", f"{type(err).__name__}: {err}"))
+    return results
+
+
+def raise_on_failure(results: Sequence[CheckResult]) -> None:
+    """Raise :class:`PreflightError` listing every failed check, if any failed."""
+    failed = [r for r in results if r.status == "fail"]
+    if failed:
+        raise PreflightError("pre-flight checks failed:\n" + "\n".join(r.line() for r in failed))
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    """The resolved config as YAML (what the dry run prints)."""
+    return OmegaConf.to_yaml(cfg, resolve=True)
