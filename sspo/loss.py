@@ -16,7 +16,7 @@ Choices of ours (not from the paper, whose text we do not have) are marked OUR C
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
@@ -69,9 +69,9 @@ class SSPOPolicyLossConfig(PolicyLossConfig):
     adaptive_alpha: float = 1.0
     adaptive_min: float = 0.5
     adaptive_max: float = 2.0
-    delimiters: Optional[list[str]] = None
-    max_subsentence_len: Optional[int] = None
-    dual_clip: Optional[bool] = None
+    delimiters: list[str] | None = None
+    max_subsentence_len: int | None = None
+    dual_clip: bool | None = None
 
     def __post_init__(self) -> None:
         """Validate every SSPO field; errors name the full Hydra key."""
@@ -81,14 +81,18 @@ class SSPOPolicyLossConfig(PolicyLossConfig):
                 "(or use verl's PolicyLossConfig for other losses)"
             )
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"{KEY}.granularity={self.granularity!r} is unknown: use one of {list(GRANULARITIES)}")
+            raise ValueError(
+                f"{KEY}.granularity={self.granularity!r} is unknown: use one of {list(GRANULARITIES)}"
+            )
         for name in ("adaptive_clip",):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{KEY}.{name} must be true or false, got {getattr(self, name)!r}")
         if self.dual_clip is not None and not isinstance(self.dual_clip, bool):
             raise ValueError(f"{KEY}.dual_clip must be true, false or null (auto), got {self.dual_clip!r}")
         if self.adaptive_map not in ADAPTIVE_MAPS:
-            raise ValueError(f"{KEY}.adaptive_map={self.adaptive_map!r} is unknown: use one of {list(ADAPTIVE_MAPS)}")
+            raise ValueError(
+                f"{KEY}.adaptive_map={self.adaptive_map!r} is unknown: use one of {list(ADAPTIVE_MAPS)}"
+            )
         if not _is_number(self.adaptive_alpha) or self.adaptive_alpha < 0:
             raise ValueError(f"{KEY}.adaptive_alpha must be a number >= 0, got {self.adaptive_alpha!r}")
         if not _is_number(self.adaptive_min) or not 0 < self.adaptive_min <= 1:
@@ -122,9 +126,9 @@ def _check_inputs(
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    rollout_is_weights: Optional[torch.Tensor],
-    segment_ids: Optional[torch.Tensor],
-    entropy: Optional[torch.Tensor],
+    rollout_is_weights: torch.Tensor | None,
+    segment_ids: torch.Tensor | None,
+    entropy: torch.Tensor | None,
 ) -> None:
     """Raise ValueError naming the bad tensor. Values at padding are never checked (they are ignored)."""
     shape = mask.shape
@@ -158,7 +162,9 @@ def _check_inputs(
     checks: dict[str, torch.Tensor] = {}
     for name in ("old_log_prob", "log_prob", "advantages", "rollout_is_weights", "entropy"):
         if name in named:
-            checks[f"{name} has NaN/inf on valid tokens"] = (~torch.isfinite(named[name].detach()) & mask).any()
+            checks[f"{name} has NaN/inf on valid tokens"] = (
+                ~torch.isfinite(named[name].detach()) & mask
+            ).any()
     if "entropy" in named:
         checks["entropy is negative on valid tokens"] = ((named["entropy"].detach() < 0) & mask).any()
     if "segment_ids" in named:
@@ -174,7 +180,7 @@ def _check_inputs(
         ).any()
     if checks:
         failed = torch.stack(list(checks.values())).tolist()
-        bad = [msg for msg, f in zip(checks, failed) if f]
+        bad = [msg for msg, f in zip(checks, failed, strict=True) if f]
         if bad:
             raise ValueError("sspo loss: bad input: " + "; ".join(bad))
 
@@ -184,7 +190,7 @@ def _check_inputs(
 # ----------------------------------------------------------------------------------------------
 
 
-def _unit_index(granularity: str, mask: torch.Tensor, segment_ids: Optional[torch.Tensor]) -> torch.Tensor:
+def _unit_index(granularity: str, mask: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
     """LongTensor[B, T]: flat unit slot in [0, B*T) per valid token; padding -> the spare slot B*T."""
     B, T = mask.shape
     if granularity == "token":
@@ -209,11 +215,11 @@ def compute_policy_loss_sspo(
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
     loss_agg_mode: str = "token-mean",
-    config: Optional[Any] = None,
-    rollout_is_weights: Optional[torch.Tensor] = None,
+    config: Any | None = None,
+    rollout_is_weights: torch.Tensor | None = None,
     *,
-    segment_ids: Optional[torch.Tensor] = None,
-    entropy: Optional[torch.Tensor] = None,
+    segment_ids: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """SSPO clipped policy loss (verl policy-loss signature + ``segment_ids`` and ``entropy``).
 
@@ -290,7 +296,9 @@ def compute_policy_loss_sspo(
 
     # --- entropy-adaptive clip range -------------------------------------------------------------
     if adaptive:
-        ent = torch.where(mask, entropy.detach().to(acc), torch.zeros_like(unit_tokens[0]))  # [B, T], no gradient
+        ent = torch.where(
+            mask, entropy.detach().to(acc), torch.zeros_like(unit_tokens[0])
+        )  # [B, T], no gradient
         h_ref = ent.sum() / mask.sum().clamp(min=1)  # token-mean over the micro-batch
         h_unit = _sum_per_unit(ent, unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
         rel = h_unit / h_ref.clamp(min=1e-8)
@@ -341,9 +349,9 @@ def _metrics(
     unit: torch.Tensor,
     unit_tokens: torch.Tensor,
     unit_log_ratio: torch.Tensor,
-    clamp_min: Optional[float],
-    clamp_max: Optional[float],
-    f_unit: Optional[torch.Tensor],
+    clamp_min: float | None,
+    clamp_max: float | None,
+    f_unit: torch.Tensor | None,
     num_slots: int,
 ) -> dict[str, float]:
     """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them."""
@@ -397,5 +405,4 @@ def _metrics(
         "actor/sspo/adaptive_scale_max": f_max,
     }
     floats = torch.stack([v.float() for v in values.values()]).tolist()
-    return dict(zip(values, floats))
-
+    return dict(zip(values, floats, strict=True))

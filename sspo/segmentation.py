@@ -27,7 +27,7 @@ Everything after the table build is tensor code: no Python loop over tokens or s
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -40,14 +40,29 @@ __all__ = [
 ]
 
 #: Half-width ``, . ; : ! ?``, newline, and full-width ``， 。 ； ： ！ ？ 、``.
-DEFAULT_DELIMITERS: tuple[str, ...] = (",", ".", ";", ":", "!", "?", "\n", "，", "。", "；", "：", "！", "？", "、")
+DEFAULT_DELIMITERS: tuple[str, ...] = (
+    ",",
+    ".",
+    ";",
+    ":",
+    "!",
+    "?",
+    "\n",
+    "，",
+    "。",
+    "；",
+    "：",
+    "！",
+    "？",
+    "、",
+)
 
 # Punctuation that may sit inside a number (decimal point, thousands separator).
 _NUMBER_PUNCTUATION = (".", ",")
 _DIGITS = "0123456789"
 
 
-def validate_delimiters(delimiters: Optional[Sequence[str]], key: str = "delimiters") -> tuple[str, ...]:
+def validate_delimiters(delimiters: Sequence[str] | None, key: str = "delimiters") -> tuple[str, ...]:
     """Return the delimiters as a tuple (``None`` -> :data:`DEFAULT_DELIMITERS`) or raise ValueError naming ``key``."""
     if delimiters is None:
         return DEFAULT_DELIMITERS
@@ -69,7 +84,7 @@ def validate_delimiters(delimiters: Optional[Sequence[str]], key: str = "delimit
 def segment_ids_from_delimiters(
     is_delimiter: torch.Tensor,
     response_mask: torch.Tensor,
-    max_subsentence_len: Optional[int] = None,
+    max_subsentence_len: int | None = None,
 ) -> torch.Tensor:
     """Turn a per-token "closes a subsentence" mask into per-token subsentence ids.
 
@@ -87,7 +102,9 @@ def segment_ids_from_delimiters(
             "must both be (batch, response_len)"
         )
     if max_subsentence_len is not None and (isinstance(max_subsentence_len, bool) or max_subsentence_len < 1):
-        raise ValueError(f"max_subsentence_len must be a positive integer or None, got {max_subsentence_len!r}")
+        raise ValueError(
+            f"max_subsentence_len must be a positive integer or None, got {max_subsentence_len!r}"
+        )
     valid = response_mask.bool()
     ends = is_delimiter.bool() & valid  # [B, T] token closes a run
 
@@ -119,7 +136,7 @@ class SubsentenceSegmenter:
         is_digit_punct: torch.Tensor,
         ends_with_digit: torch.Tensor,
         starts_with_digit: torch.Tensor,
-        max_subsentence_len: Optional[int] = None,
+        max_subsentence_len: int | None = None,
         delimiters: Sequence[str] = DEFAULT_DELIMITERS,
     ) -> None:
         """Store the per-token-id tables (BoolTensor[V + 1] each; the last entry is an always-False
@@ -128,8 +145,12 @@ class SubsentenceSegmenter:
         ``is_number_punct``: the token is exactly ``.`` or ``,``; ``is_digit_punct``: digit then ``.``/``,``
         at the end of the token (``"3."``); ``ends_with_digit`` / ``starts_with_digit``: first/last character.
         """
-        if max_subsentence_len is not None and (isinstance(max_subsentence_len, bool) or max_subsentence_len < 1):
-            raise ValueError(f"max_subsentence_len must be a positive integer or None, got {max_subsentence_len!r}")
+        if max_subsentence_len is not None and (
+            isinstance(max_subsentence_len, bool) or max_subsentence_len < 1
+        ):
+            raise ValueError(
+                f"max_subsentence_len must be a positive integer or None, got {max_subsentence_len!r}"
+            )
         self.vocab_size = int(is_delimiter.numel()) - 1
         self.max_subsentence_len = max_subsentence_len
         self.delimiters = tuple(delimiters)
@@ -146,9 +167,9 @@ class SubsentenceSegmenter:
     def from_tokenizer(
         cls,
         tokenizer,
-        delimiters: Optional[Sequence[str]] = None,
-        max_subsentence_len: Optional[int] = None,
-    ) -> "SubsentenceSegmenter":
+        delimiters: Sequence[str] | None = None,
+        max_subsentence_len: int | None = None,
+    ) -> SubsentenceSegmenter:
         """Decode every token id of ``tokenizer`` once (``batch_decode``, ~0.7 s for Qwen2.5's 151k ids)
         and build the lookup tables.
 
