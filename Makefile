@@ -8,9 +8,20 @@ PY := $(BIN)/python
 TORCH_PIN ?= torch==2.13.0
 EXTRAS ?= cpu,test
 PYTEST_ARGS ?=
+# recipe runs: one table row (recipe/config/experiment/*.yaml) plus any Hydra overrides in ARGS
+EXPERIMENT ?= sspo_qwen2.5-math-1.5b
+ARGS ?=
+DATA_ARGS ?=
+DATA_DIR ?= data
+OUTPUT_DIR ?= outputs
+# the ablation grid: granularity x adaptive clip x clip range (18 runs, one after another)
+ABLATION_EXPERIMENT ?= sspo_qwen2.5-math-1.5b
+ABLATION_GRID ?= actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence actor_rollout_ref.actor.policy_loss.adaptive_clip=true,false clip=narrow,default,wide
+IMAGE ?= sspo-verl:0.1.0
+RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(abspath $(BIN)):$$PATH
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint
+.PHONY: help install test lint data dry-run train ablate submit docker
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,3 +44,22 @@ test: install  ## run the whole test suite (CPU only; fails if no test ran)
 lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(BIN)/ruff check sspo tests benchmarks recipe examples
 	$(BIN)/hadolint docker/Dockerfile
+
+data: install  ## MATH level 3-5 + the five benchmarks as verl parquet in DATA_DIR (from the hub; DATA_ARGS=...)
+	$(PY) -m sspo.data --out-dir $(DATA_DIR) $(DATA_ARGS)
+
+dry-run: install  ## compose + check one table row on CPU, print the resolved config (EXPERIMENT=..., ARGS=...)
+	$(RECIPE_ENV) $(PY) -m sspo.cli --dry-run experiment=$(EXPERIMENT) $(ARGS)
+
+train: install  ## train one table row on this GPU node (EXPERIMENT=..., ARGS="hydra overrides")
+	$(RECIPE_ENV) $(PY) -m sspo.cli experiment=$(EXPERIMENT) $(ARGS)
+
+ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point; ARGS=--dry-run to only check it
+	$(RECIPE_ENV) $(PY) -m sspo.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(ARGS)
+
+submit: install  ## ray job submit one table row (RAY_ADDRESS=http://head:8265 OUTPUT_DIR=/shared/... EXPERIMENT=...)
+	PATH=$(abspath $(BIN)):$$PATH RAY_ADDRESS=$(RAY_ADDRESS) OUTPUT_DIR=$(OUTPUT_DIR) DATA_DIR=$(DATA_DIR) \
+	  recipe/scripts/submit.sh experiment=$(EXPERIMENT) $(ARGS)
+
+docker:  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
+	docker build -f docker/Dockerfile -t $(IMAGE) .

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Submit one recipe run to a Ray cluster with `ray job submit`; arguments go to `python -m sspo.cli`.
+#
+#   RAY_ADDRESS=http://HEAD:8265 OUTPUT_DIR=/shared/sspo DATA_DIR=/shared/sspo/data \
+#     recipe/scripts/submit.sh experiment=sspo_qwen2.5-math-7b cluster=2x8gpu
+#
+# The runtime env ships this checkout as the job's working_dir (without .venv, data, outputs) and sets
+# VERL_USE_EXTERNAL_MODULES so every verl process of the job (TaskRunner, workers) imports
+# sspo.verl_plugin even where the project is not pip-installed. Checkpoints, validation dumps and
+# logs go to OUTPUT_DIR (must be a filesystem every node sees); trainer.resume_mode=auto makes a
+# resubmission of the same command continue a preempted run from its last checkpoint.
+#
+# Environment:
+#   RAY_ADDRESS    Ray dashboard address (required), e.g. http://127.0.0.1:8265
+#   OUTPUT_DIR     shared directory for checkpoints and logs (required; becomes SSPO_OUTPUT_DIR)
+#   DATA_DIR       shared directory of the prepared parquet files (optional; becomes SSPO_DATA_DIR)
+#   SUBMISSION_ID  Ray job id (default: sspo-<date>-<random>)
+#   NO_WAIT=1      return after submitting instead of following the logs
+#   JOB_PYTHON     interpreter on the cluster (default: python)
+#   HF_HOME, HF_TOKEN, WANDB_API_KEY are forwarded when set (never written to a file).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the Ray dashboard address, e.g. http://HEAD:8265}"
+: "${OUTPUT_DIR:?set OUTPUT_DIR to a directory every node sees (checkpoints, logs, resume)}"
+SUBMISSION_ID="${SUBMISSION_ID:-sspo-$(date +%Y%m%d-%H%M%S)-$RANDOM}"
+PYTHON="${PYTHON:-python}"
+
+runtime_env="$("$PYTHON" - <<'PY'
+import json, os
+
+env_vars = {"VERL_USE_EXTERNAL_MODULES": "sspo.verl_plugin", "PYTHONUNBUFFERED": "1",
+            "SSPO_OUTPUT_DIR": os.environ["OUTPUT_DIR"]}
+if os.environ.get("DATA_DIR"):
+    env_vars["SSPO_DATA_DIR"] = os.environ["DATA_DIR"]
+for key in ("HF_HOME", "HF_TOKEN", "WANDB_API_KEY"):
+    if os.environ.get(key):
+        env_vars[key] = os.environ[key]
+excludes = [".git", ".venv", "data", "outputs", "checkpoints", "runs", "multirun",
+            "*.egg-info", "__pycache__", ".pytest_cache", ".ruff_cache"]
+print(json.dumps({"working_dir": ".", "excludes": excludes, "env_vars": env_vars}))
+PY
+)"
+
+echo "submitting $SUBMISSION_ID to $RAY_ADDRESS: sspo.cli $*"
+exec ray job submit --address "$RAY_ADDRESS" --submission-id "$SUBMISSION_ID" \
+  --runtime-env-json "$runtime_env" ${NO_WAIT:+--no-wait} \
+  -- "${JOB_PYTHON:-python}" -m sspo.cli "$@"
