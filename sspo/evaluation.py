@@ -1,0 +1,536 @@
+"""The five-benchmark evaluation table: generate k samples per problem (GPU), score them (anywhere).
+
+Two sub-commands::
+
+    # GPU machine with vLLM: k samples per problem for a checkpoint (hub id or local path)
+    python -m sspo.evaluation generate --model Qwen/Qwen2.5-Math-7B --data-dir data --k 8 \\
+        --out evals/base.jsonl
+    # anywhere: score generation files into the paper-style table, several runs side by side
+    python -m sspo.evaluation score --data-dir data --run base=evals/base.jsonl \\
+        --run sspo=checkpoints/sspo/val_generations --markdown table.md --csv table.csv
+
+``generate`` reads the benchmark parquet files written by ``python -m sspo.data`` (their chat prompts,
+golds), samples with vLLM's ``LLM.chat`` (the model's own chat template, as verl's rollout does) and
+writes one JSON line per sample::
+
+    {"benchmark": "math500", "index": 3, "sample": 0, "response": "...", "finish_reason": "stop",
+     "ground_truth": "10", "answer_alternatives": ["10"], "problem": "...", "model": "..."}
+
+It can only run on a GPU machine with vLLM installed (``pip install "verl[vllm]==0.9.1"``); vLLM is
+imported only there. ``--dry-run`` prints the vLLM arguments and the sample count without a GPU.
+
+``score`` accepts our JSONL and the validation generations verl dumps during training
+(``trainer.validation_data_dir``: one ``<step>.jsonl`` per validation with ``input``, ``output``,
+``gts``, ``score``, ``step``, ``uid`` ... and no benchmark name, so each row is matched to its benchmark
+problem by finding the problem text in ``input``; a folder means its latest step). Every response is
+re-scored with ``sspo.reward.compute_score`` so all runs are judged alike; a response cut at the length
+limit (``finish_reason == "length"``) scores 0.
+
+Metrics per benchmark: pass@1 = mean over problems of (correct samples / samples), i.e. avg@k; pass@k =
+mean over problems of the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` (Chen et al., 2021); and the
+five-benchmark average (AIME24, AMC, MATH500, Minerva Math, OlympiadBench; ``--amc amc23`` uses the
+40-problem AMC 2023 variant instead of the 83-problem AMC 2022+2023 one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FIVE = ("aime24", "amc", "math500", "minerva", "olympiadbench")
+DISPLAY = {
+    "aime24": "AIME24",
+    "amc": "AMC",
+    "amc23": "AMC23",
+    "math500": "MATH500",
+    "minerva": "Minerva",
+    "olympiadbench": "OlympiadBench",
+}
+
+
+class EvalError(ValueError):
+    """A problem with the user's inputs (message names the path/value and the fix)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------------
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem with ``n`` samples of which ``c`` are correct (needs n >= k)."""
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+@dataclass
+class BenchmarkScore:
+    """pass@1 (avg@k) and pass@k of one run on one benchmark."""
+
+    benchmark: str
+    n_problems: int
+    n_samples: int  # samples per problem (the smallest count, when they differ)
+    k: int
+    pass1: float
+    passk: float
+
+
+def score_groups(groups: dict[Any, list[bool]], benchmark: str, k: int | None = None) -> BenchmarkScore:
+    """Metrics from per-problem lists of correctness (one entry per sample)."""
+    if not groups:
+        raise EvalError(f"{benchmark}: no scored samples")
+    n_min = min(len(v) for v in groups.values())
+    k_eff = n_min if k is None else k
+    if k_eff > n_min:
+        raise EvalError(
+            f"{benchmark}: --k {k} but some problems have only {n_min} samples; pass --k {n_min} or generate more"
+        )
+    pass1 = sum(sum(v) / len(v) for v in groups.values()) / len(groups)
+    passk = sum(pass_at_k(len(v), sum(v), k_eff) for v in groups.values()) / len(groups)
+    return BenchmarkScore(benchmark, len(groups), n_min, k_eff, pass1, passk)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading generations
+# --------------------------------------------------------------------------------------------------
+@dataclass
+class Sample:
+    """One response to score, attributed to (benchmark, problem key)."""
+
+    benchmark: str
+    problem_key: Any
+    response: str
+    golds: list[str]
+    finish_reason: str | None = None
+
+
+@dataclass
+class ReadReport:
+    """Rows that could not be used, by reason (reported with the table, never silently dropped)."""
+
+    path: str
+    rows: int = 0
+    skipped: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))  # reason -> line numbers
+
+    def skip(self, reason: str, lineno: int) -> None:
+        self.skipped[reason].append(lineno)
+
+    def lines(self) -> list[str]:
+        out = []
+        for reason, nums in sorted(self.skipped.items()):
+            shown = ", ".join(map(str, nums[:5])) + (" ..." if len(nums) > 5 else "")
+            out.append(f"{self.path}: skipped {len(nums)} row(s): {reason} (line {shown})")
+        return out
+
+
+def resolve_generations_path(path: str | Path) -> Path:
+    """A generations file; a folder means verl's validation dump folder and its latest ``<step>.jsonl``."""
+    p = Path(path)
+    if not p.exists():
+        raise EvalError(
+            f"{p}: no such file or folder. Point --run at a generations JSONL written by "
+            "`python -m sspo.evaluation generate --out ...`, or at verl's trainer.validation_data_dir "
+            "(or one <step>.jsonl in it)."
+        )
+    if p.is_dir():
+        steps = sorted((int(f.stem), f) for f in p.glob("*.jsonl") if f.stem.isdigit())
+        if not steps:
+            raise EvalError(
+                f"{p}: folder without <step>.jsonl files (verl's validation dumps): pass a file instead"
+            )
+        return steps[-1][1]
+    return p
+
+
+def _iter_jsonl(path: Path, report: ReadReport):
+    with path.open("r", encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            report.rows += 1
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                report.skip("malformed JSON", lineno)
+                continue
+            if not isinstance(row, dict):
+                report.skip("not a JSON object", lineno)
+                continue
+            yield lineno, row
+
+
+@dataclass
+class BenchmarkProblems:
+    """The prepared benchmark rows (from ``python -m sspo.data``), for golds and verl-dump matching."""
+
+    problems: dict[tuple[str, int], dict]  # (benchmark, index) -> {"problem", "golds"}
+
+    @classmethod
+    def load(cls, data_dir: str | Path, benchmarks: tuple[str, ...] | list[str]) -> BenchmarkProblems:
+        import pyarrow.parquet as pq
+
+        data_dir = Path(data_dir)
+        problems = {}
+        for b in benchmarks:
+            f = data_dir / f"{b}.parquet"
+            if not f.exists():
+                continue
+            for row in pq.read_table(f, columns=["reward_model", "extra_info"]).to_pylist():
+                info = row["extra_info"]
+                golds = list(info.get("answer_alternatives") or []) or [row["reward_model"]["ground_truth"]]
+                problems[(b, int(info["index"]))] = {"problem": info["problem"], "golds": golds}
+        return cls(problems)
+
+    def match(self, prompt_text: str, cache: dict[str, tuple[str, int] | None]) -> tuple[str, int] | None:
+        """The benchmark problem whose text occurs in ``prompt_text`` (the longest such), or None."""
+        if prompt_text in cache:
+            return cache[prompt_text]
+        best, best_len = None, -1
+        for key, p in self.problems.items():
+            text = p["problem"]
+            if len(text) > best_len and text in prompt_text:
+                best, best_len = key, len(text)
+        cache[prompt_text] = best
+        return best
+
+
+def read_generations(
+    path: str | Path, problems: BenchmarkProblems | None = None
+) -> tuple[list[Sample], ReadReport]:
+    """Samples from our generations JSONL or from a verl validation dump (format detected per row)."""
+    path = resolve_generations_path(path)
+    report = ReadReport(str(path))
+    samples: list[Sample] = []
+    cache: dict[str, tuple[str, int] | None] = {}
+    from sspo.reward import gold_answers
+
+    for lineno, row in _iter_jsonl(path, report):
+        if "benchmark" in row:  # ours
+            missing = [k for k in ("benchmark", "index", "response") if k not in row]
+            if missing:
+                report.skip(f"missing field(s) {missing}", lineno)
+                continue
+            response = row["response"]
+            if not isinstance(response, str):
+                report.skip("response is not a string", lineno)
+                continue
+            golds = gold_answers(row.get("answer_alternatives")) or gold_answers(row.get("ground_truth"))
+            if not golds and problems is not None:
+                known = problems.problems.get((row["benchmark"], row["index"]))
+                golds = known["golds"] if known else []
+            if not golds:
+                report.skip("no usable gold answer (ground_truth missing)", lineno)
+                continue
+            samples.append(Sample(row["benchmark"], row["index"], response, golds, row.get("finish_reason")))
+        elif "input" in row or "output" in row:  # verl's trainer.validation_data_dir dump
+            missing = [k for k in ("input", "output") if k not in row]
+            if missing:
+                report.skip(f"missing field(s) {missing}", lineno)
+                continue
+            if not isinstance(row["output"], str) or not isinstance(row["input"], str):
+                report.skip("input/output is not a string", lineno)
+                continue
+            if problems is None or not problems.problems:
+                raise EvalError(
+                    f"{path} is a verl validation dump (no benchmark names): pass --data-dir with the "
+                    "benchmark parquet files used for validation (python -m sspo.data --out-dir ...)"
+                )
+            key = problems.match(row["input"], cache)
+            if key is None:
+                report.skip("prompt matches no benchmark problem in --data-dir", lineno)
+                continue
+            golds = problems.problems[key]["golds"] or gold_answers(row.get("gts"))
+            samples.append(Sample(key[0], key[1], row["output"], golds, row.get("finish_reason")))
+        else:
+            report.skip("neither our format (benchmark/index/response) nor verl's (input/output)", lineno)
+    if report.rows == 0:
+        raise EvalError(f"{path}: empty file, no generations to score")
+    if not samples:
+        raise EvalError(f"{path}: no usable rows:\n" + "\n".join(report.lines()))
+    return samples, report
+
+
+# --------------------------------------------------------------------------------------------------
+# Scoring into the table
+# --------------------------------------------------------------------------------------------------
+def score_samples(
+    samples: list[Sample], k: int | None = None, timeout: float | None = None
+) -> dict[str, BenchmarkScore]:
+    """Re-score every sample with ``sspo.reward.compute_score`` and aggregate per benchmark."""
+    from tqdm import tqdm
+
+    from sspo.reward import compute_score
+
+    groups: dict[str, dict[Any, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for s in tqdm(samples, desc="scoring", unit="resp", disable=len(samples) < 2000):
+        out = compute_score(
+            s.benchmark,
+            s.response,
+            s.golds[0],
+            extra_info={"answer_alternatives": s.golds, "finish_reason": s.finish_reason},
+            timeout=timeout,
+        )
+        groups[s.benchmark][s.problem_key].append(bool(out["acc"]))
+    return {b: score_groups(g, b, k) for b, g in sorted(groups.items())}
+
+
+def five_average(scores: dict[str, BenchmarkScore], amc: str = "amc") -> tuple[float, float] | None:
+    """Mean pass@1 and pass@k over the five benchmarks, or None when one of them is missing."""
+    names = [amc if b == "amc" else b for b in FIVE]
+    if any(b not in scores for b in names):
+        return None
+    return (
+        sum(scores[b].pass1 for b in names) / len(names),
+        sum(scores[b].passk for b in names) / len(names),
+    )
+
+
+def _columns(runs: dict[str, dict[str, BenchmarkScore]], amc: str) -> list[str]:
+    five = [amc if b == "amc" else b for b in FIVE]
+    extra = sorted({b for s in runs.values() for b in s} - set(five))
+    return five + extra
+
+
+def to_markdown(runs: dict[str, dict[str, BenchmarkScore]], amc: str = "amc") -> str:
+    """Paper-style Markdown: one row per run and metric, benchmarks as columns, five-benchmark average."""
+    cols = _columns(runs, amc)
+    header = "| run | metric | " + " | ".join(DISPLAY.get(c, c) for c in cols) + " | Avg (5) |"
+    lines = [header, "|" + "---|" * (len(cols) + 3)]
+    for run, scores in runs.items():
+        avg = five_average(scores, amc)
+        ks = sorted({s.k for s in scores.values()})
+        for metric in ("pass@1", "pass@k"):
+            cells = []
+            for c in cols:
+                s = scores.get(c)
+                cells.append(
+                    "—" if s is None else f"{100 * (s.pass1 if metric == 'pass@1' else s.passk):.1f}"
+                )
+            a = "—" if avg is None else f"{100 * (avg[0] if metric == 'pass@1' else avg[1]):.1f}"
+            label = "pass@1 (avg@k)" if metric == "pass@1" else "pass@" + "/".join(map(str, ks))
+            lines.append(f"| {run} | {label} | " + " | ".join(cells) + f" | {a} |")
+    samples = {run: {c: (s.n_problems, s.n_samples) for c, s in sc.items()} for run, sc in runs.items()}
+    lines.append("")
+    lines.append("Problems x samples per benchmark: " + "; ".join(
+        f"{run}: " + ", ".join(f"{DISPLAY.get(c, c)} {p}x{n}" for c, (p, n) in sorted(d.items()))
+        for run, d in samples.items()
+    ))  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(runs: dict[str, dict[str, BenchmarkScore]], amc: str = "amc") -> str:
+    """Long-format CSV: run, benchmark, n_problems, n_samples, k, pass@1, pass@k (fractions)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["run", "benchmark", "n_problems", "n_samples", "k", "pass@1", "pass@k"])
+    for run, scores in runs.items():
+        for c in _columns(runs, amc):
+            s = scores.get(c)
+            if s is not None:
+                w.writerow([run, c, s.n_problems, s.n_samples, s.k, f"{s.pass1:.6f}", f"{s.passk:.6f}"])
+        avg = five_average(scores, amc)
+        if avg is not None:
+            w.writerow([run, "average5", "", "", "", f"{avg[0]:.6f}", f"{avg[1]:.6f}"])
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Generation (GPU, vLLM)
+# --------------------------------------------------------------------------------------------------
+def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """Validate ``generate``'s arguments and return what will be passed to vLLM (no GPU needed)."""
+    import pyarrow.parquet as pq
+
+    if args.k < 1:
+        raise EvalError(f"--k {args.k}: need at least 1 sample per problem")
+    if not 0.0 <= args.temperature:
+        raise EvalError(f"--temperature {args.temperature}: must be >= 0")
+    if not 0.0 < args.top_p <= 1.0:
+        raise EvalError(f"--top-p {args.top_p}: must be in (0, 1]")
+    if args.k > 1 and args.temperature == 0.0:
+        raise EvalError(
+            "--k > 1 with --temperature 0 gives k identical samples: raise the temperature or use --k 1"
+        )
+    if args.max_tokens < 1:
+        raise EvalError(f"--max-tokens {args.max_tokens}: must be positive")
+    model_path = Path(args.model)
+    looks_local = args.model.startswith((".", "/", "~")) or model_path.exists()
+    if looks_local and not (model_path.expanduser() / "config.json").exists():
+        raise EvalError(
+            f"--model {args.model}: no config.json there; pass a HF checkpoint folder or a hub id"
+        )
+    benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    data_dir = Path(args.data_dir)
+    problems = []
+    for b in benchmarks:
+        f = data_dir / f"{b}.parquet"
+        if not f.exists():
+            raise EvalError(f"{f}: not found; prepare it with `python -m sspo.data --out-dir {data_dir}`")
+        for row in pq.read_table(f).to_pylist():
+            problems.append(
+                {
+                    "benchmark": b,
+                    "index": int(row["extra_info"]["index"]),
+                    "messages": row["prompt"],
+                    "ground_truth": row["reward_model"]["ground_truth"],
+                    "answer_alternatives": row["extra_info"]["answer_alternatives"],
+                    "problem": row["extra_info"]["problem"],
+                }
+            )
+    return {
+        "llm": {
+            "model": str(model_path.expanduser()) if looks_local else args.model,
+            "tensor_parallel_size": args.tensor_parallel_size,
+            "dtype": args.dtype,
+            "seed": args.seed,
+            "max_model_len": args.max_model_len,
+            "gpu_memory_utilization": args.gpu_memory_utilization,
+        },
+        "sampling": {
+            "n": args.k,
+            "temperature": args.temperature,
+            "top_p": args.top_p,
+            "max_tokens": args.max_tokens,
+            "seed": args.seed,
+        },
+        "problems": problems,
+        "out": args.out,
+    }
+
+
+def generate(plan: dict[str, Any]) -> Path:
+    """Run vLLM on every problem (GPU only) and write the generations JSONL."""
+    try:
+        from vllm import LLM, SamplingParams
+    except ImportError as e:
+        raise EvalError(
+            "generation needs vLLM and a GPU: pip install 'verl[vllm]==0.9.1' on a GPU machine "
+            f"(import failed: {e}). Scoring (`score`) works without it."
+        ) from e
+    llm = LLM(**plan["llm"])
+    params = SamplingParams(**plan["sampling"])
+    outputs = llm.chat([p["messages"] for p in plan["problems"]], params, use_tqdm=True)
+    out = Path(plan["out"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", encoding="utf-8") as f:
+        for p, o in zip(plan["problems"], outputs, strict=True):
+            for j, c in enumerate(o.outputs):
+                row = {
+                    k: p[k] for k in ("benchmark", "index", "ground_truth", "answer_alternatives", "problem")
+                }
+                row.update(
+                    sample=j, response=c.text, finish_reason=c.finish_reason, model=plan["llm"]["model"]
+                )
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m sspo.evaluation`` parser (sub-commands ``generate`` and ``score``)."""
+    p = argparse.ArgumentParser(prog="python -m sspo.evaluation", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="k samples per benchmark problem with vLLM (GPU only)")
+    g.add_argument("--model", required=True, help="checkpoint: hub id or local HF folder")
+    g.add_argument("--data-dir", default="data", help="folder with <benchmark>.parquet from sspo.data")
+    g.add_argument("--benchmarks", default=",".join(FIVE), help="comma list (default: the five)")
+    g.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
+    g.add_argument("--temperature", type=float, default=0.6)
+    g.add_argument("--top-p", type=float, default=0.95)
+    g.add_argument("--max-tokens", type=int, default=3000, help="response length limit (tokens)")
+    g.add_argument("--max-model-len", type=int, default=4096)
+    g.add_argument("--tensor-parallel-size", type=int, default=1)
+    g.add_argument("--gpu-memory-utilization", type=float, default=0.9)
+    g.add_argument("--dtype", default="bfloat16")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, help="generations JSONL to write")
+    g.add_argument("--dry-run", action="store_true", help="print the vLLM arguments and exit (no GPU needed)")
+
+    s = sub.add_parser("score", help="score generation files into the five-benchmark table")
+    s.add_argument("--run", action="append", required=True, metavar="NAME=PATH",
+                   help="a run to show (repeat): our JSONL, a verl validation dump file or its folder")  # fmt: skip
+    s.add_argument("--data-dir", default=None, help="benchmark parquet folder (needed for verl dumps)")
+    s.add_argument("--k", type=int, default=None, help="k of pass@k (default: samples per problem)")
+    s.add_argument("--amc", choices=["amc", "amc23"], default="amc", help="AMC variant in the 5-average")
+    s.add_argument("--timeout", type=float, default=None, help="reward time bound per response (s)")
+    s.add_argument("--markdown", help="also write the Markdown table here")
+    s.add_argument("--csv", help="also write the CSV here")
+    return p
+
+
+def parse_runs(items: list[str]) -> dict[str, str]:
+    """``["a=path", ...]`` -> ordered dict; a clear error for a malformed or repeated name."""
+    runs: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            raise EvalError(f"--run {item!r}: expected NAME=PATH, e.g. --run sspo=evals/sspo.jsonl")
+        if name in runs:
+            raise EvalError(f"--run name {name!r} given twice: names label the table rows, make them unique")
+        runs[name.strip()] = path.strip()
+    return runs
+
+
+def score_runs(
+    runs: dict[str, str], data_dir: str | None, k: int | None = None, timeout: float | None = None
+) -> tuple[dict[str, dict[str, BenchmarkScore]], list[str]]:
+    """Score every run; returns (run -> benchmark -> score, notes about skipped rows)."""
+    problems = None
+    if data_dir is not None:
+        if not Path(data_dir).is_dir():
+            raise EvalError(
+                f"--data-dir {data_dir}: not a folder; prepare it with python -m sspo.data --out-dir"
+            )
+        from sspo.data import BENCHMARKS
+
+        problems = BenchmarkProblems.load(data_dir, BENCHMARKS)
+    table, notes = {}, []
+    for name, path in runs.items():
+        samples, report = read_generations(path, problems)
+        notes += report.lines()
+        table[name] = score_samples(samples, k=k, timeout=timeout)
+    return table, notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: 0 on success, 2 on a usage/data error (message on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            plan = build_generation_plan(args)
+            if args.dry_run:
+                print(json.dumps({"llm": plan["llm"], "sampling": plan["sampling"], "out": plan["out"],
+                                  "n_problems": len(plan["problems"])}, indent=2))  # fmt: skip
+                return 0
+            out = generate(plan)
+            print(f"wrote {out}")
+            return 0
+        table, notes = score_runs(parse_runs(args.run), args.data_dir, args.k, args.timeout)
+    except EvalError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    md, cs = to_markdown(table, args.amc), to_csv(table, args.amc)
+    print(md)
+    for n in notes:
+        print(n, file=sys.stderr)
+    if args.markdown:
+        Path(args.markdown).write_text(md + "".join(f"\n{n}" for n in notes), encoding="utf-8")
+    if args.csv:
+        Path(args.csv).write_text(cs, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
