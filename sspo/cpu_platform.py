@@ -11,7 +11,11 @@ How it plugs into verl (all through verl's own extension points, nothing patched
   (device ``"cpu"``, collective backend ``"gloo"``) and ``set_platform`` makes it the process-wide
   platform *before* anything calls ``get_platform()`` (verl caches the first platform it resolves;
   on a machine without GPUs it would otherwise fall back to "nvidia" and crash in ``torch.cuda``).
-  Setting ``VERL_PLATFORM=cpu`` in a process that imported this module selects it too.
+  Do NOT set ``VERL_PLATFORM=cpu`` globally: a process resolving its platform before importing this
+  module (``import verl`` loads ``sspo.verl_plugin``, which imports verl's trainer and engine modules,
+  and verl's FSDP engine module calls ``get_device_name()`` at import) would not find "cpu" registered.
+  One consequence: ``verl.workers.engine.fsdp.transformer_impl.device_name`` (a module constant, used
+  only for Ulysses sequence parallelism) still says "cuda" on CPU; keep ``ulysses_sequence_parallel_size=1``.
 * ``torch.cpu`` lacks the memory/RNG helpers verl calls on ``get_torch_device()`` (``empty_cache``,
   ``max_memory_allocated``, ``mem_get_info``, ``get_rng_state``, ...): :data:`cpu_device_module`
   is ``torch.cpu`` plus those helpers (memory figures are 0: there is no device memory).
@@ -285,18 +289,6 @@ def compose_ppo_config(overrides: Sequence[str] = ()) -> Any:
 
     with initialize_config_dir(config_dir=verl_config_dir(), version_base=None):
         return compose(config_name="ppo_trainer", overrides=list(overrides))
-
-
-def build_actor_config(cfg: Any) -> Any:
-    """The ``ActorConfig`` the actor worker builds from ``cfg`` (same calls as ``ActorRolloutRefWorker.init_model``).
-
-    It carries ``model_config`` (an ``HFModelConfig`` with the tokenizer): what verl's loss wrapper receives.
-    """
-    from verl.utils.config import omega_conf_to_dataclass
-
-    actor_config = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
-    actor_config.model_config = omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
-    return actor_config
 
 
 @dataclass

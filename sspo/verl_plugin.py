@@ -1,0 +1,425 @@
+"""verl glue for SSPO: registration in every process, the actor loss wrapper, the SSPO trainer, config checks.
+
+``import sspo.verl_plugin`` registers the ``sspo`` policy loss and the ``sspo`` trainer. It is the
+project's ``verl.plugins`` entry point (pyproject: ``sspo = "sspo.verl_plugin"``), so ``import verl``
+loads it in EVERY process once the project is installed: driver, TaskRunner, every Ray worker. For
+code shipped by Ray ``working_dir`` instead of installed, put ``VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin``
+in the workers' environment (e.g. ``+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES``).
+verl swallows plugin import errors (debug log only), so :func:`assert_loss_registered` /
+:func:`validate_config` check explicitly and fail loudly.
+
+Use it (GPU cluster)::
+
+    python -m verl.trainer.main_ppo ... \\
+        trainer.v1.trainer_mode=sspo \\
+        actor_rollout_ref.actor.policy_loss._target_=sspo.loss.SSPOPolicyLossConfig \\
+        actor_rollout_ref.actor.policy_loss.loss_mode=sspo \\
+        +actor_rollout_ref.actor.policy_loss.granularity=subsentence
+
+Findings about verl 0.9.1's hooks (read in the installed source), and what we use:
+
+* The actor loss. ``ActorRolloutRefWorker.init_model`` installs ``partial(ppo_loss, config=actor_config)``
+  (``workers/engine_workers.py``); the FSDP engine calls it per micro-batch as
+  ``loss_function(model_output=..., data=micro_batch, dp_group=...)``. ``ppo_loss``
+  (``workers/utils/losses.py``) looks the registered policy loss up by ``policy_loss.loss_mode`` and
+  calls it with exactly seven keyword arguments; there is no supported way to hand a registered loss
+  another per-token tensor. The micro-batch itself does hold everything SSPO needs: ``responses``,
+  ``response_mask`` and the OLD policy's per-token ``entropy`` -- the v1 trainer's
+  ``_compute_old_log_prob`` (``trainer/ppo/v1/trainer_base.py``) always asks the actor for
+  ``calculate_entropy=True`` and stores ``entropy`` next to ``old_log_probs`` (not in bypass mode,
+  where it reuses the rollout's log-probs and computes no entropy: :func:`validate_config` rejects
+  that combination when ``adaptive_clip`` is on).
+* The hook that installs a wrapper on the workers: ``ActorRolloutRefWorker.set_loss_fn(fn)``
+  (``Dispatch.ONE_TO_ALL``, every worker), called from a trainer. Trainers are registered with
+  ``register_trainer(name)`` and picked by ``trainer.v1.trainer_mode`` in ``main_ppo``'s TaskRunner;
+  ``PPOTrainer.init`` ends with the ``on_init_end`` hook, after ``init_model`` built the actor and
+  before the first rollout. verl does the same for the critic (it builds ``value_loss`` with a
+  driver-built config and ships it with ``set_loss_fn``). No config key selects a custom actor loss in
+  0.9.1, so this is the supported hook. Caveat handled in :class:`SSPOTrainer`: verl's base trainer
+  branches on ``self.trainer_mode == "sync"`` (replay buffer, prompt refill, checkpoint of the
+  TransferQueue); a trainer registered under another name would silently take the ASYNC paths, so
+  ours reports ``trainer_mode == "sync"`` -- it IS verl's sync trainer plus one loss hook.
+
+How the extra tensors reach the registered loss without copying ``ppo_loss`` (~80 lines: padding
+conversion, global-batch normalisation, metric aggregation, entropy bonus, KL loss):
+:func:`sspo_ppo_loss` (same signature as ``ppo_loss``) computes ``segment_ids`` from the micro-batch's
+``responses`` with a :class:`~sspo.segmentation.SubsentenceSegmenter` built once per worker from the
+worker's tokenizer, takes the old-policy ``entropy`` from the micro-batch, and then calls verl's
+``ppo_loss`` UNCHANGED inside :func:`policy_loss_inputs`, a context manager that sets a
+:class:`contextvars.ContextVar` for the duration of that one call. The ``sspo`` registry entry is the
+loss engineer's ``compute_policy_loss_sspo`` behind :func:`fed_policy_loss`, a thin adapter registered
+ONCE at import that fills the keyword-only inputs the caller did not pass from that context. So:
+
+* nothing is patched, nothing is registered per call, no verl code is copied;
+* an explicit ``segment_ids=``/``entropy=`` always wins (direct calls behave exactly as before);
+* the context is per thread/task and reset on exit: nothing leaks between micro-batches or workers;
+* outside the wrapper (verl's default trainer) the context is empty and the loss raises its own
+  clear "segment_ids is required" error; :func:`validate_config` catches that case at config time;
+* for every other loss mode :func:`sspo_ppo_loss` IS ``ppo_loss`` (it returns ``ppo_loss(...)``
+  directly), so one trainer runs vanilla (GRPO), gspo and sspo.
+
+Not exercised on CPU (verl 0.9.1): ``main_ppo`` end to end (its resource pool demands GPUs; rollout
+needs a vLLM/SGLang/TRT-LLM server), hence :class:`SSPOTrainer` itself runs only on GPU clusters. The
+wrapper, the adapter and ``set_loss_fn`` are proven through verl's real actor worker on CPU
+(``tests/test_verl_engine.py``, via :mod:`sspo.cpu_platform`); registration in Ray workers through
+both routes is proven on a local CPU Ray cluster (``tests/test_ray_registration.py``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, register_policy_loss
+
+# Import order matters: this module is imported from INSIDE ``import verl`` (entry point). The loss
+# module is imported first so that nothing is registered if it fails (verl would swallow the error).
+import sspo.loss as sspo_loss
+
+__all__ = [
+    "LOSS_MODE",
+    "TRAINER_MODE",
+    "policy_loss_inputs",
+    "fed_policy_loss",
+    "sspo_ppo_loss",
+    "make_actor_loss_fn",
+    "build_actor_config",
+    "SSPOTrainer",
+    "assert_loss_registered",
+    "assert_trainer_registered",
+    "registration_status",
+    "validate_config",
+]
+
+LOSS_MODE = "sspo"
+TRAINER_MODE = "sspo"
+_POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
+
+# ----------------------------------------------------------------------------------------------
+# Per-call inputs for registered losses (see the module docstring)
+# ----------------------------------------------------------------------------------------------
+
+_LOSS_INPUTS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "sspo_policy_loss_inputs", default=None
+)
+
+
+@contextmanager
+def policy_loss_inputs(**inputs: Any) -> Iterator[None]:
+    """Within this block, a loss registered through :func:`fed_policy_loss` receives ``inputs``
+    (keyword-only arguments) when its caller -- verl's ``ppo_loss`` -- does not pass them."""
+    token = _LOSS_INPUTS.set(inputs)
+    try:
+        yield
+    finally:
+        _LOSS_INPUTS.reset(token)
+
+
+def fed_policy_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Adapter for a registered policy loss with extra keyword-only inputs: missing ones come from
+    :func:`policy_loss_inputs`; explicit ones win. Same signature and result as ``fn`` otherwise."""
+
+    @functools.wraps(fn)
+    def adapter(*args: Any, **kwargs: Any) -> Any:
+        for name, value in (_LOSS_INPUTS.get() or {}).items():
+            kwargs.setdefault(name, value)
+        return fn(*args, **kwargs)
+
+    adapter.is_fed_policy_loss = True  # type: ignore[attr-defined]
+    return adapter
+
+
+def _register_fed_sspo_loss() -> None:
+    current = POLICY_LOSS_REGISTRY.get(LOSS_MODE)
+    if getattr(current, "is_fed_policy_loss", False):
+        return  # already adapted (module imported again)
+    register_policy_loss(LOSS_MODE)(fed_policy_loss(sspo_loss.compute_policy_loss_sspo))
+
+
+_register_fed_sspo_loss()
+
+# ----------------------------------------------------------------------------------------------
+# The actor loss wrapper (drop-in for verl's workers/utils/losses.py::ppo_loss)
+# ----------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _segmenter(tokenizer: Any, delimiters: tuple[str, ...] | None, max_subsentence_len: int | None) -> Any:
+    """One :class:`SubsentenceSegmenter` per (worker tokenizer, delimiters, cap): the vocabulary table
+    is decoded once per worker process, not per micro-batch."""
+    from sspo.segmentation import SubsentenceSegmenter
+
+    return SubsentenceSegmenter.from_tokenizer(
+        tokenizer, delimiters=delimiters, max_subsentence_len=max_subsentence_len
+    )
+
+
+def _sspo_config(config: Any) -> Any:
+    policy_loss = config.policy_loss
+    if isinstance(policy_loss, sspo_loss.SSPOPolicyLossConfig):
+        return policy_loss
+    return sspo_loss.SSPOPolicyLossConfig()  # plain PolicyLossConfig(loss_mode="sspo"): the loss's defaults
+
+
+def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
+    """``segment_ids`` (subsentence granularity) and old-policy ``entropy`` (adaptive clip) for one
+    micro-batch, padded exactly as ``ppo_loss`` pads ``response_mask`` (same ``select().to_padded_tensor()``).
+
+    Args:
+        config: verl ``ActorConfig`` (``config.model_config.tokenizer`` is the worker's tokenizer).
+        data: the micro-batch TensorDict the engine hands to the loss (nested or padded fields).
+
+    Returns:
+        ``{"segment_ids": LongTensor[B, T], "entropy": FloatTensor[B, T]}`` (only the ones needed).
+    """
+    cfg = _sspo_config(config)
+    need_segments = cfg.granularity == "subsentence"
+    need_entropy = cfg.adaptive_clip
+    fields = ["response_mask"]
+    if need_segments:
+        fields.append("responses")
+    if need_entropy:
+        if "entropy" not in data.keys():
+            raise ValueError(
+                f"{_POLICY_LOSS}.adaptive_clip=true needs the old policy's per-token entropy in the batch "
+                "(key 'entropy', written by verl's trainer in _compute_old_log_prob); it is missing -- "
+                "algorithm.rollout_correction.bypass_mode=true skips it: set bypass_mode=false or adaptive_clip=false"
+            )
+        fields.append("entropy")
+    padded = data.select(*fields).to_padded_tensor()
+    response_mask = padded["response_mask"].bool()
+    inputs: dict[str, Any] = {}
+    if need_segments:
+        delimiters = tuple(cfg.delimiters) if cfg.delimiters is not None else None
+        segmenter = _segmenter(config.model_config.tokenizer, delimiters, cfg.max_subsentence_len)
+        inputs["segment_ids"] = segmenter(padded["responses"], response_mask)
+    if need_entropy:
+        inputs["entropy"] = padded["entropy"].detach()
+    return inputs
+
+
+def sspo_ppo_loss(config: Any, model_output: Any, data: Any, dp_group: Any = None) -> tuple[Any, dict]:
+    """Drop-in for verl's ``ppo_loss`` (same signature) that also feeds SSPO's inputs.
+
+    For ``policy_loss.loss_mode != "sspo"`` it returns ``ppo_loss(...)`` itself. For ``sspo`` it
+    computes :func:`sspo_loss_inputs` and calls ``ppo_loss`` unchanged within
+    :func:`policy_loss_inputs`, so the registered ``sspo`` loss receives ``segment_ids`` and the
+    old-policy ``entropy`` besides verl's seven arguments (see the module docstring).
+    """
+    from verl.workers.utils.losses import ppo_loss
+
+    if config.policy_loss.get("loss_mode", "vanilla") != LOSS_MODE:
+        return ppo_loss(config, model_output, data, dp_group)
+    with policy_loss_inputs(**sspo_loss_inputs(config, data)):
+        return ppo_loss(config, model_output, data, dp_group)
+
+
+def make_actor_loss_fn(actor_config: Any) -> Callable[..., Any]:
+    """``partial(sspo_ppo_loss, config=actor_config)``: what ``set_loss_fn`` installs (verl installs
+    ``partial(ppo_loss, config=actor_config)`` by default)."""
+    return functools.partial(sspo_ppo_loss, config=actor_config)
+
+
+def build_actor_config(cfg: Any) -> Any:
+    """The ``ActorConfig`` the actor worker builds (same two calls as ``ActorRolloutRefWorker.init_model``)."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    actor_config = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    actor_config.model_config = omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
+    return actor_config
+
+
+# ----------------------------------------------------------------------------------------------
+# The trainer: verl's sync trainer + one hook that installs the wrapper on every actor worker
+# ----------------------------------------------------------------------------------------------
+
+from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer  # noqa: E402
+from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
+
+
+class SSPOTrainer(PPOTrainerSync):
+    """verl's synchronous PPO trainer that installs :func:`sspo_ppo_loss` on the actor workers.
+
+    Selected by ``trainer.v1.trainer_mode=sspo``. Runs every loss mode: vanilla/gspo/... go through
+    ``ppo_loss`` unchanged, ``sspo`` gets its segment ids and old-policy entropy. GPU clusters only
+    (verl's ``main_ppo`` does not run on CPU).
+    """
+
+    def __init__(self, config: Any) -> None:
+        validate_config(config)  # before any worker, rollout or GPU time
+        super().__init__(config)
+
+    # verl branches on ``self.trainer_mode == "sync"`` (replay buffer, refill, TransferQueue
+    # checkpoints); PPOTrainer.__init__ assigns config.trainer.v1.trainer_mode ("sspo") to it.
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, name: str) -> None:
+        self.registered_trainer_mode = name
+
+    def on_init_end(self) -> None:
+        """Install the SSPO loss wrapper on every actor worker, then verl's sync hook (weight sync)."""
+        from verl.trainer.distillation import is_distillation_enabled
+
+        # With distillation, verl installs distillation_ppo_loss, which calls ppo_loss itself;
+        # validate_config already refused sspo there, so leave verl's loss in place.
+        if not is_distillation_enabled(self.config.get("distillation")):
+            self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config)))
+        super().on_init_end()
+
+
+def _register_trainer() -> None:
+    existing = TRAINER_REGISTRY.get(TRAINER_MODE)
+    if existing is not None and existing.__qualname__ == SSPOTrainer.__qualname__:
+        return  # this module imported again (e.g. reload): keep the first registration
+    register_trainer(TRAINER_MODE)(SSPOTrainer)
+
+
+_register_trainer()
+
+# ----------------------------------------------------------------------------------------------
+# Registration checks (verl swallows plugin import errors)
+# ----------------------------------------------------------------------------------------------
+
+_HOW_TO_REGISTER = (
+    "verl imports plugins in every process through the `verl.plugins` entry point of an INSTALLED package "
+    "(pip install -e <this repo>; not disabled by VERL_USE_EXTERNAL_PLUGINS=none), or through "
+    "VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin in the environment of every process (Ray: "
+    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin) for code shipped "
+    "by Ray working_dir. verl hides plugin import errors: run `python -c 'import sspo.verl_plugin'` to see one."
+)
+
+
+def registration_status() -> dict[str, Any]:
+    """Which SSPO pieces are registered in THIS process (for checks inside Ray workers)."""
+    import sys
+
+    trainer_base = sys.modules.get("verl.trainer.ppo.v1.trainer_base")
+    trainer_registry = getattr(trainer_base, "TRAINER_REGISTRY", {})
+    return {
+        "pid": os.getpid(),
+        "loss": LOSS_MODE in POLICY_LOSS_REGISTRY,
+        "trainer": TRAINER_MODE in trainer_registry,
+        "plugin_imported": __name__ in sys.modules,
+    }
+
+
+def assert_loss_registered(loss_mode: str) -> None:
+    """Raise RuntimeError, saying how to fix it, unless ``loss_mode`` is in verl's policy-loss registry."""
+    if loss_mode in POLICY_LOSS_REGISTRY:
+        return
+    hint = (
+        _HOW_TO_REGISTER
+        if loss_mode == LOSS_MODE
+        else "check the spelling of actor_rollout_ref.actor.policy_loss.loss_mode"
+    )
+    raise RuntimeError(
+        f"policy loss {loss_mode!r} ({_POLICY_LOSS}.loss_mode) is not registered in verl in process "
+        f"{os.getpid()}; registered: {sorted(POLICY_LOSS_REGISTRY)}. {hint}"
+    )
+
+
+def assert_trainer_registered(trainer_mode: str) -> None:
+    """Raise RuntimeError, saying how to fix it, unless ``trainer_mode`` is a registered verl v1 trainer."""
+    if trainer_mode in TRAINER_REGISTRY:
+        return
+    hint = _HOW_TO_REGISTER if trainer_mode == TRAINER_MODE else "check trainer.v1.trainer_mode"
+    raise RuntimeError(
+        f"trainer {trainer_mode!r} (trainer.v1.trainer_mode) is not registered in verl in process "
+        f"{os.getpid()}; registered: {sorted(TRAINER_REGISTRY)}. {hint}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Config-time checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _select(cfg: Any, key: str, default: Any = None) -> Any:
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key, default=default)
+    return default if value is None else value
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+
+
+def validate_config(cfg: Any) -> None:
+    """Config-time checks of a composed ``ppo_trainer`` config (DictConfig); ValueError names the key.
+
+    Called by the recipe's pre-flight and by :class:`SSPOTrainer` at init, before any worker starts.
+    Checks: the loss mode is registered (RuntimeError with the fix if not); clip ratios in range;
+    for ``loss_mode=sspo``: ``trainer.use_v1`` and ``trainer.v1.trainer_mode=sspo`` (verl's default
+    trainer cannot feed segment ids and entropy), ``policy_loss._target_`` is
+    :class:`sspo.loss.SSPOPolicyLossConfig` and instantiates (its ``__post_init__`` validates
+    granularity, delimiters, ...), no bypass mode with ``adaptive_clip``, no distillation.
+    """
+    from omegaconf import OmegaConf
+
+    actor = "actor_rollout_ref.actor"
+    loss_mode = _select(cfg, f"{_POLICY_LOSS}.loss_mode", "vanilla")
+    assert_loss_registered(loss_mode)
+
+    clip_ratio = _select(cfg, f"{actor}.clip_ratio", 0.2)
+    low = _select(cfg, f"{actor}.clip_ratio_low", clip_ratio)
+    high = _select(cfg, f"{actor}.clip_ratio_high", clip_ratio)
+    if not _is_number(low) or not 0 <= low < 1:
+        raise ValueError(f"{actor}.clip_ratio_low={low!r} is out of range: need 0 <= clip_ratio_low < 1")
+    if not _is_number(high) or high < 0:
+        raise ValueError(f"{actor}.clip_ratio_high={high!r} is out of range: need a number >= 0")
+
+    if loss_mode != LOSS_MODE:
+        return
+
+    if not _select(cfg, "trainer.use_v1", False):
+        raise ValueError("trainer.use_v1=false: SSPO needs verl's v1 trainer (trainer.use_v1=true)")
+    trainer_mode = _select(cfg, "trainer.v1.trainer_mode", "sync")
+    if trainer_mode != TRAINER_MODE:
+        raise ValueError(
+            f"trainer.v1.trainer_mode={trainer_mode!r} cannot feed {_POLICY_LOSS}.loss_mode=sspo: verl's "
+            f"{trainer_mode!r} trainer passes the loss only its seven standard arguments, not the subsentence "
+            f"ids and old-policy entropy. Set trainer.v1.trainer_mode={TRAINER_MODE} (sspo.verl_plugin.SSPOTrainer)"
+        )
+    assert_trainer_registered(TRAINER_MODE)
+
+    policy_loss = OmegaConf.select(cfg, _POLICY_LOSS)
+    target = policy_loss.get("_target_", None)
+    if target != "sspo.loss.SSPOPolicyLossConfig":
+        raise ValueError(
+            f"{_POLICY_LOSS}._target_={target!r} with loss_mode=sspo: set "
+            f"{_POLICY_LOSS}._target_=sspo.loss.SSPOPolicyLossConfig so that the SSPO keys "
+            "(granularity, adaptive_clip, delimiters, ...) exist and are validated"
+        )
+    from verl.utils.config import omega_conf_to_dataclass
+
+    try:
+        sspo_cfg = omega_conf_to_dataclass(policy_loss)
+    except ValueError:
+        raise  # SSPOPolicyLossConfig.__post_init__: the message names the key already
+    except Exception as exc:  # e.g. an unknown key: TypeError from the dataclass constructor
+        raise ValueError(f"{_POLICY_LOSS} does not build an SSPOPolicyLossConfig: {exc}") from exc
+
+    if sspo_cfg.use_dual_clip:
+        clip_c = _select(cfg, f"{actor}.clip_ratio_c", 3.0)
+        if not _is_number(clip_c) or clip_c <= 1:
+            raise ValueError(
+                f"{actor}.clip_ratio_c={clip_c!r} must be > 1 for dual-clip PPO ({_POLICY_LOSS}.dual_clip)"
+            )
+    if sspo_cfg.adaptive_clip and _select(cfg, "algorithm.rollout_correction.bypass_mode", False):
+        raise ValueError(
+            "algorithm.rollout_correction.bypass_mode=true skips verl's old-log-prob pass, so there is no old-policy "
+            f"entropy for {_POLICY_LOSS}.adaptive_clip=true: set bypass_mode=false or adaptive_clip=false"
+        )
+    if _select(cfg, "distillation.enabled", False):
+        raise ValueError(
+            "distillation.enabled=true with loss_mode=sspo: verl's distillation loss calls ppo_loss directly and "
+            "cannot feed SSPO's inputs; disable distillation or use another loss mode"
+        )
