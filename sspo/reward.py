@@ -157,6 +157,7 @@ def gold_answers(raw: Any) -> list[str]:
     if s.count("$") >= 4 and re.fullmatch(r"\s*\$[^$]+\$(\s*,\s*\$[^$]+\$)+\s*", s):
         s = ", ".join(part.strip() for part in re.findall(r"\$([^$]+)\$", s))
     s = _strip_dollars(s)
+    s = re.sub(r"^\\\$\s*", "", s)  # currency: "\$18.90" -> "18.90"
     s = re.sub(r"\s+", " ", s).strip()
     if re.fullmatch(r"[+-]?\d+\.0+", s):
         s = s.split(".")[0]
