@@ -264,14 +264,22 @@ class SSPOTrainer(PPOTrainerSync):
         self.registered_trainer_mode = name
 
     def on_init_end(self) -> None:
-        """Install the SSPO loss wrapper on every actor worker, then verl's sync hook (weight sync)."""
+        """verl's hook after ``init_model``: install the loss wrapper, then verl's sync step (weight sync)."""
+        self.install_actor_loss()
+        super().on_init_end()
+
+    def install_actor_loss(self) -> None:
+        """``actor_rollout_wg.set_loss_fn(partial(sspo_ppo_loss, config=<ActorConfig>))`` on every actor worker.
+
+        The ``ActorConfig`` is built here from ``self.config`` exactly as the worker builds its own (verl
+        ships the critic's loss config the same way). With distillation enabled verl installs
+        ``distillation_ppo_loss`` (which calls ``ppo_loss`` itself) and :func:`validate_config` refuses
+        ``sspo``, so verl's loss is left in place.
+        """
         from verl.trainer.distillation import is_distillation_enabled
 
-        # With distillation, verl installs distillation_ppo_loss, which calls ppo_loss itself;
-        # validate_config already refused sspo there, so leave verl's loss in place.
         if not is_distillation_enabled(self.config.get("distillation")):
             self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config)))
-        super().on_init_end()
 
 
 def _register_trainer() -> None:
