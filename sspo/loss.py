@@ -115,74 +115,66 @@ def _is_number(x: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------
-# Input checks: a few vectorised reductions, one host sync.
+# Input checks. Presence and shapes: Python only. Values: a few reductions fetched with ONE host sync
+# (the exact per-tensor diagnosis below runs only when a cheap check fails).
 # ----------------------------------------------------------------------------------------------
 
+_SEG_PADDING = "segment_ids must be -1 exactly on padding (response_mask False) and >= 0 on valid tokens"
+_SEG_CONTIGUOUS = "segment_ids must be contiguous from 0 and non-decreasing in each row (steps of 0 or 1)"
 
-def _check_inputs(
-    granularity: str,
-    adaptive: bool,
-    old_log_prob: torch.Tensor,
-    log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    rollout_is_weights: torch.Tensor | None,
-    segment_ids: torch.Tensor | None,
-    entropy: torch.Tensor | None,
-) -> None:
-    """Raise ValueError naming the bad tensor. Values at padding are never checked (they are ignored)."""
-    shape = mask.shape
+
+def _check_arguments(granularity: str, adaptive: bool, mask: torch.Tensor, tensors: dict[str, Any]) -> None:
+    """Missing inputs, dtypes and shapes (no device work)."""
     if mask.dim() != 2:
-        raise ValueError(f"response_mask must be (batch, response_len), got shape {tuple(shape)}")
-    named = {"old_log_prob": old_log_prob, "log_prob": log_prob, "advantages": advantages}
-    if rollout_is_weights is not None:
-        named["rollout_is_weights"] = rollout_is_weights
-    if granularity == "subsentence":
-        if segment_ids is None:
-            raise ValueError(
-                "segment_ids is required for granularity='subsentence' (LongTensor[batch, response_len], -1 on "
-                "padding): build them with sspo.segmentation.SubsentenceSegmenter, or use the sspo.verl_plugin loss "
-                "wrapper that does it"
-            )
-        if segment_ids.dtype.is_floating_point or segment_ids.dtype == torch.bool:
-            raise ValueError(f"segment_ids must be an integer tensor, got dtype {segment_ids.dtype}")
-        named["segment_ids"] = segment_ids
-    if adaptive:
-        if entropy is None:
-            raise ValueError(
-                f"entropy (old-policy per-token entropy, FloatTensor[batch, response_len]) is required when "
-                f"{KEY}.adaptive_clip=true: pass it, or set adaptive_clip=false"
-            )
-        named["entropy"] = entropy
-    for name, t in named.items():
-        if t.shape != shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)} but response_mask has {tuple(shape)}")
+        raise ValueError(f"response_mask must be (batch, response_len), got shape {tuple(mask.shape)}")
+    if granularity == "subsentence" and tensors["segment_ids"] is None:
+        raise ValueError(
+            "segment_ids is required for granularity='subsentence' (LongTensor[batch, response_len], -1 on "
+            "padding): build them with sspo.segmentation.SubsentenceSegmenter, or use the sspo.verl_plugin loss "
+            "wrapper that does it"
+        )
+    if adaptive and tensors["entropy"] is None:
+        raise ValueError(
+            f"entropy (old-policy per-token entropy, FloatTensor[batch, response_len]) is required when "
+            f"{KEY}.adaptive_clip=true: pass it, or set adaptive_clip=false"
+        )
+    seg = tensors["segment_ids"]
+    if granularity == "subsentence" and (seg.dtype.is_floating_point or seg.dtype == torch.bool):
+        raise ValueError(f"segment_ids must be an integer tensor, got dtype {seg.dtype}")
+    for name, t in tensors.items():
+        if t is not None and t.shape != mask.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but response_mask has {tuple(mask.shape)}")
 
-    # One flag per check, computed on device, fetched with a single sync.
-    checks: dict[str, torch.Tensor] = {}
-    for name in ("old_log_prob", "log_prob", "advantages", "rollout_is_weights", "entropy"):
-        if name in named:
-            checks[f"{name} has NaN/inf on valid tokens"] = (
-                ~torch.isfinite(named[name].detach()) & mask
-            ).any()
-    if "entropy" in named:
-        checks["entropy is negative on valid tokens"] = ((named["entropy"].detach() < 0) & mask).any()
-    if "segment_ids" in named:
-        seg = segment_ids.long()
-        checks["segment_ids must be -1 exactly on padding (response_mask False) and >= 0 on valid tokens"] = (
-            (seg >= 0) != mask
-        ).any() | ((seg < -1).any())
-        # Contiguous from 0: every valid id is the largest id before it, or that plus one.
-        prev_max = torch.nn.functional.pad(seg.cummax(1).values[:, :-1], (1, 0), value=-1)
-        step = seg - prev_max
-        checks["segment_ids must be contiguous from 0 and non-decreasing in each row (steps of 0 or 1)"] = (
-            ((step != 0) & (step != 1)) & mask
-        ).any()
-    if checks:
-        failed = torch.stack(list(checks.values())).tolist()
-        bad = [msg for msg, f in zip(checks, failed, strict=True) if f]
-        if bad:
-            raise ValueError("sspo loss: bad input: " + "; ".join(bad))
+
+def _segment_flags(seg: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(padding/validity mismatch, not contiguous) as 0-dim bool tensors."""
+    bad_padding = ((seg >= 0) != mask).any() | (seg.amin() < -1)
+    # Contiguous from 0: each valid id is the largest id before it (-1 if none), or that plus one.
+    step = seg[:, 1:] - seg.cummax(1).values[:, :-1]  # [B, T-1] id minus the largest id before it
+    bad_step = step.bitwise_and_(-2).mul_(mask[:, 1:]).any()  # a valid token's step is not 0 or 1
+    bad_first = (mask[:, 0] & (seg[:, 0] != 0)).any()
+    return bad_padding, bad_step | bad_first
+
+
+def _diagnose(mask: torch.Tensor, tensors: dict[str, Any]) -> list[str]:
+    """Exact per-tensor problems on valid tokens (slow path, run only when a cheap check failed)."""
+    problems = []
+    for name in ("old_log_prob", "log_prob", "entropy"):  # ignored on padding
+        t = tensors.get(name)
+        if t is not None and (~torch.isfinite(t.detach()) & mask).any():
+            problems.append(f"{name} has NaN/inf on valid tokens")
+    for name in ("advantages", "rollout_is_weights"):  # multiply the loss: NaN * 0 on padding is still NaN
+        t = tensors.get(name)
+        if t is not None and not torch.isfinite(t.detach()).all():
+            problems.append(f"{name} has NaN/inf (must be finite everywhere, padding included, as in verl)")
+    if tensors.get("entropy") is not None and ((tensors["entropy"].detach() < 0) & mask).any():
+        problems.append("entropy is negative on valid tokens")
+    if tensors.get("segment_ids") is not None:
+        bad_padding, bad_contiguous = _segment_flags(tensors["segment_ids"].long(), mask)
+        problems += [
+            msg for msg, bad in ((_SEG_PADDING, bad_padding), (_SEG_CONTIGUOUS, bad_contiguous)) if bad
+        ]
+    return problems
 
 
 # ----------------------------------------------------------------------------------------------
@@ -190,17 +182,27 @@ def _check_inputs(
 # ----------------------------------------------------------------------------------------------
 
 
-def _unit_index(granularity: str, mask: torch.Tensor, segment_ids: torch.Tensor | None) -> torch.Tensor:
-    """LongTensor[B, T]: flat unit slot in [0, B*T) per valid token; padding -> the spare slot B*T."""
+def _unit_index(
+    granularity: str, mask: torch.Tensor, segment_ids: torch.Tensor | None, units_per_row: int
+) -> tuple[torch.Tensor, int]:
+    """Flat unit slot per token and the number of slots.
+
+    Row b owns slots [b * U, (b + 1) * U), U = ``units_per_row`` (the most units in any row); padding goes to
+    the spare last slot B * U. Memory stays O(B * T) (U <= T), never B * T * U.
+
+    Returns:
+        (LongTensor[B, T] slot of each token, number of slots B * U + 1)
+    """
     B, T = mask.shape
     if granularity == "token":
         local = torch.arange(T, device=mask.device).expand(B, T)
     elif granularity == "sequence":
-        local = torch.zeros(B, T, dtype=torch.long, device=mask.device)
+        local = torch.zeros(1, 1, dtype=torch.long, device=mask.device).expand(B, T)
     else:
-        local = segment_ids.long()  # validated: < T, contiguous
-    rows = torch.arange(B, device=mask.device).unsqueeze(1) * T  # [B, 1]
-    return torch.where(mask, rows + local, torch.full_like(local, B * T))
+        local = segment_ids.long()  # validated: contiguous from 0, -1 on padding
+    rows = torch.arange(B, device=mask.device).unsqueeze(1) * units_per_row  # [B, 1]
+    spare = B * units_per_row
+    return torch.where(mask, rows + local, spare), spare + 1
 
 
 def _sum_per_unit(values: torch.Tensor, unit: torch.Tensor, num_slots: int) -> torch.Tensor:
@@ -240,7 +242,8 @@ def compute_policy_loss_sspo(
 
     Args:
         old_log_prob, log_prob, advantages: FloatTensor[B, T]; ``log_prob`` carries the gradient.
-        response_mask: BoolTensor[B, T]. Values at padding (even NaN/inf) are ignored.
+        response_mask: BoolTensor[B, T]. ``log_prob``, ``old_log_prob`` and ``entropy`` at padding are ignored
+            (even NaN/inf); ``advantages`` and ``rollout_is_weights`` must be finite everywhere.
         loss_agg_mode: any of verl's ``agg_loss`` modes.
         config: verl ``ActorConfig``; ``config.policy_loss`` an :class:`SSPOPolicyLossConfig` (a plain
             ``PolicyLossConfig`` means SSPO defaults). Clip ratios: ``clip_ratio_low/high``, ``clip_ratio_c``.
@@ -251,6 +254,11 @@ def compute_policy_loss_sspo(
 
     Returns:
         (loss scalar, metrics dict of floats under ``actor/`` and ``actor/sspo/``).
+
+    Raises:
+        ValueError naming the problem: missing ``segment_ids``/``entropy``, shape mismatch, NaN/inf on valid
+        tokens (in which tensor), negative entropy, segment ids not contiguous or not -1 exactly on padding,
+        negative clip ratios, ``clip_ratio_c <= 1`` with dual clip.
     """
     # --- configuration ---------------------------------------------------------------------------
     if config is None:
@@ -273,59 +281,84 @@ def compute_policy_loss_sspo(
         raise ValueError(f"actor_rollout_ref.actor.clip_ratio_c={clip_ratio_c} must be > 1 for dual-clip PPO")
 
     mask = response_mask.bool()  # [B, T]
-    _check_inputs(granularity, adaptive, old_log_prob, log_prob, advantages, mask,
-                  rollout_is_weights, segment_ids, entropy)  # fmt: skip
-    B, T = mask.shape
-    num_slots = B * T + 1  # one slot per possible unit + a spare slot that collects padding
+    tensors = {
+        "old_log_prob": old_log_prob,
+        "log_prob": log_prob,
+        "advantages": advantages,
+        "rollout_is_weights": rollout_is_weights,
+        "segment_ids": segment_ids if granularity == "subsentence" else None,
+        "entropy": entropy if adaptive else None,
+    }
+    _check_arguments(granularity, adaptive, mask, tensors)
 
-    # --- unit ratios -----------------------------------------------------------------------------
-    # Zero the padding first so that whatever sits there (0, NaN, inf) never leaks into a sum.
-    log_prob = torch.where(mask, log_prob, torch.zeros_like(log_prob))  # [B, T], grad flows on valid tokens
-    log_ratio = torch.where(mask, log_prob.detach() - old_log_prob, torch.zeros_like(log_prob))  # [B, T]
-    unit = _unit_index(granularity, mask, segment_ids)  # [B, T] in [0, B*T]
-    acc = torch.promote_types(log_ratio.dtype, torch.float32)  # counts must be exact: no bf16 sums
-    unit_tokens = _sum_per_unit(mask.to(acc), unit, num_slots)  # [S] tokens per unit (0: empty slot)
-    unit_log_ratio = (_sum_per_unit(log_ratio.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)).to(
-        log_ratio.dtype
-    )  # [S] mean log-ratio of each unit
+    # --- per-token log-ratios; padding zeroed so whatever sits there (0, NaN, inf) never leaks ---
+    log_prob = torch.where(mask, log_prob, 0.0)  # [B, T], gradient flows on valid tokens
+    log_ratio = torch.where(mask, log_prob.detach() - old_log_prob, 0.0)  # [B, T]
+    ent = torch.where(mask, entropy.detach(), 0.0) if adaptive else None  # [B, T], no gradient
+
+    # --- cheap value checks, one host sync (also fetches the number of units per row) ---------------
+    log_ratio_sum = log_ratio.sum()  # also the ppo_kl metric
+    flags = [~torch.isfinite(log_ratio_sum), ~torch.isfinite(advantages.sum())]
+    if rollout_is_weights is not None:
+        flags.append(~torch.isfinite(rollout_is_weights.sum()))
+    if adaptive:
+        ent_sum = ent.sum()
+        flags += [~torch.isfinite(ent_sum), ent.amin() < 0]
+    units_per_row = torch.zeros((), dtype=torch.long, device=mask.device)
+    if granularity == "subsentence":
+        flags += list(_segment_flags(segment_ids.long(), mask))
+        units_per_row = segment_ids.amax() + 1
+    fetched = torch.stack([*(f.long() for f in flags), units_per_row.long()]).tolist()
+    if any(fetched[:-1]):  # something may be wrong (NaN/inf on padding also trips the cheap sums)
+        problems = _diagnose(mask, tensors)
+        if problems:
+            raise ValueError("sspo loss: bad input: " + "; ".join(problems))
+    units_per_row = {"token": mask.shape[1], "sequence": 1}.get(granularity, max(fetched[-1], 1))
+
+    # --- unit ratios, GSPO-token form ------------------------------------------------------------
+    unit, num_slots = _unit_index(granularity, mask, segment_ids, units_per_row)  # [B, T] slot per token
+    acc = torch.promote_types(log_ratio.dtype, torch.float32)  # exact counts and sums: never bf16
+    unit_tokens = torch.bincount(unit.reshape(-1), minlength=num_slots).to(acc)  # [S], 0 on empty slots
+    n_tokens = unit_tokens[:-1].sum()  # valid tokens (the last slot collects padding)
+    unit_log_ratio = _sum_per_unit(log_ratio.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
+    unit_log_ratio = unit_log_ratio.to(log_ratio.dtype)
 
     clamp_min, clamp_max = _LOG_RATIO_CLAMP[granularity]
-    log_s = log_prob - log_prob.detach() + unit_log_ratio[unit]  # [B, T], value = unit's log ratio
-    log_s = torch.clamp(log_s, min=clamp_min, max=clamp_max)
-    ratio = torch.exp(log_s)  # [B, T]
+    log_s = log_prob - log_prob.detach() + unit_log_ratio[unit]  # [B, T], value = the unit's log ratio
+    ratio = torch.exp(torch.clamp(log_s, min=clamp_min, max=clamp_max))  # [B, T]
 
-    # --- entropy-adaptive clip range -------------------------------------------------------------
+    # --- entropy-adaptive clip range (per unit, then gathered per token) -------------------------
     if adaptive:
-        ent = torch.where(
-            mask, entropy.detach().to(acc), torch.zeros_like(unit_tokens[0])
-        )  # [B, T], no gradient
-        h_ref = ent.sum() / mask.sum().clamp(min=1)  # token-mean over the micro-batch
-        h_unit = _sum_per_unit(ent, unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
+        h_ref = ent_sum / n_tokens.clamp(min=1)  # token-mean over the micro-batch
+        h_unit = _sum_per_unit(ent.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
         rel = h_unit / h_ref.clamp(min=1e-8)
         if sspo_cfg.adaptive_map == "power":
             f_unit = rel.pow(sspo_cfg.adaptive_alpha)
         else:  # "linear"
             f_unit = 1.0 + sspo_cfg.adaptive_alpha * (rel - 1.0)
         f_unit = f_unit.clamp(sspo_cfg.adaptive_min, sspo_cfg.adaptive_max)
-        f_unit = torch.where(h_ref > 1e-8, f_unit, torch.ones_like(f_unit))  # all-zero entropy: no scaling
-        f = f_unit[unit].to(ratio.dtype)  # [B, T]
-        low, high = 1.0 - eps_low * f, 1.0 + eps_high * f  # [B, T] per-unit bounds
+        f_unit = torch.where(h_ref > 1e-8, f_unit, 1.0)  # all-zero entropy: no scaling  [S]
+        low = (1.0 - eps_low * f_unit).to(ratio.dtype)[unit]  # [B, T] per-unit bounds
+        high = (1.0 + eps_high * f_unit).to(ratio.dtype)[unit]
     else:
         f_unit = None
         low, high = 1.0 - eps_low, 1.0 + eps_high  # python floats: bit-identical to the built-ins
 
-    # --- PPO clip (+ dual clip) ------------------------------------------------------------------
-    pg_losses1 = -advantages * ratio  # [B, T]
-    pg_losses2 = -advantages * torch.clamp(ratio, low, high)  # [B, T]
+    # --- PPO clip (+ dual clip), as verl's vanilla -----------------------------------------------
+    # On padding the ratio is exactly 1 (log-ratios zeroed), inside every clip range: no flag is set there.
+    neg_adv = -advantages  # [B, T]
+    pg_losses1 = neg_adv * ratio  # [B, T]
+    pg_losses2 = neg_adv * torch.clamp(ratio, low, high)  # [B, T]
     clip_pg_losses1 = torch.maximum(pg_losses1, pg_losses2)
-    clipped = torch.gt(pg_losses2, pg_losses1) & mask  # [B, T] the clip was active
+    clipped = torch.gt(pg_losses2, pg_losses1)  # [B, T] the clip was active
     if dual_clip:
-        pg_losses3 = -advantages * clip_ratio_c
+        pg_losses3 = neg_adv * clip_ratio_c
         clip_pg_losses2 = torch.min(pg_losses3, clip_pg_losses1)
-        dual_clipped = torch.gt(clip_pg_losses1, pg_losses3) & (advantages < 0) & mask
-        pg_losses = torch.where(advantages < 0, clip_pg_losses2, clip_pg_losses1)
+        negative = advantages < 0
+        dual_clipped = torch.gt(clip_pg_losses1, pg_losses3) & negative
+        pg_losses = torch.where(negative, clip_pg_losses2, clip_pg_losses1)
     else:
-        dual_clipped = torch.zeros_like(mask)
+        dual_clipped = None
         pg_losses = clip_pg_losses1
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
@@ -334,7 +367,7 @@ def compute_policy_loss_sspo(
         loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
     )
 
-    metrics = _metrics(mask, advantages, log_ratio, clipped, dual_clipped, unit, unit_tokens,
+    metrics = _metrics(mask, advantages, log_ratio_sum, clipped, dual_clipped, unit, unit_tokens,
                        unit_log_ratio, clamp_min, clamp_max, f_unit, num_slots)  # fmt: skip
     return pg_loss, metrics
 
@@ -343,9 +376,9 @@ def compute_policy_loss_sspo(
 def _metrics(
     mask: torch.Tensor,
     advantages: torch.Tensor,
-    log_ratio: torch.Tensor,
+    log_ratio_sum: torch.Tensor,
     clipped: torch.Tensor,
-    dual_clipped: torch.Tensor,
+    dual_clipped: torch.Tensor | None,
     unit: torch.Tensor,
     unit_tokens: torch.Tensor,
     unit_log_ratio: torch.Tensor,
@@ -354,47 +387,54 @@ def _metrics(
     f_unit: torch.Tensor | None,
     num_slots: int,
 ) -> dict[str, float]:
-    """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them."""
-    n_tok = mask.sum().clamp(min=1).to(unit_tokens.dtype)
-    exists = unit_tokens > 0  # [S] slot holds a unit (the padding slot never does)
-    n_units = exists.sum().clamp(min=1).to(unit_tokens.dtype)
-    n_resp = mask.any(1).sum().clamp(min=1).to(unit_tokens.dtype)
-    high = clipped & (advantages > 0)  # ratio above 1 + eps_high * f
-    low = clipped & (advantages < 0)  # ratio below 1 - eps_low * f
+    """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them.
 
-    def token_frac(m: torch.Tensor) -> torch.Tensor:
-        return m.sum() / n_tok
+    Token-weighted fractions are over valid tokens; unit-weighted ones are the mean over units of the share of
+    the unit's tokens concerned (0 or 1 when the advantage is constant over the unit, as in GRPO). "high" =
+    clipped at 1 + eps_high * f (A > 0), "low" = clipped at 1 - eps_low * f (A < 0). ``pg_clipfrac_lower`` is
+    verl's dual-clip fraction (0 when dual clip is off, as in gspo).
+    """
+    acc = unit_tokens.dtype
+    n_tok = unit_tokens[:-1].sum().clamp(min=1)  # the last slot collects padding
+    exists = unit_tokens > 0  # [S] slot holds a unit (the padding slot never does: it is emptied below)
+    exists[-1] = False
+    n_units = exists.sum().clamp(min=1).to(acc)
+    n_resp = mask.any(1).sum().clamp(min=1).to(acc)
+    high = clipped & (advantages > 0)  # [B, T]
+    n_clipped, n_high = clipped.sum(), high.sum()
 
-    def unit_frac(m: torch.Tensor) -> torch.Tensor:  # mean over units of the unit's clipped share
-        share = _sum_per_unit(m.to(unit_tokens.dtype), unit, num_slots) / unit_tokens.clamp(min=1)
-        return share.sum() / n_units  # the share is 0 on empty slots
+    # Mean over units of the share of the unit's tokens clipped (column 0) / clipped high (column 1).
+    flags = torch.stack([clipped, high], dim=-1).reshape(-1, 2).to(acc)  # [B*T, 2]
+    per_unit = flags.new_zeros(num_slots, 2).index_add_(0, unit.reshape(-1), flags)[:-1]  # [S-1, 2]
+    unit_clipped, unit_high = (per_unit / unit_tokens[:-1].clamp(min=1).unsqueeze(1)).sum(0) / n_units
 
-    # Unit-weighted ratio and scale statistics, with masked reductions (no data-dependent shapes).
+    # Unit-weighted ratio and scale statistics, masked reductions over the [S] unit arrays.
     unit_ratio = torch.exp(torch.clamp(unit_log_ratio, min=clamp_min, max=clamp_max))  # [S]
     f = f_unit if f_unit is not None else torch.ones_like(unit_ratio)  # [S]
-    inf = torch.full_like(unit_ratio, float("inf"))
+    nan = torch.where(exists.any(), 0.0, float("nan"))
 
     def unit_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(min, mean, max) over existing units; NaN when there is none."""
-        nan = torch.where(exists.any(), 0.0, float("nan"))
         return (
-            torch.where(exists, x, inf).amin() + nan,
+            torch.where(exists, x, float("inf")).amin() + nan,
             torch.where(exists, x, 0.0).sum() / n_units + nan,
-            torch.where(exists, x, -inf).amax() + nan,
+            torch.where(exists, x, float("-inf")).amax() + nan,
         )
 
     r_min, r_mean, r_max = unit_stats(unit_ratio)
     f_min, f_mean, f_max = unit_stats(f)
     values = {
-        "actor/pg_clipfrac": token_frac(clipped),
-        "actor/ppo_kl": -log_ratio.sum() / n_tok,
-        "actor/pg_clipfrac_lower": token_frac(dual_clipped),
-        "actor/sspo/clipfrac_token": token_frac(clipped),
-        "actor/sspo/clipfrac_high_token": token_frac(high),
-        "actor/sspo/clipfrac_low_token": token_frac(low),
-        "actor/sspo/clipfrac_unit": unit_frac(clipped),
-        "actor/sspo/clipfrac_high_unit": unit_frac(high),
-        "actor/sspo/clipfrac_low_unit": unit_frac(low),
+        "actor/pg_clipfrac": n_clipped / n_tok,
+        "actor/ppo_kl": -log_ratio_sum / n_tok,
+        "actor/pg_clipfrac_lower": dual_clipped.sum() / n_tok
+        if dual_clipped is not None
+        else torch.zeros(()),
+        "actor/sspo/clipfrac_token": n_clipped / n_tok,
+        "actor/sspo/clipfrac_high_token": n_high / n_tok,
+        "actor/sspo/clipfrac_low_token": (n_clipped - n_high) / n_tok,
+        "actor/sspo/clipfrac_unit": unit_clipped,
+        "actor/sspo/clipfrac_high_unit": unit_high,
+        "actor/sspo/clipfrac_low_unit": unit_clipped - unit_high,
         "actor/sspo/units_per_response": n_units / n_resp,
         "actor/sspo/tokens_per_unit": n_tok / n_units,
         "actor/sspo/ratio_min": r_min,
@@ -404,5 +444,7 @@ def _metrics(
         "actor/sspo/adaptive_scale_min": f_min,
         "actor/sspo/adaptive_scale_max": f_max,
     }
-    floats = torch.stack([v.float() for v in values.values()]).tolist()
+    floats = torch.stack(
+        [v.to(device=unit_tokens.device, dtype=torch.float32) for v in values.values()]
+    ).tolist()
     return dict(zip(values, floats, strict=True))

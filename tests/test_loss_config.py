@@ -29,7 +29,8 @@ def actor_config(policy_loss, **kw) -> ActorConfig:
 
 
 def test_registered_and_defaults():
-    assert get_policy_loss_fn("sspo") is compute_policy_loss_sspo
+    fn = get_policy_loss_fn("sspo")  # sspo.verl_plugin may register it behind a thin functools.wraps adapter
+    assert getattr(fn, "__wrapped__", fn) is compute_policy_loss_sspo
     cfg = SSPOPolicyLossConfig()
     assert isinstance(cfg, PolicyLossConfig)
     assert (cfg.loss_mode, cfg.granularity, cfg.adaptive_clip, cfg.delimiters, cfg.dual_clip) == (
@@ -146,6 +147,13 @@ def test_non_finite_on_valid_tokens_names_the_tensor(name, bad):
     t[1, 2] = bad
     with pytest.raises(ValueError, match=rf"(?<!old_){name} has NaN/inf"):
         call(**{name: t})
+
+
+def test_non_finite_advantages_on_padding_rejected():
+    adv = inputs()["advantages"].clone()
+    adv[2, 4] = float("nan")  # padding, but it multiplies the loss: NaN * 0 is NaN
+    with pytest.raises(ValueError, match="advantages has NaN/inf .*padding included"):
+        call(advantages=adv)
 
 
 def test_non_finite_on_padding_is_ignored():
