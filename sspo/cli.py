@@ -20,7 +20,6 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -29,6 +28,7 @@ from sspo import preflight
 CONFIG_NAME = "sspo_trainer"
 # recipe/config beside the package (editable install, a git checkout, or a Ray job's working_dir)
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipe" / "config"
+RECIPE_MAIN = DEFAULT_CONFIG_DIR.parent / "main_sspo.py"
 RESOLVED_HEADER = "===== resolved config ====="
 CHECKS_HEADER = "===== pre-flight checks ====="
 # keys holding local paths that Ray workers (other cwd) must see as absolute paths
@@ -50,12 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Overrides use Hydra syntax: experiment=sspo_qwen2.5-math-7b cluster=2x8gpu data.train_batch_size=256",
     )
     p.add_argument("overrides", nargs="*", help="Hydra overrides (key=value, group=option)")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and the checks, then exit")
     p.add_argument(
-        "-m", "--multirun", action="store_true", help="expand comma-separated sweeps (a=x,y) into one run per point"
+        "--dry-run", action="store_true", help="print the resolved config and the checks, then exit"
     )
-    p.add_argument("--config-dir", type=Path, default=None, help=f"config directory (default: {DEFAULT_CONFIG_DIR})")
+    p.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="expand comma-separated sweeps (a=x,y) into one run per point",
+    )
+    p.add_argument(
+        "--config-dir", type=Path, default=None, help=f"config directory (default: {DEFAULT_CONFIG_DIR})"
+    )
     p.add_argument("--config-name", default=CONFIG_NAME, help="primary config name (default: %(default)s)")
+    p.add_argument(
+        "--name-suffix", default="", help="append to trainer.experiment_name (set per point by --multirun)"
+    )
     p.add_argument(
         "--ray-address",
         default=os.environ.get("RAY_ADDRESS"),
@@ -64,17 +74,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def recipe_config_dir(config_dir: Path | None = None) -> Path:
+    """--config-dir, else $SSPO_RECIPE_CONFIG_DIR, else recipe/config beside the package."""
+    return Path(config_dir or os.environ.get("SSPO_RECIPE_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve()
+
+
 def compose_config(
-    overrides: Sequence[str], config_dir: Optional[Path] = None, config_name: str = CONFIG_NAME
+    overrides: Sequence[str],
+    config_dir: Path | None = None,
+    config_name: str = CONFIG_NAME,
+    name_suffix: str = "",
 ) -> DictConfig:
     """Compose the recipe config with Hydra's compose API (as ``@hydra.main`` would) and resolve it.
 
-    Relative local paths are made absolute against the current directory: verl reads them in Ray
-    actors whose working directory differs.
+    ``name_suffix`` is appended to ``trainer.experiment_name`` before resolution, so the output
+    paths derived from the name follow it (one directory per multirun point). Relative local paths
+    are made absolute against the current directory: verl reads them in Ray actors whose working
+    directory differs.
     """
     from hydra import compose, initialize_config_dir
 
-    config_dir = Path(config_dir or os.environ.get("SSPO_RECIPE_CONFIG_DIR") or DEFAULT_CONFIG_DIR).resolve()
+    config_dir = recipe_config_dir(config_dir)
     if not (config_dir / f"{config_name}.yaml").is_file():
         raise FileNotFoundError(
             f"recipe config {config_dir / (config_name + '.yaml')} not found: run from a checkout of the project "
@@ -82,6 +102,8 @@ def compose_config(
         )
     with initialize_config_dir(config_dir=str(config_dir), version_base=None):
         cfg = compose(config_name=config_name, overrides=list(overrides))
+    if name_suffix:
+        cfg.trainer.experiment_name = f"{cfg.trainer.experiment_name}{name_suffix}"
     OmegaConf.resolve(cfg)
     with open_dict(cfg):
         for key in PATH_KEYS:
@@ -96,7 +118,7 @@ def compose_config(
 
 def _absolute(path: str, may_be_hub_id: bool = False) -> str:
     """Absolute form of a relative local path; URLs, absolute paths (and hub ids if allowed) unchanged."""
-    if preflight.REMOTE.match(path) or os.path.isabs(path):
+    if not path or preflight.REMOTE.match(path) or os.path.isabs(path):
         return path
     if path.startswith("~"):
         return os.path.expanduser(path)
@@ -123,13 +145,13 @@ def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
     return [list(point) for point in itertools.product(*axes)], swept
 
 
-def run_name(base: str, point: Sequence[str], swept: Sequence[str]) -> str:
-    """experiment_name of one multirun point: base name + each swept key's last component and value."""
+def run_suffix(point: Sequence[str], swept: Sequence[str]) -> str:
+    """experiment_name suffix of one multirun point: each swept key's last component and value."""
     parts = [o.split("=", 1) for o in point if o.split("=", 1)[0] in swept]
-    return base + "".join(f"__{k.rsplit('.', 1)[-1]}-{v}" for k, v in parts)
+    return "".join(f"__{k.rsplit('.', 1)[-1]}-{v}" for k, v in parts)
 
 
-def check(cfg: DictConfig, ray_address: Optional[str], dry_run: bool) -> list[preflight.CheckResult]:
+def check(cfg: DictConfig, ray_address: str | None, dry_run: bool) -> list[preflight.CheckResult]:
     """Run and print the pre-flight checks."""
     results = preflight.run_checks(cfg, ray_address=ray_address, dry_run=dry_run)
     print(CHECKS_HEADER)
@@ -152,8 +174,11 @@ def train(cfg: DictConfig) -> None:
 
 def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
     """Compose, check and (unless --dry-run) train one configuration; returns the exit code."""
-    cfg = compose_config(overrides, args.config_dir, args.config_name)
+    cfg = compose_config(overrides, args.config_dir, args.config_name, args.name_suffix)
     if args.dry_run:
+        print(
+            f"recipe config: {recipe_config_dir(args.config_dir) / args.config_name}.yaml {' '.join(overrides)}"
+        )
         print(RESOLVED_HEADER)
         print(preflight.to_yaml(cfg))
     results = check(cfg, args.ray_address, args.dry_run)
@@ -170,7 +195,7 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``sspo-train`` / ``python -m sspo.cli``)."""
     args = build_parser().parse_args(argv)
     if not args.multirun:
@@ -179,17 +204,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"multirun: {len(points)} run(s) over {swept or 'no sweep'}")
     codes = []
     for i, point in enumerate(points):
-        base = compose_config(point, args.config_dir, args.config_name).trainer.experiment_name
-        point = [*point, f"trainer.experiment_name={run_name(base, point, swept)}"]
-        print(f"----- run {i + 1}/{len(points)}: {' '.join(point)}")
+        args.name_suffix = run_suffix(point, swept)
+        print(f"----- run {i + 1}/{len(points)}: {' '.join(point)} (name suffix {args.name_suffix})")
         if args.dry_run:
             codes.append(run_one(point, args))
         else:  # a fresh process per run: verl's Ray actors and GPU memory are released between runs
-            cmd = [sys.executable, "-m", "sspo.cli", *point]
+            # recipe/main_sspo.py imports verl first (safe with VERL_USE_EXTERNAL_MODULES set)
+            cmd = [sys.executable, str(RECIPE_MAIN), "--name-suffix", args.name_suffix, *point]
             if args.config_dir:
                 cmd += ["--config-dir", str(args.config_dir)]
             codes.append(subprocess.call(cmd))
-    bad = [p for p, c in zip(points, codes) if c]
+    bad = [p for p, c in zip(points, codes, strict=False) if c]
     print(f"multirun: {len(points) - len(bad)}/{len(points)} run(s) succeeded")
     return 1 if bad else 0
 

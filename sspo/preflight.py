@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -75,13 +75,18 @@ def check_loss_registered(cfg: DictConfig) -> str:
 
     loss_mode = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
     assert_loss_registered(loss_mode)
-    return f"policy loss '{loss_mode}' is registered"
+    # workers register it through the `verl.plugins` entry point, or this variable (ray job submit)
+    return (
+        f"policy loss '{loss_mode}' is registered "
+        f"(VERL_USE_EXTERNAL_MODULES={os.environ.get('VERL_USE_EXTERNAL_MODULES', '')})"
+    )
 
 
 def check_trainer_registered(cfg: DictConfig) -> str:
     """``trainer.v1.trainer_mode`` names a registered trainer (else the TaskRunner fails after start-up)."""
-    import sspo.verl_plugin  # noqa: F401  (registers SSPO's trainer)
     from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
+
+    import sspo.verl_plugin  # noqa: F401  (registers SSPO's trainer)
 
     if not cfg.trainer.get("use_v1", True):
         raise ValueError(
@@ -92,7 +97,9 @@ def check_trainer_registered(cfg: DictConfig) -> str:
     try:
         cls = get_trainer_cls(mode)
     except ValueError as err:
-        raise ValueError(f"trainer.v1.trainer_mode={mode!r}: {err} Fix: use 'sspo' (this recipe's default).") from None
+        raise ValueError(
+            f"trainer.v1.trainer_mode={mode!r}: {err} Fix: use 'sspo' (this recipe's default)."
+        ) from None
     return f"trainer '{mode}' -> {cls.__name__}"
 
 
@@ -147,7 +154,11 @@ def _parquet_summary(path: Path, required: Sequence[str]) -> int:
 
 def check_data_files(cfg: DictConfig) -> str:
     """Every train/val file exists, is readable parquet with verl's columns, and has enough rows."""
-    required = [cfg.data.get("prompt_key", "prompt"), cfg.data.get("reward_fn_key", "data_source"), "reward_model"]
+    required = [
+        cfg.data.get("prompt_key", "prompt"),
+        cfg.data.get("reward_fn_key", "data_source"),
+        "reward_model",
+    ]
     details, remote = [], []
     train_rows = 0
     for key in ("train_files", "val_files"):
@@ -208,7 +219,9 @@ def check_model(cfg: DictConfig) -> str:
     path = cfg.actor_rollout_ref.model.get("path")
     key = "actor_rollout_ref.model.path"
     if not path or str(path) == "???":
-        raise ValueError(f"{key} is not set: pick a base_model group (base_model=qwen2.5-math-1.5b) or set {key}")
+        raise ValueError(
+            f"{key} is not set: pick a base_model group (base_model=qwen2.5-math-1.5b) or set {key}"
+        )
     path = str(path)
     if REMOTE.match(path):
         raise Skipped(f"{path} is remote; verl copies it to local disk at start")
@@ -222,10 +235,12 @@ def check_model(cfg: DictConfig) -> str:
         return f"local model {local}"
     if HUB_ID.match(path):
         return f"hub id {path} (downloaded by each worker; set HF_HOME to a shared cache)"
-    raise ValueError(f"{key}={path!r} is neither an existing directory nor a hub id like 'Qwen/Qwen2.5-Math-1.5B'")
+    raise ValueError(
+        f"{key}={path!r} is neither an existing directory nor a hub id like 'Qwen/Qwen2.5-Math-1.5B'"
+    )
 
 
-def _model_config_json(path: str) -> Optional[dict]:
+def _model_config_json(path: str) -> dict | None:
     """The model's config.json if it is on local disk (a directory, or the Hugging Face cache)."""
     local = Path(os.path.expanduser(path)) / "config.json"
     if local.is_file():
@@ -323,7 +338,7 @@ def ray_gpus_per_node(address: str) -> list[float]:
             ray.shutdown()
 
 
-def check_gpus(cfg: DictConfig, gpus_per_node: Optional[Sequence[float]], where: str) -> str:
+def check_gpus(cfg: DictConfig, gpus_per_node: Sequence[float] | None, where: str) -> str:
     """Enough nodes with ``trainer.n_gpus_per_node`` GPUs each for ``trainer.nnodes`` (verl's resource pool)."""
     nnodes, per_node = cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node
     if gpus_per_node is None:
@@ -353,13 +368,15 @@ def check_output_dir(cfg: DictConfig) -> str:
                 "deleted after the job (no resume, no checkpoints). Fix: OUTPUT_DIR=/shared/path for "
                 "recipe/scripts/submit.sh, or trainer.default_local_dir=/shared/path"
             )
-    return f"checkpoints, validation dumps and logs under {out} (resume_mode={cfg.trainer.get('resume_mode')})"
+    return (
+        f"checkpoints, validation dumps and logs under {out} (resume_mode={cfg.trainer.get('resume_mode')})"
+    )
 
 
 # ---------------------------------------------------------------- all checks
 
 
-def _gpu_inventory(cfg: DictConfig, ray_address: Optional[str], dry_run: bool) -> tuple[Optional[list[float]], str]:
+def _gpu_inventory(cfg: DictConfig, ray_address: str | None, dry_run: bool) -> tuple[list[float] | None, str]:
     if ray_address:
         return ray_gpus_per_node(ray_address), f"the Ray cluster at {ray_address}"
     if dry_run:
@@ -370,7 +387,7 @@ def _gpu_inventory(cfg: DictConfig, ray_address: Optional[str], dry_run: bool) -
     return [float(torch.cuda.device_count())], "this machine (no RAY_ADDRESS: verl starts a local Ray)"
 
 
-def run_checks(cfg: DictConfig, ray_address: Optional[str] = None, dry_run: bool = False) -> list[CheckResult]:
+def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = False) -> list[CheckResult]:
     """Run every check on the resolved ``cfg``; never raises for a failed check (see :func:`raise_on_failure`)."""
 
     def gpus(c: DictConfig) -> str:

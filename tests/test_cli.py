@@ -1,0 +1,195 @@
+"""Pre-flight checks: each bad input fails before any GPU time, with a message naming the key and the fix."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from test_recipe import check_lines, recipe_data_dir
+
+from sspo import cli, preflight
+
+ROW = "experiment=sspo_qwen2.5-math-1.5b"
+
+
+@pytest.fixture(scope="module")
+def good_data(tmp_path_factory, shared_data) -> Path:
+    return recipe_data_dir(tmp_path_factory, shared_data)
+
+
+@pytest.fixture
+def env(good_data, tmp_path, monkeypatch) -> Path:
+    """A private copy of the prepared data (tests may break it) and an output dir."""
+    data = tmp_path / "data"
+    shutil.copytree(good_data, data)
+    monkeypatch.setenv("SSPO_DATA_DIR", str(data))
+    monkeypatch.setenv("SSPO_OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv(preflight.RAY_JOB_ENV, raising=False)
+    return data
+
+
+def failures(*overrides: str) -> dict[str, str]:
+    """name -> detail of every failed check for the row plus ``overrides``."""
+    results = preflight.run_checks(cli.compose_config([ROW, *overrides]), dry_run=True)
+    return {r.name: r.detail for r in results if r.status == "fail"}
+
+
+def test_good_config_has_no_failure(env):
+    assert failures() == {}
+
+
+def test_dry_run_exit_code_and_message_on_failure(env, capsys):
+    (env / "amc.parquet").unlink()
+    assert cli.main(["--dry-run", ROW]) == 1
+    captured = capsys.readouterr()
+    assert check_lines(captured.out)["data files"] == "fail"
+    assert "nothing was started" in captured.err and "amc.parquet does not exist" in captured.err
+    assert "make data" in captured.err
+
+
+def test_training_run_stops_before_verl_when_a_check_fails(env, capsys):
+    """Without --dry-run a failed check returns 1 before verl's trainer is imported or Ray started."""
+    import ray
+
+    (env / "train.parquet").unlink()
+    assert cli.main([ROW]) == 1
+    assert not ray.is_initialized()
+    assert "data.train_files" in capsys.readouterr().err
+
+
+def test_unreadable_and_incomplete_parquet(env):
+    (env / "math500.parquet").write_bytes(b"not parquet at all")
+    assert "math500.parquet is not a readable parquet file" in failures()["data files"]
+    pq.write_table(pa.table({"data_source": ["x"], "prompt": ["y"]}), env / "math500.parquet")
+    msg = failures()["data files"]
+    assert "lacks column(s) ['reward_model']" in msg and "make data" in msg
+
+
+def test_too_few_training_rows(env):
+    msg = failures("data.train_batch_size=1024", "actor_rollout_ref.actor.ppo_mini_batch_size=64")[
+        "data files"
+    ]
+    assert "data.train_batch_size=1024 exceeds the 500 training rows" in msg
+
+
+def test_mini_batch_not_splitting_over_ranks(env):
+    """verl asserts this only in the worker after the first rollout (engine_workers.update_actor)."""
+    msg = failures("actor_rollout_ref.rollout.n=2", "actor_rollout_ref.actor.ppo_mini_batch_size=2")[
+        "batch sizes"
+    ]
+    assert "actor_rollout_ref.actor.ppo_mini_batch_size (2) x actor_rollout_ref.rollout.n (2)" in msg
+    assert "do not split over 8 data-parallel ranks" in msg
+
+
+def test_train_batch_not_whole_mini_batches(env):
+    msg = failures("actor_rollout_ref.actor.ppo_mini_batch_size=48")["batch sizes"]
+    assert (
+        "data.train_batch_size (128) is not a multiple of actor_rollout_ref.actor.ppo_mini_batch_size (48)"
+        in msg
+    )
+
+
+def test_rollout_tensor_parallel_must_divide_the_node(env):
+    msg = failures("actor_rollout_ref.rollout.tensor_model_parallel_size=3")["batch sizes"]
+    assert "tensor_model_parallel_size (3) does not divide trainer.n_gpus_per_node (8)" in msg
+
+
+def test_verl_own_check_is_reported_not_duplicated(env):
+    """train_batch_size*n vs the GPU count is verl's rule (without dynamic batch size): surfaced from
+    verl's validate_config; the mini-batch split over ranks is ours and holds with dynamic batch size too."""
+    msg = failures("trainer.n_gpus_per_node=7", "actor_rollout_ref.actor.use_dynamic_bsz=false")
+    assert "verl's validate_config: real_train_batch_size (1024) must be divisible" in msg["verl config"]
+    assert "do not split over 7 data-parallel ranks" in msg["batch sizes"]
+    dynamic = failures("trainer.n_gpus_per_node=7")
+    assert (
+        "verl config" not in dynamic and "do not split over 7 data-parallel ranks" in dynamic["batch sizes"]
+    )
+
+
+def test_model_path_checks(env, tmp_path, tiny_model_dir):
+    missing = tmp_path / "no_model_here"
+    assert "no model there" in failures(f"actor_rollout_ref.model.path={missing}")["model"]
+    assert "actor_rollout_ref.model.path is not set" in failures("actor_rollout_ref.model.path=''")["model"]
+    # a local model: its config.json bounds prompt + response (tiny model: 1024 positions)
+    msg = failures(f"actor_rollout_ref.model.path={tiny_model_dir}")["context length"]
+    assert "= 4024 exceeds the model's context of 1024 tokens" in msg
+    assert "lower data.max_response_length to at most 0" in msg
+    ok = preflight.check_context_length(
+        cli.compose_config(
+            [
+                ROW,
+                f"actor_rollout_ref.model.path={tiny_model_dir}",
+                "data.max_prompt_length=256",
+                "data.max_response_length=512",
+            ]
+        )
+    )
+    assert ok == "prompt 256 + response 512 = 768 <= context 1024"
+
+
+def test_rollout_max_model_len_bounds_the_lengths(env):
+    msg = failures("actor_rollout_ref.rollout.max_model_len=2048")["context length"]
+    assert "actor_rollout_ref.rollout.max_model_len (2048)" in msg
+
+
+def test_bad_reward_function(env):
+    msg = failures("reward.custom_reward_function.name=no_such_fn")["reward function"]
+    assert "reward.custom_reward_function.path='pkg://sspo.reward' name='no_such_fn' cannot be loaded" in msg
+
+
+def test_unregistered_loss_and_trainer(env):
+    """verl looks the loss up only at the first actor update, the trainer inside the TaskRunner."""
+    results = preflight.run_checks(
+        cli.compose_config(
+            [
+                "experiment=grpo_qwen2.5-math-1.5b",
+                "actor_rollout_ref.actor.policy_loss.loss_mode=no_such_loss",
+                "trainer.v1.trainer_mode=no_such_trainer",
+            ]
+        ),
+        dry_run=True,
+    )
+    got = {r.name: r.detail for r in results if r.status == "fail"}
+    assert "no_such_loss" in got["loss registered"]
+    assert "trainer.v1.trainer_mode='no_such_trainer'" in got["trainer registered"]
+    assert "Fix: use 'sspo'" in got["trainer registered"]
+
+
+def test_sspo_config_errors_name_the_key(env):
+    msg = failures("actor_rollout_ref.actor.policy_loss.granularity=word")
+    assert any("actor_rollout_ref.actor.policy_loss.granularity" in m for m in msg.values()), msg
+
+
+def test_gpu_check_against_cluster_inventories(env):
+    cfg = cli.compose_config([ROW])  # 1 node x 8 GPUs
+    assert "fit" in preflight.check_gpus(cfg, [8.0], "cluster")
+    with pytest.raises(ValueError, match=r"trainer.nnodes=1 x trainer.n_gpus_per_node=8 requested"):
+        preflight.check_gpus(cfg, [4.0, 4.0], "cluster")
+    two = cli.compose_config([ROW, "cluster=2x8gpu"])
+    assert "fit" in preflight.check_gpus(two, [8.0, 8.0, 0.0], "cluster")
+    with pytest.raises(ValueError, match="cluster=1x8gpu, 2x8gpu"):
+        preflight.check_gpus(two, [8.0], "cluster")
+    with pytest.raises(preflight.Skipped):
+        preflight.check_gpus(cfg, None, "")
+
+
+def test_outputs_inside_a_ray_job_working_dir_are_refused(env, tmp_path, monkeypatch):
+    """In a Ray job the cwd is a temporary working_dir: checkpoints there would be lost (no resume)."""
+    job_dir = tmp_path / "ray_working_dir"
+    job_dir.mkdir()
+    monkeypatch.chdir(job_dir)
+    monkeypatch.delenv("SSPO_OUTPUT_DIR")
+    monkeypatch.setenv(preflight.RAY_JOB_ENV, json.dumps({"runtime_env": {"working_dir": "gcs://pkg.zip"}}))
+    assert "temporary working_dir" in failures()["output dir"]
+    monkeypatch.setenv("SSPO_OUTPUT_DIR", str(tmp_path / "shared"))
+    assert "output dir" not in failures()
+
+
+def test_missing_config_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="--config-dir"):
+        cli.compose_config([ROW], config_dir=tmp_path)

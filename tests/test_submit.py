@@ -1,0 +1,143 @@
+"""`ray job submit` path, against a REAL local Ray head (CPU): recipe/scripts/submit.sh ships the
+checkout as working_dir, the job's driver runs the CLI dry run, which checks GPUs against the cluster.
+
+The head runs as `ray start --head --block` in its own process group, on free ports and a private
+temp dir; teardown signals that group only (`ray stop` would also stop other Ray clusters on the
+machine).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_recipe import recipe_data_dir
+
+from sspo import cli
+
+REPO = Path(__file__).resolve().parents[1]
+PORT_FLAGS = (
+    "--port",
+    "--dashboard-port",
+    "--ray-client-server-port",
+    "--dashboard-agent-listen-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+    "--node-manager-port",
+    "--object-manager-port",
+)
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def ray_head() -> Iterator[tuple[str, dict]]:
+    """A one-node Ray cluster with the job server: 1 CPU, 1 (declared) GPU. Yields (dashboard URL, env)."""
+    from ray.job_submission import JobSubmissionClient
+
+    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+    temp_dir = tempfile.mkdtemp(
+        prefix="sspo_ray_", dir="/tmp"
+    )  # short: Ray's socket paths are length-limited
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    cmd = [
+        "ray", "start", "--head", "--block", "--num-cpus=1", "--num-gpus=1",
+        "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+        f"--temp-dir={temp_dir}", *(f"{flag}={port}" for flag, port in ports.items()),
+    ]  # fmt: skip
+    log = open(Path(temp_dir) / "head.log", "w")  # noqa: SIM115  (closed in teardown)
+    head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"http://127.0.0.1:{ports['--dashboard-port']}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                JobSubmissionClient(address).list_jobs()
+                break
+            except Exception:
+                if head.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(
+                        f"Ray head did not come up: {(Path(temp_dir) / 'head.log').read_text()[-2000:]}"
+                    )
+                time.sleep(0.5)
+        yield address, env
+    finally:
+        # only the processes this fixture started: the head's own process group
+        for sig, wait in ((signal.SIGTERM, 2), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                head.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+
+
+def wait_for_job(address: str, job_id: str, timeout: float = 120) -> tuple[str, str]:
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(address)
+    deadline = time.monotonic() + timeout
+    while not client.get_job_status(job_id).is_terminal():
+        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
+        time.sleep(0.5)
+    return str(client.get_job_status(job_id)), client.get_job_logs(job_id)
+
+
+@pytest.mark.slow
+def test_submit_dry_run_job_to_a_local_ray_head(ray_head, tmp_path_factory, shared_data, tmp_path):
+    address, env = ray_head
+    data = recipe_data_dir(tmp_path_factory, shared_data)
+    job_id = f"sspo-test-{os.getpid()}"
+    submit = subprocess.run(
+        [
+            str(REPO / "recipe" / "scripts" / "submit.sh"),
+            "--dry-run",
+            "experiment=sspo_qwen2.5-math-1.5b",
+            "cluster=1x1gpu",
+        ],
+        env={
+            **env,
+            "RAY_ADDRESS": address,
+            "OUTPUT_DIR": str(tmp_path / "shared_outputs"),
+            "DATA_DIR": str(data),
+            "SUBMISSION_ID": job_id,
+            "NO_WAIT": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    status, logs = wait_for_job(address, job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+    # the job ran this checkout's CLI from the shipped working_dir, not from the source tree
+    assert cli.RESOLVED_HEADER in logs and cli.CHECKS_HEADER in logs
+    assert "runtime_resources/working_dir_files" in logs
+    assert "loss_mode: sspo" in logs and "experiment_name: sspo_qwen2.5-math-1.5b" in logs
+    assert f"default_local_dir: {tmp_path / 'shared_outputs' / 'sspo' / 'sspo_qwen2.5-math-1.5b'}" in logs
+    # the driver of the job registered the loss, and checked GPUs against this very cluster
+    assert "[ok  ] loss registered: policy loss 'sspo' is registered" in logs
+    assert "(VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin)" in logs  # the runtime env reached the job
+    assert "[ok  ] GPUs: 1 x 1 GPUs fit the Ray cluster at" in logs
+    assert "dry run OK: sspo_qwen2.5-math-1.5b" in logs
