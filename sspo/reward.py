@@ -166,15 +166,15 @@ def gold_answers(raw: Any) -> list[str]:
     return [s] if s else []
 
 
-_UNIT_TAIL_RE = re.compile(
-    r"^(.*?\d)\s*\\(?:text|mathrm|mbox|textrm)\{\s*~?\s*[A-Za-z][A-Za-z ./^{}\-]*\}\s*$"
-)
+_UNIT_TAIL_RE = re.compile(r"\\(?:text|mathrm|mbox|textrm)\{\s*~?\s*[A-Za-z][A-Za-z ./^{}\-]*\}\s*$")
 
 
 def _strip_trailing_unit(s: str) -> str:
     """``"10 \\text{ cm}"`` -> ``"10"``: a textual unit after a number carries no mathematical value."""
-    m = _UNIT_TAIL_RE.match(s)
-    return m.group(1).strip() if m else s
+    m = _UNIT_TAIL_RE.search(s) if "\\" in s else None  # linear: anchored at the unit, not the number
+    if m and m.start() > 0 and s[: m.start()].rstrip()[-1:].isdigit():
+        return s[: m.start()].strip()
+    return s
 
 
 # --------------------------------------------------------------------------------------------------
@@ -185,8 +185,8 @@ _FRAC_SHORT_RE = re.compile(r"\\frac(\d)(\d)")
 _FRAC_HALF_RE = re.compile(r"\\frac\{([^{}]+)\}(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt(\d+)")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
-_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?$")
-_SCI_RE = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))\\(?:times|cdot)10\^\{?([+-]?\d+)\}?$")
+_NUMBER_RE = re.compile(r"^[+-]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?$")
+_SCI_RE = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))\\(?:times|cdot)10\^\{?([+-]?\d+)\}?$")
 _SIMPLE_LHS_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?=(.+)$")
 
 

@@ -1,0 +1,205 @@
+"""Reward benchmark: sspo.reward vs verl's built-in ``math_dapo`` and ``math_verify`` scorers, one run.
+
+Prints three tables, all measured in this run on the same inputs:
+
+1. quality on the 1,560 oat benchmark problems (AIME24 30, AMC 83, MATH500 500, Minerva 272,
+   OlympiadBench 675): the gold boxed in a typical response (as prepared by ``sspo.data`` and as written
+   in the raw data) should score 1; the next problem's different gold should score 0;
+2. throughput on a realistic mix of ~1.5k-character responses (1/2 correct, 1/3 wrong, 1/6 without an
+   answer): responses per second (one caller thread) and per CPU-second (caller + worker processes),
+   as ratios against verl's ``math_verify``;
+3. latency on pathological answers (huge numbers, towers of powers, deeply nested LaTeX, 20k characters of
+   garbage): the worst case per scorer, and whether sspo stayed within its time bound + 100 ms.
+
+Usage: ``python benchmarks/reward_speed.py [--data ../shared/data] [--timeout 5] [--skip-quality]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import string
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+OAT = ("aime24", "amc", "math500", "minerva", "olympiadbench")
+FILLER = (
+    "Let us first restate the problem and name the unknowns. We set up the relevant equations, "
+    "then simplify step by step, checking each transformation. Substituting back, the constraints hold. "
+)
+TEMPLATE = "{filler}Therefore, the final answer is $\\boxed{{{ans}}}$."
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and all its live descendants (the scorers' worker processes)."""
+    procs = [psutil.Process()]
+    procs += procs[0].children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def load_problems(data: Path) -> list[tuple[str, object]]:
+    rows = []
+    for name in OAT:
+        with open(data / "benchmarks" / "oat" / f"{name}.jsonl") as f:
+            rows += [(name, json.loads(line)["answer"]) for line in f]
+    return rows
+
+
+def make_scorers(timeout: float):
+    """name -> fn(response, gold_string) -> bool (correct)."""
+    from verl.utils.reward_score import math_dapo, math_verify
+
+    from sspo import reward
+
+    return {
+        "sspo.reward": lambda resp, gold: bool(
+            reward.compute_score("math", resp, gold, timeout=timeout)["acc"]
+        ),
+        "verl math_dapo": lambda resp, gold: bool(math_dapo.compute_score(resp, gold)["acc"]),
+        "verl math_verify": lambda resp, gold: math_verify.compute_score(resp, gold) == 1.0,
+    }
+
+
+def quality(scorers, rows, golds) -> None:
+    from sspo.reward import canonical
+
+    def key(g: str) -> str:
+        c = canonical(g)
+        return c.split("=", 1)[1] if c.count("=") == 1 and len(c.split("=")[0]) == 1 else c
+
+    raw_forms = [(raw[0] if isinstance(raw, list) else str(raw)).strip().strip("$") for _, raw in rows]
+    negatives = []
+    for i, (bench, _) in enumerate(rows):
+        j = (i + 1) % len(rows)
+        while rows[j][0] != bench or key(golds[j]) == key(golds[i]):
+            j = (j + 1) % len(rows)
+        negatives.append(golds[j])
+    n = len(rows)
+    print(f"\n## Quality on {n} benchmark problems (oat suite; gold = ground_truth prepared by sspo.data)\n")
+    print("| scorer | gold boxed -> 1 | raw-form gold boxed -> 1 | other problem's gold -> 0 | time (s) |")
+    print("|---|---|---|---|---|")
+    for name, fn in scorers.items():
+        t = time.perf_counter()
+        pos = sum(fn(TEMPLATE.format(filler="", ans=g), g) for g in golds)
+        raw = sum(fn(TEMPLATE.format(filler="", ans=r), g) for r, g in zip(raw_forms, golds, strict=True))
+        neg = sum(not fn(TEMPLATE.format(filler="", ans=o), g) for o, g in zip(negatives, golds, strict=True))
+        dt = time.perf_counter() - t
+        print(f"| {name} | {pos}/{n} = {100 * pos / n:.2f}% | {raw}/{n} = {100 * raw / n:.2f}% "
+              f"| {neg}/{n} = {100 * neg / n:.2f}% | {dt:.1f} |")  # fmt: skip
+
+
+def throughput(scorers, golds, n: int, seed: int = 0) -> dict[str, tuple[float, float]]:
+    rng = random.Random(seed)
+    items = []
+    for k in range(n):
+        g = golds[rng.randrange(len(golds))]
+        kind = k % 6
+        if kind < 3:
+            ans = g
+        elif kind < 5:
+            ans = golds[rng.randrange(len(golds))]
+        else:
+            ans = None
+        filler = FILLER * 8
+        resp = filler + "I could not finish." if ans is None else TEMPLATE.format(filler=filler, ans=ans)
+        items.append((resp, g))
+    out = {}
+    for name, fn in scorers.items():
+        fn(*items[0])  # warm up: worker processes start outside the timing
+        from sspo import reward
+
+        reward._verdicts.clear()  # no memo carried over from the quality run
+        reward.canonical.cache_clear()
+        c0, t0 = cpu_seconds(), time.perf_counter()
+        for resp, g in items:
+            fn(resp, g)
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+        out[name] = (len(items) / wall, len(items) / max(cpu, 1e-9))
+    return out
+
+
+def pathological() -> list[tuple[str, str, str]]:
+    rng = random.Random(0)
+    garbage = "".join(rng.choice(string.printable) for _ in range(20_000))
+    nested = "\\frac{1}{" * 300 + "1" + "}" * 300
+    return [
+        ("tower of powers", "10^{10^{10^{10}}}", "10^{10^{10^{11}}}"),
+        ("huge factorial", "100000!", "99999!"),
+        ("huge power", "9^{9^{9^{9}}}", "2"),
+        ("5000-digit number", "9" * 5000, "1" + "0" * 5000),
+        ("nested \\frac x300", nested, "1"),
+        ("nested \\sqrt x200", "\\sqrt{" * 200 + "2" + "}" * 200, "2"),
+        ("20k garbage, boxed", garbage.replace("}", ")").replace("{", "("), "42"),
+        ("20k garbage, no box", None, "42"),
+    ]
+
+
+def latency(scorers, timeout: float) -> None:
+    cases = pathological()
+    print(f"\n## Worst-case latency on pathological answers (sspo time bound {timeout:.1f} s)\n")
+    print("| case | " + " | ".join(scorers) + " |")
+    print("|---|" + "---|" * len(scorers))
+    worst = dict.fromkeys(scorers, 0.0)
+    for label, ans, gold in cases:
+        resp = "x" * 20_000 if ans is None else TEMPLATE.format(filler=FILLER, ans=ans)
+        cells = []
+        for name, fn in scorers.items():
+            t = time.perf_counter()
+            fn(resp, gold)
+            dt = time.perf_counter() - t
+            worst[name] = max(worst[name], dt)
+            cells.append(f"{dt:.3f} s")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print("| **worst** | " + " | ".join(f"**{worst[n]:.3f} s**" for n in scorers) + " |")
+    ok = worst["sspo.reward"] <= timeout + 0.1
+    print(f"\nsspo.reward worst case {worst['sspo.reward']:.3f} s vs bound + 100 ms = {timeout + 0.1:.3f} s: "
+          f"{'WITHIN' if ok else 'OVER'}")  # fmt: skip
+    base = worst["verl math_verify"]
+    print(f"worst-case ratio sspo / verl math_verify = {worst['sspo.reward'] / base:.2f}x")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default=str(ROOT.parent / "shared" / "data"), help="folder with benchmarks/oat")
+    p.add_argument("--timeout", type=float, default=5.0, help="sspo.reward time bound (s)")
+    p.add_argument("--n", type=int, default=1200, help="responses in the throughput mix")
+    p.add_argument("--skip-quality", action="store_true")
+    args = p.parse_args()
+
+    from sspo.reward import gold_answers
+
+    rows = load_problems(Path(args.data))
+    golds = [gold_answers(raw)[0] for _, raw in rows]
+    scorers = make_scorers(args.timeout)
+    print(f"cores visible: {psutil.cpu_count()}, python {sys.version.split()[0]}")
+    if not args.skip_quality:
+        quality(scorers, rows, golds)
+
+    tp = throughput(scorers, golds, args.n)
+    base_wall, base_cpu = tp["verl math_verify"]
+    print(f"\n## Throughput on {args.n} mixed responses (~1.5k chars; 1/2 right, 1/3 wrong, 1/6 no answer)\n")
+    print(
+        "| scorer | responses/s (1 caller) | responses per CPU-second | ratio vs verl math_verify (wall / CPU) |"
+    )
+    print("|---|---|---|---|")
+    for name, (wall, cpu) in tp.items():
+        print(f"| {name} | {wall:.0f} | {cpu:.0f} | {wall / base_wall:.2f}x / {cpu / base_cpu:.2f}x |")
+
+    latency(scorers, args.timeout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
