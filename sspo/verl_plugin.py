@@ -76,8 +76,12 @@ from typing import Any
 
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY, register_policy_loss
 
-# Import order matters: this module is imported from INSIDE ``import verl`` (entry point). The loss
-# module is imported first so that nothing is registered if it fails (verl would swallow the error).
+# This module is imported from INSIDE ``import verl`` (entry point / VERL_USE_EXTERNAL_MODULES). If
+# the process imported ``sspo`` (hence ``sspo.loss``, which imports verl) BEFORE verl -- e.g. a
+# reward function ``pkg://sspo.reward`` in a Ray worker -- ``sspo.loss`` is still half-initialised
+# here and registers the raw ``sspo`` loss only after we return. So nothing below may need
+# ``sspo.loss``'s contents at import time: the loss adapter is (re)installed idempotently by
+# :func:`ensure_fed_sspo_loss`, here and at every call of :func:`sspo_ppo_loss`.
 import sspo.loss as sspo_loss
 
 __all__ = [
@@ -85,6 +89,8 @@ __all__ = [
     "TRAINER_MODE",
     "policy_loss_inputs",
     "fed_policy_loss",
+    "ensure_fed_sspo_loss",
+    "sspo_loss_inputs",
     "sspo_ppo_loss",
     "make_actor_loss_fn",
     "build_actor_config",
@@ -133,14 +139,20 @@ def fed_policy_loss(fn: Callable[..., Any]) -> Callable[..., Any]:
     return adapter
 
 
-def _register_fed_sspo_loss() -> None:
+def ensure_fed_sspo_loss() -> None:
+    """Make verl's ``sspo`` registry entry the :func:`fed_policy_loss` adapter of the registered loss.
+
+    Idempotent (an adapter is never wrapped twice); a no-op while ``sspo`` is not registered yet.
+    Called at import and by :func:`sspo_ppo_loss` before each call, so the order in which
+    ``sspo.loss`` and this module were imported does not matter.
+    """
     current = POLICY_LOSS_REGISTRY.get(LOSS_MODE)
-    if getattr(current, "is_fed_policy_loss", False):
-        return  # already adapted (module imported again)
-    register_policy_loss(LOSS_MODE)(fed_policy_loss(sspo_loss.compute_policy_loss_sspo))
+    if current is None or getattr(current, "is_fed_policy_loss", False):
+        return
+    register_policy_loss(LOSS_MODE)(fed_policy_loss(current))
 
 
-_register_fed_sspo_loss()
+ensure_fed_sspo_loss()
 
 # ----------------------------------------------------------------------------------------------
 # The actor loss wrapper (drop-in for verl's workers/utils/losses.py::ppo_loss)
@@ -214,6 +226,7 @@ def sspo_ppo_loss(config: Any, model_output: Any, data: Any, dp_group: Any = Non
 
     if config.policy_loss.get("loss_mode", "vanilla") != LOSS_MODE:
         return ppo_loss(config, model_output, data, dp_group)
+    ensure_fed_sspo_loss()  # a dict lookup once the adapter is in place
     with policy_loss_inputs(**sspo_loss_inputs(config, data)):
         return ppo_loss(config, model_output, data, dp_group)
 

@@ -206,7 +206,7 @@ def test_registrations():
     registered = get_policy_loss_fn("sspo")
     assert registered.is_fed_policy_loss and registered.__wrapped__ is sspo.loss.compute_policy_loss_sspo
     assert get_trainer_cls("sspo") is SSPOTrainer and issubclass(SSPOTrainer, PPOTrainerSync)
-    verl_plugin._register_fed_sspo_loss()  # importing twice must not wrap twice
+    verl_plugin.ensure_fed_sspo_loss()  # importing twice must not wrap twice
     verl_plugin._register_trainer()
     assert get_policy_loss_fn("sspo") is registered
     status = verl_plugin.registration_status()
@@ -226,3 +226,14 @@ def test_sspo_trainer_validates_before_building_anything(tiny_model_dir):
     )
     with pytest.raises(ValueError, match=f"{PL}.granularity"):
         SSPOTrainer(cfg)
+
+
+def test_wrapper_restores_the_adapter_if_the_raw_loss_was_registered_last(configs, monkeypatch):
+    """Import order: a process that imports sspo before verl registers the raw loss after the plugin."""
+    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+
+    monkeypatch.setitem(POLICY_LOSS_REGISTRY, "sspo", sspo.loss.compute_policy_loss_sspo)
+    data, log_probs, entropy = _micro_batch(configs["sspo"].model_config.tokenizer)
+    loss, _, _, _ = _run(sspo_ppo_loss, configs["sspo"], data, log_probs, entropy)
+    assert torch.isfinite(loss)
+    assert POLICY_LOSS_REGISTRY["sspo"].__wrapped__ is sspo.loss.compute_policy_loss_sspo
