@@ -185,29 +185,34 @@ def _diagnose(mask: torch.Tensor, tensors: dict[str, Any]) -> list[str]:
 def _unit_index(
     granularity: str, mask: torch.Tensor, segment_ids: torch.Tensor | None, units_per_row: int
 ) -> tuple[torch.Tensor, int]:
-    """Flat unit slot per token and the number of slots.
+    """Flat unit slot of each token.
 
-    Row b owns slots [b * U, (b + 1) * U), U = ``units_per_row`` (the most units in any row); padding goes to
-    the spare last slot B * U. Memory stays O(B * T) (U <= T), never B * T * U.
+    Row b owns slots [b * (U + 1), (b + 1) * (U + 1)), U = ``units_per_row`` (the most units in any row):
+    its slot 0 collects the row's padding, slots 1..U its units. Per-unit arrays therefore view as
+    [B, U + 1] with column 0 to drop. Memory stays O(B * T) (U <= T), never B * T * U.
 
     Returns:
-        (LongTensor[B, T] slot of each token, number of slots B * U + 1)
+        (LongTensor[B, T] slot of each token, U + 1)
     """
     B, T = mask.shape
-    if granularity == "token":
-        local = torch.arange(T, device=mask.device).expand(B, T)
+    if granularity == "subsentence":
+        local = segment_ids.long() + 1  # validated: -1 exactly on padding -> slot 0
     elif granularity == "sequence":
-        local = torch.zeros(1, 1, dtype=torch.long, device=mask.device).expand(B, T)
-    else:
-        local = segment_ids.long()  # validated: contiguous from 0, -1 on padding
-    rows = torch.arange(B, device=mask.device).unsqueeze(1) * units_per_row  # [B, 1]
-    spare = B * units_per_row
-    return torch.where(mask, rows + local, spare), spare + 1
+        local = mask.long()  # valid -> slot 1, padding -> slot 0
+    else:  # token
+        local = torch.where(mask, torch.arange(1, T + 1, device=mask.device), 0)
+    rows = torch.arange(B, device=mask.device).unsqueeze(1) * (units_per_row + 1)  # [B, 1]
+    return rows + local, units_per_row + 1
 
 
 def _sum_per_unit(values: torch.Tensor, unit: torch.Tensor, num_slots: int) -> torch.Tensor:
     """FloatTensor[num_slots]: sum of ``values[B, T]`` over the tokens of each unit slot."""
-    return values.new_zeros(num_slots).index_add_(0, unit.reshape(-1), values.reshape(-1))
+    return values.new_zeros(num_slots).scatter_add_(0, unit.reshape(-1), values.reshape(-1))
+
+
+def _per_token(unit_values: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """FloatTensor[B, T]: each token's unit value (``index_select`` is the fastest gather on CPU)."""
+    return unit_values.index_select(0, unit.reshape(-1)).view(unit.shape)
 
 
 @register_policy_loss("sspo")  # type: ignore[arg-type]
@@ -291,45 +296,54 @@ def compute_policy_loss_sspo(
     }
     _check_arguments(granularity, adaptive, mask, tensors)
 
-    # --- per-token log-ratios; padding zeroed so whatever sits there (0, NaN, inf) never leaks ---
-    log_prob = torch.where(mask, log_prob, 0.0)  # [B, T], gradient flows on valid tokens
-    log_ratio = torch.where(mask, log_prob.detach() - old_log_prob, 0.0)  # [B, T]
-    ent = torch.where(mask, entropy.detach(), 0.0) if adaptive else None  # [B, T], no gradient
+    # --- per-token log-ratios, 0 on padding ----------------------------------------------------------
+    mask_f = mask.to(log_prob.dtype)  # [B, T] float ops are much cheaper than boolean ones on CPU
+    log_ratio = (log_prob.detach() - old_log_prob) * mask_f  # [B, T]
+    ent = entropy.detach() * mask_f if adaptive else None  # [B, T], no gradient
 
     # --- cheap value checks, one host sync (also fetches the number of units per row) ---------------
-    log_ratio_sum = log_ratio.sum()  # also the ppo_kl metric
+    def sums() -> tuple[torch.Tensor, torch.Tensor | None]:
+        return log_ratio.sum(), (ent.sum() if adaptive else None)
+
+    log_ratio_sum, ent_sum = sums()  # log_ratio_sum is also the ppo_kl metric
     flags = [~torch.isfinite(log_ratio_sum), ~torch.isfinite(advantages.sum())]
     if rollout_is_weights is not None:
         flags.append(~torch.isfinite(rollout_is_weights.sum()))
     if adaptive:
-        ent_sum = ent.sum()
         flags += [~torch.isfinite(ent_sum), ent.amin() < 0]
     units_per_row = torch.zeros((), dtype=torch.long, device=mask.device)
     if granularity == "subsentence":
         flags += list(_segment_flags(segment_ids.long(), mask))
         units_per_row = segment_ids.amax() + 1
     fetched = torch.stack([*(f.long() for f in flags), units_per_row.long()]).tolist()
-    if any(fetched[:-1]):  # something may be wrong (NaN/inf on padding also trips the cheap sums)
+    if any(fetched[:-1]):  # something is wrong, or NaN/inf sit on padding (they trip the cheap sums too)
         problems = _diagnose(mask, tensors)
         if problems:
             raise ValueError("sspo loss: bad input: " + "; ".join(problems))
-    units_per_row = {"token": mask.shape[1], "sequence": 1}.get(granularity, max(fetched[-1], 1))
+        # Only padding holds NaN/inf: zero it (rare path) so that it cannot leak into sums or gradients.
+        log_prob = torch.where(mask, log_prob, 0.0)
+        log_ratio = torch.where(mask, log_prob.detach() - old_log_prob, 0.0)
+        ent = torch.where(mask, entropy.detach(), 0.0) if adaptive else None
+        log_ratio_sum, ent_sum = sums()
+    units_per_row = {"token": mask.shape[1], "sequence": 1}.get(granularity, max(fetched[-1], 0))
 
     # --- unit ratios, GSPO-token form ------------------------------------------------------------
-    unit, num_slots = _unit_index(granularity, mask, segment_ids, units_per_row)  # [B, T] slot per token
+    unit, per_row = _unit_index(granularity, mask, segment_ids, units_per_row)  # [B, T] slot per token
+    num_slots = mask.shape[0] * per_row
     acc = torch.promote_types(log_ratio.dtype, torch.float32)  # exact counts and sums: never bf16
-    unit_tokens = torch.bincount(unit.reshape(-1), minlength=num_slots).to(acc)  # [S], 0 on empty slots
-    n_tokens = unit_tokens[:-1].sum()  # valid tokens (the last slot collects padding)
+    unit_tokens = _sum_per_unit(mask_f.to(acc), unit, num_slots)  # [S] tokens per slot
     unit_log_ratio = _sum_per_unit(log_ratio.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
-    unit_log_ratio = unit_log_ratio.to(log_ratio.dtype)
+    unit_log_ratio = unit_log_ratio.to(log_ratio.dtype)  # 0 in the padding slots
 
     clamp_min, clamp_max = _LOG_RATIO_CLAMP[granularity]
-    log_s = log_prob - log_prob.detach() + unit_log_ratio[unit]  # [B, T], value = the unit's log ratio
-    ratio = torch.exp(torch.clamp(log_s, min=clamp_min, max=clamp_max))  # [B, T]
+    log_s = (
+        log_prob - log_prob.detach() + _per_token(unit_log_ratio, unit)
+    )  # [B, T], value = unit's log ratio
+    ratio = torch.exp(torch.clamp(log_s, min=clamp_min, max=clamp_max))  # [B, T], exactly 1 on padding
 
     # --- entropy-adaptive clip range (per unit, then gathered per token) -------------------------
     if adaptive:
-        h_ref = ent_sum / n_tokens.clamp(min=1)  # token-mean over the micro-batch
+        h_ref = ent_sum / mask_f.sum().clamp(min=1)  # token-mean over the micro-batch
         h_unit = _sum_per_unit(ent.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
         rel = h_unit / h_ref.clamp(min=1e-8)
         if sspo_cfg.adaptive_map == "power":
@@ -338,8 +352,8 @@ def compute_policy_loss_sspo(
             f_unit = 1.0 + sspo_cfg.adaptive_alpha * (rel - 1.0)
         f_unit = f_unit.clamp(sspo_cfg.adaptive_min, sspo_cfg.adaptive_max)
         f_unit = torch.where(h_ref > 1e-8, f_unit, 1.0)  # all-zero entropy: no scaling  [S]
-        low = (1.0 - eps_low * f_unit).to(ratio.dtype)[unit]  # [B, T] per-unit bounds
-        high = (1.0 + eps_high * f_unit).to(ratio.dtype)[unit]
+        low = _per_token((1.0 - eps_low * f_unit).to(ratio.dtype), unit)  # [B, T] per-unit bounds
+        high = _per_token((1.0 + eps_high * f_unit).to(ratio.dtype), unit)
     else:
         f_unit = None
         low, high = 1.0 - eps_low, 1.0 + eps_high  # python floats: bit-identical to the built-ins
@@ -367,14 +381,13 @@ def compute_policy_loss_sspo(
         loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
     )
 
-    metrics = _metrics(mask, advantages, log_ratio_sum, clipped, dual_clipped, unit, unit_tokens,
-                       unit_log_ratio, clamp_min, clamp_max, f_unit, num_slots)  # fmt: skip
+    metrics = _metrics(advantages, log_ratio_sum, clipped, dual_clipped, unit, unit_tokens,
+                       unit_log_ratio, clamp_min, clamp_max, f_unit, per_row)  # fmt: skip
     return pg_loss, metrics
 
 
 @torch.no_grad()
 def _metrics(
-    mask: torch.Tensor,
     advantages: torch.Tensor,
     log_ratio_sum: torch.Tensor,
     clipped: torch.Tensor,
@@ -385,58 +398,65 @@ def _metrics(
     clamp_min: float | None,
     clamp_max: float | None,
     f_unit: torch.Tensor | None,
-    num_slots: int,
+    per_row: int,
 ) -> dict[str, float]:
     """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them.
 
     Token-weighted fractions are over valid tokens; unit-weighted ones are the mean over units of the share of
     the unit's tokens concerned (0 or 1 when the advantage is constant over the unit, as in GRPO). "high" =
     clipped at 1 + eps_high * f (A > 0), "low" = clipped at 1 - eps_low * f (A < 0). ``pg_clipfrac_lower`` is
-    verl's dual-clip fraction (0 when dual clip is off, as in gspo).
+    verl's dual-clip fraction (0 when dual clip is off, as in gspo). Ratio and scale statistics are over units.
     """
     acc = unit_tokens.dtype
-    n_tok = unit_tokens[:-1].sum().clamp(min=1)  # the last slot collects padding
-    exists = unit_tokens > 0  # [S] slot holds a unit (the padding slot never does: it is emptied below)
-    exists[-1] = False
-    n_units = exists.sum().clamp(min=1).to(acc)
-    n_resp = mask.any(1).sum().clamp(min=1).to(acc)
-    high = clipped & (advantages > 0)  # [B, T]
-    n_clipped, n_high = clipped.sum(), high.sum()
+    num_slots = unit_tokens.numel()
 
-    # Mean over units of the share of the unit's tokens clipped (column 0) / clipped high (column 1).
-    flags = torch.stack([clipped, high], dim=-1).reshape(-1, 2).to(acc)  # [B*T, 2]
-    per_unit = flags.new_zeros(num_slots, 2).index_add_(0, unit.reshape(-1), flags)[:-1]  # [S-1, 2]
-    unit_clipped, unit_high = (per_unit / unit_tokens[:-1].clamp(min=1).unsqueeze(1)).sum(0) / n_units
+    def units(x: torch.Tensor) -> torch.Tensor:
+        """[S] per-slot values -> [B, U] values of the real units (drops each row's padding slot)."""
+        return x.view(-1, per_row)[:, 1:]
 
-    # Unit-weighted ratio and scale statistics, masked reductions over the [S] unit arrays.
+    tokens = units(unit_tokens)  # [B, U]
+    n_tok_raw, n_units_raw = tokens.sum(), (tokens > 0).sum().to(acc)
+    n_tok, n_units = n_tok_raw.clamp(min=1), n_units_raw.clamp(min=1)  # denominators
+    n_resp = (tokens.sum(1) > 0).sum().clamp(min=1).to(acc)
+    clipped_f = clipped.to(acc)  # [B, T]; clipped (and high) are never set on padding
+    high_f = clipped_f * (advantages > 0).to(acc)  # [B, T]
+    n_clipped, n_high = clipped_f.sum(), high_f.sum()
+
+    def unit_share(m: torch.Tensor) -> torch.Tensor:  # mean over units of the share of the unit's tokens in m
+        return (units(_sum_per_unit(m, unit, num_slots)) / tokens.clamp(min=1)).sum() / n_units
+
+    unit_clipped, unit_high = unit_share(clipped_f), unit_share(high_f)
+
+    # Ratio and scale statistics over the [S] slot arrays (never empty, unlike [B, U] when U = 0).
+    is_unit = unit_tokens > 0  # [S]
+    is_unit.view(-1, per_row)[:, 0] = False  # padding slots
     unit_ratio = torch.exp(torch.clamp(unit_log_ratio, min=clamp_min, max=clamp_max))  # [S]
     f = f_unit if f_unit is not None else torch.ones_like(unit_ratio)  # [S]
-    nan = torch.where(exists.any(), 0.0, float("nan"))
+    nan = torch.where(is_unit.any(), 0.0, float("nan"))
 
     def unit_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(min, mean, max) over existing units; NaN when there is none."""
+        """(min, mean, max) over units; NaN when there is none."""
         return (
-            torch.where(exists, x, float("inf")).amin() + nan,
-            torch.where(exists, x, 0.0).sum() / n_units + nan,
-            torch.where(exists, x, float("-inf")).amax() + nan,
+            torch.where(is_unit, x, float("inf")).amin() + nan,
+            torch.where(is_unit, x, 0.0).sum() / n_units + nan,
+            torch.where(is_unit, x, float("-inf")).amax() + nan,
         )
 
     r_min, r_mean, r_max = unit_stats(unit_ratio)
     f_min, f_mean, f_max = unit_stats(f)
+    zero = torch.zeros((), device=unit_tokens.device)
     values = {
         "actor/pg_clipfrac": n_clipped / n_tok,
         "actor/ppo_kl": -log_ratio_sum / n_tok,
-        "actor/pg_clipfrac_lower": dual_clipped.sum() / n_tok
-        if dual_clipped is not None
-        else torch.zeros(()),
+        "actor/pg_clipfrac_lower": dual_clipped.to(acc).sum() / n_tok if dual_clipped is not None else zero,
         "actor/sspo/clipfrac_token": n_clipped / n_tok,
         "actor/sspo/clipfrac_high_token": n_high / n_tok,
         "actor/sspo/clipfrac_low_token": (n_clipped - n_high) / n_tok,
         "actor/sspo/clipfrac_unit": unit_clipped,
         "actor/sspo/clipfrac_high_unit": unit_high,
         "actor/sspo/clipfrac_low_unit": unit_clipped - unit_high,
-        "actor/sspo/units_per_response": n_units / n_resp,
-        "actor/sspo/tokens_per_unit": n_tok / n_units,
+        "actor/sspo/units_per_response": n_units_raw / n_resp,
+        "actor/sspo/tokens_per_unit": n_tok_raw / n_units,
         "actor/sspo/ratio_min": r_min,
         "actor/sspo/ratio_mean": r_mean,
         "actor/sspo/ratio_max": r_max,
@@ -444,7 +464,5 @@ def _metrics(
         "actor/sspo/adaptive_scale_min": f_min,
         "actor/sspo/adaptive_scale_max": f_max,
     }
-    floats = torch.stack(
-        [v.to(device=unit_tokens.device, dtype=torch.float32) for v in values.values()]
-    ).tolist()
+    floats = torch.stack([v.to(dtype=torch.float32) for v in values.values()]).tolist()
     return dict(zip(values, floats, strict=True))

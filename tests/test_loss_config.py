@@ -245,3 +245,14 @@ def test_no_config_and_plain_policy_loss_config():
     plain, _ = call(cfg=actor_config(PolicyLossConfig(loss_mode="sspo")))
     default, _ = call()
     torch.testing.assert_close(plain, default)
+
+
+def test_all_padding_micro_batch_does_not_crash():
+    """No valid token at all: metrics are zero counts / NaN statistics, no error (the loss is NaN as verl's)."""
+    B, T = 2, 4
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    _, m = compute_policy_loss_sspo(torch.zeros(B, T), torch.zeros(B, T, requires_grad=True), torch.ones(B, T), mask,
+                                    "token-mean", actor_config(SSPOPolicyLossConfig()),
+                                    segment_ids=torch.full((B, T), -1), entropy=torch.ones(B, T))  # fmt: skip
+    assert m["actor/sspo/units_per_response"] == 0.0 and m["actor/pg_clipfrac"] == 0.0
+    assert m["actor/sspo/ratio_mean"] != m["actor/sspo/ratio_mean"]  # NaN: no unit to average over
