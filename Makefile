@@ -17,11 +17,14 @@ OUTPUT_DIR ?= outputs
 # the ablation grid: granularity x adaptive clip x clip range (18 runs, one after another)
 ABLATION_EXPERIMENT ?= sspo_qwen2.5-math-1.5b
 ABLATION_GRID ?= actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence actor_rollout_ref.actor.policy_loss.adaptive_clip=true,false clip=narrow,default,wide
+# `make eval`: the runs scored side by side (name=path of a verl validation dump folder or a JSONL)
+TABLE ?= grpo_qwen2.5-math-1.5b gspo_qwen2.5-math-1.5b sspo_qwen2.5-math-1.5b
+EVAL_RUNS ?= $(foreach e,$(TABLE),$(e)=$(OUTPUT_DIR)/sspo/$(e)/validation_generations)
 IMAGE ?= sspo-verl:0.1.0
 RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(abspath $(BIN)):$$PATH
 
 .DEFAULT_GOAL := help
-.PHONY: help install test lint data dry-run train ablate submit docker
+.PHONY: help install install-gpu test lint demo data dry-run train ablate submit eval bench docker
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,6 +40,15 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 
 install: $(VENV)/.installed  ## create .venv and install the project (CPU torch, test tools)
 
+# GPU node: torch at the version verl's `vllm` extra pins, then flash-attn compiled against it (its build
+# needs torch importable, hence --no-build-isolation), then the project with the `gpu` extra.
+install-gpu: | $(BIN)/activate  ## GPU node: .venv with torch 2.11.0, flash-attn 2.8.3, verl[vllm] 0.9.1 (as docker/Dockerfile)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.11.0" "torchvision==0.26.0" "torchaudio==2.11.0"
+	$(PY) -m pip install -q --no-build-isolation "flash-attn==2.8.3"
+	$(PY) -m pip install -q -e ".[gpu,test]"
+	touch $(VENV)/.installed
+
 test: install  ## run the whole test suite (CPU only; fails if no test ran)
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
@@ -44,6 +56,10 @@ test: install  ## run the whole test suite (CPU only; fails if no test ran)
 lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(BIN)/ruff check sspo tests benchmarks recipe examples
 	$(BIN)/hadolint docker/Dockerfile
+
+demo: install  ## the main job on CPU: GRPO vs GSPO vs SSPO on a tiny model, then plots (sspo.local_run, sspo.report)
+	$(PY) -m sspo.local_run
+	$(PY) -m sspo.report
 
 data: install  ## MATH level 3-5 + the five benchmarks as verl parquet in DATA_DIR (from the hub; DATA_ARGS=...)
 	$(PY) -m sspo.data --out-dir $(DATA_DIR) $(DATA_ARGS)
@@ -60,6 +76,14 @@ ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point; ARGS
 submit: install  ## ray job submit one table row (RAY_ADDRESS=http://head:8265 OUTPUT_DIR=/shared/... EXPERIMENT=...)
 	PATH=$(abspath $(BIN)):$$PATH RAY_ADDRESS=$(RAY_ADDRESS) OUTPUT_DIR=$(OUTPUT_DIR) DATA_DIR=$(DATA_DIR) \
 	  recipe/scripts/submit.sh experiment=$(EXPERIMENT) $(ARGS)
+
+eval: install  ## score the runs' validation dumps into the five-benchmark table (TABLE=..., EVAL_RUNS=...)
+	$(PY) -m sspo.evaluation score $(foreach r,$(EVAL_RUNS),--run $(r)) --data-dir $(DATA_DIR) \
+	  --markdown $(OUTPUT_DIR)/table.md --csv $(OUTPUT_DIR)/table.csv
+
+bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, reward vs verl's scorers
+	$(PY) benchmarks/loss_speed.py
+	$(PY) benchmarks/reward_speed.py
 
 docker:  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
 	docker build -f docker/Dockerfile -t $(IMAGE) .

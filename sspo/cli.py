@@ -39,6 +39,7 @@ PATH_KEYS = (
     "trainer.default_local_dir",
     "trainer.validation_data_dir",
     "trainer.rollout_data_dir",
+    "ray_kwargs.ray_init.runtime_env.env_vars.TENSORBOARD_DIR",
 )
 
 

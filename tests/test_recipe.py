@@ -110,6 +110,8 @@ def test_dry_run_every_experiment(name, recipe_env, data_dir, capsys):
         recipe_env / "outputs" / "sspo" / name / "validation_generations"
     )
     assert cfg["trainer"]["v1"]["trainer_mode"] == "sspo" and cfg["trainer"]["resume_mode"] == "auto"
+    tensorboard = cfg["ray_kwargs"]["ray_init"]["runtime_env"]["env_vars"]["TENSORBOARD_DIR"]
+    assert tensorboard == str(recipe_env / "outputs" / "sspo" / name / "tensorboard")
     # every check ran; only the ones that need a GPU cluster or a local model copy are skipped
     statuses = check_lines(out)
     assert statuses == {

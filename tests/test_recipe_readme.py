@@ -1,0 +1,116 @@
+"""The README's commands are the ones that exist and that the tests run.
+
+Every `make <target>` named in the README is a Makefile target; every `python -m <module>` is an
+importable module; the README's `python -m sspo.cli` dry runs run here (with data from sspo.data)
+and its other sspo.cli invocations compose; what the README says a target runs is what `make -n` prints.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+from test_recipe import recipe_data_dir
+
+from sspo import cli
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+MAKEFILE = (REPO / "Makefile").read_text()
+
+
+def code_commands() -> list[str]:
+    """Shell commands of the README's fenced code blocks (continuations joined, comments dropped)."""
+    commands = []
+    for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", README, flags=re.S):
+        joined = re.sub(r"\\\n\s*", " ", block)
+        for line in joined.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-zA-Z][\w-]*):", MAKEFILE, flags=re.M))
+
+
+def make_dry(*args: str) -> str:
+    """What `make -n` would run (nothing is executed)."""
+    return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+
+def test_setup_is_make_demo_and_make_test_and_ci_runs_make_test():
+    setup = README.split("## Set up", 1)[1].split("##", 1)[0]
+    assert re.findall(r"^make (\w+)", setup, flags=re.M) == ["demo", "test"]
+    assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_every_make_target_named_in_the_readme_exists():
+    named = set(re.findall(r"\bmake ([a-z][\w-]*)", README))
+    assert {"demo", "test", "data", "train", "submit", "docker", "ablate", "eval", "bench", "lint"} <= named
+    assert named <= make_targets(), named - make_targets()
+
+
+def test_every_python_module_named_in_the_readme_exists():
+    modules = set(re.findall(r"python -m ([\w.]+)", README))
+    assert {"sspo.cli", "sspo.data", "sspo.evaluation", "verl.model_merger"} <= modules
+    missing = {m for m in modules if importlib.util.find_spec(m) is None}
+    assert not missing
+
+
+def test_readme_says_what_the_makefile_runs():
+    assert "-m sspo.cli experiment=sspo_qwen2.5-math-1.5b" in make_dry("-o", "install", "train")
+    assert "-m sspo.cli --dry-run experiment=grpo_qwen2.5-math-7b" in make_dry(
+        "-o", "install", "dry-run", "EXPERIMENT=grpo_qwen2.5-math-7b"
+    )
+    ablate = make_dry("-o", "install", "ablate", "ARGS=--dry-run")
+    assert "-m sspo.cli --multirun experiment=sspo_qwen2.5-math-1.5b" in ablate and ablate.rstrip().endswith(
+        "--dry-run"
+    )
+    assert "recipe/scripts/submit.sh experiment=sspo_qwen2.5-math-7b cluster=2x8gpu" in make_dry(
+        "-o", "install", "submit", "EXPERIMENT=sspo_qwen2.5-math-7b", "ARGS=cluster=2x8gpu"
+    )
+    assert "-m sspo.evaluation score --run grpo_qwen2.5-math-1.5b=" in make_dry("-o", "install", "eval")
+    assert "-m sspo.data --out-dir data" in make_dry("-o", "install", "data")
+    demo = make_dry("-o", "install", "demo")
+    assert "-m sspo.local_run" in demo and "-m sspo.report" in demo
+    assert "docker build -f docker/Dockerfile -t sspo-verl:0.1.0 ." in make_dry("docker")
+
+
+def test_readme_experiment_names_are_the_experiment_files():
+    named = set(re.findall(r"\b((?:grpo|gspo|sspo)_qwen2\.5-math-(?:1\.5b|7b))\b", README))
+    files = {p.stem for p in (REPO / "recipe" / "config" / "experiment").glob("*.yaml")}
+    assert named == files
+
+
+def test_readme_sspo_cli_commands_run(tmp_path_factory, shared_data, tmp_path, monkeypatch, capsys):
+    """Each README `python -m sspo.cli` / docker-run invocation: dry runs run, the others compose."""
+    monkeypatch.setenv("SSPO_DATA_DIR", str(recipe_data_dir(tmp_path_factory, shared_data)))
+    monkeypatch.setenv("SSPO_OUTPUT_DIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    invocations = []
+    for command in code_commands():
+        words = shlex.split(command)
+        if words[:3] == ["python", "-m", "sspo.cli"]:
+            invocations.append(words[3:])
+        elif words[:2] == ["docker", "run"]:
+            invocations.append(words[words.index("sspo-verl:0.1.0") + 1 :])
+    assert len(invocations) >= 2
+    for args in invocations:
+        parsed = cli.build_parser().parse_args(args)
+        if parsed.dry_run:
+            assert cli.main(args) == 0, args
+            assert "dry run OK" in capsys.readouterr().out
+        else:
+            assert cli.compose_config(parsed.overrides).trainer.experiment_name in README
+
+
+@pytest.mark.parametrize("script", ["recipe/scripts/submit.sh"])
+def test_scripts_named_in_the_readme_exist_and_are_executable(script):
+    assert script in README
+    assert (REPO / script).stat().st_mode & 0o111
