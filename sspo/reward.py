@@ -40,6 +40,7 @@ import re
 import selectors
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from decimal import Decimal, InvalidOperation
@@ -307,15 +308,17 @@ class _Worker:
 
     def __init__(self) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty worker can never block on it
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _WORKER_CMD, os.path.abspath(__file__)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=self.stderr,
             env=env,
             close_fds=True,
         )
         self.ready = False
+        self.eof = False
         self._buf = b""
 
     def _readline(self, deadline: float) -> str | None:
@@ -329,6 +332,7 @@ class _Worker:
                     return None
                 chunk = os.read(fd, 65536)
                 if not chunk:  # EOF: the worker died (e.g. memory limit)
+                    self.eof = True
                     return None
                 self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
@@ -337,6 +341,12 @@ class _Worker:
     def wait_ready(self, deadline: float) -> bool:
         if not self.ready:
             self.ready = self._readline(deadline) == "ready"
+            if not self.ready and self.eof:
+                try:
+                    self.proc.wait(timeout=1.0)  # its stdout closed: it is exiting, get its code
+                except subprocess.TimeoutExpired:
+                    pass
+                _log_start_failure(self)
         return self.ready
 
     def ask(self, golds: list[str], pred: str, deadline: float) -> bool | None:
@@ -362,11 +372,33 @@ class _Worker:
             self.proc.wait(timeout=5)
         except Exception:  # noqa: BLE001  already gone
             pass
-        for f in (self.proc.stdin, self.proc.stdout):
+        for f in (self.proc.stdin, self.proc.stdout, self.stderr):
             try:
                 f.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+_start_failures_logged = 0
+
+
+def _log_start_failure(worker: _Worker) -> None:
+    """A worker that exits before it is ready (e.g. math-verify not installed): say why, a few times."""
+    global _start_failures_logged
+    if _start_failures_logged >= 3:
+        return
+    _start_failures_logged += 1
+    try:
+        worker.stderr.seek(0)
+        tail = worker.stderr.read()[-2000:].decode("utf-8", "replace")
+    except OSError:
+        tail = ""
+    logger.error(
+        "math-verify worker exited at start (code %s); only the string/number match is active. "
+        "Install math-verify: pip install 'math-verify[antlr4_9_3]==0.9.0'. Worker stderr:\n%s",
+        worker.proc.returncode,
+        tail,
+    )
 
 
 class _WorkerPool:
@@ -464,7 +496,9 @@ def _ask_pool(golds: list[str], pred: str, timeout: float) -> tuple[bool | None,
         pool.release(worker, healthy=verdict is not None)
     if verdict is None:
         logger.warning(
-            "math-verify gave no verdict within %.2fs (worker replaced); pred=%r", timeout, pred[:80]
+            "math-verify gave no verdict within %.2fs (worker killed and replaced): scoring 0; pred=%r",
+            timeout,
+            pred[:80],
         )
     return verdict, verdict is None
 

@@ -149,6 +149,22 @@ def test_hard_time_bound_from_a_non_main_thread():
     assert results["next"]["score"] == 1.0
 
 
+def test_worker_that_cannot_start_degrades_to_string_match(monkeypatch, caplog):
+    """E.g. math-verify missing in the worker's environment: no exception, no hang, a logged reason."""
+    monkeypatch.setattr(reward, "_pool", None)
+    monkeypatch.setattr(reward, "_start_failures_logged", 0)
+    monkeypatch.setattr(reward, "_verdicts", {})  # no verdict remembered from other tests
+    monkeypatch.setattr(
+        reward, "_WORKER_CMD", "import sys; sys.stderr.write('No module named math_verify'); sys.exit(3)"
+    )
+    with caplog.at_level("ERROR", logger="sspo.reward"):
+        out = compute_score("m", r"\boxed{(3,\pi/2)}", r"\left( 3, \frac{\pi}{2} \right)", timeout=30)
+    assert out["score"] == 0.0  # needed math-verify
+    assert "exited at start (code 3)" in caplog.text and "No module named math_verify" in caplog.text
+    assert compute_score("m", r"\boxed{\dfrac12}", r"\frac{1}{2}")["score"] == 1.0  # string match still works
+    reward.shutdown()
+
+
 def test_worker_pool_is_recreated_after_fork(monkeypatch):
     pool = reward._get_pool()
     monkeypatch.setattr(pool, "pid", -1)  # as if inherited through fork()
