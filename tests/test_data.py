@@ -268,3 +268,28 @@ def test_verl_rlhf_dataset_reads_what_we_write(prepared, tiny_tokenizer, tmp_pat
     assert item["index"] == 0 and item["extra_info"]["split"] == "test"
     train = RLHFDataset(result.train_files, tiny_tokenizer, config)
     assert len(train) == 8792
+
+
+def test_local_parquet_arrow_json_and_save_to_disk_inputs(tmp_path):
+    import datasets
+
+    rows = [{"question": f"What is {i} + {i}?", "final_answer": [f"${2 * i}$"]} for i in range(5)]
+    ds = datasets.Dataset.from_list(rows)
+    ds.to_parquet(str(tmp_path / "a.parquet"))
+    ds.save_to_disk(str(tmp_path / "saved"))
+    (tmp_path / "a.json").write_text(json.dumps(rows))
+    arrow = next((tmp_path / "saved").glob("*.arrow"))
+    expected = ["0", "2", "4", "6", "8"]
+    for i, path in enumerate([tmp_path / "a.parquet", tmp_path / "saved", arrow, tmp_path / "a.json"]):
+        out = tmp_path / f"out{i}"
+        prepare(out, train="gsm8k", benchmarks=[], local_files={"gsm8k": path}, progress=False)
+        assert [r["reward_model"]["ground_truth"] for r in _rows(out / "train.parquet")] == expected, path
+    (tmp_path / "a.csv").write_text("question,answer\n")
+    with pytest.raises(DataError, match=r"unsupported file type '.csv'"):
+        prepare(
+            tmp_path / "o",
+            train="gsm8k",
+            benchmarks=[],
+            local_files={"gsm8k": tmp_path / "a.csv"},
+            progress=False,
+        )
