@@ -73,8 +73,7 @@ def _run_all_modes(model_dir, use_remove_padding: bool) -> dict:
         trainer.install_actor_loss()
 
         seen = []  # what the registered loss receives, micro-batch by micro-batch
-        registered = POLICY_LOSS_REGISTRY[mode]
-        inner = registered.__wrapped__ if mode == "sspo" else registered
+        inner = sspo.loss.compute_policy_loss_sspo if mode == "sspo" else POLICY_LOSS_REGISTRY[mode]
 
         def spy(*args, _inner=inner, _seen=seen, **kwargs):
             _seen.append({k: kwargs.get(k) for k in ("segment_ids", "entropy", "response_mask")})
@@ -148,6 +147,12 @@ def test_sspo_sees_the_segments_of_its_tokens_and_the_old_entropy(runs, use_remo
     ):
         assert len(metrics[key]) == 2 and all(math.isfinite(x) for x in metrics[key]), key
     assert metrics["actor/sspo/units_per_response"][0] > 1
+    # ... and survive the trainer's reduction (PPOTrainer._update_actor) into what the logger gets
+    from verl.utils.metric import reduce_metrics
+    from verl.utils.py_functional import rename_dict
+
+    logged = reduce_metrics(rename_dict(dict(metrics), "actor/"))
+    assert math.isfinite(logged["actor/sspo/clipfrac_unit"]) and logged["actor/sspo/units_per_response"] > 1
     assert metrics["actor/sspo/ratio_mean"][0] == pytest.approx(1.0)  # first step: on-policy
 
 
@@ -164,10 +169,7 @@ def test_same_result_with_and_without_remove_padding(runs, mode):
             assert torch.equal(micro_on["segment_ids"], micro_off["segment_ids"])
 
 
-def test_sspo_metrics_are_the_loss_functions_own(runs):
-    """Sanity: the registered sspo loss is the loss engineer's function, not something of ours."""
-    from verl.trainer.ppo.core_algos import get_policy_loss_fn
-
-    assert get_policy_loss_fn("sspo").__wrapped__ is sspo.loss.compute_policy_loss_sspo
+def test_sspo_diagnostics_reported_by_the_worker(runs):
     keys = {k for k in runs[True]["sspo"]["metrics"] if k.startswith("actor/sspo/")}
     assert {"actor/sspo/clipfrac_token", "actor/sspo/tokens_per_unit", "actor/sspo/ratio_max"} <= keys
+    assert {"actor/pg_clipfrac", "actor/ppo_kl", "actor/pg_loss"} <= set(runs[True]["sspo"]["metrics"])

@@ -203,6 +203,7 @@ def test_registrations():
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
     from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 
+    verl_plugin.ensure_fed_sspo_loss()  # at import, or at the wrapper's first call (import order)
     registered = get_policy_loss_fn("sspo")
     assert registered.is_fed_policy_loss and registered.__wrapped__ is sspo.loss.compute_policy_loss_sspo
     assert get_trainer_cls("sspo") is SSPOTrainer and issubclass(SSPOTrainer, PPOTrainerSync)
