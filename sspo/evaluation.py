@@ -463,7 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a run to show (repeat): our JSONL, a verl validation dump file or its folder")  # fmt: skip
     s.add_argument("--data-dir", default=None, help="benchmark parquet folder (needed for verl dumps)")
     s.add_argument("--k", type=int, default=None, help="k of pass@k (default: samples per problem)")
-    s.add_argument("--amc", choices=["amc", "amc23"], default="amc", help="AMC variant in the 5-average")
+    s.add_argument(
+        "--amc",
+        choices=["amc", "amc23"],
+        default="amc",
+        help="AMC variant: in the 5-average and for matching verl dumps",
+    )
     s.add_argument("--timeout", type=float, default=None, help="reward time bound per response (s)")
     s.add_argument("--markdown", help="also write the Markdown table here")
     s.add_argument("--csv", help="also write the CSV here")
@@ -484,9 +489,17 @@ def parse_runs(items: list[str]) -> dict[str, str]:
 
 
 def score_runs(
-    runs: dict[str, str], data_dir: str | None, k: int | None = None, timeout: float | None = None
+    runs: dict[str, str],
+    data_dir: str | None,
+    k: int | None = None,
+    timeout: float | None = None,
+    amc: str = "amc",
 ) -> tuple[dict[str, dict[str, BenchmarkScore]], list[str]]:
-    """Score every run; returns (run -> benchmark -> score, notes about skipped rows)."""
+    """Score every run; returns (run -> benchmark -> score, notes about skipped rows).
+
+    For verl dumps, rows are matched to the problems of ``data_dir``'s benchmarks; of the two AMC
+    variants only ``amc`` is used (they share the AMC 2023 problems, so a row could match both).
+    """
     problems = None
     if data_dir is not None:
         if not Path(data_dir).is_dir():
@@ -495,7 +508,8 @@ def score_runs(
             )
         from sspo.data import BENCHMARKS
 
-        problems = BenchmarkProblems.load(data_dir, BENCHMARKS)
+        other_amc = "amc23" if amc == "amc" else "amc"
+        problems = BenchmarkProblems.load(data_dir, [b for b in BENCHMARKS if b != other_amc])
     table, notes = {}, []
     for name, path in runs.items():
         samples, report = read_generations(path, problems)
@@ -517,7 +531,7 @@ def main(argv: list[str] | None = None) -> int:
             out = generate(plan)
             print(f"wrote {out}")
             return 0
-        table, notes = score_runs(parse_runs(args.run), args.data_dir, args.k, args.timeout)
+        table, notes = score_runs(parse_runs(args.run), args.data_dir, args.k, args.timeout, args.amc)
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -159,6 +159,14 @@ def test_table_from_verl_validation_dump(bench_dir, tiny_tokenizer, tmp_path):
     assert "—" in to_markdown(table)  # three benchmarks missing: no five-benchmark average
     step10, _ = score_runs({"old": str(folder / "10.jsonl")}, str(bench_dir))
     assert step10["old"]["aime24"].pass1 == pytest.approx(_expected(bench_dir, 3, ["aime24"])["aime24"][0])
+    # the 40 AMC 2023 problems are all in the 83-problem AMC set: --amc picks the variant rows match to
+    amc_dir = tmp_path / "amc23_dump"
+    _write_verl_dump(amc_dir, bench_dir, tiny_tokenizer, shift=0, benches=["amc23"], step=1)
+    t23, _ = score_runs({"r": str(amc_dir)}, str(bench_dir), amc="amc23")
+    assert list(t23["r"]) == ["amc23"] and t23["r"]["amc23"].n_problems == 40
+    assert t23["r"]["amc23"].pass1 == pytest.approx(_expected(bench_dir, 0, ["amc23"])["amc23"][0])
+    t83, _ = score_runs({"r": str(amc_dir)}, str(bench_dir))
+    assert list(t83["r"]) == ["amc"] and t83["r"]["amc"].n_problems == 40
     with pytest.raises(EvalError, match="verl validation dump .*--data-dir"):
         read_generations(folder / "20.jsonl", None)
 
