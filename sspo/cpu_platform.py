@@ -327,12 +327,19 @@ class CPUActor:
         self.worker.set_loss_fn(loss_fn)
 
     def update_actor(self, batch: Any, *, mini_batch_size: int | None = None, epochs: int = 1) -> dict:
-        """One ``update_actor`` call (mini-batches x epochs of optimizer steps); returns the worker's metrics."""
+        """One ``update_actor`` call (mini-batches x epochs of optimizer steps); returns the worker's metrics.
+
+        Sets the same per-call fields as ``PPOTrainer._update_actor`` (``trainer/ppo/v1/trainer_base.py``):
+        the current policy's entropy is computed iff ``actor.calculate_entropy`` or ``entropy_coeff != 0``.
+        """
         from verl.utils import tensordict_utils as tu
 
         size = mini_batch_size or batch.batch_size[0]
         tu.assign_non_tensor(
             batch,
+            calculate_entropy=bool(
+                self.actor_config.calculate_entropy or self.actor_config.entropy_coeff != 0
+            ),
             global_batch_size=size,
             mini_batch_size=size,
             epochs=epochs,

@@ -56,7 +56,15 @@ ONCE at import that fills the keyword-only inputs the caller did not pass from t
 * outside the wrapper (verl's default trainer) the context is empty and the loss raises its own
   clear "segment_ids is required" error; :func:`validate_config` catches that case at config time;
 * for every other loss mode :func:`sspo_ppo_loss` IS ``ppo_loss`` (it returns ``ppo_loss(...)``
-  directly), so one trainer runs vanilla (GRPO), gspo and sspo.
+  directly), so one trainer runs vanilla (GRPO), gspo and sspo;
+* import order does not matter: ``register_policy_loss`` silently overwrites, and a process that
+  imports ``sspo`` before verl registers the raw loss AFTER this module ran (``sspo.loss`` imports
+  verl, which imports this plugin half-way through); :func:`ensure_fed_sspo_loss` re-installs the
+  adapter idempotently before each call of the wrapper.
+
+Scope: :class:`SSPOTrainer` is verl's SYNC trainer; verl's async trainers (``colocate_async``,
+``separate_async``) would need the same hook in a subclass of theirs -- not provided, and
+:func:`validate_config` requires ``trainer.v1.trainer_mode=sspo`` for ``loss_mode=sspo``.
 
 Not exercised on CPU (verl 0.9.1): ``main_ppo`` end to end (its resource pool demands GPUs; rollout
 needs a vLLM/SGLang/TRT-LLM server), hence :class:`SSPOTrainer` itself runs only on GPU clusters. The
