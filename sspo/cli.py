@@ -28,7 +28,6 @@ from sspo import preflight
 CONFIG_NAME = "sspo_trainer"
 # recipe/config beside the package (editable install, a git checkout, or a Ray job's working_dir)
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipe" / "config"
-RECIPE_MAIN = DEFAULT_CONFIG_DIR.parent / "main_sspo.py"
 RESOLVED_HEADER = "===== resolved config ====="
 CHECKS_HEADER = "===== pre-flight checks ====="
 # keys holding local paths that Ray workers (other cwd) must see as absolute paths
@@ -210,8 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             codes.append(run_one(point, args))
         else:  # a fresh process per run: verl's Ray actors and GPU memory are released between runs
-            # recipe/main_sspo.py imports verl first (safe with VERL_USE_EXTERNAL_MODULES set)
-            cmd = [sys.executable, str(RECIPE_MAIN), "--name-suffix", args.name_suffix, *point]
+            cmd = [sys.executable, "-m", "sspo.cli", "--name-suffix", args.name_suffix, *point]
             if args.config_dir:
                 cmd += ["--config-dir", str(args.config_dir)]
             codes.append(subprocess.call(cmd))

@@ -3,11 +3,15 @@ checkout as working_dir, the job's driver runs the CLI dry run, which checks GPU
 
 The head runs as `ray start --head --block` in its own process group, on free ports and a private
 temp dir; teardown signals that group only (`ray stop` would also stop other Ray clusters on the
-machine).
+machine). Ray's token authentication is switched off for this private localhost cluster
+(RAY_AUTH_MODE=disabled): Ray turns it on by itself once any local `ray.init()` has written
+~/.ray/auth_token, which would make the test depend on what ran before it. The test talks to the
+job server through its REST API (urllib), so no Ray client state of the pytest process is involved.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -47,16 +52,24 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def rest(address: str, path: str) -> dict:
+    """GET a JSON document from the Ray dashboard's REST API."""
+    with urllib.request.urlopen(f"{address}{path}", timeout=10) as response:
+        return json.load(response)
+
+
 @pytest.fixture
 def ray_head() -> Iterator[tuple[str, dict]]:
     """A one-node Ray cluster with the job server: 1 CPU, 1 (declared) GPU. Yields (dashboard URL, env)."""
-    from ray.job_submission import JobSubmissionClient
-
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     temp_dir = tempfile.mkdtemp(
         prefix="sspo_ray_", dir="/tmp"
     )  # short: Ray's socket paths are length-limited
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        "RAY_AUTH_MODE": "disabled",
+    }
     env.pop("RAY_ADDRESS", None)
     cmd = [
         "ray", "start", "--head", "--block", "--num-cpus=1", "--num-gpus=1",
@@ -67,10 +80,10 @@ def ray_head() -> Iterator[tuple[str, dict]]:
     head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     address = f"http://127.0.0.1:{ports['--dashboard-port']}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while True:
             try:
-                JobSubmissionClient(address).list_jobs()
+                rest(address, "/api/jobs/")
                 break
             except Exception:
                 if head.poll() is not None or time.monotonic() > deadline:
@@ -94,14 +107,12 @@ def ray_head() -> Iterator[tuple[str, dict]]:
 
 
 def wait_for_job(address: str, job_id: str, timeout: float = 120) -> tuple[str, str]:
-    from ray.job_submission import JobSubmissionClient
-
-    client = JobSubmissionClient(address)
+    """(final status, logs) of a submitted job."""
     deadline = time.monotonic() + timeout
-    while not client.get_job_status(job_id).is_terminal():
-        assert time.monotonic() < deadline, client.get_job_logs(job_id)[-3000:]
+    while (status := rest(address, f"/api/jobs/{job_id}")["status"]) in ("PENDING", "RUNNING"):
+        assert time.monotonic() < deadline, rest(address, f"/api/jobs/{job_id}/logs")["logs"][-3000:]
         time.sleep(0.5)
-    return str(client.get_job_status(job_id)), client.get_job_logs(job_id)
+    return status, rest(address, f"/api/jobs/{job_id}/logs")["logs"]
 
 
 @pytest.mark.slow

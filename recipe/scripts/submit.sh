@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Submit one recipe run to a Ray cluster with `ray job submit`; arguments go to the recipe CLI
-# (recipe/main_sspo.py = python -m sspo.cli).
+# Submit one recipe run to a Ray cluster with `ray job submit`; arguments go to `python -m sspo.cli`.
 #
 #   RAY_ADDRESS=http://HEAD:8265 OUTPUT_DIR=/shared/sspo DATA_DIR=/shared/sspo/data \
 #     recipe/scripts/submit.sh experiment=sspo_qwen2.5-math-7b cluster=2x8gpu
@@ -46,4 +45,4 @@ PY
 echo "submitting $SUBMISSION_ID to $RAY_ADDRESS: sspo.cli $*"
 exec ray job submit --address "$RAY_ADDRESS" --submission-id "$SUBMISSION_ID" \
   --runtime-env-json "$runtime_env" ${NO_WAIT:+--no-wait} \
-  -- "${JOB_PYTHON:-python}" recipe/main_sspo.py "$@"
+  -- "${JOB_PYTHON:-python}" -m sspo.cli "$@"
