@@ -381,6 +381,17 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
 
 
+def _is_sspo_config_class(target: Any) -> bool:
+    """``_target_`` names :class:`sspo.loss.SSPOPolicyLossConfig` or a subclass of it."""
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(target))
+    except Exception:
+        return False
+    return isinstance(cls, type) and issubclass(cls, sspo_loss.SSPOPolicyLossConfig)
+
+
 def validate_config(cfg: Any) -> None:
     """Config-time checks of a composed ``ppo_trainer`` config (DictConfig); ValueError names the key.
 
@@ -421,7 +432,7 @@ def validate_config(cfg: Any) -> None:
 
     policy_loss = OmegaConf.select(cfg, _POLICY_LOSS)
     target = policy_loss.get("_target_", None)
-    if target != "sspo.loss.SSPOPolicyLossConfig":
+    if not _is_sspo_config_class(target):
         raise ValueError(
             f"{_POLICY_LOSS}._target_={target!r} with loss_mode=sspo: set "
             f"{_POLICY_LOSS}._target_=sspo.loss.SSPOPolicyLossConfig so that the SSPO keys "

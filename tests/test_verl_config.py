@@ -49,6 +49,8 @@ def test_valid_configs_pass(overrides):
         ),
         ([*SSPO, "trainer.use_v1=false"], "trainer.use_v1"),
         ([f"{PL}.loss_mode=sspo", "trainer.v1.trainer_mode=sspo"], f"{PL}._target_"),
+        ([*SSPO, f"{PL}._target_=verl.workers.config.PolicyLossConfig"], f"{PL}._target_"),
+        ([*SSPO, f"{PL}._target_=sspo.loss.NoSuchConfig"], f"{PL}._target_"),
         ([*SSPO, f"+{PL}.granularity=clause"], f"{PL}.granularity"),
         ([*SSPO, f"+{PL}.delimiters=[',','']"], f"{PL}.delimiters"),
         ([*SSPO, f"+{PL}.delimiters=[]"], f"{PL}.delimiters"),
