@@ -23,6 +23,14 @@ thread. verl calls reward functions from a thread pool inside Ray actors, and sy
 that no Python-level timeout interrupts; only killing a process is a hard bound. The worker runs this
 very file as a script (``python -c`` + ``spec_from_file_location``) so it never imports torch/verl.
 
+Concurrency: each process keeps up to ``SSPO_REWARD_WORKERS`` workers (default ``min(8, cpu_count)``,
+~60 MB each) shared by its threads; a call that finds all of them busy until its own deadline scores 0
+(logged), so the bound holds under any load. A timed-out (gold, answer) pair is remembered as 0.
+
+Limitation: verl hands the reward the decoded text only; a response cut at the length limit after an
+earlier, closed ``\\boxed{}`` is scored on that box (``extra_info["truncated"]`` forces 0 when known, and
+``sspo.evaluation`` passes vLLM's finish reason).
+
 ``compute_score`` never raises (anything but ``KeyboardInterrupt``/``SystemExit`` is caught, including
 math-verify's ``BaseException``-derived ``TimeoutException``) and always returns the same three keys.
 This module imports only the standard library at import time.
@@ -488,6 +496,12 @@ def _ask_pool(golds: list[str], pred: str, timeout: float) -> tuple[bool | None,
     pool = _get_pool()
     worker = pool.acquire(deadline)
     if worker is None:  # every worker busy until the deadline
+        logger.warning(
+            "no free math-verify worker within %.2fs (%d busy; raise SSPO_REWARD_WORKERS): scoring 0; pred=%r",
+            timeout,
+            pool.max_workers,
+            pred[:80],
+        )
         return None, False
     verdict = None
     try:
