@@ -238,3 +238,18 @@ def test_wrapper_restores_the_adapter_if_the_raw_loss_was_registered_last(config
     loss, _, _, _ = _run(sspo_ppo_loss, configs["sspo"], data, log_probs, entropy)
     assert torch.isfinite(loss)
     assert POLICY_LOSS_REGISTRY["sspo"].__wrapped__ is sspo.loss.compute_policy_loss_sspo
+
+
+def test_installed_loss_fn_survives_rays_pickling(configs):
+    """set_loss_fn ships the wrapper to every worker through Ray (cloudpickle), config and tokenizer included."""
+    import ray.cloudpickle as cloudpickle
+
+    from sspo.verl_plugin import make_actor_loss_fn
+
+    fn = make_actor_loss_fn(configs["sspo"])
+    shipped = cloudpickle.loads(cloudpickle.dumps(fn))
+    assert shipped.func is sspo_ppo_loss and shipped.keywords["config"] is not configs["sspo"]
+    data, log_probs, entropy = _micro_batch(configs["sspo"].model_config.tokenizer)
+    expected = fn(model_output={"log_probs": log_probs, "entropy": entropy}, data=data)[0]
+    got = shipped(model_output={"log_probs": log_probs, "entropy": entropy}, data=data)[0]
+    assert torch.equal(got, expected) and torch.isfinite(got)
