@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -104,6 +105,7 @@ def ray_head() -> Iterator[tuple[str, dict]]:
             except subprocess.TimeoutExpired:
                 continue
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def wait_for_job(address: str, job_id: str, timeout: float = 120) -> tuple[str, str]:
