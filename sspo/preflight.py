@@ -75,11 +75,14 @@ def check_loss_registered(cfg: DictConfig) -> str:
 
     loss_mode = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
     assert_loss_registered(loss_mode)
-    # workers register it through the `verl.plugins` entry point, or this variable (ray job submit)
-    return (
-        f"policy loss '{loss_mode}' is registered "
-        f"(VERL_USE_EXTERNAL_MODULES={os.environ.get('VERL_USE_EXTERNAL_MODULES', '')})"
+    # workers register it through this variable (set by recipe/scripts/submit.sh) or the entry point
+    modules = os.environ.get("VERL_USE_EXTERNAL_MODULES")
+    route = (
+        f"VERL_USE_EXTERNAL_MODULES={modules}"
+        if modules
+        else "VERL_USE_EXTERNAL_MODULES unset: workers rely on the installed verl.plugins entry point"
     )
+    return f"policy loss '{loss_mode}' is registered ({route})"
 
 
 def check_trainer_registered(cfg: DictConfig) -> str:
