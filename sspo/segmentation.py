@@ -106,20 +106,24 @@ def segment_ids_from_delimiters(
             f"max_subsentence_len must be a positive integer or None, got {max_subsentence_len!r}"
         )
     valid = response_mask.bool()
-    ends = is_delimiter.bool() & valid  # [B, T] token closes a run
+    valid_long = valid.long()  # integer arithmetic: much cheaper than boolean/where ops on CPU
+    ends = is_delimiter.long() * valid_long  # [B, T] 1 where the token closes a run
 
     if max_subsentence_len is not None:
         # Position of each valid token inside its (uncapped) run, counted in valid tokens only.
-        valid_index = valid.long().cumsum(1) - 1  # [B, T] 0-based index among valid tokens
-        end_index = torch.where(ends, valid_index, torch.full_like(valid_index, -1))
+        valid_index = valid_long.cumsum(1) - 1  # [B, T] 0-based index among valid tokens
+        end_index = torch.where(ends.bool(), valid_index, -1)
         last_end = end_index.cummax(1).values  # [B, T] valid index of the last end at or before t
         last_end_before = F.pad(last_end[:, :-1], (1, 0), value=-1)  # strictly before t
         pos_in_run = valid_index - last_end_before - 1  # [B, T]
-        ends = ends | (valid & ((pos_in_run + 1) % max_subsentence_len == 0))
+        ends = (ends.bool() | (valid & ((pos_in_run + 1) % max_subsentence_len == 0))).long()
 
-    ends_long = ends.long()
-    seg = ends_long.cumsum(1) - ends_long  # [B, T] number of run ends strictly before t
-    return torch.where(valid, seg, torch.full_like(seg, -1))
+    seg = ends.cumsum(1)  # in-place below: fewer large allocations
+    seg -= ends  # [B, T] number of run ends strictly before t
+    seg += 1
+    seg *= valid_long
+    seg -= 1  # -1 on padding
+    return seg
 
 
 class SubsentenceSegmenter:
@@ -212,19 +216,19 @@ class SubsentenceSegmenter:
             )
         if self._flags.device != responses.device:
             self._flags = self._flags.to(responses.device)
-        valid = response_mask.bool()
+        B, T = responses.shape
         ids = responses.long().clamp(0, self.vocab_size)  # out-of-vocabulary ids -> sentinel (no flags)
-        ids = torch.where(valid, ids, torch.full_like(ids, self.vocab_size))  # padding -> no flags
-        flags = self._flags[ids]  # [B, T] int8
-        is_delim = (flags & 1).bool()
-        is_num_punct = (flags & 2).bool()
-        is_digit_punct = (flags & 4).bool()
-        # Neighbours: padding has no flags, so the first/last tokens see False beyond the edges.
-        prev_ends_digit = F.pad((flags & 8).bool()[:, :-1], (1, 0), value=False)
-        next_starts_digit = F.pad((flags & 16).bool()[:, 1:], (0, 1), value=False)
+        # Padding gets no flags (int8 arithmetic: much cheaper than boolean/where ops on CPU).
+        flags = self._flags.index_select(0, ids.reshape(-1)).view(B, T) * response_mask.to(torch.int8)
+        is_delim = flags & 1
+        is_num_punct = (flags >> 1) & 1
+        is_digit_punct = (flags >> 2) & 1
+        # Neighbours: padding has no flags, so the first/last tokens see 0 beyond the edges.
+        prev_ends_digit = F.pad((flags >> 3)[:, :-1] & 1, (1, 0))
+        next_starts_digit = F.pad((flags >> 4)[:, 1:] & 1, (0, 1))
         # A lone "."/"," needs a digit before it; a merged "3." carries its digit itself.
         inside_number = next_starts_digit & ((is_num_punct & prev_ends_digit) | is_digit_punct)
-        return is_delim & ~inside_number & valid
+        return (is_delim & (1 - inside_number)).bool()
 
     def __call__(self, responses: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
         """LongTensor[B, T] subsentence ids, contiguous from 0 in each response, -1 on padding."""
