@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -202,11 +203,14 @@ def test_quality_bar_on_all_1560_benchmark_problems(shared_data):
     assert hits_prepared / len(rows) >= 0.995, hits_prepared
     assert hits_raw / len(rows) >= 0.995, hits_raw
 
-    false_pos = []
+    pairs = []
     for i, ((bench, raw), g) in enumerate(zip(rows, golds, strict=True)):
         j = (i + 1) % len(rows)  # the next problem of the same benchmark with a different answer
         while rows[j][0] != bench or _key(golds[j][0]) == _key(g[0]):
             j = (j + 1) % len(rows)
-        if compute_score(bench, TEMPLATE % golds[j][0], raw)["acc"]:
-            false_pos.append((bench, g[0], golds[j][0]))
+        pairs.append((bench, raw, golds[j][0]))
+    # threads share the worker pool, as in verl's reward loop (one thread per worker: nobody waits)
+    with ThreadPoolExecutor(max_workers=max(1, min(4, reward.MAX_WORKERS))) as ex:
+        accepted = list(ex.map(lambda p: compute_score(p[0], TEMPLATE % p[2], p[1])["acc"], pairs))
+    false_pos = [p for p, acc in zip(pairs, accepted, strict=True) if acc]
     assert len(false_pos) / len(rows) <= 0.001, false_pos
