@@ -154,3 +154,18 @@ def test_submit_dry_run_job_to_a_local_ray_head(ray_head, tmp_path_factory, shar
     assert "(VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin)" in logs  # the runtime env reached the job
     assert "[ok  ] GPUs: 1 x 1 GPUs fit the Ray cluster at" in logs
     assert "dry run OK: sspo_qwen2.5-math-1.5b" in logs
+
+
+@pytest.mark.parametrize("var", ["OUTPUT_DIR", "DATA_DIR"])
+def test_submit_refuses_relative_shared_paths(var, tmp_path):
+    """Relative paths would land in the job's temporary working_dir: refused before contacting Ray."""
+    env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:1", "OUTPUT_DIR": str(tmp_path), var: "outputs"}
+    result = subprocess.run(
+        [str(REPO / "recipe" / "scripts" / "submit.sh"), "experiment=sspo_qwen2.5-math-1.5b"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert f"{var}=outputs must be an absolute path" in result.stderr

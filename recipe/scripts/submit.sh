@@ -23,6 +23,13 @@ cd "$(dirname "$0")/../.."
 
 : "${RAY_ADDRESS:?set RAY_ADDRESS to the Ray dashboard address, e.g. http://HEAD:8265}"
 : "${OUTPUT_DIR:?set OUTPUT_DIR to a directory every node sees (checkpoints, logs, resume)}"
+# relative paths would resolve inside the job's temporary working_dir on the cluster
+for var in OUTPUT_DIR DATA_DIR; do
+  if [[ -n "${!var:-}" && "${!var}" != /* ]]; then
+    echo "submit.sh: $var=${!var} must be an absolute path on a filesystem every node sees" >&2
+    exit 2
+  fi
+done
 SUBMISSION_ID="${SUBMISSION_ID:-sspo-$(date +%Y%m%d-%H%M%S)-$RANDOM}"
 PYTHON="${PYTHON:-python}"
 
