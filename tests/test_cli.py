@@ -53,13 +53,15 @@ def test_dry_run_exit_code_and_message_on_failure(env, capsys):
     assert "make data" in captured.err
 
 
-def test_training_run_stops_before_verl_when_a_check_fails(env, capsys):
-    """Without --dry-run a failed check returns 1 before verl's trainer is imported or Ray started."""
-    import ray
+def test_training_run_stops_before_verl_when_a_check_fails(env, capsys, monkeypatch):
+    """Without --dry-run a failed check returns 1 and verl's launch is never reached."""
+    import verl.trainer.main_ppo as main_ppo
 
+    launched = []
+    monkeypatch.setattr(main_ppo, "run_ppo", lambda *args, **kwargs: launched.append(args))
     (env / "train.parquet").unlink()
     assert cli.main([ROW]) == 1
-    assert not ray.is_initialized()
+    assert launched == []
     assert "data.train_files" in capsys.readouterr().err
 
 
