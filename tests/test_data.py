@@ -284,6 +284,12 @@ def test_local_parquet_arrow_json_and_save_to_disk_inputs(tmp_path):
         out = tmp_path / f"out{i}"
         prepare(out, train="gsm8k", benchmarks=[], local_files={"gsm8k": path}, progress=False)
         assert [r["reward_model"]["ground_truth"] for r in _rows(out / "train.parquet")] == expected, path
+    gsm = tmp_path / "gsm8k_hub_format.jsonl"  # openai/gsm8k rows: a worked solution ending in "#### 1,234"
+    _write_jsonl(
+        gsm, [{"question": "How many?", "answer": "Add: 1000 + 234 = <<1000+234=1234>>1234.\n#### 1,234"}]
+    )
+    prepare(tmp_path / "g", train="gsm8k", benchmarks=[], local_files={"gsm8k": gsm}, progress=False)
+    assert _rows(tmp_path / "g" / "train.parquet")[0]["reward_model"]["ground_truth"] == "1234"
     (tmp_path / "a.csv").write_text("question,answer\n")
     with pytest.raises(DataError, match=r"unsupported file type '.csv'"):
         prepare(

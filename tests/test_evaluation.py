@@ -88,9 +88,10 @@ def _write_verl_dump(folder, bench_dir, tokenizer, shift, benches, step):
         for b in benches:
             for row in _problems(bench_dir, b):
                 i = row["extra_info"]["index"]
-                text = tokenizer.apply_chat_template(
-                    row["prompt"], add_generation_prompt=True, tokenize=False
-                )
+                # as verl: tokenizer.decode(prompt_ids, skip_special_tokens=True): no <|im_start|> markers
+                enc = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
+                text = tokenizer.decode(enc["input_ids"], skip_special_tokens=True)
+                assert "<|im_start|>" not in text and row["extra_info"]["problem"] in text
                 uid = str(uuid.uuid4())
                 for j, (resp, _fin) in enumerate(_responses(row, _n_correct(i, shift), i)):
                     if _fin == "length":  # verl records no finish reason: cut the text inside the box
