@@ -1,0 +1,319 @@
+"""Plots and a Markdown summary from training metrics: local CPU runs and verl GPU runs alike.
+
+    python -m sspo.report runs/demo/grpo runs/demo/gspo runs/demo/sspo --out runs/demo/report
+
+Each positional argument is one run (one line per run in every plot), optionally named ``NAME=PATH``.
+A run may be given as any of what verl (``trainer.logger=[...]``) or ``sspo.local_run`` writes:
+
+* a JSONL file in verl's ``file`` logger format (``verl/utils/tracking.py::FileLogger``: one
+  ``{"step": N, "data": {metric: value}}`` per line; ``VERL_FILE_LOGGER_PATH`` or
+  ``$VERL_FILE_LOGGER_ROOT/<project>/<experiment>.jsonl``); flat ``{"step": N, metric: value}`` also works;
+* a folder holding TensorBoard event files (verl's ``tensorboard`` logger: ``$TENSORBOARD_DIR`` or
+  ``tensorboard_log/<project>/<experiment>``), read with TensorBoard's ``EventAccumulator``;
+* a text file of verl's ``console`` logger output (lines ``step:N - key:value - ...``, other lines ignored);
+* a ``sspo.local_run`` run folder (its ``metrics.jsonl`` is in verl's file-logger format).
+
+The metric names are verl's: ``critic/score/mean`` (reward), ``val-core/<source>/acc/mean@N``
+(validation accuracy, averaged over sources), ``actor/pg_clipfrac``, ``actor/entropy``,
+``response_length/mean``; runs that lack one simply have no line in that panel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Panel name -> (y label, metric keys tried in order; the first one a run has is plotted).
+PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "reward": ("training reward (mean score)", ("critic/score/mean", "critic/rewards/mean")),
+    "accuracy": ("validation accuracy", ("val-core/*/acc/mean@*", "train/acc")),
+    "clip_fraction": ("clip fraction (token-weighted)", ("actor/pg_clipfrac",)),
+    "entropy": ("policy entropy", ("actor/entropy",)),
+    "response_length": ("response length (tokens)", ("response_length/mean",)),
+}
+_VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@(?P<n>\d+)$")
+_CONSOLE_STEP = re.compile(r"(?:^|\s)step:(\d+)((?: - [^\n]*)?)$")
+_NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
+
+
+class ReportError(ValueError):
+    """A run that cannot be read: the message names the path and what to pass instead."""
+
+
+@dataclass
+class Run:
+    """One run's scalar metrics: ``metrics[key][step] = value``."""
+
+    name: str
+    source: str
+    metrics: dict[str, dict[int, float]] = field(default_factory=dict)
+
+    def add(self, step: int, key: str, value: object) -> None:
+        """Record ``value`` if it is a real number (lists, strings, None are skipped). Later steps win."""
+        number = _as_float(value)
+        if number is not None:
+            self.metrics.setdefault(key, {})[int(step)] = number
+
+    @property
+    def steps(self) -> list[int]:
+        return sorted({s for series in self.metrics.values() for s in series})
+
+    def series(self, panel: str) -> tuple[str, list[int], list[float]] | None:
+        """(metric key, steps, values) plotted in ``panel`` for this run, or None if the run lacks it."""
+        for pattern in PANELS[panel][1]:
+            if pattern.startswith("val-core/"):
+                found = self._mean_val_accuracy()
+                if found is not None:
+                    return found
+            elif pattern in self.metrics and self.metrics[pattern]:
+                steps = sorted(self.metrics[pattern])
+                return pattern, steps, [self.metrics[pattern][s] for s in steps]
+        return None
+
+    def _mean_val_accuracy(self) -> tuple[str, list[int], list[float]] | None:
+        """verl's ``val-core/<source>/acc/mean@N``, averaged over sources at steps where all are present."""
+        keys = [k for k in self.metrics if _VAL_ACC.match(k)]
+        if not keys:
+            return None
+        steps = sorted(set.intersection(*(set(self.metrics[k]) for k in keys)))
+        values = [sum(self.metrics[k][s] for k in keys) / len(keys) for s in steps]
+        label = keys[0] if len(keys) == 1 else f"mean of {len(keys)} val-core/*/acc"
+        return label, steps, values
+
+
+def _as_float(value: object) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip()
+        match = _NUMPY_SCALAR.match(text)  # pprint of numpy scalars in verl's console log
+        if match:
+            text = match.group(1)
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        try:
+            return _as_float(value.item())
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers
+# ----------------------------------------------------------------------------------------------
+def read_jsonl(path: Path, run: Run) -> None:
+    """verl ``file`` logger lines ``{"step": N, "data": {...}}`` (or flat ``{"step": N, key: value}``)."""
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ReportError(f"{path}:{lineno}: not JSON ({e.msg}); expected verl's file-logger JSONL") from e
+        if not isinstance(record, dict) or "step" not in record:
+            raise ReportError(f"{path}:{lineno}: a JSON object with a 'step' is expected, got {line[:80]!r}")
+        data = record.get("data", record)
+        if not isinstance(data, dict):
+            raise ReportError(f"{path}:{lineno}: 'data' must be an object of metrics")
+        for key, value in data.items():
+            if key != "step":
+                run.add(record["step"], key, value)
+
+
+def read_tensorboard(path: Path, run: Run) -> None:
+    """Every scalar in the TensorBoard event files of folder ``path`` (``EventAccumulator``)."""
+    from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
+
+    folders = sorted({p.parent for p in path.rglob("events.out.tfevents.*")}) if path.is_dir() else [path]
+    for folder in folders:
+        acc = EventAccumulator(str(folder), size_guidance={SCALARS: 0})  # 0: keep every point
+        acc.Reload()
+        for tag in acc.Tags().get("scalars", []):
+            for event in acc.Scalars(tag):
+                run.add(event.step, tag, event.value)
+
+
+def read_console(path: Path, run: Run) -> None:
+    """verl ``console`` logger lines: ``step:N - key:value - key:value`` (other lines are ignored)."""
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        match = _CONSOLE_STEP.search(line.rstrip())
+        if not match:
+            continue
+        step = int(match.group(1))
+        for item in match.group(2).split(" - ")[1:]:
+            key, sep, value = item.rpartition(":")
+            if sep and key:
+                run.add(step, key.strip(), value)
+
+
+def load_run(spec: str) -> Run:
+    """Read one run from ``PATH`` or ``NAME=PATH`` (see the module docstring for what PATH may be)."""
+    name, sep, raw = spec.partition("=")
+    if not sep or not name or "/" in name:
+        name, raw = "", spec
+    path = Path(raw)
+    if not path.exists():
+        raise ReportError(f"run {raw!r} does not exist: pass a run folder, a verl JSONL/console log or a TensorBoard folder")
+    run = Run(name=name or (path.stem if path.is_file() else path.name), source=str(path))
+    if path.is_dir():
+        if (path / "metrics.jsonl").is_file():
+            read_jsonl(path / "metrics.jsonl", run)
+        elif any(path.rglob("events.out.tfevents.*")):
+            read_tensorboard(path, run)
+        else:
+            jsonl = sorted(path.glob("*.jsonl"))
+            if len(jsonl) != 1:
+                raise ReportError(
+                    f"{path}: no metrics.jsonl, no TensorBoard event files and {len(jsonl)} *.jsonl files; "
+                    "pass the metrics file itself"
+                )
+            read_jsonl(jsonl[0], run)
+    elif path.name.startswith("events.out.tfevents."):
+        read_tensorboard(path.parent, run)
+    elif path.suffix == ".jsonl":
+        read_jsonl(path, run)
+    else:
+        read_console(path, run)
+    if not any(run.series(panel) for panel in PANELS):
+        known = sorted({k for _, keys in PANELS.values() for k in keys})
+        raise ReportError(f"{path}: no known metric found (looked for {known}); is this a training log?")
+    return run
+
+
+# ----------------------------------------------------------------------------------------------
+# Summary and plots
+# ----------------------------------------------------------------------------------------------
+def window_mean(values: Sequence[float], first: bool, k: int | None = None) -> float:
+    """Mean of the first (or last) ``k`` finite values; ``k`` defaults to a fifth of the run (1 to 5)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return float("nan")
+    k = k or max(1, min(5, len(finite) // 5))
+    chunk = finite[:k] if first else finite[-k:]
+    return sum(chunk) / len(chunk)
+
+
+def summarize(run: Run) -> dict[str, float | int | str]:
+    """One table row: start/end reward and accuracy, mean clip fraction, entropy, length."""
+    row: dict[str, float | int | str] = {"run": run.name, "steps": len(run.steps)}
+    for panel, column in (("reward", "reward"), ("accuracy", "acc"), ("entropy", "entropy")):
+        series = run.series(panel)
+        values = series[2] if series else []
+        row[f"{column} start"] = window_mean(values, first=True)
+        row[f"{column} end"] = window_mean(values, first=False)
+    for panel, column in (("clip_fraction", "clip frac (mean)"), ("response_length", "resp len (mean)")):
+        series = run.series(panel)
+        finite = [v for v in series[2] if math.isfinite(v)] if series else []
+        row[column] = sum(finite) / len(finite) if finite else float("nan")
+    unit = run.metrics.get("actor/sspo/clipfrac_unit")
+    row["unit clip frac (sspo)"] = sum(unit.values()) / len(unit) if unit else float("nan")
+    return row
+
+
+def markdown_table(rows: Sequence[dict[str, float | int | str]]) -> str:
+    """Rows as a Markdown table (NaN shown as an empty cell)."""
+    columns = list(rows[0])
+
+    def cell(v: float | int | str) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.4g}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot(runs: Sequence[Run], out: Path) -> list[Path]:
+    """One PNG per panel plus ``overview.png`` (all panels), one line per run. Returns the files."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig_all, axes = plt.subplots(2, 3, figsize=(15, 8))
+    for ax_all, (panel, (ylabel, _)) in zip(axes.flat, PANELS.items(), strict=False):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for run in runs:
+            series = run.series(panel)
+            if series is None:
+                continue
+            _, steps, values = series
+            for a in (ax, ax_all):
+                a.plot(steps, values, marker="." if len(steps) < 40 else None, label=run.name)
+        for a in (ax, ax_all):
+            a.set_xlabel("step")
+            a.set_ylabel(ylabel)
+            a.set_title(panel.replace("_", " "))
+            a.grid(alpha=0.3)
+            if a.lines:
+                a.legend(fontsize=8)
+        fig.tight_layout()
+        path = out / f"{panel}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    axes.flat[-1].axis("off")
+    fig_all.tight_layout()
+    overview = out / "overview.png"
+    fig_all.savefig(overview, dpi=100)
+    plt.close(fig_all)
+    return [overview, *written]
+
+
+def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
+    """Read every run, write the PNGs and ``summary.md`` into ``out``; returns paths and table rows."""
+    if not specs:
+        raise ReportError("no run given: pass one or more run folders or log files")
+    runs = [load_run(spec) for spec in specs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ReportError(f"two runs share a name in {names}: name them with NAME=PATH")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    pngs = plot(runs, out)
+    rows = [summarize(r) for r in runs]
+    summary = out / "summary.md"
+    summary.write_text(
+        "# Training summary\n\n"
+        "Start/end: mean over the first/last fifth of the logged steps (1 to 5 steps). "
+        "Clip fraction: verl's token-weighted `actor/pg_clipfrac`, averaged over steps.\n\n"
+        + markdown_table(rows)
+        + "\nRuns: "
+        + ", ".join(f"`{r.name}` = `{r.source}`" for r in runs)
+        + "\n\n"
+        + "".join(f"![{p.stem}]({p.name})\n" for p in pngs[:1]),
+        encoding="utf-8",
+    )
+    return {"pngs": pngs, "summary": summary, "rows": rows}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sspo.report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders or log files, optionally NAME=PATH")
+    parser.add_argument("--out", required=True, help="folder for the PNGs and summary.md")
+    args = parser.parse_args(argv)
+    try:
+        result = make_report(args.runs, args.out)
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(Path(result["summary"]).read_text(encoding="utf-8"))
+    print("plots:", ", ".join(str(p) for p in result["pngs"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

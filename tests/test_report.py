@@ -1,0 +1,137 @@
+"""sspo.report on logs written by verl's OWN loggers (file, TensorBoard, console) and on bad input."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+
+from sspo.report import ReportError, load_run, main, make_report
+
+STEPS = 6
+
+
+def _metrics(step: int, algo_offset: float) -> dict:
+    """What verl's trainer logs per step (names from metric_utils / trainer_base), numpy scalars included."""
+    return {
+        "critic/score/mean": np.float64(0.1 * step + algo_offset),
+        "actor/pg_clipfrac": 0.01 * (1 + algo_offset),
+        "actor/entropy": np.float32(2.0 - 0.1 * step),
+        "response_length/mean": 100.0 + step,
+        "actor/pg_loss": -0.5,
+        "timing_s/step": 3.0,
+        "training/global_step": step,
+        "some/list": [1, 2],  # non-scalars are ignored, as verl's own loggers do
+    }
+
+
+def _val(step: int) -> dict:
+    return {"val-core/math500/acc/mean@1": 0.2 + 0.01 * step, "val-core/aime24/acc/mean@1": 0.1 + 0.01 * step}
+
+
+def _write_with_verl_file_logger(tmp_path, monkeypatch, name: str, offset: float):
+    from verl.utils.tracking import FileLogger
+
+    path = tmp_path / f"{name}.jsonl"
+    monkeypatch.setenv("VERL_FILE_LOGGER_PATH", str(path))
+    logger = FileLogger(project_name="sspo", experiment_name=name)
+    for step in range(1, STEPS + 1):
+        logger.log(data=_metrics(step, offset), step=step)
+        if step % 3 == 0:
+            logger.log(data=_val(step), step=step)
+    logger.finish()
+    return path
+
+
+def test_reads_verl_file_logger_jsonl(tmp_path, monkeypatch):
+    path = _write_with_verl_file_logger(tmp_path, monkeypatch, "grpo_run", 0.0)
+    first = json.loads(path.read_text().splitlines()[0])
+    assert set(first) == {"step", "data"}  # verl's format, as written by verl itself
+    run = load_run(str(path))
+    assert run.name == "grpo_run"
+    key, steps, values = run.series("reward")
+    assert key == "critic/score/mean" and steps == list(range(1, STEPS + 1))
+    assert values == pytest.approx([0.1 * s for s in steps])
+    # validation accuracy: the mean over the data sources' val-core acc
+    key, steps, values = run.series("accuracy")
+    assert steps == [3, 6] and values == pytest.approx([0.15 + 0.03, 0.15 + 0.06])
+    assert "some/list" not in run.metrics
+
+
+def test_reads_verl_tensorboard_and_console_logs(tmp_path, monkeypatch, capsys):
+    from verl.utils.logger.aggregate_logger import LocalLogger
+    from verl.utils.tracking import _TensorboardAdapter
+
+    tb_dir = tmp_path / "tb" / "gspo"
+    monkeypatch.setenv("TENSORBOARD_DIR", str(tb_dir))
+    tb = _TensorboardAdapter("sspo", "gspo")
+    console = LocalLogger(print_to_console=True)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print("(TaskRunner pid=123) some unrelated line: with a colon")
+        for step in range(1, STEPS + 1):
+            data = {k: v for k, v in _metrics(step, 0.5).items() if not isinstance(v, list)}
+            tb.log(data=data, step=step)
+            console.log(data=data, step=step)
+    tb.finish()
+    console_log = tmp_path / "console.log"
+    console_log.write_text(buf.getvalue())
+
+    for spec in (str(tb_dir), f"gspo_console={console_log}"):
+        run = load_run(spec)
+        _, steps, values = run.series("reward")
+        assert steps == list(range(1, STEPS + 1))
+        assert values == pytest.approx([0.1 * s + 0.5 for s in steps], rel=1e-6)
+        _, _, entropy = run.series("entropy")
+        assert entropy == pytest.approx([2.0 - 0.1 * s for s in steps], rel=1e-6)
+    assert load_run(f"gspo_console={console_log}").name == "gspo_console"
+
+
+def test_report_renders_pngs_and_summary(tmp_path, monkeypatch):
+    a = _write_with_verl_file_logger(tmp_path, monkeypatch, "grpo", 0.0)
+    b = _write_with_verl_file_logger(tmp_path, monkeypatch, "sspo", 0.2)
+    out = tmp_path / "report"
+    assert main([str(a), f"SSPO={b}", "--out", str(out)]) == 0
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == sorted(
+        ["overview.png", "reward.png", "accuracy.png", "clip_fraction.png", "entropy.png", "response_length.png"]
+    )
+    for p in out.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
+    summary = (out / "summary.md").read_text()
+    assert "| grpo |" in summary and "| SSPO |" in summary
+    rows = make_report([str(a), f"SSPO={b}"], out)["rows"]
+    # start/end = mean of the first/last step (6 steps -> window of 1)
+    assert rows[0]["reward start"] == pytest.approx(0.1) and rows[0]["reward end"] == pytest.approx(0.6)
+    assert rows[1]["clip frac (mean)"] == pytest.approx(0.012)
+    assert math.isnan(rows[0]["unit clip frac (sspo)"])
+
+
+def test_bad_input_is_named(tmp_path, monkeypatch, capsys):
+    with pytest.raises(ReportError, match="does not exist"):
+        load_run(str(tmp_path / "missing"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"step": 1, "data": {"critic/score/mean": 1}}\nnot json\n')
+    with pytest.raises(ReportError, match=r"bad.jsonl:2: not JSON"):
+        load_run(str(bad))
+    nostep = tmp_path / "nostep.jsonl"
+    nostep.write_text('{"data": {}}\n')
+    with pytest.raises(ReportError, match="with a 'step'"):
+        load_run(str(nostep))
+    unrelated = tmp_path / "notes.txt"
+    unrelated.write_text("hello\nstep:1 - foo:1\n")
+    with pytest.raises(ReportError, match="no known metric"):
+        load_run(str(unrelated))
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(ReportError, match="pass the metrics file itself"):
+        load_run(str(empty_dir))
+    a = _write_with_verl_file_logger(tmp_path, monkeypatch, "same", 0.0)
+    with pytest.raises(ReportError, match="share a name"):
+        make_report([str(a), str(a)], tmp_path / "out")
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    assert "does not exist" in capsys.readouterr().err
