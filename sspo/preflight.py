@@ -371,9 +371,31 @@ def check_output_dir(cfg: DictConfig) -> str:
                 "deleted after the job (no resume, no checkpoints). Fix: OUTPUT_DIR=/shared/path for "
                 "recipe/scripts/submit.sh, or trainer.default_local_dir=/shared/path"
             )
+    existing = next(p for p in (out, *out.parents) if p.exists())  # nothing is created by the check
+    if not (existing.is_dir() and os.access(existing, os.W_OK)):
+        raise ValueError(
+            f"trainer.default_local_dir={out}: {existing} is not a writable directory. Fix: point "
+            "SSPO_OUTPUT_DIR (OUTPUT_DIR for submit.sh) or trainer.default_local_dir at a writable path"
+        )
     return (
         f"checkpoints, validation dumps and logs under {out} (resume_mode={cfg.trainer.get('resume_mode')})"
     )
+
+
+def check_loggers(cfg: DictConfig) -> str:
+    """``trainer.logger=[..., wandb]`` needs credentials, else wandb fails at trainer start-up on the cluster."""
+    loggers = cfg.trainer.get("logger") or []
+    loggers = [loggers] if isinstance(loggers, str) else list(loggers)
+    if "wandb" in loggers:
+        offline = os.environ.get("WANDB_MODE") in ("offline", "disabled")
+        netrc = Path.home() / ".netrc"
+        logged_in = netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+        if not (os.environ.get("WANDB_API_KEY") or offline or logged_in):
+            raise ValueError(
+                "trainer.logger includes wandb but WANDB_API_KEY is not set (nor WANDB_MODE=offline, nor "
+                "`wandb login`). Fix: export WANDB_API_KEY (submit.sh forwards it), or drop wandb from trainer.logger"
+            )
+    return ", ".join(loggers) or "no logger"
 
 
 # ---------------------------------------------------------------- all checks
@@ -408,6 +430,7 @@ def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = 
         ("data files", check_data_files),
         ("reward function", check_reward_function),
         ("output dir", check_output_dir),
+        ("loggers", check_loggers),
         ("GPUs", gpus),
     ]
     results = []

@@ -216,3 +216,19 @@ def test_train_hands_the_composed_config_to_verl_main_ppo(env, monkeypatch):
     assert config.actor_rollout_ref.actor.policy_loss.loss_mode == "sspo"
     assert config.trainer.v1.trainer_mode == "sspo"
     assert os.environ["VERL_USE_EXTERNAL_MODULES"] == "sspo.verl_plugin"
+
+
+def test_unwritable_output_dir(env, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    assert "is not a writable directory" in failures(f"trainer.default_local_dir={blocker}/run")["output dir"]
+
+
+def test_wandb_logger_needs_credentials(env, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    msg = failures("trainer.logger=[console,wandb]")["loggers"]
+    assert "WANDB_API_KEY is not set" in msg
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert "loggers" not in failures("trainer.logger=[console,wandb]")

@@ -125,6 +125,7 @@ def test_dry_run_every_experiment(name, recipe_env, data_dir, capsys):
         "data files": "ok",
         "reward function": "ok",
         "output dir": "ok",
+        "loggers": "ok",
         "GPUs": "skip",
     }
     assert "train.parquet=500" in out and "olympiadbench.parquet=675" in out
