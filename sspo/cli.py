@@ -209,7 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             codes.append(run_one(point, args))
         else:  # a fresh process per run: verl's Ray actors and GPU memory are released between runs
-            cmd = [sys.executable, "-m", "sspo.cli", "--name-suffix", args.name_suffix, *point]
+            cmd = [sys.executable, "-m", "sspo.cli", "--config-name", args.config_name]
+            cmd += ["--name-suffix", args.name_suffix, *point]
             if args.config_dir:
                 cmd += ["--config-dir", str(args.config_dir)]
             codes.append(subprocess.call(cmd))
