@@ -56,11 +56,8 @@ TEMPLATES: dict[str, dict[str, str | None]] = {
     "qwen25-math": {"system": QWEN_MATH_SYSTEM, "user": "{problem}"},
     # Same instruction appended to the user turn (for chat templates without a system role).
     "qwen-boxed-user": {"system": None, "user": "{problem}\n" + QWEN_MATH_SYSTEM},
-    # SimpleRL-Zoo's prompt.
-    "simplerl": {
-        "system": None,
-        "user": "{problem}\nPlease reason step by step, and put your final answer within \\boxed{{}}.",
-    },
+    # SimpleRL-Zoo's Qwen prompt: a generic system turn, the instruction after the problem.
+    "simplerl": {"system": "You are a helpful assistant.", "user": "{problem}\n" + QWEN_MATH_SYSTEM},
     # The problem alone.
     "plain": {"system": None, "user": "{problem}"},
 }
@@ -72,7 +69,7 @@ def build_prompt(problem: str, template: str = DEFAULT_TEMPLATE) -> list[dict[st
     if template not in TEMPLATES:
         raise ValueError(f"unknown prompt template {template!r}: choose one of {sorted(TEMPLATES)}")
     t = TEMPLATES[template]
-    user = t["user"].replace("{problem}", problem).replace("{{}}", "{}")
+    user = t["user"].replace("{problem}", problem)  # not str.format: problems and "\\boxed{}" hold braces
     messages = [{"role": "system", "content": t["system"]}] if t["system"] else []
     return messages + [{"role": "user", "content": user}]
 
