@@ -627,7 +627,10 @@ def main(argv: list[str] | None = None) -> int:
         action = "kept (--keep-overlap)" if args.keep_overlap else "removed from train"
         print(f"train/benchmark overlap: {result.overlap} — {action}")
     elif "train" in result.files and result.reports:
-        print("train/benchmark overlap: none found")
+        if len(result.files) == 1:
+            print("train/benchmark overlap: not checked (no benchmark in this run; add --benchmarks)")
+        else:
+            print(f"train/benchmark overlap: none found (checked against {', '.join(result.val_files)})")
     for p in result.written:
         print(f"wrote {p}")
     for p in result.skipped:

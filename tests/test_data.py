@@ -206,7 +206,14 @@ def test_cli_help_errors_and_files_list(shared_data, tmp_path, capsys):
                  "--local-dir", str(shared_data), "--template", "qwen-boxed-user", "--no-progress"])  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
+    assert "overlap" not in out  # no training set in this run
     assert f"\"data.val_files=['{tmp_path}/aime24.parquet','{tmp_path}/amc23.parquet']\"" in out
+    small = _write_jsonl(tmp_path / "small.jsonl", [{"problem": "1+1?", "answer": "2"}])
+    assert (
+        main(["--out-dir", str(tmp_path / "t"), "--benchmarks", "none", "--local-file", f"math={small}"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "overlap: not checked" in out and "math: 1/1 rows kept" in out
     row = _rows(tmp_path / "amc23.parquet")[0]
     assert len(row["prompt"]) == 1 and row["prompt"][0]["content"].endswith(QWEN_MATH_SYSTEM)
 
