@@ -52,8 +52,11 @@ class SSPOPolicyLossConfig(PolicyLossConfig):
         adaptive_map: OUR CHOICE of monotone map, with r = H_unit / H_ref:
             ``power``:  f = clamp(r ** adaptive_alpha, adaptive_min, adaptive_max)   (default)
             ``linear``: f = clamp(1 + adaptive_alpha * (r - 1), adaptive_min, adaptive_max)
+            H_unit: mean old-policy entropy over the unit; H_ref: token-mean entropy of the micro-batch's valid
+            tokens (per micro-batch, hence per data-parallel rank).
         adaptive_alpha: steepness (>= 0; 0 gives f = 1).
         adaptive_min, adaptive_max: bounds of f (0 < min <= 1 <= max).
+            OUR CHOICE of defaults (alpha = 1, f in [0.5, 2]); the paper's values are not public to us.
         delimiters: subsentence delimiters; None = ``sspo.segmentation.DEFAULT_DELIMITERS``.
             Read by the verl glue that builds ``segment_ids``, not by the loss itself.
         max_subsentence_len: optional cap on tokens per subsentence (read by the glue, like delimiters).
@@ -385,7 +388,7 @@ def compute_policy_loss_sspo(
     )
 
     metrics = _metrics(advantages, log_ratio_sum, clipped, dual_clipped, units, unit_tokens,
-                       unit_log_ratio, clamp_min, clamp_max, f_unit)  # fmt: skip
+                       unit_log_ratio, clamp_min, clamp_max, f_unit, h_ref if adaptive else None)  # fmt: skip
     return pg_loss, metrics
 
 
@@ -401,6 +404,7 @@ def _metrics(
     clamp_min: float | None,
     clamp_max: float | None,
     f_unit: torch.Tensor | None,
+    h_ref: torch.Tensor | None,
 ) -> dict[str, float]:
     """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them.
 
@@ -460,5 +464,7 @@ def _metrics(
         "actor/sspo/adaptive_scale_min": f_min,
         "actor/sspo/adaptive_scale_max": f_max,
     }
+    if h_ref is not None:
+        values["actor/sspo/entropy_ref"] = h_ref  # H_ref: token-mean old-policy entropy of the micro-batch
     floats = torch.stack([v.to(dtype=torch.float32) for v in values.values()]).tolist()
     return dict(zip(values, floats, strict=True))

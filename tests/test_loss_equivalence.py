@@ -281,6 +281,7 @@ def test_adaptive_clip_widens_high_entropy_subsentences_and_carries_no_gradient(
     assert metrics["actor/sspo/clipfrac_high_unit"] == pytest.approx(0.5)
     assert metrics["actor/sspo/clipfrac_low_unit"] == 0.0
     assert metrics["actor/sspo/adaptive_scale_max"] == pytest.approx(3.0 / 1.55)  # H_ref = 1.55
+    assert metrics["actor/sspo/entropy_ref"] == pytest.approx(1.55)
     assert metrics["actor/sspo/adaptive_scale_min"] == pytest.approx(0.5)
     # Off: f = 1, both clipped at 1.28.
     off = actor_config(SSPOPolicyLossConfig(adaptive_clip=False))
