@@ -265,21 +265,27 @@ def read_generations(
 def score_samples(
     samples: list[Sample], k: int | None = None, timeout: float | None = None
 ) -> dict[str, BenchmarkScore]:
-    """Re-score every sample with ``sspo.reward.compute_score`` and aggregate per benchmark."""
+    """Re-score every sample with ``sspo.reward.compute_score`` and aggregate per benchmark.
+
+    Threads share the reward's math-verify worker processes (one thread per worker, so no call waits
+    for a busy worker); results do not depend on the order of scoring.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
-    from sspo.reward import compute_score
+    from sspo import reward
 
+    def one(s: Sample) -> bool:
+        info = {"answer_alternatives": s.golds, "finish_reason": s.finish_reason}
+        return bool(reward.compute_score(s.benchmark, s.response, s.golds[0], info, timeout=timeout)["acc"])
+
+    with ThreadPoolExecutor(max_workers=reward.MAX_WORKERS) as ex:
+        verdicts = list(tqdm(ex.map(one, samples), total=len(samples), desc="scoring", unit="resp",
+                             disable=len(samples) < 2000))  # fmt: skip
     groups: dict[str, dict[Any, list[bool]]] = defaultdict(lambda: defaultdict(list))
-    for s in tqdm(samples, desc="scoring", unit="resp", disable=len(samples) < 2000):
-        out = compute_score(
-            s.benchmark,
-            s.response,
-            s.golds[0],
-            extra_info={"answer_alternatives": s.golds, "finish_reason": s.finish_reason},
-            timeout=timeout,
-        )
-        groups[s.benchmark][s.problem_key].append(bool(out["acc"]))
+    for s, ok in zip(samples, verdicts, strict=True):
+        groups[s.benchmark][s.problem_key].append(ok)
     return {b: score_groups(g, b, k) for b, g in sorted(groups.items())}
 
 
