@@ -157,7 +157,8 @@ def gold_answers(raw: Any) -> list[str]:
             parsed = ast.literal_eval(s)  # never eval(): the data is untrusted
         except (ValueError, SyntaxError, MemoryError, RecursionError):
             parsed = None
-        if isinstance(parsed, list | tuple):
+        # only a list of strings is a serialised answer list ("['9.6\\n']"); "[-2, 7]" is an interval
+        if isinstance(parsed, list | tuple) and parsed and all(isinstance(x, str) for x in parsed):
             return gold_answers(list(parsed))
     if _BOX_RE.search(s):
         boxed = last_boxed_answer(s)

@@ -38,6 +38,8 @@ def test_gold_answers_normalises_dataset_quirks():
     assert gold_answers(7) == ["7"]
     assert gold_answers(0.25) == ["0.25"]
     assert gold_answers("['9.6\\n']") == ["9.6"]
+    assert gold_answers("[-2, 7]") == ["[-2, 7]"]  # an interval, not a list of answers
+    assert gold_answers("[0,1)") == ["[0,1)"]
     assert gold_answers(["3.89e-10\n", "3.89e-10"]) == ["3.89e-10"]  # alternatives deduplicated
     assert gold_answers(["x = \\frac{e^{t}}{3}\n", "\\frac{e^{t}}{3}\n"]) == [
         "x = \\frac{e^{t}}{3}",
