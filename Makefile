@@ -20,6 +20,8 @@ ABLATION_GRID ?= actor_rollout_ref.actor.policy_loss.granularity=token,subsenten
 # `make eval`: the runs scored side by side (name=path of a verl validation dump folder or a JSONL)
 TABLE ?= grpo_qwen2.5-math-1.5b gspo_qwen2.5-math-1.5b sspo_qwen2.5-math-1.5b
 EVAL_RUNS ?= $(foreach e,$(TABLE),$(e)=$(OUTPUT_DIR)/sspo/$(e)/validation_generations)
+# `make demo`: the CPU run's output folder (metrics, checkpoints, plots in DEMO_DIR/report)
+DEMO_DIR ?= runs/local
 IMAGE ?= sspo-verl:0.1.0
 RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(abspath $(BIN)):$$PATH
 
@@ -58,8 +60,8 @@ lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(BIN)/hadolint docker/Dockerfile
 
 demo: install  ## the main job on CPU: GRPO vs GSPO vs SSPO on a tiny model, then plots (sspo.local_run, sspo.report)
-	$(PY) -m sspo.local_run
-	$(PY) -m sspo.report
+	$(PY) -m sspo.local_run --out $(DEMO_DIR) --no-report
+	$(PY) -m sspo.report $(DEMO_DIR)/grpo $(DEMO_DIR)/gspo $(DEMO_DIR)/sspo --out $(DEMO_DIR)/report
 
 data: install  ## MATH level 3-5 + the five benchmarks as verl parquet in DATA_DIR (from the hub; DATA_ARGS=...)
 	$(PY) -m sspo.data --out-dir $(DATA_DIR) $(DATA_ARGS)
