@@ -307,7 +307,7 @@ def compute_policy_loss_sspo(
 
     # --- per-token log-ratios, 0 on padding ----------------------------------------------------------
     mask_f = mask.to(log_prob.dtype)  # [B, T] float ops are much cheaper than boolean ones on CPU
-    log_ratio = (log_prob.detach() - old_log_prob) * mask_f  # [B, T]
+    log_ratio = torch.sub(log_prob.detach(), old_log_prob.detach()).mul_(mask_f)  # [B, T]
     ent = entropy.detach() * mask_f if adaptive else None  # [B, T], no gradient
 
     # --- cheap value checks, one host sync (also fetches the number of units per row) ---------------
@@ -331,55 +331,77 @@ def compute_policy_loss_sspo(
             raise ValueError("sspo loss: bad input: " + "; ".join(problems))
         # Only padding holds NaN/inf: zero it (rare path) so that it cannot leak into sums or gradients.
         log_prob = torch.where(mask, log_prob, 0.0)
-        log_ratio = torch.where(mask, log_prob.detach() - old_log_prob, 0.0)
+        log_ratio = torch.where(mask, log_prob.detach() - old_log_prob.detach(), 0.0)
         ent = torch.where(mask, entropy.detach(), 0.0) if adaptive else None
         log_ratio_sum, ent_sum = sums()
     units_per_row = {"token": mask.shape[1], "sequence": 1}.get(granularity, max(fetched[-1], 0))
 
-    # --- unit ratios, GSPO-token form ------------------------------------------------------------
-    units = _Units(granularity, mask, segment_ids, units_per_row)  # slot of each token
-    acc = torch.promote_types(log_ratio.dtype, torch.float32)  # exact counts and sums: never bf16
-    unit_tokens = units.sum(mask_f.to(acc))  # [S] tokens per slot
-    unit_log_ratio = units.sum(log_ratio.to(acc)) / unit_tokens.clamp(min=1)  # [S]
-    unit_log_ratio = unit_log_ratio.to(log_ratio.dtype)  # 0 in the padding slots
+    # --- per-unit quantities ([S] slot arrays, S = B * (units_per_row + 1)); no autograd needed ----------
+    # The value of s_t is the same on every token of a unit (log_prob - sg(log_prob) is exactly 0), so the
+    # ratio, its clamps and the clip bounds are computed once per unit and gathered per token.
+    with torch.no_grad():
+        units = _Units(granularity, mask, segment_ids, units_per_row)  # slot of each token
+        acc = torch.promote_types(log_ratio.dtype, torch.float32)  # exact counts and sums: never bf16
+        unit_tokens = units.sum(mask_f.to(acc))  # [S] tokens per slot
+        unit_log_ratio = units.sum(log_ratio.to(acc)) / unit_tokens.clamp(min=1)  # [S]
+        unit_log_ratio = unit_log_ratio.to(log_ratio.dtype)  # 0 in the padding slots
 
-    clamp_min, clamp_max = _LOG_RATIO_CLAMP[granularity]
-    log_s = log_prob - log_prob.detach() + units.gather(unit_log_ratio)  # [B, T], value = unit's log ratio
-    ratio = torch.exp(torch.clamp(log_s, min=clamp_min, max=clamp_max))  # [B, T], exactly 1 on padding
+        clamp_min, clamp_max = _LOG_RATIO_CLAMP[granularity]
+        unit_log_s = torch.clamp(unit_log_ratio, min=clamp_min, max=clamp_max)  # [S]
+        unit_ratio = torch.exp(unit_log_s)  # [S] s_k (exactly 1 in the padding slots)
 
-    # --- entropy-adaptive clip range (per unit, then gathered per token) -------------------------
-    if adaptive:
-        h_ref = ent_sum / mask_f.sum().clamp(min=1)  # token-mean over the micro-batch
-        h_unit = units.sum(ent.to(acc)) / unit_tokens.clamp(min=1)  # [S]
-        rel = h_unit / h_ref.clamp(min=1e-8)
-        if sspo_cfg.adaptive_map == "power":
-            f_unit = rel.pow(sspo_cfg.adaptive_alpha)
-        else:  # "linear"
-            f_unit = 1.0 + sspo_cfg.adaptive_alpha * (rel - 1.0)
-        f_unit = f_unit.clamp(sspo_cfg.adaptive_min, sspo_cfg.adaptive_max)
-        f_unit = torch.where(h_ref > 1e-8, f_unit, 1.0)  # all-zero entropy: no scaling  [S]
-        low = units.gather((1.0 - eps_low * f_unit).to(ratio.dtype))  # [B, T] per-unit bounds
-        high = units.gather((1.0 + eps_high * f_unit).to(ratio.dtype))
-    else:
-        f_unit = None
-        low, high = 1.0 - eps_low, 1.0 + eps_high  # python floats: bit-identical to the built-ins
+        # entropy-adaptive clip range, per unit
+        if adaptive:
+            h_ref = ent_sum / mask_f.sum().clamp(min=1)  # token-mean over the micro-batch
+            h_unit = units.sum(ent.to(acc)) / unit_tokens.clamp(min=1)  # [S]
+            rel = h_unit / h_ref.clamp(min=1e-8)
+            if sspo_cfg.adaptive_map == "power":
+                f_unit = rel.pow(sspo_cfg.adaptive_alpha)
+            else:  # "linear"
+                f_unit = 1.0 + sspo_cfg.adaptive_alpha * (rel - 1.0)
+            f_unit = f_unit.clamp(sspo_cfg.adaptive_min, sspo_cfg.adaptive_max)
+            f_unit = torch.where(h_ref > 1e-8, f_unit, 1.0)  # all-zero entropy: no scaling  [S]
+            low = (1.0 - eps_low * f_unit).to(unit_ratio.dtype)  # [S] per-unit bounds
+            high = (1.0 + eps_high * f_unit).to(unit_ratio.dtype)
+        else:
+            f_unit = None
+            low, high = 1.0 - eps_low, 1.0 + eps_high  # python floats: bit-identical to the built-ins
+        unit_clipped_ratio = torch.clamp(unit_ratio, low, high)  # [S] clip(s_k, low_k, high_k)
+        # d(loss)/d(log_prob) as autograd would give it through the formula: torch.clamp passes the gradient iff
+        # its input lies within [min, max] (bounds included), i.e. iff it returned its input unchanged. The gain
+        # gathers both clamps: 0 (log s clamped), 1 (ratio clipped), 2 (ratio within the clip range).
+        unit_gain = (unit_log_s == unit_log_ratio).to(unit_ratio.dtype)  # [S]
+        unit_gain *= (unit_clipped_ratio == unit_ratio).to(unit_ratio.dtype) + 1.0
 
-    # --- PPO clip (+ dual clip), as verl's vanilla -----------------------------------------------
-    # On padding the ratio is exactly 1 (log-ratios zeroed), inside every clip range: no flag is set there.
-    neg_adv = -advantages  # [B, T]
-    pg_losses1 = neg_adv * ratio  # [B, T]
-    pg_losses2 = neg_adv * torch.clamp(ratio, low, high)  # [B, T]
-    clip_pg_losses1 = torch.maximum(pg_losses1, pg_losses2)
-    clipped = torch.gt(pg_losses2, pg_losses1)  # [B, T] the clip was active
-    if dual_clip:
-        pg_losses3 = neg_adv * clip_ratio_c
-        clip_pg_losses2 = torch.min(pg_losses3, clip_pg_losses1)
-        negative = advantages < 0
-        dual_clipped = torch.gt(clip_pg_losses1, pg_losses3) & negative
-        pg_losses = torch.where(negative, clip_pg_losses2, clip_pg_losses1)
-    else:
-        dual_clipped = None
-        pg_losses = clip_pg_losses1
+        # --- PPO clip (+ dual clip), values as verl's vanilla, per token ------------------------------
+        # On padding the ratio is exactly 1 (log-ratios zeroed), inside every clip range: no flag is set there.
+        ratio = units.gather(unit_ratio)  # [B, T] s_t
+        neg_adv = -advantages.detach()  # [B, T]
+        pg_losses1 = neg_adv * ratio  # [B, T]
+        pg_losses2 = neg_adv * units.gather(unit_clipped_ratio)  # [B, T]
+        side = torch.sign(pg_losses1 - pg_losses2)  # [B, T] +1: ratio term wins, -1: clip active, 0: tie
+        pg_losses = torch.maximum(pg_losses1, pg_losses2)  # [B, T]
+        # Clipped tokens of one unit all have the same advantage sign (A > 0 above the range, A < 0 below it):
+        # +1 clipped high, -1 clipped low. Summed per unit, it gives both clip fractions with ONE scatter.
+        clip_sign = torch.relu(-side).mul_(torch.sign(advantages.detach()))  # [B, T]
+        # Gradient of maximum(ratio term, clip term) w.r.t. the ratio, as torch.maximum's backward (a tie splits
+        # the gradient in half between both terms): (1 + side) / 2 through the ratio term, plus the clip term's
+        # half when the ratio is within the range (then side = 0): gain (1 + side) / 2 in all cases.
+        slope = side.add_(1.0).mul_(units.gather(unit_gain)).mul_(0.5).mul_(neg_adv)  # [B, T] d L / d s
+        dual_count = torch.zeros((), device=mask.device)
+        if dual_clip:
+            # -A * clip_ratio_c where A < 0; where A >= 0 this cap is >= 0 >= the loss, so min() keeps the loss
+            # unchanged there (as verl's where(A < 0, ...), without a boolean mask).
+            cap = advantages.detach().abs().mul_(clip_ratio_c)  # [B, T]
+            dual_side = torch.sign(cap.sub(pg_losses))  # [B, T] -1: dual clip active, 0: tie
+            pg_losses = torch.minimum(pg_losses, cap)
+            dual_count = torch.relu(-dual_side).sum()
+            slope.mul_(dual_side.add_(1.0).mul_(0.5))  # torch.minimum's backward, ties split in half
+
+    # --- the loss: exact value, gradient slope * s_t w.r.t. log_prob (the GSPO-token form) ----------------
+    # log_prob - sg(log_prob) is 0 in value; backward multiplies by slope then ratio, in the order autograd
+    # would through the formula, so the gradient is the same bit for bit.
+    pg_losses = pg_losses + (log_prob - log_prob.detach()).mul(ratio).mul(slope)  # [B, T]
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
 
@@ -387,22 +409,19 @@ def compute_policy_loss_sspo(
         loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
     )
 
-    metrics = _metrics(advantages, log_ratio_sum, clipped, dual_clipped, units, unit_tokens,
-                       unit_log_ratio, clamp_min, clamp_max, f_unit, h_ref if adaptive else None)  # fmt: skip
+    metrics = _metrics(log_ratio_sum, clip_sign, dual_count, units, unit_tokens, unit_ratio, f_unit,
+                       h_ref if adaptive else None)  # fmt: skip
     return pg_loss, metrics
 
 
 @torch.no_grad()
 def _metrics(
-    advantages: torch.Tensor,
     log_ratio_sum: torch.Tensor,
-    clipped: torch.Tensor,
-    dual_clipped: torch.Tensor | None,
+    clip_sign: torch.Tensor,
+    dual_count: torch.Tensor,
     units: _Units,
     unit_tokens: torch.Tensor,
-    unit_log_ratio: torch.Tensor,
-    clamp_min: float | None,
-    clamp_max: float | None,
+    unit_ratio: torch.Tensor,
     f_unit: torch.Tensor | None,
     h_ref: torch.Tensor | None,
 ) -> dict[str, float]:
@@ -412,25 +431,25 @@ def _metrics(
     the unit's tokens concerned (0 or 1 when the advantage is constant over the unit, as in GRPO). "high" =
     clipped at 1 + eps_high * f (A > 0), "low" = clipped at 1 - eps_low * f (A < 0). ``pg_clipfrac_lower`` is
     verl's dual-clip fraction (0 when dual clip is off, as in gspo). Ratio and scale statistics are over units.
+    ``clip_sign`` [B, T]: +1 clipped high, -1 clipped low, 0 otherwise (one sign per unit, see the loss).
     """
     acc = unit_tokens.dtype
     tokens = units.real(unit_tokens)  # [B, U]
     n_tok_raw, n_units_raw = tokens.sum(), (tokens > 0).sum().to(acc)
     n_tok, n_units = n_tok_raw.clamp(min=1), n_units_raw.clamp(min=1)  # denominators
     n_resp = (tokens.sum(1) > 0).sum().clamp(min=1).to(acc)
-    clipped_f = clipped.to(acc)  # [B, T]; clipped (and high) are never set on padding
-    high_f = clipped_f * (advantages > 0).to(acc)  # [B, T]
-    n_clipped, n_high = clipped_f.sum(), high_f.sum()
+    unit_sign = units.real(units.sum(clip_sign.to(acc)))  # [B, U] (+/-) clipped tokens of the unit
+    unit_clipped, unit_high = unit_sign.abs(), unit_sign.relu()  # [B, U] clipped, clipped-high token counts
+    n_clipped, n_high = unit_clipped.sum(), unit_high.sum()
 
-    def unit_share(m: torch.Tensor) -> torch.Tensor:  # mean over units of the share of the unit's tokens in m
-        return (units.real(units.sum(m)) / tokens.clamp(min=1)).sum() / n_units
+    def unit_share(count: torch.Tensor) -> torch.Tensor:  # mean over units of the share of the unit's tokens
+        return (count / tokens.clamp(min=1)).sum() / n_units
 
-    unit_clipped, unit_high = unit_share(clipped_f), unit_share(high_f)
+    unit_clipped, unit_high = unit_share(unit_clipped), unit_share(unit_high)
 
     # Ratio and scale statistics over the [S] slot arrays (never empty, unlike [B, U] when U = 0).
     is_unit = unit_tokens > 0  # [S]
     is_unit.view(-1, units.per_row)[:, 0] = False  # padding slots
-    unit_ratio = torch.exp(torch.clamp(unit_log_ratio, min=clamp_min, max=clamp_max))  # [S]
     f = f_unit if f_unit is not None else torch.ones_like(unit_ratio)  # [S]
     nan = torch.where(is_unit.any(), 0.0, float("nan"))
 
@@ -444,11 +463,10 @@ def _metrics(
 
     r_min, r_mean, r_max = unit_stats(unit_ratio)
     f_min, f_mean, f_max = unit_stats(f)
-    zero = torch.zeros((), device=unit_tokens.device)
     values = {
         "actor/pg_clipfrac": n_clipped / n_tok,
         "actor/ppo_kl": -log_ratio_sum / n_tok,
-        "actor/pg_clipfrac_lower": dual_clipped.to(acc).sum() / n_tok if dual_clipped is not None else zero,
+        "actor/pg_clipfrac_lower": dual_count / n_tok,
         "actor/sspo/clipfrac_token": n_clipped / n_tok,
         "actor/sspo/clipfrac_high_token": n_high / n_tok,
         "actor/sspo/clipfrac_low_token": (n_clipped - n_high) / n_tok,
