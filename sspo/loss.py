@@ -149,14 +149,27 @@ def _check_arguments(granularity: str, adaptive: bool, mask: torch.Tensor, tenso
             raise ValueError(f"{name} has shape {tuple(t.shape)} but response_mask has {tuple(mask.shape)}")
 
 
-def _segment_flags(seg: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(padding/validity mismatch, not contiguous) as 0-dim bool tensors."""
-    bad_padding = ((seg >= 0) != mask).any() | (seg.amin() < -1)
+def _segment_flags(
+    seg: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(padding/validity mismatch, not contiguous, largest id on a valid token) as 0-dim tensors.
+
+    ``valid``: ``mask`` as float32/float64 if the caller has it. The ids are checked as floats: float ops and
+    min/max reductions are several times cheaper on CPU than int64 or boolean ones and ``any``; exact for
+    responses shorter than 2**24 tokens (a contiguous id is below the response length).
+    """
+    if valid is None or valid.dtype not in (torch.float32, torch.float64):
+        valid = mask.to(torch.float32)  # [B, T]
+    ids = seg.to(valid.dtype)  # [B, T]
     # Contiguous from 0: each valid id is the largest id before it (-1 if none), or that plus one.
-    step = seg[:, 1:] - seg.cummax(1).values[:, :-1]  # [B, T-1] id minus the largest id before it
-    bad_step = step.bitwise_and_(-2).mul_(mask[:, 1:]).any()  # a valid token's step is not 0 or 1
-    bad_first = (mask[:, 0] & (seg[:, 0] != 0)).any()
-    return bad_padding, bad_step | bad_first
+    step = (ids[:, 1:] - ids.cummax(1).values[:, :-1]).mul_(valid[:, 1:])  # [B, T-1], 0 on padding
+    step_min, step_max = step.aminmax()  # a valid token's step must be 0 or 1
+    first = (ids[:, 0] * valid[:, 0]).abs_().amax()  # a valid first token must have id 0
+    on_valid = ids * valid  # [B, T] the id on valid tokens, 0 on padding
+    valid_min, valid_max = on_valid.aminmax()  # valid ids must be >= 0
+    padding_min, padding_max = on_valid.neg_().add_(ids).sub_(valid).aminmax()  # id on padding, -1 on valid
+    bad_padding = (valid_min < 0) | (padding_min != -1) | (padding_max != -1)  # padding ids must all be -1
+    return bad_padding, (step_min < 0) | (step_max > 1) | (first > 0), valid_max
 
 
 def _diagnose(mask: torch.Tensor, tensors: dict[str, Any]) -> list[str]:
@@ -173,7 +186,7 @@ def _diagnose(mask: torch.Tensor, tensors: dict[str, Any]) -> list[str]:
     if tensors.get("entropy") is not None and ((tensors["entropy"].detach() < 0) & mask).any():
         problems.append("entropy is negative on valid tokens")
     if tensors.get("segment_ids") is not None:
-        bad_padding, bad_contiguous = _segment_flags(tensors["segment_ids"].long(), mask)
+        bad_padding, bad_contiguous, _ = _segment_flags(tensors["segment_ids"], mask)
         problems += [
             msg for msg, bad in ((_SEG_PADDING, bad_padding), (_SEG_CONTIGUOUS, bad_contiguous)) if bad
         ]
@@ -322,8 +335,9 @@ def compute_policy_loss_sspo(
         flags += [~torch.isfinite(ent_sum), ent.amin() < 0]
     units_per_row = torch.zeros((), dtype=torch.long, device=mask.device)
     if granularity == "subsentence":
-        flags += list(_segment_flags(segment_ids.long(), mask))
-        units_per_row = segment_ids.amax() + 1
+        bad_padding, bad_contiguous, max_id = _segment_flags(segment_ids, mask, mask_f)
+        flags += [bad_padding, bad_contiguous]
+        units_per_row = max_id.long() + 1
     fetched = torch.stack([*(f.long() for f in flags), units_per_row.long()]).tolist()
     if any(fetched[:-1]):  # something is wrong, or NaN/inf sit on padding (they trip the cheap sums too)
         problems = _diagnose(mask, tensors)
