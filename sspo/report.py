@@ -120,7 +120,9 @@ def read_jsonl(path: Path, run: Run) -> None:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ReportError(f"{path}:{lineno}: not JSON ({e.msg}); expected verl's file-logger JSONL") from e
+            raise ReportError(
+                f"{path}:{lineno}: not JSON ({e.msg}); expected verl's file-logger JSONL"
+            ) from e
         if not isinstance(record, dict) or "step" not in record:
             raise ReportError(f"{path}:{lineno}: a JSON object with a 'step' is expected, got {line[:80]!r}")
         data = record.get("data", record)
@@ -164,7 +166,9 @@ def load_run(spec: str) -> Run:
         name, raw = "", spec
     path = Path(raw)
     if not path.exists():
-        raise ReportError(f"run {raw!r} does not exist: pass a run folder, a verl JSONL/console log or a TensorBoard folder")
+        raise ReportError(
+            f"run {raw!r} does not exist: pass a run folder, a verl JSONL/console log or a TensorBoard folder"
+        )
     run = Run(name=name or (path.stem if path.is_file() else path.name), source=str(path))
     if path.is_dir():
         if (path / "metrics.jsonl").is_file():

@@ -98,7 +98,14 @@ def test_report_renders_pngs_and_summary(tmp_path, monkeypatch):
     assert main([str(a), f"SSPO={b}", "--out", str(out)]) == 0
     pngs = sorted(p.name for p in out.glob("*.png"))
     assert pngs == sorted(
-        ["overview.png", "reward.png", "accuracy.png", "clip_fraction.png", "entropy.png", "response_length.png"]
+        [
+            "overview.png",
+            "reward.png",
+            "accuracy.png",
+            "clip_fraction.png",
+            "entropy.png",
+            "response_length.png",
+        ]
     )
     for p in out.glob("*.png"):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5000
