@@ -210,15 +210,15 @@ class _Units:
         self, granularity: str, mask: torch.Tensor, segment_ids: torch.Tensor | None, units_per_row: int
     ) -> None:
         B, T = mask.shape
-        if granularity == "subsentence":
-            local = segment_ids.long() + 1  # validated: -1 exactly on padding -> slot 0
-        elif granularity == "sequence":
-            local = mask.long()  # valid -> slot 1, padding -> slot 0
-        else:  # token
-            local = torch.where(mask, torch.arange(1, T + 1, device=mask.device), 0)
         self.per_row = units_per_row + 1
         self.num_slots = B * self.per_row
-        self.index = local + torch.arange(B, device=mask.device).unsqueeze(1) * self.per_row  # [B, T]
+        row_start = torch.arange(B, device=mask.device).unsqueeze(1) * self.per_row  # [B, 1] padding slots
+        if granularity == "subsentence":  # validated: -1 exactly on padding -> slot 0 (one pass over [B, T])
+            self.index = segment_ids + (row_start + 1)  # [B, T]
+        elif granularity == "sequence":
+            self.index = mask.long() + row_start  # valid -> slot 1, padding -> slot 0
+        else:  # token
+            self.index = torch.where(mask, torch.arange(1, T + 1, device=mask.device), 0) + row_start
         # Column-major copy for the scatter: consecutive adds then hit different rows, hence different slots,
         # with no serial dependency between them (~2x faster on CPU, less atomic contention on GPU); each slot
         # still receives its values in token order, so the sums are the same.
@@ -393,24 +393,26 @@ def compute_policy_loss_sspo(
         neg_adv = -advantages.detach()  # [B, T]
         pg_losses1 = neg_adv * ratio  # [B, T]
         pg_losses2 = neg_adv * units.gather(unit_clipped_ratio)  # [B, T]
-        side = torch.sign(pg_losses1 - pg_losses2)  # [B, T] +1: ratio term wins, -1: clip active, 0: tie
+        side = torch.sub(pg_losses1, pg_losses2).sign_()  # [B, T] +1: ratio term won, -1: clip active, 0: tie
         pg_losses = torch.maximum(pg_losses1, pg_losses2)  # [B, T]
         # Clipped tokens of one unit all have the same advantage sign (A > 0 above the range, A < 0 below it):
         # +1 clipped high, -1 clipped low. Summed per unit, it gives both clip fractions with ONE scatter.
-        clip_sign = torch.relu(-side).mul_(torch.sign(advantages.detach()))  # [B, T]
+        clip_sign = side.clamp(max=0.0).mul_(neg_adv).sign_()  # [B, T]
         # Gradient of maximum(ratio term, clip term) w.r.t. the ratio, as torch.maximum's backward (a tie splits
         # the gradient in half between both terms): (1 + side) / 2 through the ratio term, plus the clip term's
-        # half when the ratio is within the range (then side = 0): gain (1 + side) / 2 in all cases.
-        slope = side.add_(1.0).mul_(units.gather(unit_gain)).mul_(0.5).mul_(neg_adv)  # [B, T] d L / d s
+        # half when the ratio is within the range (then side = 0): gain (1 + side) / 2 in all cases. The
+        # factors 1/2 (and the dual clip's, below) are exact and folded into the per-unit gain.
+        unit_gain *= 0.25 if dual_clip else 0.5
+        slope = side.add_(1.0).mul_(units.gather(unit_gain)).mul_(neg_adv)  # [B, T] d L / d s
         dual_count = torch.zeros((), device=mask.device)
         if dual_clip:
             # -A * clip_ratio_c where A < 0; where A >= 0 this cap is >= 0 >= the loss, so min() keeps the loss
             # unchanged there (as verl's where(A < 0, ...), without a boolean mask).
             cap = advantages.detach().abs().mul_(clip_ratio_c)  # [B, T]
-            dual_side = torch.sign(cap.sub(pg_losses))  # [B, T] -1: dual clip active, 0: tie
+            dual_side = torch.sub(cap, pg_losses).sign_()  # [B, T] -1: dual clip active, 0: tie
             pg_losses = torch.minimum(pg_losses, cap)
-            dual_count = torch.relu(-dual_side).sum()
-            slope.mul_(dual_side.add_(1.0).mul_(0.5))  # torch.minimum's backward, ties split in half
+            dual_count = -dual_side.clamp(max=0.0).sum()
+            slope.mul_(dual_side.add_(1.0))  # torch.minimum's backward (x 1/2 in the gain): ties split
 
     # --- the loss: exact value, gradient slope * s_t w.r.t. log_prob (the GSPO-token form) ----------------
     # log_prob - sg(log_prob) is 0 in value; backward multiplies by slope then ratio, in the order autograd
@@ -449,34 +451,32 @@ def _metrics(
     """
     acc = unit_tokens.dtype
     tokens = units.real(unit_tokens)  # [B, U]
-    n_tok_raw, n_units_raw = tokens.sum(), (tokens > 0).sum().to(acc)
+    is_unit = tokens > 0  # [B, U] (the padding slots are dropped)
+    n_tok_raw, n_units_raw = tokens.sum(), is_unit.sum().to(acc)
     n_tok, n_units = n_tok_raw.clamp(min=1), n_units_raw.clamp(min=1)  # denominators
-    n_resp = (tokens.sum(1) > 0).sum().clamp(min=1).to(acc)
+    n_resp = is_unit[:, :1].sum().clamp(min=1).to(acc)  # a response with tokens has a unit 0
     unit_sign = units.real(units.sum(clip_sign.to(acc)))  # [B, U] (+/-) clipped tokens of the unit
     unit_clipped, unit_high = unit_sign.abs(), unit_sign.relu()  # [B, U] clipped, clipped-high token counts
     n_clipped, n_high = unit_clipped.sum(), unit_high.sum()
-
-    def unit_share(count: torch.Tensor) -> torch.Tensor:  # mean over units of the share of the unit's tokens
-        return (count / tokens.clamp(min=1)).sum() / n_units
-
-    unit_clipped, unit_high = unit_share(unit_clipped), unit_share(unit_high)
+    unit_tokens_1 = tokens.clamp(min=1)  # [B, U]
+    unit_clipped = (unit_clipped / unit_tokens_1).sum() / n_units  # mean over units of the clipped share
+    unit_high = (unit_high / unit_tokens_1).sum() / n_units
 
     # Ratio and scale statistics over the [S] slot arrays (never empty, unlike [B, U] when U = 0).
-    is_unit = unit_tokens > 0  # [S]
-    is_unit.view(-1, units.per_row)[:, 0] = False  # padding slots
-    f = f_unit if f_unit is not None else torch.ones_like(unit_ratio)  # [S]
-    nan = torch.where(is_unit.any(), 0.0, float("nan"))
+    is_slot_unit = unit_tokens > 0  # [S]
+    is_slot_unit.view(-1, units.per_row)[:, 0] = False  # padding slots
+    nan = torch.where(n_units_raw > 0, 0.0, float("nan"))
 
     def unit_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(min, mean, max) over units; NaN when there is none."""
         return (
-            torch.where(is_unit, x, float("inf")).amin() + nan,
-            torch.where(is_unit, x, 0.0).sum() / n_units + nan,
-            torch.where(is_unit, x, float("-inf")).amax() + nan,
+            torch.where(is_slot_unit, x, float("inf")).amin() + nan,
+            torch.where(is_slot_unit, x, 0.0).sum() / n_units + nan,
+            torch.where(is_slot_unit, x, float("-inf")).amax() + nan,
         )
 
     r_min, r_mean, r_max = unit_stats(unit_ratio)
-    f_min, f_mean, f_max = unit_stats(f)
+    f_min, f_mean, f_max = unit_stats(f_unit) if f_unit is not None else (1.0 + nan,) * 3
     values = {
         "actor/pg_clipfrac": n_clipped / n_tok,
         "actor/ppo_kl": -log_ratio_sum / n_tok,
@@ -498,5 +498,5 @@ def _metrics(
     }
     if h_ref is not None:
         values["actor/sspo/entropy_ref"] = h_ref  # H_ref: token-mean old-policy entropy of the micro-batch
-    floats = torch.stack([v.to(dtype=torch.float32) for v in values.values()]).tolist()
+    floats = torch.stack([v if v.dtype == torch.float32 else v.float() for v in values.values()]).tolist()
     return dict(zip(values, floats, strict=True))
