@@ -267,6 +267,13 @@ def compute_policy_loss_sspo(
     ``log s_t`` is clamped as the built-in of the same granularity does (token: [-20, 20] like
     ``vanilla``; subsentence/sequence: max 10 like ``gspo``).
 
+    Implementation: s_t has the value s_k on every token of unit k, so the ratio, both clamps and the clip
+    bounds are computed once per unit, without autograd. The per-token value of L and its derivative
+    dL_t/dlog_prob_t (what autograd would give through max/clamp/min, ties split in half as their backward
+    does) are computed in the same pass; the graph is then just ``L + (log_prob - sg(log_prob)) * s_t * slope``,
+    with the same value and, multiplication for multiplication, the same gradient as differentiating the formula.
+    The gradient flows to ``log_prob`` only (and to ``rollout_is_weights`` if it requires one), as in training.
+
     Args:
         old_log_prob, log_prob, advantages: FloatTensor[B, T]; ``log_prob`` carries the gradient.
         response_mask: BoolTensor[B, T]. ``log_prob``, ``old_log_prob`` and ``entropy`` at padding are ignored
