@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.trainer.ppo.core_algos import agg_loss, get_policy_loss_fn
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
 import sspo  # noqa: F401  (registers "sspo")
@@ -326,3 +326,93 @@ def test_metrics_unit_counts_and_ratios():
         m["actor/sspo/clipfrac_high_token"] + m["actor/sspo/clipfrac_low_token"]
     )
     assert all(isinstance(v, float) and k.startswith("actor/") for k, v in m.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# Bit-for-bit: the loss computes s_k, clip bounds and the gradient per unit without autograd; differentiating
+# the docstring formula token by token with autograd must give the very same loss and gradient.
+# ----------------------------------------------------------------------------------------------
+
+
+def autograd_formula(old, log_prob, adv, mask, seg, ent, mode, weights, eps_low, eps_high, clip_c, dual):
+    """The docstring formula, vectorised, differentiated by autograd (power map with alpha=1, f in [0.5, 2])."""
+    B, T = mask.shape
+    mask_f = mask.float()
+    slot = (seg + 1 + torch.arange(B).unsqueeze(1) * (T + 1)).reshape(
+        -1
+    )  # [B * T]; padding -> slot 0 of its row
+
+    def unit_mean(x):  # per-token mean of x over the token's unit (sums in token order, as any exact scatter)
+        sums = torch.zeros(B * (T + 1)).index_add_(0, slot, x.reshape(-1))
+        count = torch.zeros(B * (T + 1)).index_add_(0, slot, mask_f.reshape(-1)).clamp(min=1)
+        return sums / count
+
+    log_ratio = (log_prob.detach() - old) * mask_f
+    log_s = log_prob - log_prob.detach() + unit_mean(log_ratio)[slot].view(B, T)
+    s = torch.exp(torch.clamp(log_s, max=10.0))
+    ent = ent * mask_f
+    h_ref = ent.sum() / mask_f.sum().clamp(min=1)
+    f = (unit_mean(ent) / h_ref.clamp(min=1e-8)).pow(1.0).clamp(0.5, 2.0)[slot].view(B, T)
+    loss = torch.maximum(-adv * s, -adv * torch.clamp(s, 1.0 - eps_low * f, 1.0 + eps_high * f))
+    if dual:
+        loss = torch.where(adv < 0, torch.min(-adv * clip_c, loss), loss)
+    if weights is not None:
+        loss = loss * weights
+    return agg_loss(loss, mask, mode)
+
+
+@pytest.mark.parametrize("case", ["random", "ratio_on_both_bounds", "dual_clip_tie"])
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean"])
+def test_value_and_gradient_are_bit_identical_to_autograd_of_the_formula(case, mode):
+    """Includes exact ties, where torch.maximum/minimum's backward splits the gradient in half and torch.clamp's
+    passes it on the bounds: a unit ratio exactly 1 with a zero-width clip range, and s_k exactly clip_ratio_c."""
+    old, log_prob, adv, mask, weights = make_batch(seed=5)
+    seg = random_segments(mask, torch.Generator().manual_seed(5))
+    ent = torch.rand(mask.shape, generator=torch.Generator().manual_seed(6)) + 0.1
+    eps_low, eps_high, clip_c = 0.2, 0.28, 3.0
+    if case == "ratio_on_both_bounds":
+        eps_low = eps_high = 0.0
+        with torch.no_grad():
+            log_prob[:3] = old[:3]  # every unit of rows 0-2 has s_k = 1 = 1 - 0 * f = 1 + 0 * f
+    if case == "dual_clip_tie":
+        log_c = 0.75
+        clip_c = float(torch.exp(torch.tensor(log_c)))  # exactly the float32 exp(0.75)
+        with torch.no_grad():
+            log_prob[1] = old[1] + log_c  # row 1: A < 0, every s_k = clip_ratio_c exactly
+    pl = SSPOPolicyLossConfig(dual_clip=True)
+    cfg = actor_config(pl, mode, clip_ratio_low=eps_low, clip_ratio_high=eps_high, clip_ratio_c=clip_c)
+    loss, grad, _ = loss_and_grad(
+        compute_policy_loss_sspo, old, log_prob, adv, mask, mode, cfg, weights, segment_ids=seg, entropy=ent
+    )
+    ref = autograd_formula(old, log_prob, adv, mask, seg, ent, mode, weights, eps_low, eps_high, clip_c, True)
+    (ref_grad,) = torch.autograd.grad(ref, log_prob)
+    assert torch.equal(loss, ref.detach())
+    assert torch.equal(grad, ref_grad)
+
+    def grad_with(**clip):  # the same batch with other clip ratios
+        cfg = actor_config(
+            pl,
+            mode,
+            **{"clip_ratio_low": eps_low, "clip_ratio_high": eps_high, "clip_ratio_c": clip_c, **clip},
+        )
+        return loss_and_grad(
+            compute_policy_loss_sspo,
+            old,
+            log_prob,
+            adv,
+            mask,
+            mode,
+            cfg,
+            weights,
+            segment_ids=seg,
+            entropy=ent,
+        )[1]
+
+    if case == "dual_clip_tie":  # the tie halves row 1's gradient, compared with a cap just out of reach
+        far = grad_with(clip_ratio_c=clip_c * 1.01)
+        assert far[1, mask[1]].abs().min() > 0
+        torch.testing.assert_close(grad[1], far[1] / 2)
+    if case == "ratio_on_both_bounds":  # on the bounds the clamp passes the gradient, as inside a wider range
+        wide = grad_with(clip_ratio_low=1e-3, clip_ratio_high=1e-3)
+        assert wide[:3][mask[:3]].abs().min() > 0
+        assert torch.equal(grad[:3], wide[:3])
