@@ -461,7 +461,7 @@ def _metrics(
     is_unit = tokens > 0  # [B, U] (the padding slots are dropped)
     n_tok_raw, n_units_raw = tokens.sum(), is_unit.sum().to(acc)
     n_tok, n_units = n_tok_raw.clamp(min=1), n_units_raw.clamp(min=1)  # denominators
-    n_resp = is_unit[:, :1].sum().clamp(min=1).to(acc)  # a response with tokens has a unit 0
+    n_resp = (tokens.sum(1) > 0).sum().clamp(min=1).to(acc)
     unit_sign = units.real(units.sum(clip_sign.to(acc)))  # [B, U] (+/-) clipped tokens of the unit
     unit_clipped, unit_high = unit_sign.abs(), unit_sign.relu()  # [B, U] clipped, clipped-high token counts
     n_clipped, n_high = unit_clipped.sum(), unit_high.sum()

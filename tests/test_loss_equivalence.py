@@ -416,3 +416,14 @@ def test_value_and_gradient_are_bit_identical_to_autograd_of_the_formula(case, m
         wide = grad_with(clip_ratio_low=1e-3, clip_ratio_high=1e-3)
         assert wide[:3][mask[:3]].abs().min() > 0
         assert torch.equal(grad[:3], wide[:3])
+
+
+def test_units_per_response_counts_responses_with_leading_padding():
+    """Token granularity with holes: a response whose first position is padding still counts as a response."""
+    old, log_prob, adv, mask, _ = make_batch(seed=2)
+    mask = mask.clone()
+    mask[0, :3] = False  # row 0 starts with padding (tool output, left padding)
+    cfg = actor_config(SSPOPolicyLossConfig(granularity="token", adaptive_clip=False))
+    _, m = compute_policy_loss_sspo(old, log_prob, adv, mask, "token-mean", cfg)
+    assert m["actor/sspo/units_per_response"] == pytest.approx(int(mask.sum()) / int(mask.any(1).sum()))
+    assert m["actor/sspo/tokens_per_unit"] == 1.0
