@@ -405,10 +405,11 @@ def compute_policy_loss_sspo(
         # Clipped tokens of one unit all have the same advantage sign (A > 0 above the range, A < 0 below it):
         # +1 clipped high, -1 clipped low. Summed per unit, it gives both clip fractions with ONE scatter.
         clip_sign = side.clamp(max=0.0).mul_(neg_adv).sign_()  # [B, T]
-        # Gradient of maximum(ratio term, clip term) w.r.t. the ratio, as torch.maximum's backward (a tie splits
-        # the gradient in half between both terms): (1 + side) / 2 through the ratio term, plus the clip term's
-        # half when the ratio is within the range (then side = 0): gain (1 + side) / 2 in all cases. The
-        # factors 1/2 (and the dual clip's, below) are exact and folded into the per-unit gain.
+        # d L / d s as autograd computes it: torch.maximum's backward sends (1 + side) / 2 of the gradient to the
+        # ratio term (all if it won, half on a tie) and the rest to the clip term, which passes its clamp only
+        # within the range, where both terms are equal (side = 0). Hence gain * (1 + side) / 2 * (-A), with
+        # gain 2 within the range, 1 outside, 0 where log s is clamped. The factors 1/2 (and the dual clip's,
+        # below) are exact: they are folded into the per-unit gain.
         unit_gain *= 0.25 if dual_clip else 0.5
         slope = side.add_(1.0).mul_(units.gather(unit_gain)).mul_(neg_adv)  # [B, T] d L / d s
         dual_count = torch.zeros((), device=mask.device)
