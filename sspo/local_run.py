@@ -75,7 +75,7 @@ class LocalRunConfig:
     """Everything that defines a local run (saved as ``config.json``; ``--resume`` checks it)."""
 
     algo: str = "sspo"
-    steps: int = 40
+    steps: int = 60
     prompts_per_step: int = 16
     group_size: int = 8  # G responses per prompt (verl: rollout.n)
     mini_batches: int = 2  # optimizer steps per rollout batch (verl: batch / ppo_mini_batch_size)
@@ -648,13 +648,36 @@ def train(
     resume: bool = False,
     allow_fresh: bool = False,
     progress: bool = True,
+    threads: int = 1,
     on_step_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> RunResult:
-    """Train ``cfg.algo`` into ``out/<algo>`` (warm-up model shared in ``out/warmup``). See the module docstring."""
+    """Train ``cfg.algo`` into ``out/<algo>`` (warm-up model shared in ``out/warmup``). See the module docstring.
+
+    ``threads``: torch CPU threads while training (restored after). One is fastest for this tiny model:
+    its kernels are too small to split, and on a shared machine extra OpenMP threads mostly spin-wait.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train(
+            cfg, Path(out), resume=resume, allow_fresh=allow_fresh, progress=progress, on_step_end=on_step_end
+        )
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(
+    cfg: LocalRunConfig,
+    out: Path,
+    *,
+    resume: bool,
+    allow_fresh: bool,
+    progress: bool,
+    on_step_end: Callable[[int, dict[str, float]], None] | None,
+) -> RunResult:
     from tqdm.auto import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out = Path(out)
     run_dir = out / cfg.algo
     config_path = run_dir / "config.json"
     state_path = run_dir / "state.json"
@@ -751,6 +774,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-report", dest="report", action="store_false", help="do not write OUT/report at the end"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1: fastest for the tiny model)"
+    )
     defaults = LocalRunConfig()
     for f in dataclasses.fields(LocalRunConfig):
         if f.name in ("algo", "update"):
@@ -779,7 +805,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     for cfg in configs:
         try:
             result = train(
-                cfg, args.out, resume=args.resume, allow_fresh=len(configs) > 1, progress=not args.quiet
+                cfg,
+                args.out,
+                resume=args.resume,
+                allow_fresh=len(configs) > 1,
+                progress=not args.quiet,
+                threads=args.threads,
             )
         except LocalRunError as e:
             print(f"error: {e}", file=sys.stderr)

@@ -25,10 +25,10 @@ from sspo.local_run import (
     train,
 )
 
-# Short but real: the same settings as `make demo` except the number of steps.
+# Short but real: the same settings as `make demo` except the number of steps (demo: 60).
 STEPS = 30
-WINDOW = 5  # steps averaged at the start and at the end
-MARGIN = 0.1  # reward gain a run must show; the control (no update) must stay below it
+WINDOW = 6  # steps averaged at the start and at the end
+MARGIN = 0.08  # reward gain a run must show; the control (no update) must stay below it
 INTERRUPT_AT = 3
 VAL_ACC = f"val-core/{DATA_SOURCE}/acc/mean@1"
 
