@@ -28,11 +28,14 @@ metrics                verl's names (``compute_data_metrics``,      verl's logge
 The task: "What is a + b?" for single digits, generated from a seed, prompted with the Qwen2.5-Math
 chat prompt of ``sspo.data`` and answered as ``"a + b = s, so the answer is \\boxed{s}."``. A random
 model cannot produce ``\\boxed{}`` answers, so every run starts from the same SUPERVISED WARM-UP (a
-few teacher-forced steps on correct, formatted answers, plain PyTorch; built once per output folder
+300 teacher-forced steps on correct, formatted answers, plain PyTorch; built once per output folder
 and shared by all algorithms): it leaves a model that writes the format but is often wrong when
 sampled at temperature 1. RL is what raises the accuracy afterwards. Differences from the GPU recipe,
 all for speed on 2 cores: the model (0.3M parameters, BPE vocabulary of 320 trained on the task),
-the learning rate (1e-4 vs 1e-6), batch sizes and response length (24 tokens).
+the learning rate (3e-4 vs 1e-6), batch sizes (16 prompts x 8 samples, 2 optimizer steps per
+batch), response length (24 tokens), one torch thread, and padded rather than packed
+(remove-padding) micro-batches in verl's engine (eager attention over one packed row is quadratic
+in the micro-batch's total length on CPU).
 
 Output (``--out DIR``): ``DIR/warmup`` (the warm-up model), and per algorithm ``DIR/<algo>/`` with
 ``metrics.jsonl``, ``tensorboard/``, ``checkpoint/`` (verl's actor checkpoint: model, optimizer,
