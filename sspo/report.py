@@ -210,7 +210,7 @@ def window_mean(values: Sequence[float], first: bool, k: int | None = None) -> f
 
 def summarize(run: Run) -> dict[str, float | int | str]:
     """One table row: start/end reward and accuracy, mean clip fraction, entropy, length."""
-    row: dict[str, float | int | str] = {"run": run.name, "steps": len(run.steps)}
+    row: dict[str, float | int | str] = {"run": run.name, "last step": max(run.steps, default=0)}
     for panel, column in (("reward", "reward"), ("accuracy", "acc"), ("entropy", "entropy")):
         series = run.series(panel)
         values = series[2] if series else []
