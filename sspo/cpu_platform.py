@@ -367,9 +367,23 @@ class CPUActor:
         output = self.compute_log_prob(batch, calculate_entropy=True)
         batch["old_log_probs"] = response_from_nested(output["log_probs"], batch["response_mask"])
         batch["entropy"] = response_from_nested(output["entropy"], batch["response_mask"])
-        for key in ("calculate_entropy", "compute_loss"):
-            batch.pop(key)
+        # Drop every per-call field the inference pass left on the batch -- including the engine
+        # defaults ``infer_batch`` injects (inference micro-batch size etc.) -- so a following
+        # ``update_actor`` on the same batch gets the training ones, as with verl's TransferQueue.
+        for key in ("calculate_entropy", "compute_loss", *_ENGINE_CALL_KEYS):
+            if key in batch.keys():
+                batch.pop(key)
         return batch
+
+
+# Keys ``TrainingWorker.infer_batch``/``train_batch`` inject into a batch when absent.
+_ENGINE_CALL_KEYS = (
+    "use_remove_padding",
+    "use_dynamic_bsz",
+    "max_token_len_per_gpu",
+    "micro_batch_size_per_gpu",
+    "use_fused_kernels",
+)
 
 
 def build_cpu_actor(
@@ -389,7 +403,9 @@ def build_cpu_actor(
         model_path: a local HF model folder (e.g. ``sspo.tiny.save_tiny_model``), verl's ``model.path``.
         overrides: Hydra overrides of verl's ``ppo_trainer`` config, e.g.
             ``["actor_rollout_ref.actor.policy_loss.loss_mode=gspo"]``.
-        use_remove_padding: verl's ``actor_rollout_ref.model.use_remove_padding``.
+        use_remove_padding: verl's ``actor_rollout_ref.model.use_remove_padding``. With eager attention
+            on CPU a packed micro-batch costs time quadratic in its TOTAL length: for more than a few
+            short sequences per micro-batch, ``False`` (padded) is much faster.
         loss_fn_factory: called with the built ``ActorConfig``; its result is installed with
             ``set_loss_fn`` (as a trainer does). None keeps verl's default ``partial(ppo_loss, config=...)``.
 

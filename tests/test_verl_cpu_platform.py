@@ -76,6 +76,25 @@ def test_real_actor_worker_infers_and_trains_on_cpu(tiny_model_dir, use_remove_p
     assert moved > 0
 
 
+@pytest.mark.slow
+def test_update_after_old_log_prob_uses_training_micro_batches(tiny_model_dir):
+    """The inference pass must not leave its micro-batch size on the batch for the update."""
+    actor = build_cpu_actor(
+        tiny_model_dir,
+        use_remove_padding=False,
+        overrides=[
+            "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+            "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
+        ],
+    )
+    _, _, batch = _batch(actor.tokenizer)
+    actor.compute_old_log_prob(batch)
+    assert "micro_batch_size_per_gpu" not in batch.keys()
+    # mini-batches of 2 are not divisible by the inference micro-batch of 4: this failed before
+    metrics = actor.update_actor(batch, mini_batch_size=2)
+    assert len(metrics["actor/pg_loss"]) >= 2 and all(map(torch.isfinite, torch.tensor(metrics["actor/pg_loss"])))
+
+
 def test_make_actor_batch_rejects_bad_input(tiny_tokenizer):
     with pytest.raises(ValueError, match="differ in length"):
         make_actor_batch([[1, 2]], [[3], [4]], advantages=[1.0, 2.0])
