@@ -15,6 +15,7 @@ Choices of ours (not from the paper, whose text we do not have) are marked OUR C
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,7 +143,7 @@ def _check_arguments(granularity: str, adaptive: bool, mask: torch.Tensor, tenso
             f"{KEY}.adaptive_clip=true: pass it, or set adaptive_clip=false"
         )
     seg = tensors["segment_ids"]
-    if granularity == "subsentence" and (seg.dtype.is_floating_point or seg.dtype == torch.bool):
+    if seg is not None and (seg.dtype.is_floating_point or seg.dtype == torch.bool):
         raise ValueError(f"segment_ids must be an integer tensor, got dtype {seg.dtype}")
     for name, t in tensors.items():
         if t is not None and t.shape != mask.shape:
@@ -283,11 +284,19 @@ def compute_policy_loss_sspo(
             ``PolicyLossConfig`` means SSPO defaults). Clip ratios: ``clip_ratio_low/high``, ``clip_ratio_c``.
         rollout_is_weights: optional FloatTensor[B, T], multiplies the per-token loss (as verl's built-ins).
         segment_ids: LongTensor[B, T], subsentence ids contiguous from 0 per row, -1 on padding;
-            required for ``granularity=subsentence``, ignored otherwise.
+            required for ``granularity=subsentence``; at the other granularities, optional and used only for
+            the ``clipfrac_at_subsentence`` diagnostic (checked the same way when given).
         entropy: FloatTensor[B, T], old-policy per-token entropy (detached here); required iff adaptive_clip.
 
     Returns:
-        (loss scalar, metrics dict of floats under ``actor/`` and ``actor/sspo/``).
+        (loss scalar, metrics dict of floats under ``actor/`` and ``actor/sspo/``). Besides the loss's own clip
+        fractions, ``actor/sspo/clipfrac_at_{token,subsentence,sequence}`` measure, on the same inputs and at ONE
+        clip range (the base ``[1 - clip_ratio_low, 1 + clip_ratio_high]``, no adaptive scaling), how many
+        tokens PPO's clip would cut if the ratio were taken per token (w_t), per subsentence (s_k; only when
+        ``segment_ids`` are given) or per response (s_i): verl's ``pg_clipfrac`` definition, i.e. the
+        token-weighted share of valid tokens with A > 0 and ratio > 1 + eps_high, or A < 0 and ratio < 1 - eps_low.
+        They equal ``vanilla``'s and ``gspo``'s ``pg_clipfrac`` for token and sequence, whatever granularity
+        the loss itself runs at: the paper's diagnostic (GSPO clips ~0, SSPO in between) within one run.
 
     Raises:
         ValueError naming the problem: missing ``segment_ids``/``entropy``, shape mismatch, NaN/inf on valid
@@ -320,7 +329,7 @@ def compute_policy_loss_sspo(
         "log_prob": log_prob,
         "advantages": advantages,
         "rollout_is_weights": rollout_is_weights,
-        "segment_ids": segment_ids if granularity == "subsentence" else None,
+        "segment_ids": segment_ids,  # checked whenever given: the subsentence clip diagnostic uses them too
         "entropy": entropy if adaptive else None,
     }
     _check_arguments(granularity, adaptive, mask, tensors)
@@ -341,7 +350,7 @@ def compute_policy_loss_sspo(
     if adaptive:
         flags += [~torch.isfinite(ent_sum), ent.amin() < 0]
     units_per_row = torch.zeros((), dtype=torch.long, device=mask.device)
-    if granularity == "subsentence":
+    if segment_ids is not None:
         bad_padding, bad_contiguous, max_id = _segment_flags(segment_ids, mask, mask_f)
         flags += [bad_padding, bad_contiguous]
         units_per_row = max_id.long() + 1
@@ -355,7 +364,8 @@ def compute_policy_loss_sspo(
         log_ratio = torch.where(mask, log_prob.detach() - old_log_prob.detach(), 0.0)
         ent = torch.where(mask, entropy.detach(), 0.0) if adaptive else None
         log_ratio_sum, ent_sum = sums()
-    units_per_row = {"token": mask.shape[1], "sequence": 1}.get(granularity, max(fetched[-1], 0))
+    sub_units_per_row = max(fetched[-1], 0)  # subsentences in the longest row (0 without segment_ids)
+    units_per_row = {"token": mask.shape[1], "sequence": 1}.get(granularity, sub_units_per_row)
 
     # --- per-unit quantities ([S] slot arrays, S = B * (units_per_row + 1)); no autograd needed ----------
     # The value of s_t is the same on every token of a unit (log_prob - sg(log_prob) is exactly 0), so the
@@ -433,9 +443,68 @@ def compute_policy_loss_sspo(
         loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
     )
 
+    with torch.no_grad():
+        at_base_range = _clip_counts_at_base_range(
+            granularity, ratio, log_ratio, mask, mask_f, advantages, segment_ids, sub_units_per_row,
+            1.0 - eps_low, 1.0 + eps_high,
+        )  # fmt: skip
     metrics = _metrics(log_ratio_sum, clip_sign, dual_count, units, unit_tokens, unit_ratio, f_unit,
-                       h_ref if adaptive else None)  # fmt: skip
+                       h_ref if adaptive else None, at_base_range)  # fmt: skip
     return pg_loss, metrics
+
+
+@torch.no_grad()
+def _clip_counts_at_base_range(
+    granularity: str,
+    ratio: torch.Tensor,
+    log_ratio: torch.Tensor,
+    mask: torch.Tensor,
+    mask_f: torch.Tensor,
+    advantages: torch.Tensor,
+    segment_ids: torch.Tensor | None,
+    sub_units_per_row: int,
+    low: float,
+    high: float,
+) -> dict[str, torch.Tensor]:
+    """Tokens PPO's clip would cut at the base range [low, high] with the ratio taken per token, subsentence and
+    sequence (0-dim counts, keys ``token``/``subsentence``/``sequence``; no ``subsentence`` without segment ids).
+
+    A token counts iff A > 0 and r > high, or A < 0 and r < low (verl's ``pg_clipfrac``), i.e. iff
+    sign(A) * (r - clip(r, low, high)) > 0: the difference is exactly 0 within the range and has the sign of the
+    side it leaves by. Clamps as the built-ins: token log-ratio in [-20, 20] (vanilla), subsentence/response mean
+    log-ratio at most 10 (gspo). ``ratio`` [B, T] is the loss's own s_t (1 on padding), reused at its
+    granularity. The token ratio is compared in log space (log w_t against log(1 -/+ eps), bounds moved to
+    +-inf where the [-20, 20] clamp makes them unreachable): one exp over [B, T] less, same count except for a
+    log-ratio within float rounding of a bound. The sequence count is per row (tokens with A > 0 and A < 0).
+    """
+    acc = torch.promote_types(mask_f.dtype, torch.float32)  # exact token counts in the row sums: never bf16
+    sign = torch.sign(advantages.detach()).to(acc).mul_(mask_f)  # [B, T] +1, -1, 0 (A = 0, padding)
+
+    def count(d: torch.Tensor) -> torch.Tensor:
+        """Tokens with sign(A) * d > 0; d = x - clip(x): > 0 above the range, < 0 below, 0 within."""
+        return torch.count_nonzero(d.mul_(sign).clamp_(min=0.0))
+
+    counts = {}
+    if granularity == "token":
+        counts["token"] = count(ratio - ratio.clamp(low, high))
+    else:  # log space, see above; log_ratio is 0 (within the range) on padding
+        log_low = math.log(low) if low > math.exp(-20.0) else -math.inf
+        log_high = math.log(high) if high < math.exp(20.0) else math.inf
+        counts["token"] = count(log_ratio - log_ratio.clamp(log_low, log_high))
+    if granularity == "subsentence":
+        counts["subsentence"] = count(ratio - ratio.clamp(low, high))
+    elif segment_ids is not None:
+        sub = _Units("subsentence", mask, segment_ids, sub_units_per_row)
+        sub_log = sub.sum(log_ratio.to(acc)) / sub.sum(mask_f.to(acc)).clamp(min=1)  # [S] log s_k
+        r_sub = sub.gather(sub_log.to(log_ratio.dtype).clamp(max=10.0).exp_())  # [B, T], 1 on padding
+        counts["subsentence"] = count(r_sub - r_sub.clamp(low, high))
+    # sequence: one ratio per row, so count per row: tokens with A > 0 if s_i > high, with A < 0 if s_i < low
+    seq_log = log_ratio.sum(-1) / mask_f.sum(-1).clamp(min=1)  # [B] as gspo: row sum, then / length
+    seq_ratio = seq_log.clamp(max=10.0).exp_()  # [B] s_i
+    seq_side = torch.sub(seq_ratio, seq_ratio.clamp(low, high)).sign_()  # [B] +1 above, -1 below, 0 within
+    n_signed, n_nonzero = sign.sum(-1), sign.abs().sum(-1)  # [B] (#A>0 - #A<0), (#A>0 + #A<0)
+    counts["sequence"] = (n_nonzero * seq_side.abs() + n_signed * seq_side).sum() / 2  # exact: small integers
+    return counts
 
 
 @torch.no_grad()
@@ -448,6 +517,7 @@ def _metrics(
     unit_ratio: torch.Tensor,
     f_unit: torch.Tensor | None,
     h_ref: torch.Tensor | None,
+    at_base_range: dict[str, torch.Tensor],
 ) -> dict[str, float]:
     """verl's three usual metrics plus ``actor/sspo/*`` diagnostics; one host sync for all of them.
 
@@ -456,6 +526,8 @@ def _metrics(
     clipped at 1 + eps_high * f (A > 0), "low" = clipped at 1 - eps_low * f (A < 0). ``pg_clipfrac_lower`` is
     verl's dual-clip fraction (0 when dual clip is off, as in gspo). Ratio and scale statistics are over units.
     ``clip_sign`` [B, T]: +1 clipped high, -1 clipped low, 0 otherwise (one sign per unit, see the loss).
+    ``at_base_range``: counts of :func:`_clip_counts_at_base_range`, reported as ``clipfrac_at_<granularity>``
+    (token-weighted, like ``pg_clipfrac``).
     """
     acc = unit_tokens.dtype
     tokens = units.real(unit_tokens)  # [B, U]
@@ -504,6 +576,8 @@ def _metrics(
         "actor/sspo/adaptive_scale_min": f_min,
         "actor/sspo/adaptive_scale_max": f_max,
     }
+    for name, count in at_base_range.items():
+        values[f"actor/sspo/clipfrac_at_{name}"] = count / n_tok
     if h_ref is not None:
         values["actor/sspo/entropy_ref"] = h_ref  # H_ref: token-mean old-policy entropy of the micro-batch
     floats = torch.stack([v if v.dtype == torch.float32 else v.float() for v in values.values()]).tolist()

@@ -427,3 +427,93 @@ def test_units_per_response_counts_responses_with_leading_padding():
     _, m = compute_policy_loss_sspo(old, log_prob, adv, mask, "token-mean", cfg)
     assert m["actor/sspo/units_per_response"] == pytest.approx(int(mask.sum()) / int(mask.any(1).sum()))
     assert m["actor/sspo/tokens_per_unit"] == 1.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Same-range clip fractions by granularity (the paper's diagnostic inside one run)
+# ----------------------------------------------------------------------------------------------
+
+
+def subsentence_clipfrac_loop(old, log_prob, adv, mask, seg, eps_low, eps_high):
+    """verl's pg_clipfrac definition with the ratio of each token's subsentence, by loops over rows and ids."""
+    clipped = valid = 0
+    for b in range(mask.shape[0]):
+        for k in sorted({int(s) for s in seg[b].tolist() if s >= 0}):
+            idx = [t for t in range(mask.shape[1]) if int(seg[b, t]) == k]
+            s_k = math.exp(min(sum(float(log_prob[b, t] - old[b, t]) for t in idx) / len(idx), 10.0))
+            for t in idx:
+                a = float(adv[b, t])
+                clipped += (a > 0 and s_k > 1 + eps_high) or (a < 0 and s_k < 1 - eps_low)
+        valid += int(mask[b].sum())
+    return clipped / valid
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize(
+    "granularity,adaptive", [("token", False), ("subsentence", True), ("sequence", False)]
+)
+def test_same_range_clipfracs_match_vanilla_gspo_and_loop(seed, granularity, adaptive):
+    """clipfrac_at_token == vanilla's pg_clipfrac, clipfrac_at_sequence == gspo's, clipfrac_at_subsentence == a loop,
+    all on the same inputs at the actor's base clip range, whatever granularity (and adaptive scaling) the loss
+    itself uses."""
+    g = torch.Generator().manual_seed(200 + seed)
+    old, log_prob, adv, mask, _ = make_batch(seed=seed, T=16)
+    with torch.no_grad():  # more spread: every granularity clips something
+        log_prob.add_(0.3 * torch.randn(mask.shape, generator=g) * mask)
+    seg = random_segments(mask, g)
+    ent = torch.rand(mask.shape, generator=g) + 0.1
+    clip = {"clip_ratio_low": 0.1, "clip_ratio_high": 0.15}
+    ref = {
+        name: loss_and_grad(
+            get_policy_loss_fn(name), old, log_prob, adv, mask, "token-mean",
+            actor_config(PolicyLossConfig(loss_mode=name), **clip),
+        )[2]["actor/pg_clipfrac"]
+        for name in ("vanilla", "gspo")
+    }  # fmt: skip
+    sub_ref = subsentence_clipfrac_loop(old, log_prob.detach(), adv, mask, seg, 0.1, 0.15)
+    assert min(ref["vanilla"], ref["gspo"], sub_ref) > 0 and len({ref["vanilla"], ref["gspo"], sub_ref}) == 3
+    cfg = actor_config(SSPOPolicyLossConfig(granularity=granularity, adaptive_clip=adaptive), **clip)
+    _, m = compute_policy_loss_sspo(old, log_prob, adv, mask, "token-mean", cfg, segment_ids=seg, entropy=ent)
+    assert m["actor/sspo/clipfrac_at_token"] == pytest.approx(ref["vanilla"], abs=1e-6)
+    assert m["actor/sspo/clipfrac_at_sequence"] == pytest.approx(ref["gspo"], abs=1e-6)
+    assert m["actor/sspo/clipfrac_at_subsentence"] == pytest.approx(sub_ref, abs=1e-6)
+    if not adaptive:  # at its own granularity without adaptive scaling, the loss's own clip fraction
+        assert m[f"actor/sspo/clipfrac_at_{granularity}"] == pytest.approx(m["actor/pg_clipfrac"], abs=1e-6)
+    # without segment ids (token/sequence granularity): no subsentence diagnostic, the others unchanged
+    if granularity != "subsentence":
+        _, m2 = compute_policy_loss_sspo(old, log_prob, adv, mask, "token-mean", cfg, entropy=ent)
+        assert "actor/sspo/clipfrac_at_subsentence" not in m2
+        assert m2["actor/sspo/clipfrac_at_token"] == m["actor/sspo/clipfrac_at_token"]
+        assert m2["actor/sspo/clipfrac_at_sequence"] == m["actor/sspo/clipfrac_at_sequence"]
+
+
+def test_same_range_clipfracs_ignore_adaptive_scaling():
+    """Adaptive scaling changes the loss's own clip fraction, not the same-range ones (base range only): two
+    subsentences with ratio 1.35; adaptive on, only the low-entropy one is clipped (see the test above)."""
+    T = 4
+    old = torch.zeros(1, T)
+    log_prob = torch.full((1, T), math.log(1.35)).requires_grad_()
+    adv, mask = torch.ones(1, T), torch.ones(1, T, dtype=torch.bool)
+    seg, ent = torch.tensor([[0, 0, 1, 1]]), torch.tensor([[3.0, 3.0, 0.1, 0.1]])
+    metrics = {
+        adaptive: compute_policy_loss_sspo(
+            old, log_prob, adv, mask, "token-mean", actor_config(SSPOPolicyLossConfig(adaptive_clip=adaptive)),
+            segment_ids=seg, entropy=ent,
+        )[1]
+        for adaptive in (False, True)
+    }  # fmt: skip
+    assert metrics[True]["actor/pg_clipfrac"] == pytest.approx(0.5)
+    assert metrics[False]["actor/pg_clipfrac"] == pytest.approx(1.0)
+    for adaptive in (False, True):
+        for name in ("token", "subsentence", "sequence"):
+            assert metrics[adaptive][f"actor/sspo/clipfrac_at_{name}"] == pytest.approx(1.0), (adaptive, name)
+
+
+def test_bad_segment_ids_rejected_at_token_granularity_too():
+    """Given segment ids feed the subsentence diagnostic at every granularity: they are checked alike."""
+    old, log_prob, adv, mask, _ = make_batch(seed=1)
+    seg = random_segments(mask, torch.Generator().manual_seed(1))
+    seg[0, 0] = 1  # does not start at 0
+    cfg = actor_config(SSPOPolicyLossConfig(granularity="token", adaptive_clip=False))
+    with pytest.raises(ValueError, match="contiguous"):
+        compute_policy_loss_sspo(old, log_prob, adv, mask, "token-mean", cfg, segment_ids=seg)
