@@ -8,6 +8,7 @@ and its other sspo.cli invocations compose; what the README says a target runs i
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
 import subprocess
@@ -41,7 +42,11 @@ def make_targets() -> set[str]:
 
 def make_dry(*args: str) -> str:
     """What `make -n` would run (nothing is executed)."""
-    return subprocess.run(["make", "-n", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    # Run as a top-level make even under `make test` (a sub-make would print "Entering directory").
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    return subprocess.run(
+        ["make", "-n", "--no-print-directory", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_setup_is_make_demo_and_make_test_and_ci_runs_make_test():
