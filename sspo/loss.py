@@ -475,34 +475,40 @@ def _clip_counts_at_base_range(
     log-ratio at most 10 (gspo). ``ratio`` [B, T] is the loss's own s_t (1 on padding), reused at its
     granularity. The token ratio is compared in log space (log w_t against log(1 -/+ eps), bounds moved to
     +-inf where the [-20, 20] clamp makes them unreachable): one exp over [B, T] less, same count except for a
-    log-ratio within float rounding of a bound. The sequence count is per row (tokens with A > 0 and A < 0).
+    log-ratio within float rounding of a bound (coarse in bf16). The sequence count is per row (tokens with A > 0
+    and A < 0).
     """
     acc = torch.promote_types(mask_f.dtype, torch.float32)  # exact token counts in the row sums: never bf16
     sign = torch.sign(advantages.detach()).to(acc).mul_(mask_f)  # [B, T] +1, -1, 0 (A = 0, padding)
+    buffer = torch.empty_like(log_ratio)  # one scratch [B, T] for every count: no allocation per granularity
 
-    def count(d: torch.Tensor) -> torch.Tensor:
-        """Tokens with sign(A) * d > 0; d = x - clip(x): > 0 above the range, < 0 below, 0 within."""
-        return torch.count_nonzero(d.mul_(sign).clamp_(min=0.0))
+    def count(x: torch.Tensor, low: float = low, high: float = high) -> torch.Tensor:
+        """Tokens with sign(A) * (x - clip(x, low, high)) > 0 (in place, in ``buffer``)."""
+        clipped = torch.clamp(x, low, high, out=buffer)
+        diff = torch.sub(x, clipped, out=buffer)  # > 0 above the range, < 0 below, 0 within
+        # summed in float32 at least (never bf16): an exact count below 2**24 tokens per micro-batch
+        return diff.mul_(sign).clamp_(min=0.0).sign_().sum(dtype=acc)
 
     counts = {}
     if granularity == "token":
-        counts["token"] = count(ratio - ratio.clamp(low, high))
+        counts["token"] = count(ratio)
     else:  # log space, see above; log_ratio is 0 (within the range) on padding
         log_low = math.log(low) if low > math.exp(-20.0) else -math.inf
         log_high = math.log(high) if high < math.exp(20.0) else math.inf
-        counts["token"] = count(log_ratio - log_ratio.clamp(log_low, log_high))
+        counts["token"] = count(log_ratio, log_low, log_high)
     if granularity == "subsentence":
-        counts["subsentence"] = count(ratio - ratio.clamp(low, high))
+        counts["subsentence"] = count(ratio)
     elif segment_ids is not None:
         sub = _Units("subsentence", mask, segment_ids, sub_units_per_row)
         sub_log = sub.sum(log_ratio.to(acc)) / sub.sum(mask_f.to(acc)).clamp(min=1)  # [S] log s_k
         r_sub = sub.gather(sub_log.to(log_ratio.dtype).clamp(max=10.0).exp_())  # [B, T], 1 on padding
-        counts["subsentence"] = count(r_sub - r_sub.clamp(low, high))
+        counts["subsentence"] = count(r_sub)
     # sequence: one ratio per row, so count per row: tokens with A > 0 if s_i > high, with A < 0 if s_i < low
     seq_log = log_ratio.sum(-1) / mask_f.sum(-1).clamp(min=1)  # [B] as gspo: row sum, then / length
     seq_ratio = seq_log.clamp(max=10.0).exp_()  # [B] s_i
     seq_side = torch.sub(seq_ratio, seq_ratio.clamp(low, high)).sign_()  # [B] +1 above, -1 below, 0 within
-    n_signed, n_nonzero = sign.sum(-1), sign.abs().sum(-1)  # [B] (#A>0 - #A<0), (#A>0 + #A<0)
+    n_signed = sign.sum(-1)  # [B] #(A > 0) - #(A < 0) on valid tokens
+    n_nonzero = sign.abs_().sum(-1)  # [B] #(A != 0) (sign is not needed any more: in place)
     counts["sequence"] = (n_nonzero * seq_side.abs() + n_signed * seq_side).sum() / 2  # exact: small integers
     return counts
 
