@@ -316,9 +316,10 @@ def actor_overrides(cfg: LocalRunConfig) -> list[str]:
         "actor_rollout_ref.actor.entropy_coeff=0.0",
         "actor_rollout_ref.actor.use_kl_loss=false",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={mini}",
-        # one micro-batch per mini-batch and no activation checkpointing: the model is tiny
+        # the model is tiny: one training micro-batch per mini-batch, one inference pass over the whole batch,
+        # no activation checkpointing
         f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={mini}",
-        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={mini}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={batch}",
         "actor_rollout_ref.model.enable_gradient_checkpointing=false",
         f"actor_rollout_ref.actor.data_loader_seed={cfg.seed}",
     ]

@@ -37,6 +37,14 @@ PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "entropy": ("policy entropy", ("actor/entropy",)),
     "response_length": ("response length (tokens)", ("response_length/mean",)),
 }
+# SSPO's same-range diagnostic (``sspo.loss``): in each update, the clip fraction the loss's inputs would have at
+# ONE clip range (the actor's base range) with the ratio taken per token, subsentence or sequence. Unlike each
+# run's own ``actor/pg_clipfrac`` (each algorithm at its own clip range), these are comparable with each other.
+GRANULARITY_PANEL = "clip_by_granularity"
+GRANULARITY_TITLE = "clip fraction at one clip range, by granularity\n(measured in SSPO's updates)"
+GRANULARITY_KEYS: dict[str, str] = {
+    g: f"actor/sspo/clipfrac_at_{g}" for g in ("token", "subsentence", "sequence")
+}
 _VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@(?P<n>\d+)$")
 _CONSOLE_STEP = re.compile(r"(?:^|\s)step:(\d+)((?: - [^\n]*)?)$")
 _NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
@@ -222,6 +230,9 @@ def summarize(run: Run) -> dict[str, float | int | str]:
         row[column] = sum(finite) / len(finite) if finite else float("nan")
     unit = run.metrics.get("actor/sspo/clipfrac_unit")
     row["unit clip frac (sspo)"] = sum(unit.values()) / len(unit) if unit else float("nan")
+    for granularity, key in GRANULARITY_KEYS.items():
+        finite = [v for v in run.metrics.get(key, {}).values() if math.isfinite(v)]
+        row[f"same-range clip @{granularity}"] = sum(finite) / len(finite) if finite else float("nan")
     return row
 
 
@@ -269,12 +280,43 @@ def plot(runs: Sequence[Run], out: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    axes.flat[-1].axis("off")
+    if any(key in run.metrics for run in runs for key in GRANULARITY_KEYS.values()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for a in (ax, axes.flat[-1]):
+            _plot_granularities(a, runs)
+        fig.tight_layout()
+        path = out / f"{GRANULARITY_PANEL}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    else:
+        axes.flat[-1].axis("off")
     fig_all.tight_layout()
     overview = out / "overview.png"
     fig_all.savefig(overview, dpi=100)
     plt.close(fig_all)
     return [overview, *written]
+
+
+def _plot_granularities(ax: object, runs: Sequence[Run]) -> None:
+    """The same-range clip fractions: one colour per granularity, one line style per run that logged them."""
+    styles = iter(["-", "--", ":", "-."] * 4)
+    colors = {"token": "tab:red", "subsentence": "tab:green", "sequence": "tab:blue"}
+    logged = [r for r in runs if any(k in r.metrics for k in GRANULARITY_KEYS.values())]
+    for run in logged:
+        style = next(styles)
+        for granularity, key in GRANULARITY_KEYS.items():
+            series = run.metrics.get(key)
+            if not series:
+                continue
+            steps = sorted(series)
+            label = granularity if len(logged) == 1 else f"{run.name}: {granularity}"
+            ax.plot(steps, [series[s] for s in steps], style, color=colors[granularity], label=label)
+    ax.set_xlabel("step")
+    ax.set_ylabel("clip fraction (token-weighted)")
+    ax.set_title(GRANULARITY_TITLE, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
@@ -293,7 +335,12 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
     summary.write_text(
         "# Training summary\n\n"
         "Start/end: mean over the first/last fifth of the logged steps (1 to 5 steps). "
-        "Clip fraction: verl's token-weighted `actor/pg_clipfrac`, averaged over steps.\n\n"
+        "Clip fraction: verl's token-weighted `actor/pg_clipfrac`, averaged over steps; each algorithm has its "
+        "own clip range, so these are not comparable across algorithms. Same-range clip @token/@subsentence/"
+        "@sequence (runs of the `sspo` loss only): the clip fraction the same updates would have at ONE clip "
+        "range (the run's base `[1 - clip_ratio_low, 1 + clip_ratio_high]`) with the importance ratio taken per "
+        "token, per subsentence or per response (`actor/sspo/clipfrac_at_*`), averaged over steps: the "
+        "granularities compared on equal terms.\n\n"
         + markdown_table(rows)
         + "\nRuns: "
         + ", ".join(f"`{r.name}` = `{r.source}`" for r in runs)

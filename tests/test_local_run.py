@@ -136,6 +136,17 @@ def test_clip_fraction_diagnostic_is_measured(session):
     print("mean token-weighted clip fraction:", {k: f"{v:.4f}" for k, v in mean_clip.items()})
     assert all(0.0 <= v <= 1.0 for v in mean_clip.values())
     assert any(v > 0 for v in mean_clip.values())
+    # SSPO's updates also measure the clip fraction at ONE clip range by granularity, every step; only
+    # the ones of the sspo loss (verl's vanilla/gspo runs do not have them).
+    same_range = {}
+    for granularity in ("token", "subsentence", "sequence"):
+        key = f"actor/sspo/clipfrac_at_{granularity}"
+        values = [r["data"][key] for r in session["records"]["sspo"][1:]]
+        assert len(values) == STEPS and all(0.0 <= v <= 1.0 for v in values), (key, values)
+        same_range[granularity] = sum(values) / len(values)
+        assert key not in session["records"]["gspo"][1]["data"]
+    print("SSPO, mean clip fraction at one clip range:", {k: f"{v:.4f}" for k, v in same_range.items()})
+    assert same_range["token"] > 0  # the diagnostic sees clipping at all
 
 
 @pytest.mark.slow
@@ -184,13 +195,20 @@ def test_report_renders_the_runs(session, tmp_path):
 
     runs = [str(session["runs"][a].run_dir) for a in ALGOS]
     result = make_report(runs, tmp_path / "report")
-    assert {p.name for p in result["pngs"]} >= {"overview.png", "reward.png", "clip_fraction.png"}
+    assert {p.name for p in result["pngs"]} >= {
+        "overview.png",
+        "reward.png",
+        "clip_fraction.png",
+        "clip_by_granularity.png",
+    }
     for p in result["pngs"]:
         assert p.read_bytes()[:4] == b"\x89PNG"
     rows = {row["run"]: row for row in result["rows"]}
     assert set(rows) == set(ALGOS)
     for algo in ALGOS:
         assert rows[algo]["reward end"] > rows[algo]["reward start"]
+    assert math.isfinite(rows["sspo"]["same-range clip @sequence"])
+    assert math.isnan(rows["grpo"]["same-range clip @sequence"])
 
 
 def test_algorithm_settings_come_from_the_gpu_recipe():

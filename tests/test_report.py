@@ -118,6 +118,33 @@ def test_report_renders_pngs_and_summary(tmp_path, monkeypatch):
     assert math.isnan(rows[0]["unit clip frac (sspo)"])
 
 
+def test_same_range_clip_fractions_by_granularity_panel_and_means(tmp_path):
+    """SSPO's actor/sspo/clipfrac_at_* metrics: their own panel (6th slot of the overview) and summary columns;
+    runs without them (here verl's gspo) get empty cells."""
+    at = {"token": 0.03, "subsentence": 0.02, "sequence": 0.0}
+    sspo_log, gspo_log = tmp_path / "sspo.jsonl", tmp_path / "gspo.jsonl"
+    with sspo_log.open("w") as f:
+        for step in range(1, STEPS + 1):
+            data = {**_metrics(step, 0.0), **{f"actor/sspo/clipfrac_at_{g}": v * step for g, v in at.items()}}
+            f.write(
+                json.dumps({"step": step, "data": {k: float(v) for k, v in data.items() if k != "some/list"}})
+            )
+            f.write("\n")
+    gspo_log.write_text(
+        "".join(json.dumps({"step": s, "data": {"critic/score/mean": 0.1 * s}}) + "\n" for s in range(1, 4))
+    )
+    out = tmp_path / "report"
+    result = make_report([str(sspo_log), str(gspo_log)], out)
+    assert (out / "clip_by_granularity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = {r["run"]: r for r in result["rows"]}
+    mean_step = sum(range(1, STEPS + 1)) / STEPS
+    for g, v in at.items():
+        assert rows["sspo"][f"same-range clip @{g}"] == pytest.approx(v * mean_step)
+        assert math.isnan(rows["gspo"][f"same-range clip @{g}"])
+    summary = (out / "summary.md").read_text()
+    assert "same-range clip @subsentence" in summary and "ONE clip range" in summary
+
+
 def test_bad_input_is_named(tmp_path, monkeypatch, capsys):
     with pytest.raises(ReportError, match="does not exist"):
         load_run(str(tmp_path / "missing"))
