@@ -176,7 +176,7 @@ def main() -> None:
                 "entropy": torch.rand(B, T, generator=g).mul(2).to(device),
             },
             # Where the time goes: the same loss without adaptive clipping, and at sequence granularity
-            # (same value as gspo, plus sspo's input checks and its 17 metrics).
+            # (same value as gspo, plus sspo's input checks and its metrics, the same-range clip fractions included).
             "sspo[no-adaptive]": {
                 "config": actor_config(SSPOPolicyLossConfig(adaptive_clip=False)),
                 "segment_ids": segment_ids,
