@@ -186,8 +186,7 @@ def _sspo_config(config: Any) -> Any:
 
 
 def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
-    """``segment_ids`` (subsentence granularity) and old-policy ``entropy`` (adaptive clip) for one
-    micro-batch, padded exactly as ``ppo_loss`` pads ``response_mask`` (same ``select().to_padded_tensor()``).
+    """``segment_ids`` and old-policy ``entropy`` (adaptive clip) for one micro-batch, padded exactly as ``ppo_loss`` pads ``response_mask`` (same ``select().to_padded_tensor()``).
 
     Args:
         config: verl ``ActorConfig`` (``config.model_config.tokenizer`` is the worker's tokenizer).
@@ -197,11 +196,10 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
         ``{"segment_ids": LongTensor[B, T], "entropy": FloatTensor[B, T]}`` (only the ones needed).
     """
     cfg = _sspo_config(config)
-    need_segments = cfg.granularity == "subsentence"
     need_entropy = cfg.adaptive_clip
-    fields = ["response_mask"]
-    if need_segments:
-        fields.append("responses")
+    # Segment ids at EVERY granularity: at token/sequence granularity the loss ignores them but reports
+    # ``actor/sspo/clipfrac_at_subsentence``, so granularity ablations log all three clip fractions.
+    fields = ["response_mask", "responses"]
     if need_entropy:
         if "entropy" not in data.keys():
             raise ValueError(
@@ -212,11 +210,9 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
         fields.append("entropy")
     padded = data.select(*fields).to_padded_tensor()
     response_mask = padded["response_mask"].bool()
-    inputs: dict[str, Any] = {}
-    if need_segments:
-        delimiters = tuple(cfg.delimiters) if cfg.delimiters is not None else None
-        segmenter = _segmenter(config.model_config.tokenizer, delimiters, cfg.max_subsentence_len)
-        inputs["segment_ids"] = segmenter(padded["responses"], response_mask)
+    delimiters = tuple(cfg.delimiters) if cfg.delimiters is not None else None
+    segmenter = _segmenter(config.model_config.tokenizer, delimiters, cfg.max_subsentence_len)
+    inputs: dict[str, Any] = {"segment_ids": segmenter(padded["responses"], response_mask)}
     if need_entropy:
         inputs["entropy"] = padded["entropy"].detach()
     return inputs

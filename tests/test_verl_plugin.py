@@ -135,6 +135,8 @@ def test_sspo_through_the_wrapper_reproduces_the_builtin(configs, sspo_mode, bui
     for a, b in zip(ours[:3], verls[:3], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert ours[0] != 0
+    # segment ids are fed at every granularity, for the same-range subsentence clip diagnostic
+    assert "actor/sspo/clipfrac_at_subsentence" in ours[3]
 
 
 def _recording_sspo_loss(seen):
