@@ -84,6 +84,7 @@ def compose_config(
     config_dir: Path | None = None,
     config_name: str = CONFIG_NAME,
     name_suffix: str = "",
+    resolve: bool = True,
 ) -> DictConfig:
     """Compose the recipe config with Hydra's compose API (as ``@hydra.main`` would) and resolve it.
 
@@ -104,6 +105,8 @@ def compose_config(
         cfg = compose(config_name=config_name, overrides=list(overrides))
     if name_suffix:
         cfg.trainer.experiment_name = f"{cfg.trainer.experiment_name}{name_suffix}"
+    if not resolve:
+        return cfg
     OmegaConf.resolve(cfg)
     with open_dict(cfg):
         for key in PATH_KEYS:
@@ -172,9 +175,42 @@ def train(cfg: DictConfig) -> None:
     verl_main(cfg)
 
 
+def explain_config_error(error: Exception, overrides: Sequence[str], args: argparse.Namespace) -> str:
+    """One readable message for a config that does not compose: Hydra's own words, plus the closest
+    existing keys when an override names a key the config does not have (a typo, most often)."""
+    import difflib
+    import re
+
+    message = str(error).strip()
+    typo = re.search(r"Could not override '([^']+)'", message)
+    if typo and "." in typo.group(1):
+        parent, leaf = typo.group(1).rsplit(".", 1)
+        groups_only = [o for o in overrides if "." not in o.split("=", 1)[0]]  # e.g. experiment=...
+        try:
+            node = OmegaConf.select(
+                compose_config(groups_only, args.config_dir, args.config_name, resolve=False), parent
+            )
+        except Exception:  # noqa: BLE001 -- the hint is best effort; Hydra's message stands alone
+            node = None
+        if isinstance(node, DictConfig):
+            close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=3, cutoff=0.6)
+            if close:
+                message += "\ndid you mean: " + ", ".join(f"{parent}.{k}" for k in close) + " ?"
+        message += "\n(a leading '+' adds a NEW key: use it only for keys the config really lacks)"
+    return f"config error: {message}"
+
+
 def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
-    """Compose, check and (unless --dry-run) train one configuration; returns the exit code."""
-    cfg = compose_config(overrides, args.config_dir, args.config_name, args.name_suffix)
+    """Compose, check and (unless --dry-run) train one configuration; returns the exit code
+    (0 ok, 1 a pre-flight check failed, 2 the config does not compose)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        cfg = compose_config(overrides, args.config_dir, args.config_name, args.name_suffix)
+    except (HydraException, OmegaConfBaseException, FileNotFoundError) as error:
+        print(explain_config_error(error, overrides, args), file=sys.stderr)
+        return 2
     if args.dry_run:
         print(
             f"recipe config: {recipe_config_dir(args.config_dir) / args.config_name}.yaml {' '.join(overrides)}"

@@ -246,3 +246,16 @@ def test_multirun_training_runs_each_point_in_its_own_process(env, capfd):
         in out
     )
     assert "nothing was started" in err
+
+
+def test_config_that_does_not_compose_is_one_clear_message(env, capsys):
+    """A misspelled key or an unknown experiment: exit 2, no traceback, the closest keys suggested."""
+    assert cli.main(["--dry-run", ROW, "actor_rollout_ref.actor.policy_loss.granularty=token"]) == 2
+    err = capsys.readouterr().err
+    assert "config error: Could not override 'actor_rollout_ref.actor.policy_loss.granularty'" in err
+    assert "did you mean: actor_rollout_ref.actor.policy_loss.granularity ?" in err
+    assert "Traceback" not in err
+
+    assert cli.main(["--dry-run", "experiment=sspo_qwen2.5-math-15b"]) == 2
+    err = capsys.readouterr().err
+    assert "sspo_qwen2.5-math-15b" in err and "sspo_qwen2.5-math-1.5b" in err  # Hydra lists the options
