@@ -13,7 +13,9 @@ How a response is scored (``compute_score``):
 2. the answer and every gold answer (``ground_truth`` may be a string, a number or a list of alternatives;
    ``extra_info["answer_alternatives"]`` adds more) are canonicalised (spacing, ``\\left``, ``\\dfrac``,
    ``^\\circ``, ``\\%``, trailing units in ``\\text{}``, ``142.0`` -> ``142`` ...) and compared as strings;
-   plain numbers are compared numerically. Most responses are decided here, in-process, in microseconds;
+   plain numbers and integer fractions are compared exactly (``0.5`` = ``\\frac{1}{2}`` = ``2/4``). Most
+   responses are decided here, in-process, in microseconds, and never wait for a worker (all 1,560 oat
+   benchmark golds boxed as themselves or in their raw form are, see ``tests/test_reward.py``);
 3. otherwise math-verify decides equivalence (``verify(gold, target)``, gold first) in a persistent
    worker PROCESS. The caller waits at most ``timeout`` seconds (default 5, the whole call included);
    a worker that overruns is killed (SIGKILL) and replaced by a pre-started spare, the response scores 0.
@@ -25,7 +27,9 @@ very file as a script (``python -c`` + ``spec_from_file_location``) so it never 
 
 Concurrency: each process keeps up to ``SSPO_REWARD_WORKERS`` workers (default ``min(8, cpu_count)``,
 ~60 MB each) shared by its threads; a call that finds all of them busy until its own deadline scores 0
-(logged), so the bound holds under any load. A timed-out (gold, answer) pair is remembered as 0.
+(logged as a warning naming SSPO_REWARD_WORKERS), so the bound holds under any load. Only answers that
+need math-verify (symbolic forms, e.g. ``2\\sqrt{2}`` for ``\\sqrt{8}``) can be hit by this; a string or
+numeric match never asks a worker. A timed-out (gold, answer) pair is remembered as 0.
 
 Limitation: verl hands the reward the decoded text only; a response cut at the length limit after an
 earlier, closed ``\\boxed{}`` is scored on that box (``extra_info["truncated"]`` forces 0 when known, and
@@ -52,6 +56,7 @@ import tempfile
 import threading
 import time
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
@@ -75,6 +80,9 @@ def last_boxed_answer(text: str) -> str | None:
 
     Returns None when there is no box, the box is empty, or its braces never close (a truncated response).
     """
+    # Not verl's last_boxed_only_string + remove_boxed: math_reward's takes any earlier "\boxed 3" over a
+    # later "\boxed{5}" and raises AssertionError on "\fbox{7}"; math_dapo's ignores \fbox and "\boxed 5";
+    # both return "" for an empty box instead of "no answer".
     if not isinstance(text, str):
         return None
     starts = [m.end() for m in _BOX_RE.finditer(text)]
@@ -198,11 +206,16 @@ _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?$")
 _SCI_RE = re.compile(r"^([+-]?(?:\d+(?:\.\d*)?|\.\d+))\\(?:times|cdot)10\^\{?([+-]?\d+)\}?$")
 _SIMPLE_LHS_RE = re.compile(r"^[A-Za-z](?:_\{?\w+\}?)?=(.+)$")
+_LATEX_FRAC_RE = re.compile(r"^([+-]?)\\frac\{([+-]?\d{1,400})\}\{([+-]?\d{1,400})\}$")
+_SLASH_FRAC_RE = re.compile(r"^([+-]?\d{1,400})/(\d{1,400})$")
 
 
 @lru_cache(maxsize=65536)
 def canonical(s: str) -> str:
     """A canonical string for exact comparison (never used to decide a mismatch of complex LaTeX)."""
+    # Not math_dapo.normalize_final_answer: that one is lossy because it is the final verdict there (it
+    # deletes "a ", unit words, everything before "="), e.g. it accepts "2a + b" for gold "2 + b". Here a
+    # string mismatch is never a verdict on LaTeX; math-verify decides those.
     s = s.strip()
     s = _strip_dollars(s)
     s = s.replace("\\left", "").replace("\\right", "").replace("\\displaystyle", "")
@@ -243,6 +256,29 @@ def _as_number(c: str) -> Decimal | None:
     return d if d.is_finite() and abs(d.adjusted()) < 400 else None
 
 
+def _as_rational(c: str) -> Fraction | None:
+    """A canonical string that is a plain number or an integer fraction (``\\frac{14}{3}``, ``-14/3``).
+
+    Exact, so "0.5" vs "\\frac{1}{2}" is decided in-process: the common numeric case never waits for a
+    math-verify worker (under load a worker may not be free before the deadline, and the answer would score 0).
+    """
+    d = _as_number(c)
+    if d is not None:
+        return Fraction(d)
+    m = _LATEX_FRAC_RE.match(c)
+    if m:
+        sign, num, den = m.groups()
+    else:
+        m = _SLASH_FRAC_RE.match(c)
+        if not m:
+            return None
+        sign, (num, den) = "", m.groups()
+    if int(den) == 0:
+        return None
+    value = Fraction(int(num), int(den))
+    return -value if sign == "-" else value
+
+
 def _fast_compare(gold: str, pred: str) -> bool | None:
     """True/False when decided without math-verify, None when math-verify must decide."""
     g, p = canonical(gold), canonical(pred)
@@ -256,11 +292,11 @@ def _fast_compare(gold: str, pred: str) -> bool | None:
             p = m.group(1)
             if g == p:
                 return True
-    gn, pn = _as_number(g), _as_number(p)
+    gn, pn = _as_rational(g), _as_rational(p)
     if gn is not None and pn is not None:
-        scale = max(Decimal(1), abs(gn), abs(pn))
+        scale = max(Fraction(1), abs(gn), abs(pn))
         # clearly different numbers are decided here; near-equal ones go to math-verify's rounding
-        return True if gn == pn else (None if abs(gn - pn) <= scale * Decimal("1e-6") else False)
+        return True if gn == pn else (None if abs(gn - pn) <= scale * Fraction(1, 10**6) else False)
     return None
 
 

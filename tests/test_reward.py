@@ -187,6 +187,55 @@ def _key(gold: str) -> str:
     return c.split("=", 1)[1] if c.count("=") == 1 and len(c.split("=")[0]) == 1 else c
 
 
+def _all_workers_busy(monkeypatch) -> list[str]:
+    """Make every math-verify request behave as under full load (no free worker before the deadline)."""
+    asked: list[str] = []
+
+    def busy(golds, pred, timeout):
+        asked.append(pred)
+        return None, False
+
+    monkeypatch.setattr(reward, "_ask_pool", busy)
+    monkeypatch.setattr(reward, "_verdicts", {})
+    return asked
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold", "expected"),
+    [
+        ("0.5", r"\frac{1}{2}", 1.0),
+        (r"\frac12", "0.5", 1.0),
+        ("14/3", r"\dfrac{14}{3}", 1.0),
+        ("-0.5", r"-\frac{1}{2}", 1.0),
+        (r"\frac{-1}{2}", "-0.5", 1.0),
+        ("2/4", r"\frac{1}{2}", 1.0),
+        ("1,000", "1000", 1.0),
+        ("x = 5", "5.0", 1.0),
+        (r"\frac{1}{3}", r"\frac{1}{2}", 0.0),
+        ("0.75", r"\frac{1}{2}", 0.0),
+    ],
+)
+def test_numeric_forms_never_need_a_worker(monkeypatch, pred, gold, expected):
+    """Under load a correct answer that needs math-verify can score 0; a numeric match never needs it."""
+    asked = _all_workers_busy(monkeypatch)
+    assert compute_score("m", TEMPLATE % pred, gold)["score"] == expected
+    assert asked == []
+
+
+def test_all_benchmark_golds_are_matched_without_a_worker(shared_data, monkeypatch):
+    rows = _oat_rows(shared_data)
+    asked = _all_workers_busy(monkeypatch)
+    raw_forms = [(raw[0] if isinstance(raw, list) else str(raw)).strip().strip("$") for _, raw in rows]
+    hits = sum(compute_score(b, TEMPLATE % gold_answers(raw)[0], raw)["acc"] for b, raw in rows)
+    hits += sum(
+        compute_score(b, TEMPLATE % f, raw)["acc"] for (b, raw), f in zip(rows, raw_forms, strict=True)
+    )
+    assert (hits, asked) == (2 * len(rows), [])
+    # ...while a symbolic equivalence does ask, and scores 0 when no worker is free
+    assert compute_score("m", TEMPLATE % r"2\sqrt{2}", r"\sqrt{8}")["score"] == 0.0
+    assert asked == ["2\\sqrt{2}"]
+
+
 def test_quality_bar_on_all_1560_benchmark_problems(shared_data):
     """Gold boxed in a typical response scores 1 (>= 99.5%); another problem's different gold scores 0
     (>= 99.9%). Both in the prepared form (ground_truth) and as written in the raw data."""
