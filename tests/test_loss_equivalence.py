@@ -76,6 +76,12 @@ def loss_and_grad(fn, old, log_prob, adv, mask, mode, cfg, weights=None, **kw):
     return loss.detach(), grad, metrics
 
 
+def run_builtin(name, old, log_prob, adv, mask, mode="token-mean", weights=None, global_info=None, **clip):
+    """verl's built-in loss ``name`` (vanilla | gspo) on the batch: (loss, grad, metrics)."""
+    cfg = actor_config(PolicyLossConfig(loss_mode=name), mode, global_info, **clip)
+    return loss_and_grad(get_policy_loss_fn(name), old, log_prob, adv, mask, mode, cfg, weights)
+
+
 @pytest.mark.parametrize("use_weights", [False, True])
 @pytest.mark.parametrize("global_info", [None, GLOBAL_INFO])
 @pytest.mark.parametrize("mode", AGG_MODES)
@@ -83,16 +89,7 @@ def loss_and_grad(fn, old, log_prob, adv, mask, mode, cfg, weights=None, **kw):
 def test_matches_verl_builtin(granularity, builtin, mode, global_info, use_weights):
     old, log_prob, adv, mask, weights = make_batch(seed=len(mode))
     w = weights if use_weights else None
-    ref = loss_and_grad(
-        get_policy_loss_fn(builtin),
-        old,
-        log_prob,
-        adv,
-        mask,
-        mode,
-        actor_config(PolicyLossConfig(loss_mode=builtin), mode, global_info),
-        w,
-    )
+    ref = run_builtin(builtin, old, log_prob, adv, mask, mode, w, global_info)
     cfg = actor_config(SSPOPolicyLossConfig(granularity=granularity, adaptive_clip=False), mode, global_info)
     ours = loss_and_grad(get_policy_loss_fn("sspo"), old, log_prob, adv, mask, mode, cfg, w)
     torch.testing.assert_close(ours[0], ref[0])
@@ -111,24 +108,14 @@ def test_dual_clip_mapping_is_what_makes_both_equalities_hold():
     with torch.no_grad():
         log_prob[1, :9] = old[1, :9] + 1.6  # sequence ratio ~5 with A < 0: dual clip would bind
     for granularity, builtin in (("token", "vanilla"), ("sequence", "gspo")):
-        ref = loss_and_grad(
-            get_policy_loss_fn(builtin),
-            old,
-            log_prob,
-            adv,
-            mask,
-            "token-mean",
-            actor_config(PolicyLossConfig()),
-        )
+        ref = run_builtin(builtin, old, log_prob, adv, mask)
         default = SSPOPolicyLossConfig(granularity=granularity, adaptive_clip=False)
         flipped = SSPOPolicyLossConfig(
             granularity=granularity, adaptive_clip=False, dual_clip=not default.use_dual_clip
         )
-        ours = loss_and_grad(
-            compute_policy_loss_sspo, old, log_prob, adv, mask, "token-mean", actor_config(default)
-        )
-        other = loss_and_grad(
-            compute_policy_loss_sspo, old, log_prob, adv, mask, "token-mean", actor_config(flipped)
+        ours, other = (
+            loss_and_grad(compute_policy_loss_sspo, old, log_prob, adv, mask, "token-mean", actor_config(pl))
+            for pl in (default, flipped)
         )
         torch.testing.assert_close(ours[0], ref[0])
         assert not torch.allclose(other[0], ref[0]), granularity
@@ -136,27 +123,23 @@ def test_dual_clip_mapping_is_what_makes_both_equalities_hold():
 
 
 def test_clamps_match_builtins_beyond_their_thresholds():
-    """Per-granularity clamps: vanilla's [-20, 20] on the token log-ratio, gspo's max 10 on the combined one."""
+    """Per-granularity clamps: vanilla's [-20, 20] on the token log-ratio, gspo's max 10 on the combined one.
+    A clamped log-ratio passes no gradient: where the built-in's gradient is exactly 0, ours is too (the
+    tolerance of assert_close would hide a leak of size exp(-20))."""
     old, log_prob, adv, mask, _ = make_batch(seed=5)
     with torch.no_grad():
         log_prob[0, :3] = old[0, :3] + 25.0  # token log-ratio beyond 20
-        log_prob[0, 3:6] = old[0, 3:6] - 25.0  # and below -20
-        log_prob[2, :] = old[2, :] + 12.0  # sequence log-ratio beyond 10
+        log_prob[0, 3:6] = old[0, 3:6] - 25.0  # and below -20 (A > 0: the unclipped ratio term wins)
+        log_prob[1, :9] = old[1, :9] + 12.0  # sequence log-ratio beyond 10 with A < 0 (gspo: no dual clip)
+        log_prob[2, :] = old[2, :] + 12.0  # ... and with A > 0
     adv[0] = 1.0
     for granularity, builtin in (("token", "vanilla"), ("sequence", "gspo")):
-        ref = loss_and_grad(
-            get_policy_loss_fn(builtin),
-            old,
-            log_prob,
-            adv,
-            mask,
-            "token-mean",
-            actor_config(PolicyLossConfig()),
-        )
+        ref = run_builtin(builtin, old, log_prob, adv, mask)
         cfg = actor_config(SSPOPolicyLossConfig(granularity=granularity, adaptive_clip=False))
         ours = loss_and_grad(compute_policy_loss_sspo, old, log_prob, adv, mask, "token-mean", cfg)
         torch.testing.assert_close(ours[0], ref[0])
         torch.testing.assert_close(ours[1], ref[1])
+        assert torch.equal(ours[1] == 0, ref[1] == 0), granularity
 
 
 def test_subsentence_extremes_reduce_to_token_and_sequence():
@@ -379,41 +362,28 @@ def test_value_and_gradient_are_bit_identical_to_autograd_of_the_formula(case, m
         clip_c = float(torch.exp(torch.tensor(log_c)))  # exactly the float32 exp(0.75)
         with torch.no_grad():
             log_prob[1] = old[1] + log_c  # row 1: A < 0, every s_k = clip_ratio_c exactly
-    pl = SSPOPolicyLossConfig(dual_clip=True)
-    cfg = actor_config(pl, mode, clip_ratio_low=eps_low, clip_ratio_high=eps_high, clip_ratio_c=clip_c)
-    loss, grad, _ = loss_and_grad(
-        compute_policy_loss_sspo, old, log_prob, adv, mask, mode, cfg, weights, segment_ids=seg, entropy=ent
-    )
+
+    def sspo_grad(**clip):  # (loss, grad) of sspo on this batch, with other clip ratios if given
+        clip = {"clip_ratio_low": eps_low, "clip_ratio_high": eps_high, "clip_ratio_c": clip_c, **clip}
+        cfg = actor_config(SSPOPolicyLossConfig(dual_clip=True), mode, **clip)
+        fn = compute_policy_loss_sspo
+        loss, grad, _ = loss_and_grad(
+            fn, old, log_prob, adv, mask, mode, cfg, weights, segment_ids=seg, entropy=ent
+        )
+        return loss, grad
+
+    loss, grad = sspo_grad()
     ref = autograd_formula(old, log_prob, adv, mask, seg, ent, mode, weights, eps_low, eps_high, clip_c, True)
     (ref_grad,) = torch.autograd.grad(ref, log_prob)
     assert torch.equal(loss, ref.detach())
     assert torch.equal(grad, ref_grad)
 
-    def grad_with(**clip):  # the same batch with other clip ratios
-        cfg = actor_config(
-            pl,
-            mode,
-            **{"clip_ratio_low": eps_low, "clip_ratio_high": eps_high, "clip_ratio_c": clip_c, **clip},
-        )
-        return loss_and_grad(
-            compute_policy_loss_sspo,
-            old,
-            log_prob,
-            adv,
-            mask,
-            mode,
-            cfg,
-            weights,
-            segment_ids=seg,
-            entropy=ent,
-        )[1]
-
     if case == "dual_clip_tie":  # the tie halves row 1's gradient, compared with a cap just out of reach
-        far = grad_with(clip_ratio_c=clip_c * 1.01)
+        far = sspo_grad(clip_ratio_c=clip_c * 1.01)[1]
         assert far[1, mask[1]].abs().min() > 0
         torch.testing.assert_close(grad[1], far[1] / 2)
     if case == "ratio_on_both_bounds":  # on the bounds the clamp passes the gradient, as inside a wider range
-        wide = grad_with(clip_ratio_low=1e-3, clip_ratio_high=1e-3)
+        wide = sspo_grad(clip_ratio_low=1e-3, clip_ratio_high=1e-3)[1]
         assert wide[:3][mask[:3]].abs().min() > 0
         assert torch.equal(grad[:3], wide[:3])
 
@@ -464,12 +434,9 @@ def test_same_range_clipfracs_match_vanilla_gspo_and_loop(seed, granularity, ada
     ent = torch.rand(mask.shape, generator=g) + 0.1
     clip = {"clip_ratio_low": 0.1, "clip_ratio_high": 0.15}
     ref = {
-        name: loss_and_grad(
-            get_policy_loss_fn(name), old, log_prob, adv, mask, "token-mean",
-            actor_config(PolicyLossConfig(loss_mode=name), **clip),
-        )[2]["actor/pg_clipfrac"]
+        name: run_builtin(name, old, log_prob, adv, mask, **clip)[2]["actor/pg_clipfrac"]
         for name in ("vanilla", "gspo")
-    }  # fmt: skip
+    }
     sub_ref = subsentence_clipfrac_loop(old, log_prob.detach(), adv, mask, seg, 0.1, 0.15)
     assert min(ref["vanilla"], ref["gspo"], sub_ref) > 0 and len({ref["vanilla"], ref["gspo"], sub_ref}) == 3
     cfg = actor_config(SSPOPolicyLossConfig(granularity=granularity, adaptive_clip=adaptive), **clip)
