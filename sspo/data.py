@@ -212,6 +212,20 @@ def _read_table_file(path: Path) -> list[dict]:
     raise DataError(f"{path}: unsupported file type {path.suffix!r} (use .jsonl, .json, .parquet or .arrow)")
 
 
+def check_local_path(path: Path, source: Source) -> None:
+    """Fail before reading anything when ``source``'s local file is missing or empty (0 bytes)."""
+    if not path.exists():
+        raise DataError(
+            f"{path}: file not found for {source.name!r}. Pass --local-dir DIR holding it, "
+            f"--local-file {source.name}=PATH, or drop both to download from the hub."
+        )
+    if path.is_file() and path.stat().st_size == 0:
+        raise DataError(
+            f"{path}: empty file (0 bytes) for {source.name!r}: re-download or re-export it, "
+            f"or pass another one with --local-file {source.name}=PATH."
+        )
+
+
 def read_rows(path: Path, report: Report) -> list[dict]:
     """Rows of a local file or ``save_to_disk`` folder; malformed JSON lines are counted, not fatal."""
     if not path.exists():
@@ -494,9 +508,15 @@ def prepare(
     reports: list[Report] = []
     produced: dict[str, list[dict]] = {}
     if todo:
+        # Every local file is found and checked before any is read (or anything downloaded): a missing or
+        # empty benchmark file fails now, not after minutes spent on the training set.
+        paths = {name: locate_local(source, local_dir, pinned) for name, source in targets}
+        for name, source in targets:
+            if paths[name] is not None:
+                check_local_path(paths[name], source)
         for name, source in targets:
             report = Report(source.name)
-            path = locate_local(source, local_dir, pinned)
+            path = paths[name]
             raw = read_rows(path, report) if path is not None else read_hub(source, report)
             if raw:
                 check_columns(raw, report.origin)

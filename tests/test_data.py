@@ -170,8 +170,14 @@ def test_bad_rows_are_counted_by_reason_never_silently_dropped(shared_data, tmp_
 def test_clear_errors_for_unusable_inputs(shared_data, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    with pytest.raises(DataError, match="no rows"):
+    with pytest.raises(
+        DataError, match=r"empty\.jsonl: empty file \(0 bytes\) for 'gsm8k'.*--local-file gsm8k="
+    ):
         prepare(tmp_path / "o", train="gsm8k", benchmarks=[], local_files={"gsm8k": empty}, progress=False)
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text("\n\n")
+    with pytest.raises(DataError, match="no rows"):
+        prepare(tmp_path / "o", train="gsm8k", benchmarks=[], local_files={"gsm8k": blank}, progress=False)
     cols = _write_jsonl(tmp_path / "cols.jsonl", [{"text": "x", "label": "1"}])
     with pytest.raises(DataError, match=r"no problem column; found columns \['label', 'text'\]"):
         prepare(tmp_path / "o", train="gsm8k", benchmarks=[], local_files={"gsm8k": cols}, progress=False)
@@ -216,6 +222,56 @@ def test_cli_help_errors_and_files_list(shared_data, tmp_path, capsys):
     assert "overlap: not checked" in out and "math: 1/1 rows kept" in out
     row = _rows(tmp_path / "amc23.parquet")[0]
     assert len(row["prompt"]) == 1 and row["prompt"][0]["content"].endswith(QWEN_MATH_SYSTEM)
+
+
+def test_cli_bad_arguments_fail_before_any_file_is_read(shared_data, tmp_path, capsys, monkeypatch):
+    """Missing --local-dir, unknown benchmark, empty or missing benchmark file: exit 2 naming the value and
+    the fix, before the (large) training set is read, and nothing written."""
+    read = []
+    real_read_rows = data.read_rows
+    monkeypatch.setattr(
+        data, "read_rows", lambda path, report: read.append(path) or real_read_rows(path, report)
+    )
+    (tmp_path / "amc.jsonl").write_text("")
+    out = tmp_path / "out"
+    base = ["--out-dir", str(out), "--train", "gsm8k", "--no-progress"]
+    cases = [
+        (
+            ["--local-dir", str(tmp_path / "nope")],
+            f"--local-dir {tmp_path / 'nope'} is not a directory: pass",
+        ),
+        (
+            ["--benchmarks", "aime24,aime25", "--local-dir", str(shared_data)],
+            "unknown benchmark(s) ['aime25']: choose",
+        ),
+        (
+            [
+                "--benchmarks",
+                "aime24,amc",
+                "--local-dir",
+                str(shared_data),
+                "--local-file",
+                f"amc={tmp_path}/amc.jsonl",
+            ],
+            f"{tmp_path}/amc.jsonl: empty file (0 bytes) for 'amc': re-download or re-export it, or pass another one "
+            "with --local-file amc=PATH",
+        ),
+        (
+            [
+                "--benchmarks",
+                "amc",
+                "--local-dir",
+                str(shared_data),
+                "--local-file",
+                f"amc={tmp_path}/x.jsonl",
+            ],
+            f"{tmp_path}/x.jsonl: file not found for 'amc'. Pass --local-dir",
+        ),
+    ]
+    for extra, message in cases:
+        assert main(base + extra) == 2, extra
+        assert message in capsys.readouterr().err, extra
+    assert read == [] and not out.exists()
 
 
 def test_hub_path_loads_by_public_id_without_network(monkeypatch, tmp_path):
