@@ -30,6 +30,8 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 # the env var Ray sets in a job's driver (verl reads it too)
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"
+# what verl's RLHFDataset loads (utils/dataset/rl_dataset.py); anything else fails there, late
+VERL_DATA_SUFFIXES = (".parquet", ".json", ".jsonl")
 
 
 class Skipped(Exception):
@@ -156,14 +158,14 @@ def _parquet_summary(path: Path, required: Sequence[str]) -> int:
 
 
 def check_data_files(cfg: DictConfig) -> str:
-    """Every train/val file exists, is readable parquet with verl's columns, and has enough rows."""
+    """Every train/val file exists in a format verl reads; parquet has verl's columns and enough rows."""
     required = [
         cfg.data.get("prompt_key", "prompt"),
         cfg.data.get("reward_fn_key", "data_source"),
         "reward_model",
     ]
     details, remote = [], []
-    train_rows = 0
+    train_rows, train_counted = 0, True  # False once a training file's rows are unknown here
     for key in ("train_files", "val_files"):
         files = _files(cfg.data.get(key))
         if not files:
@@ -171,6 +173,7 @@ def check_data_files(cfg: DictConfig) -> str:
         for f in files:
             if REMOTE.match(f):
                 remote.append(f)
+                train_counted = train_counted and key != "train_files"
                 continue
             path = Path(os.path.expanduser(f))
             if not path.is_file():
@@ -178,17 +181,23 @@ def check_data_files(cfg: DictConfig) -> str:
                     f"data.{key}: {f} does not exist. Fix: run `make data` (writes ./data, or SSPO_DATA_DIR), "
                     f"or override data.{key}=<path>"
                 )
+            if path.suffix not in VERL_DATA_SUFFIXES:
+                raise ValueError(
+                    f"data.{key}: {f}: verl's RLHFDataset reads only {', '.join(VERL_DATA_SUFFIXES)} files. "
+                    "Fix: write verl's RL parquet with `make data` (python -m sspo.data)"
+                )
             if path.suffix == ".parquet":
                 rows = _parquet_summary(path, required)
-            elif path.stat().st_size > 0:
-                rows = sum(1 for _ in path.open()) if path.suffix == ".jsonl" else 1
-            else:
+            elif path.stat().st_size == 0:
                 raise ValueError(f"data.{key}: {f} is empty")
-            if key == "train_files":
+            else:  # JSON lines or one JSON array (verl loads both with `datasets`): rows not counted here
+                rows = None
+                train_counted = train_counted and key != "train_files"
+            if key == "train_files" and rows is not None:
                 train_rows += rows
-            details.append(f"{path.name}={rows}")
+            details.append(f"{path.name}={rows if rows is not None else '?'}")
     bs = cfg.data.train_batch_size
-    if train_rows and train_rows < bs:
+    if train_counted and train_rows < bs:
         raise ValueError(
             f"data.train_batch_size={bs} exceeds the {train_rows} training rows: verl drops the last "
             f"incomplete batch, so no step would run. Fix: lower data.train_batch_size"

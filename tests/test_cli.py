@@ -259,3 +259,14 @@ def test_config_that_does_not_compose_is_one_clear_message(env, capsys):
     assert cli.main(["--dry-run", "experiment=sspo_qwen2.5-math-15b"]) == 2
     err = capsys.readouterr().err
     assert "sspo_qwen2.5-math-15b" in err and "sspo_qwen2.5-math-1.5b" in err  # Hydra lists the options
+
+
+def test_data_file_formats_verl_cannot_read_fail_early(env):
+    """verl's RLHFDataset reads .parquet/.json/.jsonl; anything else would fail only at TaskRunner start.
+    JSON files pass without a row count (no false 'too few rows' failure)."""
+    shutil.copy(env / "amc.parquet", env / "amc.csv")
+    msg = failures(f"data.val_files=[{env / 'amc.csv'}]")["data files"]
+    assert "data.val_files" in msg and "amc.csv" in msg and ".parquet, .json, .jsonl" in msg
+    train_json = env / "train.json"
+    train_json.write_text(json.dumps([{"prompt": "p"}] * 3))
+    assert "data files" not in failures(f"data.train_files={train_json}")
