@@ -34,18 +34,29 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
-from verl.trainer.ppo.core_algos import get_policy_loss_fn
-from verl.workers.config import ActorConfig, PolicyLossConfig
 
-import sspo  # noqa: F401  (registers "sspo")
-from sspo.loss import SSPOPolicyLossConfig
-from sspo.segmentation import SubsentenceSegmenter
+# Clean output (env vars win if set). verl logs "No supported accelerator detected" on a CPU machine and warns about
+# optional engines it cannot import; its loggers read VERL_LOGGING_LEVEL when verl is imported, just below. The
+# profiler (kineto) prints "USDT ... profiler_start/stop" on stderr at every session; USDT is kineto's highest
+# level (above ERROR), so 6 silences kineto entirely: read when the first profiler session starts.
+os.environ.setdefault("VERL_LOGGING_LEVEL", "ERROR")
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
+
+from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
+from verl.workers.config import ActorConfig, PolicyLossConfig  # noqa: E402
+
+import sspo  # noqa: E402, F401  (registers "sspo")
+from sspo.loss import SSPOPolicyLossConfig  # noqa: E402
+from sspo.segmentation import SubsentenceSegmenter  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MATH500 = REPO_ROOT.parent / "shared" / "data" / "benchmarks" / "qwen_eval" / "math500.jsonl"
