@@ -374,7 +374,14 @@ def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
         raise EvalError(
             f"--model {args.model}: no config.json there; pass a HF checkpoint folder or a hub id"
         )
+    from sspo.data import BENCHMARKS
+
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
+    unknown = [b for b in benchmarks if b not in BENCHMARKS]
+    if unknown or not benchmarks:
+        raise EvalError(
+            f"--benchmarks {args.benchmarks!r}: unknown {unknown}; choose from {list(BENCHMARKS)}"
+        )
     data_dir = Path(args.data_dir)
     problems = []
     for b in benchmarks:
@@ -506,6 +513,10 @@ def score_runs(
     For verl dumps, rows are matched to the problems of ``data_dir``'s benchmarks; of the two AMC
     variants only ``amc`` is used (they share the AMC 2023 problems, so a row could match both).
     """
+    if k is not None and k < 1:
+        raise EvalError(f"--k {k}: pass@k needs k >= 1 (or leave --k out: k = samples per problem)")
+    if timeout is not None and not timeout > 0:
+        raise EvalError(f"--timeout {timeout}: must be > 0 seconds (or leave it out: the reward's default)")
     problems = None
     if data_dir is not None:
         if not Path(data_dir).is_dir():
@@ -516,8 +527,10 @@ def score_runs(
 
         other_amc = "amc23" if amc == "amc" else "amc"
         problems = BenchmarkProblems.load(data_dir, [b for b in BENCHMARKS if b != other_amc])
+    # every run's file is found before any is scored: a typo in the last --run loses no scoring time
+    paths = {name: resolve_generations_path(path) for name, path in runs.items()}
     table, notes = {}, []
-    for name, path in runs.items():
+    for name, path in paths.items():
         samples, report = read_generations(path, problems)
         notes += report.lines()
         table[name] = score_samples(samples, k=k, timeout=timeout)

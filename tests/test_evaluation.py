@@ -228,6 +228,25 @@ def test_score_cli_errors(tmp_path, capsys):
     assert "given twice" in capsys.readouterr().err
     assert main(["score", "--run", f"a={tmp_path / 'none.jsonl'}"]) == 2
     assert "none.jsonl: no such file" in capsys.readouterr().err
+    for extra, message in (
+        (["--k", "0"], "--k 0: pass@k needs k >= 1"),
+        (["--timeout", "0"], "--timeout 0.0: must be > 0"),
+    ):
+        assert main(["score", "--run", f"a={f}", *extra]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_score_finds_every_run_before_scoring_any(tmp_path, monkeypatch):
+    """A missing file in the last --run fails before the first run is scored (no scoring time lost)."""
+    from sspo import evaluation
+
+    scored = []
+    monkeypatch.setattr(evaluation, "score_samples", lambda samples, **kw: scored.append(samples) or {})
+    f = tmp_path / "g.jsonl"
+    f.write_text(json.dumps({"benchmark": "aime24", "index": 0, "response": "x", "ground_truth": "1"}) + "\n")
+    with pytest.raises(EvalError, match="typo.jsonl: no such file"):
+        score_runs({"a": str(f), "b": str(tmp_path / "typo.jsonl")}, None)
+    assert scored == []
 
 
 def test_generate_arguments_and_plan_on_cpu(bench_dir, tiny_model_dir, tmp_path, capsys):
@@ -257,7 +276,10 @@ def test_generate_arguments_and_plan_on_cpu(bench_dir, tiny_model_dir, tmp_path,
     assert "at least 1 sample" in bad("--k", "0")
     assert "identical samples" in bad("--temperature", "0")
     assert "--top-p 1.5" in bad("--top-p", "1.5")
-    assert "not found; prepare it" in bad("--benchmarks", "aime25")
+    assert "unknown ['aime25']; choose from" in bad("--benchmarks", "aime24,aime25")
+    assert f"{tmp_path}/amc.parquet: not found; prepare it" in bad(
+        "--benchmarks", "amc", "--data-dir", str(tmp_path)
+    )
     assert "no config.json" in bad("--model", str(tmp_path))
     with pytest.raises(EvalError, match="needs vLLM and a GPU"):  # vLLM is not installed on CPU machines
         generate(plan)
