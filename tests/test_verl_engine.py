@@ -4,7 +4,7 @@ verl's ``ActorRolloutRefWorker`` -> ``TrainingWorker`` -> ``FSDPEngineWithLMHead
 attention, gloo) around a tiny Qwen2 model and tokenizer built offline (``sspo.tiny``). The loss
 wrapper is installed exactly as on a cluster: ``SSPOTrainer.install_actor_loss`` calls
 ``actor_rollout_wg.set_loss_fn`` -- here on the real worker object instead of a Ray worker group
-(the trainer itself needs GPUs and a rollout server; it is created without its ``__init__``).
+(the trainer's ``init()`` needs GPUs and a rollout server; its ``__init__`` runs here).
 Old log-probs and old-policy entropy come from the worker's ``compute_log_prob``, as in verl's trainer.
 """
 
@@ -59,17 +59,18 @@ def _run_all_modes(model_dir, use_remove_padding: bool) -> dict:
     responses = [tokenizer(t)["input_ids"] for t in TEXTS]
     results = {"responses": responses, "tokenizer": tokenizer}
     for mode, overrides in MODES.items():
-        trainer = object.__new__(SSPOTrainer)
-        trainer.config = compose_ppo_config(
-            [
-                *CPU_ACTOR_OVERRIDES,
-                f"actor_rollout_ref.model.path={model_dir}",
-                f"actor_rollout_ref.model.use_remove_padding={use_remove_padding}",
-                *COMMON,
-                *overrides,
-            ]
+        trainer = SSPOTrainer(  # verl's real __init__ (validate_config first); init() needs GPUs
+            compose_ppo_config(
+                [
+                    *CPU_ACTOR_OVERRIDES,
+                    f"actor_rollout_ref.model.path={model_dir}",
+                    f"actor_rollout_ref.model.use_remove_padding={use_remove_padding}",
+                    *COMMON,
+                    *overrides,
+                ]
+            )
         )
-        trainer.actor_rollout_wg = actor.worker
+        trainer.actor_rollout_wg = actor.worker  # what init()'s _setup() assigns: here the real worker itself
         trainer.install_actor_loss()
 
         seen = []  # what the registered loss receives, micro-batch by micro-batch
