@@ -40,7 +40,7 @@ Findings about verl 0.9.1's hooks (read in the installed source), and what we us
   TransferQueue); a trainer registered under another name would silently take the ASYNC paths, so
   ours reports ``trainer_mode == "sync"`` -- it IS verl's sync trainer plus one loss hook.
 
-How the extra tensors reach the registered loss without copying ``ppo_loss`` (~80 lines: padding
+How the extra tensors reach the registered loss without copying ``ppo_loss`` (~90 lines: padding
 conversion, global-batch normalisation, metric aggregation, entropy bonus, KL loss):
 :func:`sspo_ppo_loss` (same signature as ``ppo_loss``) computes ``segment_ids`` from the micro-batch's
 ``responses`` with a :class:`~sspo.segmentation.SubsentenceSegmenter` built once per worker from the
@@ -66,11 +66,13 @@ Scope: :class:`SSPOTrainer` is verl's SYNC trainer; verl's async trainers (``col
 ``separate_async``) would need the same hook in a subclass of theirs -- not provided, and
 :func:`validate_config` requires ``trainer.v1.trainer_mode=sspo`` for ``loss_mode=sspo``.
 
-Not exercised on CPU (verl 0.9.1): ``main_ppo`` end to end (its resource pool demands GPUs; rollout
-needs a vLLM/SGLang/TRT-LLM server), hence :class:`SSPOTrainer` itself runs only on GPU clusters. The
-wrapper, the adapter and ``set_loss_fn`` are proven through verl's real actor worker on CPU
-(``tests/test_verl_engine.py``, via :mod:`sspo.cpu_platform`); registration in Ray workers through
-both routes is proven on a local CPU Ray cluster (``tests/test_ray_registration.py``).
+Not exercised on CPU (verl 0.9.1): ``main_ppo`` end to end and :class:`SSPOTrainer`'s ``init()``/``fit()``
+(the resource pool demands GPUs; rollout needs a vLLM/SGLang/TRT-LLM server). What is, on CPU:
+the trainer's construction as ``main_ppo`` does it (``get_trainer_cls`` + verl's real ``__init__``: sync
+replay buffer and settings, validation first) and its ``on_init_end`` hook against a recording worker
+group (``tests/test_verl_plugin.py``); the wrapper, the adapter and ``set_loss_fn`` through verl's real
+actor worker (``tests/test_verl_engine.py``, via :mod:`sspo.cpu_platform`); registration in Ray workers
+through both routes on a local CPU Ray cluster (``tests/test_ray_registration.py``).
 """
 
 from __future__ import annotations
