@@ -268,12 +268,21 @@ def compute_policy_loss_sspo(
     ``log s_t`` is clamped as the built-in of the same granularity does (token: [-20, 20] like
     ``vanilla``; subsentence/sequence: max 10 like ``gspo``).
 
-    Implementation: s_t has the value s_k on every token of unit k, so the ratio, both clamps and the clip
-    bounds are computed once per unit, without autograd. The per-token value of L and its derivative
-    dL_t/dlog_prob_t (what autograd would give through max/clamp/min, ties split in half as their backward
-    does) are computed in the same pass; the graph is then just ``L + (log_prob - sg(log_prob)) * s_t * slope``,
-    with the same value and, multiplication for multiplication, the same gradient as differentiating the formula.
-    The gradient flows to ``log_prob`` only (and to ``rollout_is_weights`` if it requires one), as in training.
+    Implementation (gradient by hand, for speed): s_t has the value s_k on every token of unit k, so the ratio,
+    both clamps and the clip bounds are computed once per unit, without autograd. Then, per token, the value of
+    L_t and the derivative autograd would give through the formula above (``torch.clamp`` passes the gradient
+    iff it returned its input unchanged; ``torch.maximum``/``minimum`` split it in half on a tie):
+
+        dL_t/dlog_prob_t = slope_t * s_t,     slope_t = dL_t/ds_t = -A_t * c_k * m_t * d_t
+        c_k = 0 if log s_k was clamped, else 1
+        m_t = 1 within the clip range, bounds included (both terms of the max are equal and the clip passes),
+              else the share of -A_t * s_t in the max: 1 if it is the larger, 1/2 on a tie, 0 if it is not
+        d_t = 1 without dual clip or where it does not bind, 1/2 on a tie with -A_t * clip_ratio_c, 0 where it binds
+
+    The graph is then just ``L + (log_prob - sg(log_prob)) * s_t * slope`` (``L``, ``s_t``, ``slope`` detached):
+    the same value and, multiplication for multiplication, the same gradient as autograd through the formula
+    (``tests/test_loss_equivalence.py`` checks both bit for bit, ties included). The gradient flows to
+    ``log_prob`` only (and to ``rollout_is_weights`` if it requires one), as in training.
 
     Args:
         old_log_prob, log_prob, advantages: FloatTensor[B, T]; ``log_prob`` carries the gradient.
@@ -421,7 +430,7 @@ def compute_policy_loss_sspo(
         # gain 2 within the range, 1 outside, 0 where log s is clamped. The factors 1/2 (and the dual clip's,
         # below) are exact: they are folded into the per-unit gain.
         unit_gain *= 0.25 if dual_clip else 0.5
-        slope = side.add_(1.0).mul_(units.gather(unit_gain)).mul_(neg_adv)  # [B, T] d L / d s
+        slope = side.add_(1.0).mul_(units.gather(unit_gain)).mul_(neg_adv)  # [B, T] d L / d s = -A * c * m
         dual_count = torch.zeros((), device=mask.device)
         if dual_clip:
             # -A * clip_ratio_c where A < 0; where A >= 0 this cap is >= 0 >= the loss, so min() keeps the loss
@@ -430,7 +439,7 @@ def compute_policy_loss_sspo(
             dual_side = torch.sub(cap, pg_losses).sign_()  # [B, T] -1: dual clip active, 0: tie
             pg_losses = torch.minimum(pg_losses, cap)
             dual_count = -dual_side.clamp(max=0.0).sum()
-            slope.mul_(dual_side.add_(1.0))  # torch.minimum's backward (x 1/2 in the gain): ties split
+            slope.mul_(dual_side.add_(1.0))  # x d (x 1/2 in the gain): torch.minimum's backward, ties split
 
     # --- the loss: exact value, gradient slope * s_t w.r.t. log_prob (the GSPO-token form) ----------------
     # log_prob - sg(log_prob) is 0 in value; backward multiplies by slope then ratio, in the order autograd
