@@ -168,6 +168,27 @@ def test_worker_that_cannot_start_degrades_to_string_match(monkeypatch, caplog):
     reward.shutdown()
 
 
+def test_all_workers_busy_scores_zero_logged_and_not_remembered(monkeypatch, caplog):
+    """The load case: the only worker is held by another caller until the deadline -> 0 and a warning
+    naming the knob; the verdict is not memoised, so the same answer scores 1 once a worker is free."""
+    pool = reward._WorkerPool(1)
+    monkeypatch.setattr(reward, "_pool", pool)
+    monkeypatch.setattr(reward, "_verdicts", {})
+    held = pool.acquire(reward.time.monotonic() + 1)
+    args = ("m", r"\boxed{2\sqrt{2}}", r"\sqrt{8}")
+    try:
+        with caplog.at_level("WARNING", logger="sspo.reward"):
+            assert compute_score(*args, timeout=0.3)["score"] == 0.0
+        assert "no free math-verify worker" in caplog.text and "SSPO_REWARD_WORKERS" in caplog.text
+        assert (
+            compute_score("m", r"\boxed{0.5}", r"\frac{1}{2}", timeout=0.3)["score"] == 1.0
+        )  # no worker needed
+    finally:
+        pool.release(held, healthy=True)
+    assert compute_score(*args, timeout=60)["score"] == 1.0
+    pool.shutdown()
+
+
 def test_worker_pool_is_recreated_after_fork(monkeypatch):
     pool = reward._get_pool()
     monkeypatch.setattr(pool, "pid", -1)  # as if inherited through fork()
