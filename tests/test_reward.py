@@ -191,6 +191,7 @@ def test_all_workers_busy_scores_zero_logged_and_not_remembered(monkeypatch, cap
 
 def test_worker_pool_is_recreated_after_fork(monkeypatch):
     pool = reward._get_pool()
+    monkeypatch.setattr(reward, "_pool", pool)  # restored afterwards: the shared pool is not orphaned
     monkeypatch.setattr(pool, "pid", -1)  # as if inherited through fork()
     assert reward._get_pool() is not pool
 
