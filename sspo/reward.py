@@ -62,9 +62,25 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TIMEOUT_S = float(os.environ.get("SSPO_REWARD_TIMEOUT", "5.0"))
+
+def _env_number(name: str, default: float, cast: type = float) -> Any:
+    """A positive number from environment variable ``name``; a bad value fails at import, naming it."""
+    raw = os.environ.get(name)
+    try:
+        value = cast(raw) if raw is not None else cast(default)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ValueError(
+            f"environment variable {name}={raw!r}: expected a positive {cast.__name__}; "
+            f"unset it for the default ({cast(default)})"
+        )
+    return value
+
+
+DEFAULT_TIMEOUT_S = _env_number("SSPO_REWARD_TIMEOUT", 5.0)
 # Concurrent math-verify workers per process (verl scores from a thread pool); ~60 MB each.
-MAX_WORKERS = int(os.environ.get("SSPO_REWARD_WORKERS", str(min(8, os.cpu_count() or 1))))
+MAX_WORKERS = _env_number("SSPO_REWARD_WORKERS", min(8, os.cpu_count() or 1), int)
 # Answers longer than this are only string-matched: math-verify on them is slow and never needed.
 MAX_VERIFY_CHARS = 1000
 WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3

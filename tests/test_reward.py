@@ -189,6 +189,28 @@ def test_all_workers_busy_scores_zero_logged_and_not_remembered(monkeypatch, cap
     pool.shutdown()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("SSPO_REWARD_WORKERS", "eight"), ("SSPO_REWARD_WORKERS", "0"), ("SSPO_REWARD_TIMEOUT", "-1")],
+)
+def test_bad_environment_value_fails_at_import_naming_it(name, value):
+    """A typo in the env var fails when verl loads the reward, not as a silent 0 on every response."""
+    import os
+    import subprocess
+    import sys
+
+    load = (  # the module alone (no torch/verl import), as the math-verify worker loads it
+        "import importlib.util, sys; s = importlib.util.spec_from_file_location('r', sys.argv[1]); "
+        "s.loader.exec_module(importlib.util.module_from_spec(s))"
+    )
+    env = dict(os.environ, **{name: value})
+    proc = subprocess.run(
+        [sys.executable, "-c", load, reward.__file__], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode != 0
+    assert f"environment variable {name}={value!r}: expected a positive" in proc.stderr
+
+
 def test_worker_pool_is_recreated_after_fork(monkeypatch):
     pool = reward._get_pool()
     monkeypatch.setattr(reward, "_pool", pool)  # restored afterwards: the shared pool is not orphaned
