@@ -493,6 +493,8 @@ def prepare(
     if template not in TEMPLATES:
         raise DataError(f"unknown prompt template {template!r}: choose one of {sorted(TEMPLATES)}")
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out-dir {out_dir} is a file: pass a folder (created if missing)")
     local_dir = Path(local_dir) if local_dir is not None else None
     if local_dir is not None and not local_dir.is_dir():
         raise DataError(f"--local-dir {local_dir} is not a directory: pass the folder holding the data files")

@@ -195,6 +195,8 @@ def test_clear_errors_for_unusable_inputs(shared_data, tmp_path):
         prepare(tmp_path / "o", benchmarks=["aime25"], progress=False)
     with pytest.raises(DataError, match="unknown prompt template 'qwen3'"):
         prepare(tmp_path / "o", template="qwen3", progress=False)
+    with pytest.raises(DataError, match=f"--out-dir {empty} is a file: pass a folder"):
+        prepare(empty, train="gsm8k", benchmarks=[], local_dir=shared_data, progress=False)
 
 
 def test_cli_help_errors_and_files_list(shared_data, tmp_path, capsys):
