@@ -54,9 +54,11 @@ def test_registered_and_defaults():
         ("adaptive_clip", "yes"),
         ("adaptive_map", "cubic"),
         ("adaptive_alpha", -1.0),
+        ("adaptive_alpha", float("nan")),
         ("adaptive_min", 0.0),
         ("adaptive_min", 1.5),
         ("adaptive_max", 0.5),
+        ("adaptive_max", float("nan")),
         ("delimiters", "."),
         ("delimiters", []),
         ("delimiters", [""]),
@@ -203,9 +205,17 @@ def test_bad_segment_ids(seg, problem):
         call(segment_ids=torch.tensor(seg))
 
 
-def test_float_segment_ids_rejected():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bool])
+def test_non_integer_segment_ids_rejected(dtype):
     with pytest.raises(ValueError, match="segment_ids must be an integer tensor"):
-        call(segment_ids=inputs()["segment_ids"].float())
+        call(segment_ids=inputs()["segment_ids"].to(dtype))
+
+
+def test_one_dimensional_inputs_rejected():
+    """A flattened (packed) batch is not (batch, response_len): named before any tensor work."""
+    flat = {k: v.detach().reshape(-1) for k, v in inputs().items()}
+    with pytest.raises(ValueError, match=r"response_mask must be \(batch, response_len\), got shape \(15,\)"):
+        call(**flat)
 
 
 def test_missing_segment_ids_and_entropy():
