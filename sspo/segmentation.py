@@ -111,14 +111,13 @@ def segment_ids_from_delimiters(
     valid_long = valid.long()  # integer arithmetic: much cheaper than boolean/where ops on CPU
     ends = is_delimiter.long() * valid_long  # [B, T] 1 where the token closes a run
 
-    if max_subsentence_len is not None:
-        # Position of each valid token inside its (uncapped) run, counted in valid tokens only.
-        valid_index = valid_long.cumsum(1) - 1  # [B, T] 0-based index among valid tokens
-        end_index = torch.where(ends.bool(), valid_index, -1)
-        last_end = end_index.cummax(1).values  # [B, T] valid index of the last end at or before t
-        last_end_before = F.pad(last_end[:, :-1], (1, 0), value=-1)  # strictly before t
-        pos_in_run = valid_index - last_end_before - 1  # [B, T]
-        ends = (ends.bool() | (valid & ((pos_in_run + 1) % max_subsentence_len == 0))).long()
+    # Capped: position of each valid token inside its (uncapped) run, counted in valid tokens only.
+    valid_index = valid_long.cumsum(1) - 1  # [B, T] 0-based index among valid tokens
+    end_index = torch.where(ends.bool(), valid_index, -1)
+    last_end = end_index.cummax(1).values  # [B, T] valid index of the last end at or before t
+    last_end_before = F.pad(last_end[:, :-1], (1, 0), value=-1)  # strictly before t
+    pos_in_run = valid_index - last_end_before - 1  # [B, T]
+    ends = (ends.bool() | (valid & ((pos_in_run + 1) % max_subsentence_len == 0))).long()
 
     seg = ends.cumsum(1)  # in-place below: fewer large allocations
     seg -= ends  # [B, T] number of run ends strictly before t
