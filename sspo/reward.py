@@ -18,7 +18,7 @@ How a response is scored (``compute_score``):
    benchmark golds boxed as themselves or in their raw form are, see ``tests/test_reward.py``);
 3. otherwise math-verify decides equivalence (``verify(gold, target)``, gold first) in a persistent
    worker PROCESS. The caller waits at most ``timeout`` seconds (default 5, the whole call included);
-   a worker that overruns is killed (SIGKILL) and replaced by a pre-started spare, the response scores 0.
+   a worker that overruns is killed (SIGKILL) and a replacement started at once; the response scores 0.
 
 Why a worker process: math-verify's own timeouts use ``signal.alarm``, which only works in the main
 thread. verl calls reward functions from a thread pool inside Ray actors, and sympy can spin in C code
@@ -463,7 +463,7 @@ def _log_start_failure(worker: _Worker) -> None:
 
 
 class _WorkerPool:
-    """Worker processes shared by the threads of one process; one spare is kept started."""
+    """Worker processes shared by the threads of one process, started on demand; a killed one is replaced."""
 
     def __init__(self, max_workers: int) -> None:
         self.pid = os.getpid()
