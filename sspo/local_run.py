@@ -109,8 +109,13 @@ class LocalRunConfig:
             "ppo_epochs",
             "max_new_tokens",
             "max_operand",
+            "eval_every",
+            "save_every",
+            "warmup_batch",
+            "hidden_size",
+            "num_layers",
         )
-        for name in positive + ("eval_every", "save_every", "warmup_batch", "hidden_size", "num_layers"):
+        for name in positive:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise LocalRunError(
                     f"--{name.replace('_', '-')}={getattr(self, name)!r} must be an integer >= 1"
@@ -141,8 +146,9 @@ class LocalRunConfig:
             "warmup_batch",
             "hidden_size",
             "num_layers",
+            "vocab_size",
         )
-        return {k: getattr(self, k) for k in keys + ("vocab_size",)}
+        return {k: getattr(self, k) for k in keys}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -358,22 +364,18 @@ def sync_weights(actor: Any, hf_model: torch.nn.Module) -> None:
 
 
 def grpo_advantages(
-    scores: torch.Tensor, response_mask: torch.Tensor, uids: Sequence[str]
+    token_level_rewards: torch.Tensor, response_mask: torch.Tensor, uids: Sequence[str]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """verl's registered ``grpo`` estimator on outcome rewards (score on each response's last token)."""
+    """verl's registered ``grpo`` estimator on outcome rewards (see :func:`_last_token`), grouped by ``uids``."""
     import numpy as np
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
-    lengths = response_mask.sum(-1)
-    token_level_rewards = torch.zeros_like(response_mask, dtype=torch.float32)
-    token_level_rewards[torch.arange(len(scores)), (lengths - 1).clamp(min=0)] = scores
-    advantages, returns = get_adv_estimator_fn("grpo")(
+    return get_adv_estimator_fn("grpo")(
         token_level_rewards=token_level_rewards,
         response_mask=response_mask,
         index=np.array(list(uids), dtype=object),
         norm_adv_by_std_in_grpo=True,
     )
-    return advantages, returns
 
 
 # ----------------------------------------------------------------------------------------------
@@ -459,14 +461,13 @@ def evaluate(hf_model: Any, tokenizer: Any, cfg: LocalRunConfig) -> float:
 # ----------------------------------------------------------------------------------------------
 # One RL step
 # ----------------------------------------------------------------------------------------------
-def _padded(rows: Sequence[Sequence[float]], value: float, left: bool, dtype: torch.dtype) -> torch.Tensor:
-    width = max(map(len, rows))
-    return torch.tensor(
-        [
-            ([value] * (width - len(r)) + list(r)) if left else (list(r) + [value] * (width - len(r)))
-            for r in rows
-        ],
-        dtype=dtype,
+def _padded(rows: Sequence[Sequence[int]], value: int, *, left: bool) -> torch.Tensor:
+    """Ragged token rows -> one LongTensor, padded with ``value`` on the left (prompts) or right (responses)."""
+    return torch.nn.utils.rnn.pad_sequence(
+        [torch.tensor(r, dtype=torch.long) for r in rows],
+        batch_first=True,
+        padding_value=value,
+        padding_side="left" if left else "right",
     )
 
 
@@ -501,11 +502,12 @@ def rl_step(actor: Any, hf_model: Any, tokenizer: Any, cfg: LocalRunConfig, step
     scores = torch.tensor([r["score"] for r in results], dtype=torch.float32)
     timings["timing_s/reward"] = time.perf_counter() - t1
 
-    prompts = _padded(rollout.prompt_ids, tokenizer.pad_token_id, left=True, dtype=torch.long)
-    responses = _padded(rollout.response_ids, tokenizer.pad_token_id, left=False, dtype=torch.long)
-    response_mask = _padded([[1] * len(r) for r in rollout.response_ids], 0, left=False, dtype=torch.long)
-    prompt_mask = _padded([[1] * len(p) for p in rollout.prompt_ids], 0, left=True, dtype=torch.long)
-    advantages, returns = grpo_advantages(scores, response_mask, uids)
+    prompts = _padded(rollout.prompt_ids, tokenizer.pad_token_id, left=True)
+    responses = _padded(rollout.response_ids, tokenizer.pad_token_id, left=False)
+    response_mask = _padded([[1] * len(r) for r in rollout.response_ids], 0, left=False)
+    prompt_mask = _padded([[1] * len(p) for p in rollout.prompt_ids], 0, left=True)
+    token_level_rewards = _last_token(scores, response_mask)
+    advantages, returns = grpo_advantages(token_level_rewards, response_mask, uids)
 
     t2 = time.perf_counter()
     batch = make_actor_batch(
@@ -542,8 +544,8 @@ def rl_step(actor: Any, hf_model: Any, tokenizer: Any, cfg: LocalRunConfig, step
             "responses": responses,
             "response_mask": response_mask,
             "attention_mask": torch.cat([prompt_mask, response_mask], dim=1),
-            "token_level_scores": _last_token(scores, response_mask),
-            "token_level_rewards": _last_token(scores, response_mask),
+            "token_level_scores": token_level_rewards,
+            "token_level_rewards": token_level_rewards,
             "advantages": advantages,
             "returns": returns,
         }
@@ -557,6 +559,7 @@ def rl_step(actor: Any, hf_model: Any, tokenizer: Any, cfg: LocalRunConfig, step
 
 
 def _last_token(scores: torch.Tensor, response_mask: torch.Tensor) -> torch.Tensor:
+    """Outcome rewards as verl stores them: each response's score on its last token, zeros elsewhere."""
     out = torch.zeros_like(response_mask, dtype=torch.float32)
     out[torch.arange(len(scores)), (response_mask.sum(-1) - 1).clamp(min=0)] = scores
     return out
