@@ -81,6 +81,13 @@ def validate_delimiters(delimiters: Sequence[str] | None, key: str = "delimiters
     return out
 
 
+def _check_max_subsentence_len(max_subsentence_len: int | None) -> None:
+    """Raise ValueError unless ``max_subsentence_len`` is None or a positive integer."""
+    m = max_subsentence_len
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+        raise ValueError(f"max_subsentence_len must be a positive integer or None, got {m!r}")
+
+
 def segment_ids_from_delimiters(
     is_delimiter: torch.Tensor,
     response_mask: torch.Tensor,
@@ -101,10 +108,7 @@ def segment_ids_from_delimiters(
             f"is_delimiter {tuple(is_delimiter.shape)} and response_mask {tuple(response_mask.shape)} "
             "must both be (batch, response_len)"
         )
-    if max_subsentence_len is not None and (isinstance(max_subsentence_len, bool) or max_subsentence_len < 1):
-        raise ValueError(
-            f"max_subsentence_len must be a positive integer or None, got {max_subsentence_len!r}"
-        )
+    _check_max_subsentence_len(max_subsentence_len)
     valid = response_mask.bool()
     if max_subsentence_len is None:
         return _ids_from_ends((is_delimiter.bool() & valid).to(torch.int8), valid)
@@ -161,12 +165,7 @@ class SubsentenceSegmenter:
         ``is_number_punct``: the token is exactly ``.`` or ``,``; ``is_digit_punct``: digit then ``.``/``,``
         at the end of the token (``"3."``); ``ends_with_digit`` / ``starts_with_digit``: first/last character.
         """
-        if max_subsentence_len is not None and (
-            isinstance(max_subsentence_len, bool) or max_subsentence_len < 1
-        ):
-            raise ValueError(
-                f"max_subsentence_len must be a positive integer or None, got {max_subsentence_len!r}"
-            )
+        _check_max_subsentence_len(max_subsentence_len)
         self.vocab_size = int(is_delimiter.numel()) - 1
         self.max_subsentence_len = max_subsentence_len
         self.delimiters = tuple(delimiters)

@@ -114,6 +114,13 @@ def test_ids_from_delimiters_validates():
         )
 
 
+@pytest.mark.parametrize("cap", [0, -1, 2.5, True])
+def test_bad_cap_rejected_when_the_segmenter_is_built(tiny_tokenizer, cap):
+    """At construction, not at the first call inside a training step."""
+    with pytest.raises(ValueError, match=f"max_subsentence_len must be .* got {cap!r}"):
+        SubsentenceSegmenter.from_tokenizer(tiny_tokenizer, max_subsentence_len=cap)
+
+
 @pytest.mark.parametrize("bad", ["abc", [], [""], ["  "], [",", 3]])
 def test_bad_delimiter_spec_is_named(bad):
     with pytest.raises(ValueError, match="my.key"):
