@@ -276,7 +276,7 @@ def compute_policy_loss_sspo(
         dL_t/dlog_prob_t = slope_t * s_t,     slope_t = dL_t/ds_t = -A_t * c_k * m_t * d_t
         c_k = 0 if log s_k was clamped, else 1
         m_t = 1 within the clip range, bounds included (both terms of the max are equal and the clip passes),
-              else the share of -A_t * s_t in the max: 1 if it is the larger, 1/2 on a tie, 0 if it is not
+              else the share of -A_t * s_t in the max: 1 if it is the larger, 1/2 on a tie, 0 if it is the smaller
         d_t = 1 without dual clip or where it does not bind, 1/2 on a tie with -A_t * clip_ratio_c, 0 where it binds
 
     The graph is then just ``L + (log_prob - sg(log_prob)) * s_t * slope`` (``L``, ``s_t``, ``slope`` detached):
