@@ -172,6 +172,9 @@ def train(cfg: DictConfig) -> None:
     from verl.trainer.main_ppo import main as verl_main
 
     os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", "sspo.verl_plugin")
+    if cfg.trainer.get("device") == "cpu":
+        # CPU mode (cluster=cpu): the driver too, else verl's auto_set_device resets trainer.device
+        import sspo.cpu.bootstrap  # noqa: F401
     verl_main(cfg)
 
 

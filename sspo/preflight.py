@@ -415,6 +415,9 @@ def _gpu_inventory(cfg: DictConfig, ray_address: str | None, dry_run: bool) -> t
         return ray_gpus_per_node(ray_address), f"the Ray cluster at {ray_address}"
     if dry_run:
         return None, ""
+    if cfg.trainer.get("device") == "cpu":  # CPU mode: verl's local Ray gets fake GPUs (CPU worker slots)
+        fake = OmegaConf.select(cfg, "ray_kwargs.ray_init.num_gpus", default=None) or 0
+        return [float(fake)], "this machine's local Ray (ray_kwargs.ray_init.num_gpus fake GPUs, CPU mode)"
     import torch
 
     # no cluster given: verl's ray.init starts a local one on this machine

@@ -282,6 +282,14 @@ class SSPOTrainer(PPOTrainerSync):
     def trainer_mode(self, name: str) -> None:
         self.registered_trainer_mode = name
 
+    def _init_resource_pool_mgr(self) -> None:
+        """verl's role -> worker mapping; in CPU mode (``trainer.device=cpu``) the gloo workers of :mod:`sspo.cpu.workers`."""
+        super()._init_resource_pool_mgr()
+        if self.config.trainer.get("device") == "cpu":
+            from sspo.cpu.workers import cpu_role_worker_mapping
+
+            self.role_worker_mapping = cpu_role_worker_mapping(self.role_worker_mapping)
+
     def on_init_end(self) -> None:
         """verl's hook after ``init_model``: install the loss wrapper, then verl's sync step (weight sync)."""
         self.install_actor_loss()

@@ -1,0 +1,45 @@
+"""verl's actor worker on CPU: the same classes with a gloo process group set up first.
+
+verl's ``TrainingWorker.__init__`` initialises torch.distributed with the backend string
+``"cpu:gloo,<device>:<backend>"``, which on CPU names the device twice (``"cpu:gloo,cpu:gloo"``) and
+torch rejects it. :class:`CPUTrainingWorker` initialises the same process group with plain ``gloo``
+first (verl's call then finds it initialised); :class:`CPUActorRolloutRefWorker` is verl's
+``ActorRolloutRefWorker`` using it for the actor and the reference model, through the class
+attributes verl provides for that. The trainer maps its roles to these classes in CPU mode
+(``sspo.verl_plugin``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from verl.utils.distributed import initialize_global_process_group_ray
+from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+
+__all__ = ["CPUTrainingWorker", "CPUActorRolloutRefWorker", "cpu_role_worker_mapping"]
+
+
+class CPUTrainingWorker(TrainingWorker):
+    """verl's ``TrainingWorker`` whose process group is gloo (rank and world size from verl's Ray env)."""
+
+    def __init__(self, config: Any) -> None:
+        initialize_global_process_group_ray(timeout_second=None, backend="gloo")
+        super().__init__(config)
+
+
+class CPUActorRolloutRefWorker(ActorRolloutRefWorker):
+    """verl's ``ActorRolloutRefWorker`` with :class:`CPUTrainingWorker` for the actor and reference roles."""
+
+    actor_worker_cls = CPUTrainingWorker
+    ref_worker_cls = CPUTrainingWorker
+
+
+def cpu_role_worker_mapping(role_worker_mapping: dict[Any, Any]) -> dict[Any, Any]:
+    """verl's role -> Ray worker class mapping with the CPU classes above (critic: :class:`CPUTrainingWorker`)."""
+    import ray
+    from verl.trainer.ppo.utils import Role
+
+    return {
+        role: ray.remote(CPUTrainingWorker if role == Role.Critic else CPUActorRolloutRefWorker)
+        for role in role_worker_mapping
+    }
