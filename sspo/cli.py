@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from sspo import preflight
 
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and the checks, then exit"
     )
+    p.add_argument("--print-key", metavar="KEY", help="print one key of the resolved config (e.g. for scripts) and exit")
     p.add_argument(
         "-m",
         "--multirun",
@@ -108,6 +109,13 @@ def compose_config(
     if not resolve:
         return cfg
     OmegaConf.resolve(cfg)
+    env_vars = OmegaConf.select(cfg, "ray_kwargs.ray_init.runtime_env.env_vars", default=None)
+    for key, value in (env_vars or {}).items():  # Ray accepts strings only; `...env_vars.OMP_NUM_THREADS=2` is an int
+        if value is not None and not isinstance(value, str):
+            env_vars[key] = str(value).lower() if isinstance(value, bool) else str(value)
+    dropped = drop_local_ray_settings(cfg)
+    if dropped:
+        print(f"joining a running Ray cluster: ray_kwargs.ray_init.{{{','.join(dropped)}}} ignored (they size a new one)", file=sys.stderr)
     with open_dict(cfg):
         for key in PATH_KEYS:
             value = OmegaConf.select(cfg, key)
@@ -117,6 +125,31 @@ def compose_config(
             elif value is not None and OmegaConf.is_list(value):
                 OmegaConf.update(cfg, key, [_absolute(str(v), may_be_hub_id) for v in value])
     return cfg
+
+
+# ray.init arguments that size a NEW local cluster; Ray rejects them when joining a running one
+LOCAL_RAY_KEYS = ("num_cpus", "num_gpus", "resources", "object_store_memory", "include_dashboard")
+
+
+def joins_running_cluster(cfg: DictConfig) -> bool:
+    """verl's ``ray.init`` will join a running cluster: ``RAY_ADDRESS`` (set inside ``ray job submit``) or ``ray_init.address``."""
+    address = OmegaConf.select(cfg, "ray_kwargs.ray_init.address", default=None) or os.environ.get("RAY_ADDRESS")
+    return bool(address) and address != "local"
+
+
+def drop_local_ray_settings(cfg: DictConfig) -> list[str]:
+    """Remove :data:`LOCAL_RAY_KEYS` from ``ray_kwargs.ray_init`` when joining a running cluster; returns them.
+
+    E.g. the CPU preset's fake ``num_gpus``: a cluster started with ``ray start --num-gpus=1`` already has them.
+    """
+    ray_init = OmegaConf.select(cfg, "ray_kwargs.ray_init", default=None)
+    if ray_init is None or not joins_running_cluster(cfg):
+        return []
+    dropped = [k for k in LOCAL_RAY_KEYS if ray_init.get(k) is not None]
+    with open_dict(ray_init):
+        for key in dropped:
+            ray_init.pop(key)
+    return dropped
 
 
 def _absolute(path: str, may_be_hub_id: bool = False) -> str:
@@ -214,6 +247,14 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
     except (HydraException, OmegaConfBaseException, FileNotFoundError) as error:
         print(explain_config_error(error, overrides, args), file=sys.stderr)
         return 2
+    if args.print_key:
+        missing = object()
+        value = OmegaConf.select(cfg, args.print_key, default=missing)
+        if value is missing:
+            print(f"config error: no key {args.print_key!r} in the resolved config", file=sys.stderr)
+            return 2
+        print(OmegaConf.to_yaml(value).strip() if isinstance(value, (DictConfig, ListConfig)) else value)
+        return 0
     if args.dry_run:
         print(
             f"recipe config: {recipe_config_dir(args.config_dir) / args.config_name}.yaml {' '.join(overrides)}"

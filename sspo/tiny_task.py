@@ -1,13 +1,17 @@
 """The CPU demo's task: a tiny Qwen2 learns single-digit additions, through verl's own trainer.
 
-    python -m sspo.tiny_task --out runs/tiny      # model/, train.parquet, val.parquet (about 20 s)
+    python -m sspo.tiny_task --out runs/tiny      # model/, train.parquet, tiny_add.parquet (about 20 s)
 
 "What is a + b?" for 0 <= a, b <= ``max_operand``, prompted with the recipe's Qwen2.5-Math template
 (:func:`sspo.data.build_prompt`) and scored by :mod:`sspo.reward` like the GPU rows. A random model
 never writes ``\\boxed{}``, so the model gets a short SUPERVISED WARM-UP first (plain PyTorch,
 teacher-forced on correct formatted answers, the same for every algorithm): it then writes the
 format but samples wrong sums often at temperature 1, and RL (``experiment=<algo>_cpu``) raises the
-accuracy. The warm-up is rebuilt only when its settings change (``assets.json``).
+accuracy. The training file holds ``passes`` passes over all problems, each pass in its own random
+order and read in file order (``dataset/tiny_add.yaml``: no shuffle, 12 prompts per step): every 3
+consecutive steps see each of the 36 problems once, so training rewards of such windows compare, and
+resuming a run shows whether the data order continued. The assets are rebuilt only when their settings
+change (``assets.json``).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ class TinyTaskConfig:
     """Everything the assets depend on (saved as ``assets.json``)."""
 
     max_operand: int = 5
-    train_rows: int = 1024
+    # the train file: this many passes over all problems, each in its own random order
+    passes: int = 30
     seed: int = 0
     warmup_steps: int = 300
     warmup_lr: float = 3e-3
@@ -43,7 +48,7 @@ class TinyTaskConfig:
     vocab_size: int = 320
 
     def __post_init__(self) -> None:
-        for name in ("max_operand", "train_rows", "warmup_batch", "hidden_size", "num_layers", "vocab_size"):
+        for name in ("max_operand", "passes", "warmup_batch", "hidden_size", "num_layers", "vocab_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be an integer >= 1")
@@ -142,7 +147,7 @@ def _warmup_model(cfg: TinyTaskConfig, path: Path) -> None:
 
 
 def prepare_assets(out: str | Path, cfg: TinyTaskConfig | None = None) -> Path:
-    """Write ``out/model`` (the warmed-up model), ``out/train.parquet`` and ``out/val.parquet``.
+    """Write ``out/model`` (the warmed-up model), ``out/train.parquet`` and ``out/tiny_add.parquet``.
 
     Idempotent: kept as they are while ``out/assets.json`` matches ``cfg``. Returns ``out``.
     """
@@ -153,7 +158,8 @@ def prepare_assets(out: str | Path, cfg: TinyTaskConfig | None = None) -> Path:
     cfg = cfg or TinyTaskConfig()
     out = Path(out)
     marker = out / "assets.json"
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(cfg):
+    outputs = (out / "model" / "config.json", out / "train.parquet", out / f"{DATA_SOURCE}.parquet")
+    if marker.is_file() and json.loads(marker.read_text()) == asdict(cfg) and all(p.is_file() for p in outputs):
         return out
     if out.exists():
         shutil.rmtree(out)
@@ -162,8 +168,9 @@ def prepare_assets(out: str | Path, cfg: TinyTaskConfig | None = None) -> Path:
     _warmup_model(cfg, out / "model")
     rng = random.Random(cfg.seed)
     problems = all_problems(cfg.max_operand)
-    write_parquet(_rows([rng.choice(problems) for _ in range(cfg.train_rows)], "train"), out / "train.parquet")
-    write_parquet(_rows(problems, "test"), out / "val.parquet")
+    train = [p for _ in range(cfg.passes) for p in rng.sample(problems, len(problems))]
+    write_parquet(_rows(train, "train"), out / "train.parquet")
+    write_parquet(_rows(problems, "test"), out / f"{DATA_SOURCE}.parquet")
     marker.write_text(json.dumps(asdict(cfg)))
     return out
 
@@ -172,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sspo.tiny_task --out DIR [--warmup-steps N ...]``."""
     defaults = TinyTaskConfig()
     parser = argparse.ArgumentParser(prog="python -m sspo.tiny_task", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train/val parquet)")
+    parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train.parquet, tiny_add.parquet)")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = vars(parser.parse_args(argv))
@@ -184,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and not out.is_dir():
         parser.error(f"--out={out} is a file: give a folder")
     prepare_assets(out, cfg)
-    print(f"tiny task assets in {out}: model/, train.parquet, val.parquet")
+    print(f"tiny task assets in {out}: model/, train.parquet, tiny_add.parquet")
     return 0
 
 

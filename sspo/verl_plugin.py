@@ -291,8 +291,13 @@ class SSPOTrainer(PPOTrainerSync):
             self.role_worker_mapping = cpu_role_worker_mapping(self.role_worker_mapping)
 
     def on_init_end(self) -> None:
-        """verl's hook after ``init_model``: install the loss wrapper, then verl's sync step (weight sync)."""
+        """verl's hook after ``init_model``: install the loss wrapper, bound the weight sync, then verl's
+        sync step (the first weight sync)."""
+        from sspo.weight_sync import DEFAULT_TIMEOUT_S, BoundedWeightSync
+
         self.install_actor_loss()
+        timeout_s = self.config.get("sspo", {}).get("weight_sync_timeout_s", DEFAULT_TIMEOUT_S)
+        self.checkpoint_manager = BoundedWeightSync(self.checkpoint_manager, timeout_s)
         super().on_init_end()
 
     def install_actor_loss(self) -> None:

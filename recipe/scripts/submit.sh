@@ -14,6 +14,7 @@
 #   RAY_ADDRESS    Ray dashboard address (required), e.g. http://127.0.0.1:8265
 #   OUTPUT_DIR     shared directory for checkpoints and logs (required; becomes SSPO_OUTPUT_DIR)
 #   DATA_DIR       shared directory of the prepared parquet files (optional; becomes SSPO_DATA_DIR)
+#   SSPO_TINY_DIR  the CPU rows' assets (python -m sspo.tiny_task --out DIR), forwarded when set
 #   SUBMISSION_ID  Ray job id (default: sspo-<date>-<random>)
 #   NO_WAIT=1      return after submitting instead of following the logs
 #   JOB_PYTHON     interpreter on the cluster (default: python)
@@ -40,6 +41,8 @@ env_vars = {"VERL_USE_EXTERNAL_MODULES": "sspo.verl_plugin", "PYTHONUNBUFFERED":
             "SSPO_OUTPUT_DIR": os.environ["OUTPUT_DIR"]}
 if os.environ.get("DATA_DIR"):
     env_vars["SSPO_DATA_DIR"] = os.environ["DATA_DIR"]
+if os.environ.get("SSPO_TINY_DIR"):  # the CPU rows' tiny model and task (python -m sspo.tiny_task)
+    env_vars["SSPO_TINY_DIR"] = os.environ["SSPO_TINY_DIR"]
 for key in ("HF_HOME", "HF_TOKEN", "WANDB_API_KEY"):
     if os.environ.get(key):
         env_vars[key] = os.environ[key]
