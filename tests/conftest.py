@@ -55,3 +55,20 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     from sspo.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """One private Ray head for the session (8 CPUs, 1 fake GPU = the CPU mode's worker slot)."""
+    from cpu_runs import ray_head as start_head
+
+    with start_head() as head:
+        yield head
+
+
+@pytest.fixture(scope="session")
+def tiny_assets(tmp_path_factory) -> Path:
+    """The CPU demo's assets (``sspo.tiny_task``): warmed-up tiny model, train file, tiny_add benchmark."""
+    from sspo.tiny_task import prepare_assets
+
+    return prepare_assets(tmp_path_factory.mktemp("tiny") / "assets")

@@ -9,7 +9,7 @@ import torch
 
 import sspo.loss
 from sspo import verl_plugin
-from sspo.cpu_platform import CPU_ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
+from verl_batches import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
 from sspo.segmentation import SubsentenceSegmenter
 from sspo.verl_plugin import (
     SSPOTrainer,
@@ -47,7 +47,7 @@ def configs(tiny_model_dir):
         return build_actor_config(
             compose_ppo_config(
                 [
-                    *CPU_ACTOR_OVERRIDES,
+                    *ACTOR_OVERRIDES,
                     f"actor_rollout_ref.model.path={tiny_model_dir}",
                     *FULL_PPO,
                     *overrides,
@@ -219,9 +219,9 @@ def test_registrations():
 
 
 def _trainer_config(model_dir, *overrides):
-    """verl's ppo_trainer config for sspo; CPU_ACTOR_OVERRIDES for the micro-batch size an ActorConfig needs."""
+    """verl's ppo_trainer config for sspo; ACTOR_OVERRIDES for the micro-batch size an ActorConfig needs."""
     return compose_ppo_config(
-        [*CPU_ACTOR_OVERRIDES, f"actor_rollout_ref.model.path={model_dir}", *SSPO, *overrides]
+        [*ACTOR_OVERRIDES, f"actor_rollout_ref.model.path={model_dir}", *SSPO, *overrides]
     )
 
 

