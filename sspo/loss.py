@@ -117,6 +117,7 @@ class SSPOPolicyLossConfig(PolicyLossConfig):
 def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
 
+
 # ----------------------------------------------------------------------------------------------
 # The loss
 # ----------------------------------------------------------------------------------------------
@@ -176,13 +177,13 @@ def compute_policy_loss_sspo(
 
     log_prob = torch.where(mask, log_prob, 0.0)  # [B, T] padding ignored, even NaN/inf
     log_ratio = torch.where(mask, log_prob.detach() - old_log_prob.detach(), 0.0)  # [B, T] log w_t
-    unit_index = _unit_indices(mask, segment_ids)  # granularity -> [B, T] unit of each token
-    log_unit_ratio = {g: _unit_mean(log_ratio, index) for g, index in unit_index.items()}  # [B, T] log s_k
+    units = ("token", "sequence") if segment_ids is None else ("token", "subsentence", "sequence")
+    log_unit_ratio = {g: _unit_mean(log_ratio, mask, g, segment_ids) for g in units}  # [B, T] log s_k
 
-    index = unit_index[pl.granularity]
     log_s = log_prob - log_prob.detach() + log_unit_ratio[pl.granularity]  # [B, T] GSPO-token form
     ratio = torch.exp(torch.clamp(log_s, *_LOG_RATIO_CLAMP[pl.granularity]))  # [B, T] s_t
-    f, h_ref = _adaptive_scale(pl, entropy, mask, index) if pl.adaptive_clip else (1.0, None)  # [B, T] f_k
+    # f_k [B, T], and H_ref for the metrics
+    f, h_ref = _adaptive_scale(pl, entropy, mask, segment_ids) if pl.adaptive_clip else (1.0, None)
 
     pg_losses1 = -advantages * ratio
     pg_losses2 = -advantages * torch.clamp(ratio, 1 - eps_low * f, 1 + eps_high * f)
@@ -190,7 +191,7 @@ def compute_policy_loss_sspo(
     dual_clipped = torch.zeros_like(mask)  # [B, T]
     if pl.use_dual_clip:
         pg_losses3 = -advantages * clip_ratio_c
-        dual_clipped = (pg_losses > pg_losses3) & (advantages < 0)
+        dual_clipped = (pg_losses > pg_losses3) & (advantages < 0) & mask
         pg_losses = torch.where(advantages < 0, torch.minimum(pg_losses, pg_losses3), pg_losses)
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
@@ -200,46 +201,38 @@ def compute_policy_loss_sspo(
     )
     clipped = (pg_losses2 > pg_losses1) & mask  # [B, T] as verl's pg_clipfrac
     at_base_range = _clipfracs_at_base_range(log_unit_ratio, advantages, mask, 1 - eps_low, 1 + eps_high)
-    metrics = _metrics(mask, index, advantages, log_ratio, ratio, f, h_ref, clipped, dual_clipped & mask,
-                       at_base_range)  # fmt: skip
+    metrics = _metrics(pl.granularity, mask, segment_ids, advantages, log_ratio, ratio, f, h_ref, clipped,
+                       dual_clipped, at_base_range)  # fmt: skip
     return pg_loss, metrics
 
 
-def _unit_indices(mask: torch.Tensor, segment_ids: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    """Per granularity, LongTensor[B, T]: 1 + the token's unit number in its row, 0 on padding.
-
-    ``subsentence`` only when ``segment_ids`` are given. Indices stay below T + 1, so the per-unit arrays of
-    :func:`_unit_sums` are [B, T + 1]: memory O(B x T) whatever the number of units.
-    """
-    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device).expand(mask.shape)  # [B, T]
-    units = {"token": positions, "sequence": torch.ones_like(positions)}
-    if segment_ids is not None:
-        units["subsentence"] = segment_ids.long() + 1
-    return {g: torch.where(mask, index, 0) for g, index in units.items()}
+def _unit_sum(x: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None) -> torch.Tensor:
+    """FloatTensor[B, T]: for each token, the sum of ``x`` [B, T] (0 on padding) over the token's unit."""
+    if granularity == "token":
+        return x
+    if granularity == "sequence":
+        return x.sum(-1, keepdim=True).expand_as(x)  # as verl's gspo
+    # Subsentence: per-row sums into [B, T + 1] (ids are < T; padding, id -1, goes to column 0): memory O(B x T).
+    index = segment_ids.long() + 1  # [B, T]
+    return x.new_zeros(x.shape[0], x.shape[1] + 1).scatter_add_(1, index, x).gather(1, index)
 
 
-def _unit_sums(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """FloatTensor[B, T + 1]: sums of ``x`` [B, T] over the units of each row (column 0: the row's padding).
-
-    Accumulated in float32 at least (a bf16 sum, or token count, is wrong beyond a few hundred tokens).
-    """
-    acc = torch.promote_types(x.dtype, torch.float32)
-    return x.new_zeros(x.shape[0], x.shape[1] + 1, dtype=acc).scatter_add_(1, index, x.to(acc))
-
-
-def _unit_mean(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """FloatTensor[B, T]: each token's mean of ``x`` [B, T] over its unit."""
-    counts = _unit_sums(torch.ones_like(x), index).clamp(min=1)
-    return (_unit_sums(x, index) / counts).gather(1, index)
+def _unit_mean(
+    x: torch.Tensor, mask: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None
+) -> torch.Tensor:
+    """FloatTensor[B, T]: for each token, the mean of ``x`` [B, T] (0 on padding) over the token's unit."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32))  # never sum or count in bf16
+    unit_len = _unit_sum(mask.to(x.dtype), granularity, segment_ids)  # [B, T] tokens in the unit
+    return _unit_sum(x, granularity, segment_ids) / unit_len.clamp(min=1)
 
 
 def _adaptive_scale(
-    pl: SSPOPolicyLossConfig, entropy: torch.Tensor, mask: torch.Tensor, index: torch.Tensor
+    pl: SSPOPolicyLossConfig, entropy: torch.Tensor, mask: torch.Tensor, segment_ids: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(f_k of each token [B, T], H_ref): OUR CHOICE of entropy-adaptive clip scale (see the config class)."""
     ent = torch.where(mask, entropy.detach(), 0.0)  # [B, T]
     h_ref = ent.sum() / mask.sum().clamp(min=1)
-    rel = _unit_mean(ent, index) / h_ref.clamp(min=1e-8)  # [B, T] H_k / H_ref
+    rel = _unit_mean(ent, mask, pl.granularity, segment_ids) / h_ref.clamp(min=1e-8)  # [B, T] H_k / H_ref
     f = rel.pow(pl.adaptive_alpha) if pl.adaptive_map == "power" else 1.0 + pl.adaptive_alpha * (rel - 1.0)
     f = f.clamp(pl.adaptive_min, pl.adaptive_max)
     return torch.where(h_ref > 1e-8, f, 1.0), h_ref  # all-zero entropy: no scaling
@@ -272,7 +265,9 @@ def _clip_settings(config: Any) -> tuple[SSPOPolicyLossConfig, float, float, flo
     return pl, eps["clip_ratio_low"], eps["clip_ratio_high"], clip_ratio_c
 
 
-def _check_inputs(pl: SSPOPolicyLossConfig, mask: torch.Tensor, inputs: dict[str, torch.Tensor | None]) -> None:
+def _check_inputs(
+    pl: SSPOPolicyLossConfig, mask: torch.Tensor, inputs: dict[str, torch.Tensor | None]
+) -> None:
     """Missing inputs, dtypes and shapes (no device work), then values (one host sync)."""
     if mask.dim() != 2:
         raise ValueError(f"response_mask must be (batch, response_len), got shape {tuple(mask.shape)}")
@@ -294,15 +289,14 @@ def _check_inputs(pl: SSPOPolicyLossConfig, mask: torch.Tensor, inputs: dict[str
         if t is not None and t.shape != mask.shape:
             raise ValueError(f"{name} has shape {tuple(t.shape)} but response_mask has {tuple(mask.shape)}")
 
-    problems = {}  # message -> 0-dim bool tensor
+    problems = {}  # message -> 0-dim bool tensor, True if the problem is there
     for name in ("old_log_prob", "log_prob", "entropy"):  # ignored on padding
-        if inputs[name] is not None:
-            problems[f"{name} has NaN/inf on valid tokens"] = (~torch.isfinite(inputs[name].detach()) & mask).any()
-    for name in ("advantages", "rollout_is_weights"):  # multiply the loss: NaN * 0 on padding is still NaN
-        if inputs[name] is not None:
-            problems[f"{name} has NaN/inf (must be finite everywhere, padding included, as in verl)"] = (
-                ~torch.isfinite(inputs[name].detach()).all()
-            )
+        if (t := inputs[name]) is not None:
+            problems[f"{name} has NaN/inf on valid tokens"] = (~torch.isfinite(t.detach()) & mask).any()
+    everywhere = "must be finite everywhere, padding included, as in verl"  # NaN * 0 on padding is still NaN
+    for name in ("advantages", "rollout_is_weights"):
+        if (t := inputs[name]) is not None:
+            problems[f"{name} has NaN/inf ({everywhere})"] = ~torch.isfinite(t.detach()).all()
     if ent is not None:
         problems["entropy is negative on valid tokens"] = ((ent.detach() < 0) & mask).any()
     if seg is not None:
@@ -311,7 +305,9 @@ def _check_inputs(pl: SSPOPolicyLossConfig, mask: torch.Tensor, inputs: dict[str
         previous = torch.nn.functional.pad(seg.cummax(1).values[:, :-1], (1, 0), value=-1)  # [B, T]
         step = seg - previous
         problems[_SEG_CONTIGUOUS] = (((step < 0) | (step > 1)) & mask).any()
-    found = [msg for msg, bad in zip(problems, torch.stack(list(problems.values())).tolist(), strict=True) if bad]
+    found = [
+        msg for msg, bad in zip(problems, torch.stack(list(problems.values())).tolist(), strict=True) if bad
+    ]
     if found:
         raise ValueError("sspo loss: bad input: " + "; ".join(found))
 
@@ -323,7 +319,11 @@ def _check_inputs(pl: SSPOPolicyLossConfig, mask: torch.Tensor, inputs: dict[str
 
 @torch.no_grad()
 def _clipfracs_at_base_range(
-    log_unit_ratio: dict[str, torch.Tensor], advantages: torch.Tensor, mask: torch.Tensor, low: float, high: float
+    log_unit_ratio: dict[str, torch.Tensor],
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    low: float,
+    high: float,
 ) -> dict[str, torch.Tensor]:
     """Per granularity: the share of valid tokens PPO's clip would cut at the base range [low, high] with the ratio
     taken per token, subsentence (only with ``segment_ids``) or response, whatever the loss's own granularity.
@@ -333,17 +333,19 @@ def _clipfracs_at_base_range(
     ~0, SSPO in between) within one run.
     """
     fracs = {}
+    above, below = (advantages > 0) & mask, (advantages < 0) & mask  # [B, T] valid tokens with A > 0, A < 0
     for granularity, log_ratio in log_unit_ratio.items():
         ratio = torch.exp(torch.clamp(log_ratio, *_LOG_RATIO_CLAMP[granularity]))  # [B, T]
-        cut = ((advantages > 0) & (ratio > high)) | ((advantages < 0) & (ratio < low))  # [B, T]
-        fracs[granularity] = (cut & mask).sum() / mask.sum().clamp(min=1)
+        cut = (above & (ratio > high)) | (below & (ratio < low))  # [B, T]
+        fracs[granularity] = cut.sum() / mask.sum().clamp(min=1)
     return fracs
 
 
 @torch.no_grad()
 def _metrics(
+    granularity: str,
     mask: torch.Tensor,
-    index: torch.Tensor,
+    segment_ids: torch.Tensor | None,
     advantages: torch.Tensor,
     log_ratio: torch.Tensor,
     ratio: torch.Tensor,
@@ -359,24 +361,26 @@ def _metrics(
     mean over units of the share of the unit's tokens concerned. high: clipped at 1 + eps_high * f (A > 0); low: at
     1 - eps_low * f (A < 0). ``pg_clipfrac_lower``: verl's dual-clip fraction. Ratio s_k and scale f_k: min, mean,
     max over units (NaN when there is none). ``clipfrac_at_*``: see :func:`_clipfracs_at_base_range`;
-    ``entropy_ref``: H_ref (adaptive clip only). All [B, T] inputs are 0/False on padding except ``ratio``, ``f``.
+    ``entropy_ref``: H_ref (adaptive clip only). ``clipped``, ``dual_clipped``, ``log_ratio``: 0 on padding.
     """
     valid = mask.to(torch.promote_types(ratio.dtype, torch.float32))  # [B, T]
-    unit_len = _unit_sums(valid, index)  # [B, T + 1] tokens per unit
-    n_tokens, n_units = valid.sum(), (unit_len[:, 1:] > 0).sum()
-    per_unit = valid / unit_len.gather(1, index).clamp(min=1)  # [B, T] 1/|k| on valid tokens: sums to #units
+    n_tokens, n_responses = valid.sum(), mask.any(1).sum()
+    n_units = {"token": n_tokens, "sequence": n_responses}.get(granularity)
+    if n_units is None:  # subsentence: ids are contiguous from 0, -1 on padding
+        n_units = (segment_ids.amax(1) + 1).sum()
+    per_unit = valid / _unit_sum(valid, granularity, segment_ids).clamp(min=1)  # [B, T] 1/|k| on valid tokens
     high, low = clipped & (advantages > 0), clipped & (advantages < 0)  # [B, T]
     scale = torch.as_tensor(f, dtype=valid.dtype, device=mask.device).expand(mask.shape)  # [B, T]
 
     def token_share(x: torch.Tensor) -> torch.Tensor:
-        return (x * valid).sum() / n_tokens.clamp(min=1)
+        return x.sum() / n_tokens.clamp(min=1)
 
     def unit_mean(x: torch.Tensor) -> torch.Tensor:
         return (x * per_unit).sum() / n_units.clamp(min=1)
 
     values = {
         "actor/pg_clipfrac": token_share(clipped),
-        "actor/ppo_kl": -log_ratio.sum() / n_tokens.clamp(min=1),
+        "actor/ppo_kl": token_share(-log_ratio),
         "actor/pg_clipfrac_lower": token_share(dual_clipped),
         "actor/sspo/clipfrac_token": token_share(clipped),
         "actor/sspo/clipfrac_high_token": token_share(high),
@@ -384,7 +388,7 @@ def _metrics(
         "actor/sspo/clipfrac_unit": unit_mean(clipped),
         "actor/sspo/clipfrac_high_unit": unit_mean(high),
         "actor/sspo/clipfrac_low_unit": unit_mean(low),
-        "actor/sspo/units_per_response": n_units / mask.any(1).sum().clamp(min=1),
+        "actor/sspo/units_per_response": n_units / n_responses.clamp(min=1),
         "actor/sspo/tokens_per_unit": n_tokens / n_units.clamp(min=1),
     }
     unit_stats = []  # NaN below when there is no unit
