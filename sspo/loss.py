@@ -166,7 +166,8 @@ def compute_policy_loss_sspo(
         (see :func:`_metrics`).
 
     Raises:
-        ValueError naming the bad value and the fix, before the loss is computed (see :func:`_check_inputs`).
+        ValueError naming the bad value and the fix, before the loss is computed (:func:`_clip_settings`,
+        :func:`_check_inputs`).
     """
     pl, eps_low, eps_high, clip_ratio_c = _clip_settings(config)
     mask = response_mask.bool()  # [B, T]
