@@ -1,6 +1,6 @@
 """Speed and memory of the ``sspo`` loss against verl's ``vanilla`` and ``gspo``, plus segmentation time.
 
-    python benchmarks/loss_speed.py            # 64x4096 and 256x3072 tokens, 15 timed repeats
+    python benchmarks/loss_speed.py            # 16x256, 64x4096 and 256x3072 tokens, 15 timed repeats
     python benchmarks/loss_speed.py --quick    # 5 timed repeats
 
 What is measured, in one run, on the same inputs:
@@ -25,8 +25,11 @@ dominated by OpenMP threads waiting for each other, which penalises a loss by it
 than by its work (seen here: the same run gave gspo 3 ms and sspo 106 ms with 2 threads). ``--threads 0``
 keeps torch's default.
 
-Goals (issue 2): sspo within 1.5x of gspo; segmentation < 10% of the sspo loss time; memory O(batch x length)
-(bytes per token roughly constant across shapes).
+Information, not goals (issue 10): on a GPU the policy loss is a vanishing share of a training step, so this
+script asserts nothing; the figure that matters is the whole step against GRPO's, measured through verl's trainer.
+Ratios against vanilla and gspo show what sspo's extra work (per-unit means, input checks, diagnostics) costs; the
+small shape is the CPU tiny-model trainer's regime, where a loss's time is mostly its number of kernels; memory
+should stay O(batch x length) (bytes per position roughly constant across shapes).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ from sspo.segmentation import SubsentenceSegmenter  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MATH500 = REPO_ROOT.parent / "shared" / "data" / "benchmarks" / "qwen_eval" / "math500.jsonl"
-SHAPES = [(64, 4096), (256, 3072)]
+SHAPES = [(16, 256), (64, 4096), (256, 3072)]
 
 
 def qwen_tokenizer():
@@ -210,26 +213,22 @@ def main() -> None:
         seg_time = times.pop("segmentation")
         fwd_times = {n: times.pop(f"{n} fwd") for n in forward_only}
         results = {name: (times[name], peak_bytes(fns[name], device)) for name in runs}
+        vanilla, gspo = results["vanilla"], results["gspo"]
         for name, (sec, mem) in results.items():
             print(
-                f"{name:18s} fwd+bwd {sec * 1e3:8.1f} ms  x{sec / results['gspo'][0]:.2f} of gspo   "
-                f"peak {mem / 2**20:8.1f} MiB  x{mem / results['gspo'][1]:.2f} of gspo  "
+                f"{name:18s} fwd+bwd {sec * 1e3:8.2f} ms  x{sec / vanilla[0]:.2f} of vanilla  x{sec / gspo[0]:.2f} "
+                f"of gspo   peak {mem / 2**20:8.1f} MiB  x{mem / gspo[1]:.2f} of gspo  "
                 f"{mem / (B * T):6.1f} bytes/position"
             )
         print(
             "breakdown (best of each, so the parts need not add up exactly): "
             + "; ".join(
-                f"{n} forward {fwd_times[n] * 1e3:.1f} ms + backward {(results[n][0] - fwd_times[n]) * 1e3:.1f} ms"
+                f"{n} forward {fwd_times[n] * 1e3:.2f} ms + backward {(results[n][0] - fwd_times[n]) * 1e3:.2f} ms"
                 for n in forward_only
             )
         )
         print(
-            f"segmentation {seg_time * 1e3:8.1f} ms  = {seg_time / results['sspo'][0]:.1%} of the sspo loss time "
-            f"(goal < 10%)"
-        )
-        print(f"sspo / gspo time ratio: {results['sspo'][0] / results['gspo'][0]:.2f} (goal <= 1.5)")
-        print(
-            f"sspo / gspo peak memory ratio: {results['sspo'][1] / results['gspo'][1]:.2f} (goal: O(B x T))"
+            f"segmentation {seg_time * 1e3:8.2f} ms  = {seg_time / results['sspo'][0]:.1%} of the sspo loss time"
         )
 
 

@@ -22,7 +22,7 @@ def actor_config(policy_loss, **kw) -> ActorConfig:
         ppo_micro_batch_size_per_gpu=1,
         clip_ratio_low=kw.pop("clip_ratio_low", 0.2),
         clip_ratio_high=kw.pop("clip_ratio_high", 0.28),
-        loss_agg_mode="token-mean",
+        loss_agg_mode=kw.pop("loss_agg_mode", "token-mean"),
         policy_loss=policy_loss,
         **kw,
     )
@@ -132,9 +132,8 @@ def inputs(B: int = 3, T: int = 5):
 def call(cfg=None, **overrides):
     kw = inputs()
     kw.update(overrides)
-    return compute_policy_loss_sspo(
-        **kw, loss_agg_mode="token-mean", config=cfg or actor_config(SSPOPolicyLossConfig())
-    )
+    cfg = cfg or actor_config(SSPOPolicyLossConfig())
+    return compute_policy_loss_sspo(**kw, loss_agg_mode=cfg.loss_agg_mode, config=cfg)
 
 
 def test_good_input_runs():
@@ -158,16 +157,19 @@ def test_non_finite_advantages_on_padding_rejected():
         call(advantages=adv)
 
 
-def test_non_finite_on_padding_is_ignored():
-    """Documented safe behaviour: values at padding never matter, not even NaN/inf."""
+@pytest.mark.parametrize("mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+def test_non_finite_on_padding_is_ignored(mode):
+    """Documented safe behaviour: values at padding never matter, not even NaN/inf, whatever the aggregation
+    (verl's masked_sum drops NaN for token-mean, but the seq-mean modes multiply by the mask: NaN * 0 is NaN)."""
     kw = inputs()
-    clean, _ = call()
+    cfg = actor_config(SSPOPolicyLossConfig(), loss_agg_mode=mode)
+    clean, _ = call(cfg)
     dirty = {k: v.detach().clone() for k, v in kw.items() if k in ("old_log_prob", "log_prob", "entropy")}
     for t in dirty.values():
         t[1, 4] = float("nan")
         t[2, 1] = float("inf")
     dirty["log_prob"].requires_grad_()
-    loss, _ = call(**dirty)
+    loss, _ = call(cfg, **dirty)
     torch.testing.assert_close(loss, clean)
     (grad,) = torch.autograd.grad(loss, dirty["log_prob"])
     assert torch.isfinite(grad).all() and grad[1, 4] == 0
