@@ -1,9 +1,10 @@
-"""Plots and a Markdown summary from training metrics: local CPU runs and verl GPU runs alike.
+"""Plots and a Markdown summary from verl's training logs: CPU and GPU runs alike.
 
-    python -m sspo.report runs/demo/grpo runs/demo/gspo runs/demo/sspo --out runs/demo/report
+    python -m sspo.report grpo=outputs/sspo/grpo_cpu/tensorboard sspo=outputs/sspo/sspo_cpu/tensorboard \
+        --out runs/demo/report
 
 Each positional argument is one run (one line per run in every plot), optionally named ``NAME=PATH``.
-A run may be given as any of what verl (``trainer.logger=[...]``) or ``sspo.local_run`` writes:
+A run may be given as any of what verl's loggers (``trainer.logger=[...]``) write:
 
 * a JSONL file in verl's ``file`` logger format (``verl/utils/tracking.py::FileLogger``: one
   ``{"step": N, "data": {metric: value}}`` per line; ``VERL_FILE_LOGGER_PATH`` or
@@ -11,7 +12,7 @@ A run may be given as any of what verl (``trainer.logger=[...]``) or ``sspo.loca
 * a folder holding TensorBoard event files (verl's ``tensorboard`` logger: ``$TENSORBOARD_DIR`` or
   ``tensorboard_log/<project>/<experiment>``), read with TensorBoard's ``EventAccumulator``;
 * a text file of verl's ``console`` logger output (lines ``step:N - key:value - ...``, other lines ignored);
-* a ``sspo.local_run`` run folder (its ``metrics.jsonl`` is in verl's file-logger format).
+* a folder holding a ``metrics.jsonl`` in verl's file-logger format.
 
 The metric names are verl's: ``critic/score/mean`` (reward), ``val-core/<source>/acc/mean@N``
 (validation accuracy, averaged over sources), ``actor/pg_clipfrac``, ``actor/entropy``,

@@ -1,78 +1,22 @@
-"""verl glue for SSPO: registration in every process, the actor loss wrapper, the SSPO trainer, config checks.
+"""verl glue for SSPO: the ``sspo`` loss's inputs, the trainer that installs them, config checks.
 
-``import sspo.verl_plugin`` registers the ``sspo`` policy loss and the ``sspo`` trainer. It is the
-project's ``verl.plugins`` entry point (pyproject: ``sspo = "sspo.verl_plugin"``), so ``import verl``
-loads it in EVERY process once the project is installed: driver, TaskRunner, every Ray worker. For
-code shipped by Ray ``working_dir`` instead of installed, put ``VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin``
-in the workers' environment (e.g. ``+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES``).
-verl swallows plugin import errors (debug log only), so :func:`assert_loss_registered` /
-:func:`validate_config` check explicitly and fail loudly.
+``import sspo.verl_plugin`` (the project's ``verl.plugins`` entry point, so every verl process imports
+it; or ``VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin`` for code shipped by Ray ``working_dir``) registers:
 
-Use it (GPU cluster)::
+* the ``sspo`` policy loss behind :func:`fed_policy_loss`, which fills its keyword-only inputs
+  ``segment_ids`` and ``entropy`` from :func:`policy_loss_inputs`;
+* the ``sspo`` trainer, :class:`SSPOTrainer`: verl's sync trainer that installs :func:`sspo_ppo_loss`
+  (verl's ``ppo_loss`` plus those inputs, computed from the micro-batch's ``responses`` and old-policy
+  ``entropy``) on every actor worker with ``set_loss_fn``, and bounds the weight sync.
 
-    python -m verl.trainer.main_ppo ... \\
-        trainer.v1.trainer_mode=sspo \\
+Use it::
+
+    python -m verl.trainer.main_ppo ... trainer.v1.trainer_mode=sspo \\
         actor_rollout_ref.actor.policy_loss._target_=sspo.loss.SSPOPolicyLossConfig \\
         actor_rollout_ref.actor.policy_loss.loss_mode=sspo \\
         +actor_rollout_ref.actor.policy_loss.granularity=subsentence
 
-Findings about verl 0.9.1's hooks (read in the installed source), and what we use:
-
-* The actor loss. ``ActorRolloutRefWorker.init_model`` installs ``partial(ppo_loss, config=actor_config)``
-  (``workers/engine_workers.py``); the FSDP engine calls it per micro-batch as
-  ``loss_function(model_output=..., data=micro_batch, dp_group=...)``. ``ppo_loss``
-  (``workers/utils/losses.py``) looks the registered policy loss up by ``policy_loss.loss_mode`` and
-  calls it with exactly seven keyword arguments; there is no supported way to hand a registered loss
-  another per-token tensor. The micro-batch itself does hold everything SSPO needs: ``responses``,
-  ``response_mask`` and the OLD policy's per-token ``entropy`` -- the v1 trainer's
-  ``_compute_old_log_prob`` (``trainer/ppo/v1/trainer_base.py``) always asks the actor for
-  ``calculate_entropy=True`` and stores ``entropy`` next to ``old_log_probs`` (not in bypass mode,
-  where it reuses the rollout's log-probs and computes no entropy: :func:`validate_config` rejects
-  that combination when ``adaptive_clip`` is on).
-* The hook that installs a wrapper on the workers: ``ActorRolloutRefWorker.set_loss_fn(fn)``
-  (``Dispatch.ONE_TO_ALL``, every worker), called from a trainer. Trainers are registered with
-  ``register_trainer(name)`` and picked by ``trainer.v1.trainer_mode`` in ``main_ppo``'s TaskRunner;
-  ``PPOTrainer.init`` ends with the ``on_init_end`` hook, after ``init_model`` built the actor and
-  before the first rollout. verl does the same for the critic (it builds ``value_loss`` with a
-  driver-built config and ships it with ``set_loss_fn``). No config key selects a custom actor loss in
-  0.9.1, so this is the supported hook. Caveat handled in :class:`SSPOTrainer`: verl's base trainer
-  branches on ``self.trainer_mode == "sync"`` (replay buffer, prompt refill, checkpoint of the
-  TransferQueue); a trainer registered under another name would silently take the ASYNC paths, so
-  ours reports ``trainer_mode == "sync"`` -- it IS verl's sync trainer plus one loss hook.
-
-How the extra tensors reach the registered loss without copying ``ppo_loss`` (~90 lines: padding
-conversion, global-batch normalisation, metric aggregation, entropy bonus, KL loss):
-:func:`sspo_ppo_loss` (same signature as ``ppo_loss``) computes ``segment_ids`` from the micro-batch's
-``responses`` with a :class:`~sspo.segmentation.SubsentenceSegmenter` built once per worker from the
-worker's tokenizer, takes the old-policy ``entropy`` from the micro-batch, and then calls verl's
-``ppo_loss`` UNCHANGED inside :func:`policy_loss_inputs`, a context manager that sets a
-:class:`contextvars.ContextVar` for the duration of that one call. The ``sspo`` registry entry is the
-loss engineer's ``compute_policy_loss_sspo`` behind :func:`fed_policy_loss`, a thin adapter registered
-ONCE at import that fills the keyword-only inputs the caller did not pass from that context. So:
-
-* nothing is patched, nothing is registered per call, no verl code is copied;
-* an explicit ``segment_ids=``/``entropy=`` always wins (direct calls behave exactly as before);
-* the context is per thread/task and reset on exit: nothing leaks between micro-batches or workers;
-* outside the wrapper (verl's default trainer) the context is empty and the loss raises its own
-  clear "segment_ids is required" error; :func:`validate_config` catches that case at config time;
-* for every other loss mode :func:`sspo_ppo_loss` IS ``ppo_loss`` (it returns ``ppo_loss(...)``
-  directly), so one trainer runs vanilla (GRPO), gspo and sspo;
-* import order does not matter: ``register_policy_loss`` silently overwrites, and a process that
-  imports ``sspo`` before verl registers the raw loss AFTER this module ran (``sspo.loss`` imports
-  verl, which imports this plugin half-way through); :func:`ensure_fed_sspo_loss` re-installs the
-  adapter idempotently before each call of the wrapper.
-
-Scope: :class:`SSPOTrainer` is verl's SYNC trainer; verl's async trainers (``colocate_async``,
-``separate_async``) would need the same hook in a subclass of theirs -- not provided, and
-:func:`validate_config` requires ``trainer.v1.trainer_mode=sspo`` for ``loss_mode=sspo``.
-
-Not exercised on CPU (verl 0.9.1): ``main_ppo`` end to end and :class:`SSPOTrainer`'s ``init()``/``fit()``
-(the resource pool demands GPUs; rollout needs a vLLM/SGLang/TRT-LLM server). What is, on CPU:
-the trainer's construction as ``main_ppo`` does it (``get_trainer_cls`` + verl's real ``__init__``: sync
-replay buffer and settings, validation first) and its ``on_init_end`` hook against a recording worker
-group (``tests/test_verl_plugin.py``); the wrapper, the adapter and ``set_loss_fn`` through verl's real
-actor worker (``tests/test_verl_engine.py``, via :mod:`sspo.cpu_platform`); registration in Ray workers
-through both routes on a local CPU Ray cluster (``tests/test_ray_registration.py``).
+verl's hooks used here, their caveats and why: ``docs/verl-integration.md``.
 """
 
 from __future__ import annotations
