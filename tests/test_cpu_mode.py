@@ -138,8 +138,8 @@ def test_preflight_catches_micro_batches_that_do_not_tile(monkeypatch, tmp_path)
     cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64"])
     with pytest.raises(ValueError, match=r"log_prob_micro_batch_size_per_gpu=64 does not divide 96"):
         preflight.check_batch_sizes(cfg)
-    cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=40"])
-    with pytest.raises(ValueError, match=r"ppo_micro_batch_size_per_gpu=40 does not divide 48"):
+    cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16"])
+    with pytest.raises(ValueError, match=r"ppo_micro_batch_size_per_gpu=16 does not divide 24"):
         preflight.check_batch_sizes(cfg)
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from cpu_runs import REPO, read_metrics, run_bounded, wait_for_job
 
-STEPS = 9  # 3 windows of 3 steps: each window sees every one of the 36 problems once (tiny_add)
+STEPS = 12  # 4 passes of 3 steps: each pass sees every one of the 36 problems once (tiny_add)
 STEPS_PER_PASS = 3
 SAVE_FREQ = 3
 RUN_TIMEOUT_S = 600  # a run takes about 2.5 min here: start-up about 2, then about 5 s per step
@@ -64,6 +64,14 @@ def recipe_command(experiment: str, out: Path, *overrides: str) -> list[str]:
     ]  # fmt: skip
 
 
+def logged(metrics: Path, step: int) -> bool:
+    """``step``'s training metrics are in verl's file-logger output (a line being written does not count)."""
+    try:
+        return "critic/score/mean" in read_metrics(metrics).get(step, {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
 def run_env(ray_head, tiny_assets: Path) -> dict[str, str]:
     return {**ray_head.env, "RAY_ADDRESS": ray_head.gcs, "SSPO_TINY_DIR": str(tiny_assets), "PYTHONUNBUFFERED": "1"}
 
@@ -93,7 +101,10 @@ def sspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
         log=out / "run1.log",
         timeout=RUN_TIMEOUT_S,
         env=env,
-        kill_when=lambda: marker.is_file() and marker.read_text().strip() == str(SAVE_FREQ),
+        # mid-run, once checkpoint SAVE_FREQ is written and that step's metrics are logged
+        kill_when=lambda: marker.is_file()
+        and marker.read_text().strip() == str(SAVE_FREQ)
+        and logged(out / "metrics.jsonl", SAVE_FREQ),
     )
     assert first.killed, f"the first run ended before it could be killed:\n{first.output[-4000:]}"
     shutil.copy(out / "metrics.jsonl", out / "metrics_run1.jsonl")  # verl's file logger truncates on restart
@@ -142,27 +153,33 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
         assert m["actor/sspo/units_per_response"] > 1.0  # real subsentences of the tiny model's answers
 
 
-def window_mean(metrics: dict[int, dict[str, float]], steps: range, key: str = "critic/score/mean") -> float:
-    return statistics.fmean(metrics[s][key] for s in steps)
+def pass_gain(metrics: dict[int, dict[str, float]]) -> float:
+    """Training reward of the last pass over the 36 problems minus that of the first (3 steps, 288 samples each)."""
+    def mean(steps: range) -> float:
+        return statistics.fmean(metrics[s]["critic/score/mean"] for s in steps)
+
+    return mean(range(STEPS - STEPS_PER_PASS + 1, STEPS + 1)) - mean(range(1, STEPS_PER_PASS + 1))
 
 
-def reward_gain(metrics: dict[int, dict[str, float]]) -> tuple[float, float]:
-    """(training reward of the last pass over the problems - of the first, final - initial validation accuracy)."""
-    first = range(1, STEPS_PER_PASS + 1)
-    last = range(STEPS - STEPS_PER_PASS + 1, STEPS + 1)
-    val = "val-core/tiny_add/acc/mean@1"
-    return window_mean(metrics, last) - window_mean(metrics, first), metrics[STEPS][val] - metrics[0][val]
+#: Two passes of 288 samples at a success rate near 0.5 differ by sampling noise alone with a standard
+#: deviation of about 0.042; the mean over three rows, about 0.024. A broken update (lr 0, no loss) stays
+#: within that noise; the rows learn by about 0.1 in 12 steps here (docs: examples/README.md).
+MIN_MEAN_GAIN = 0.05
 
 
-def test_grpo_reward_rises(grpo_run):
-    train_gain, val_gain = reward_gain(grpo_run.metrics)
-    assert train_gain > MIN_TRAIN_GAIN and val_gain > MIN_VAL_GAIN, (train_gain, val_gain)
+def test_training_reward_rises_over_the_three_rows(grpo_run, sspo_run, gspo_job):
+    shared, status, _ = gspo_job
+    assert status == "SUCCEEDED"
+    from sspo.report import load_run
 
-
-def test_sspo_reward_rises_across_the_restart(sspo_run):
-    metrics = {**read_metrics(sspo_run.out / "metrics_run1.jsonl"), **sspo_run.metrics}
-    train_gain, val_gain = reward_gain(metrics)
-    assert train_gain > MIN_TRAIN_GAIN and val_gain > MIN_VAL_GAIN, (train_gain, val_gain)
+    gspo = load_run(f"gspo={shared / 'sspo' / 'gspo_cpu' / 'tensorboard'}").metrics["critic/score/mean"]
+    sspo = {**read_metrics(sspo_run.out / "metrics_run1.jsonl"), **sspo_run.metrics}
+    gains = {
+        "grpo": pass_gain(grpo_run.metrics),
+        "sspo": pass_gain(sspo),
+        "gspo": pass_gain({step: {"critic/score/mean": v} for step, v in gspo.items()}),
+    }
+    assert statistics.fmean(gains.values()) > MIN_MEAN_GAIN, gains
 
 
 # ------------------------------------------------------------------------------------------ kill and resume
@@ -173,7 +190,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(sspo_run, tiny_assets):
     resumed = sspo_run.training_steps()
     # the rerun continued the step counter from the checkpoint, and finished the run
     assert resumed == list(range(SAVE_FREQ + 1, STEPS + 1)), resumed
-    assert f"global_step_{SAVE_FREQ}" in second and "Load from checkpoint" in second or "resum" in second.lower()
+    assert f"Resuming from {sspo_run.out / f'global_step_{SAVE_FREQ}'}, setting global step to {SAVE_FREQ}" in second
     assert (sspo_run.out / f"global_step_{STEPS}" / "actor").is_dir()
     # ... and the data order: step k of the rerun got rows (k-1)*12 .. k*12 of the training file
     import pyarrow.parquet as pq
