@@ -30,6 +30,8 @@ STEPS_PER_PASS = 3
 SAVE_FREQ = 3
 RUN_TIMEOUT_S = 600  # a run takes about 2.5 min here: start-up about 2, then about 5 s per step
 SSPO_KEYS = ("actor/sspo/clipfrac_at_token", "actor/sspo/clipfrac_at_subsentence", "actor/sspo/clipfrac_at_sequence")
+VAL_N = 4  # validation samples per problem (dataset/tiny_add.yaml)
+VAL_ACC = f"val-core/tiny_add/acc/mean@{VAL_N}"
 PROBLEM = re.compile(r"What is (\d) \+ (\d)\?")
 
 pytestmark = pytest.mark.slow
@@ -218,8 +220,8 @@ def test_validation_dumps_score_into_the_table(grpo_run, tiny_assets, tmp_path):
     assert result.returncode == 0, result.stderr
     row = next(r for r in csv_path.read_text().splitlines() if r.startswith("grpo,tiny_add,"))
     _, _, n_problems, n_samples, _, pass1, _ = row.split(",")
-    assert (int(n_problems), int(n_samples)) == (36, 36)  # the folder's latest dump: step STEPS, greedy
-    assert float(pass1) == pytest.approx(grpo_run.metrics[STEPS]["val-core/tiny_add/acc/mean@1"], abs=1e-6)
+    assert (int(n_problems), int(n_samples)) == (36, VAL_N)  # the folder's latest dump: step STEPS
+    assert float(pass1) == pytest.approx(grpo_run.metrics[STEPS][VAL_ACC], abs=1e-6)
 
 
 def test_generate_runs_on_vllm_cpu_and_its_file_scores(tiny_assets, tmp_path):
@@ -273,7 +275,7 @@ def test_a_weight_sync_failure_ends_the_run_with_the_workers_error(ray_head, tin
     result = run_bounded(
         recipe_command(
             "grpo_cpu", tmp_path / "out",
-            f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES={modules}",
+            f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{modules}'",
             f"+ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH={REPO / 'tests' / 'fault_injection'}",
             "sspo.weight_sync_timeout_s=30",
         ),

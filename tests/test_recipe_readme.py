@@ -82,13 +82,12 @@ def test_readme_says_what_the_makefile_runs():
     )
     assert "-m sspo.evaluation score --run grpo_qwen2.5-math-1.5b=" in make_dry("-o", "install", "eval")
     assert "-m sspo.data --out-dir data" in make_dry("-o", "install", "data")
-    demo = make_dry("-o", "install", "demo")
-    assert "-m sspo.local_run" in demo and "-m sspo.report" in demo
+    assert "recipe/scripts/demo_cpu.sh" in make_dry("-o", "install", "demo")
     assert "docker build -f docker/Dockerfile -t sspo-verl:0.1.0 ." in make_dry("docker")
 
 
 def test_readme_experiment_names_are_the_experiment_files():
-    named = set(re.findall(r"\b((?:grpo|gspo|sspo)_qwen2\.5-math-(?:1\.5b|7b))\b", README))
+    named = set(re.findall(r"\b((?:grpo|gspo|sspo)_(?:qwen2\.5-math-(?:1\.5b|7b)|cpu))\b", README))
     files = {p.stem for p in (REPO / "recipe" / "config" / "experiment").glob("*.yaml")}
     assert named == files
 
@@ -101,8 +100,12 @@ def test_readme_sspo_cli_commands_run(tmp_path_factory, shared_data, tmp_path, m
     invocations = []
     for command in code_commands():
         words = shlex.split(command)
+        while words and re.match(r"^[A-Z_]+=", words[0]):  # VAR=value prefixes
+            words = words[1:]
         if words[:3] == ["python", "-m", "sspo.cli"]:
             invocations.append(words[3:])
+        elif words[:1] == ["sspo-train"]:
+            invocations.append(words[1:])
         elif words[:2] == ["docker", "run"]:
             invocations.append(words[words.index("sspo-verl:0.1.0") + 1 :])
     assert len(invocations) >= 2
@@ -115,7 +118,7 @@ def test_readme_sspo_cli_commands_run(tmp_path_factory, shared_data, tmp_path, m
             assert cli.compose_config(parsed.overrides).trainer.experiment_name in README
 
 
-@pytest.mark.parametrize("script", ["recipe/scripts/submit.sh"])
+@pytest.mark.parametrize("script", ["recipe/scripts/submit.sh", "recipe/scripts/demo_cpu.sh"])
 def test_scripts_named_in_the_readme_exist_and_are_executable(script):
     assert script in README
     assert (REPO / script).stat().st_mode & 0o111

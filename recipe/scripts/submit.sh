@@ -37,8 +37,10 @@ PYTHON="${PYTHON:-python}"
 runtime_env="$("$PYTHON" - <<'PY'
 import json, os
 
+# RAY_OVERRIDE_JOB_RUNTIME_ENV: the trainer's own ray.init runtime env (e.g. the CPU preset's
+# VERL_USE_EXTERNAL_MODULES) refines this one instead of failing on a key both set
 env_vars = {"VERL_USE_EXTERNAL_MODULES": "sspo.verl_plugin", "PYTHONUNBUFFERED": "1",
-            "SSPO_OUTPUT_DIR": os.environ["OUTPUT_DIR"]}
+            "SSPO_OUTPUT_DIR": os.environ["OUTPUT_DIR"], "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}
 if os.environ.get("DATA_DIR"):
     env_vars["SSPO_DATA_DIR"] = os.environ["DATA_DIR"]
 if os.environ.get("SSPO_TINY_DIR"):  # the CPU rows' tiny model and task (python -m sspo.tiny_task)
