@@ -1,0 +1,437 @@
+"""math-verify in killable worker processes: pre-screening, a pool that cannot be starved, a guarded verdict.
+
+Why processes: math-verify's own timeouts use ``signal.alarm``, which only works in the main thread, and
+verl calls reward functions from a thread pool inside Ray actors; sympy can spin in C code that no
+Python-level timeout interrupts. Only killing a process is a hard bound. A worker runs this very file as a
+script (``python -c`` + ``spec_from_file_location``), so it imports the standard library and math-verify
+only, never sspo, torch or verl.
+
+Load independence: a response's verdict must not depend on what else is being scored.
+
+1. ``screen`` rejects pathological answers before any worker (deterministic, microseconds): too long,
+   too deeply nested, power towers, huge exponents/factorials/literals -- each only beyond what the gold
+   itself has. They score 0 alone and under load alike.
+2. The pool hands every request a worker of its own at once: an idle one, else a new one (up to
+   ``SSPO_REWARD_MAX_WORKERS``, default 64), so a request never queues behind a slow one. Workers beyond
+   ``SSPO_REWARD_WORKERS`` (kept warm, default ``min(8, cpu_count)``, ~60 MB each) retire when idle;
+   a worker that overruns its request's deadline is killed (SIGKILL).
+3. The guard: math-verify's "equal" counts only when neither parse lost a variable of its LaTeX (it reads
+   ``\\hbar \\omega(v+1/2)-\\frac{E_0^2 e^2}{2 m \\omega^2}`` as ``2``); ``guard=False`` is plain math-verify.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import re
+import selectors
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any
+
+logger = logging.getLogger("sspo.reward")
+
+
+def _env_number(name: str, default: float, cast: type = float) -> Any:
+    """A positive number from environment variable ``name``; a bad value fails at import, naming it."""
+    raw = os.environ.get(name)
+    try:
+        value = cast(raw) if raw is not None else cast(default)
+    except ValueError:
+        value = None
+    if value is None or not value > 0:
+        raise ValueError(
+            f"environment variable {name}={raw!r}: expected a positive {cast.__name__}; "
+            f"unset it for the default ({cast(default)})"
+        )
+    return value
+
+
+DEFAULT_TIMEOUT_S = _env_number("SSPO_REWARD_TIMEOUT", 5.0)
+WARM_WORKERS = _env_number("SSPO_REWARD_WORKERS", min(8, os.cpu_count() or 1), int)
+MAX_WORKERS = max(WARM_WORKERS, _env_number("SSPO_REWARD_MAX_WORKERS", 64, int))
+WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
+IDLE_RETIRE_S = 60.0  # a worker beyond the warm ones retires after this long unused (no start-up churn)
+
+# --------------------------------------------------------------------------------------------------
+# Pre-screening (in the caller, before any worker)
+# --------------------------------------------------------------------------------------------------
+MAX_VERIFY_CHARS = 1000  # longer answers are only string-matched: math-verify on them is slow, never needed
+SCREEN_LIMITS = {"nesting": 12, "tower": 2, "exponent_digits": 4, "factorial_digits": 3, "literal_digits": 400}
+_EXP_LITERAL_RE = re.compile(r"\^\s*\{?\s*[+-]?(\d+)")
+_FACTORIAL_RE = re.compile(r"(\d+)\s*\}?\s*!")
+_DIGITS_RE = re.compile(r"\d+")
+
+
+def complexity(s: str) -> dict[str, int]:
+    """Cost indicators of a LaTeX answer: bracket nesting, power-tower height, largest exponent/factorial."""
+    depth = nesting = tower = 0
+    exp_depth: list[int] = []  # bracket depths at which an exponent group opened
+    pending_exp = False
+    for c in s:
+        if c in "{([":
+            depth += 1
+            nesting = max(nesting, depth)
+            if pending_exp:
+                exp_depth.append(depth)
+                tower = max(tower, len(exp_depth))
+            pending_exp = False
+        elif c in "})]":
+            if exp_depth and exp_depth[-1] == depth:
+                exp_depth.pop()
+            depth -= 1
+        elif c == "^":
+            pending_exp = True
+            tower = max(tower, len(exp_depth) + 1)
+        elif not c.isspace():
+            pending_exp = False
+
+    def longest(rx: re.Pattern) -> int:
+        return max((len(m.group(1) if m.groups() else m.group(0)) for m in rx.finditer(s)), default=0)
+
+    return {
+        "nesting": nesting,
+        "tower": tower,
+        "exponent_digits": longest(_EXP_LITERAL_RE),
+        "factorial_digits": longest(_FACTORIAL_RE),
+        "literal_digits": longest(_DIGITS_RE),
+    }
+
+
+def screen(pred: str, golds: list[str]) -> str | None:
+    """Why ``pred`` is too costly to verify (and scores 0 without a worker), or None when it may go."""
+    if len(pred) > MAX_VERIFY_CHARS:
+        return f"answer longer than {MAX_VERIFY_CHARS} characters"
+    cost = complexity(pred)
+    gold_cost = [complexity(g) for g in golds]
+    for key, limit in SCREEN_LIMITS.items():
+        allowed = max([limit] + [c[key] for c in gold_cost])
+        if cost[key] > allowed:
+            return f"{key} {cost[key]} > {allowed}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The worker process
+# --------------------------------------------------------------------------------------------------
+_GREEK = (
+    "alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|rho|"
+    "sigma|tau|upsilon|phi|varphi|chi|psi|omega|Gamma|Delta|Theta|Lambda|Xi|Sigma|Phi|Psi|Omega|hbar"
+)
+_TEXTLIKE_RE = re.compile(r"\\(?:text\w*|math(?:rm|bf|it|sf|cal|bb)|mbox|operatorname|bold\w*)\s*\{[^{}]*\}")
+_GREEK_RE = re.compile(r"\\(" + _GREEK + r")(?![a-zA-Z])")
+_COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
+
+
+def latex_variables(latex: str) -> set[str]:
+    """Variable names written in ``latex``: single letters and Greek commands (not e, i, text, commands)."""
+    s = _TEXTLIKE_RE.sub(" ", latex)
+    greek = set(_GREEK_RE.findall(s))
+    return (set(re.findall(r"[A-Za-z]", _COMMAND_RE.sub(" ", s))) - {"e", "i"}) | greek
+
+
+def parsed_variables(expr: Any) -> set[str]:
+    """Variable names a sympy parse kept: letters / Greek names of its free symbols and functions."""
+    names: set[str] = set()
+    try:
+        from sympy.core.function import AppliedUndef
+
+        symbols = {str(x) for x in getattr(expr, "free_symbols", ())}
+        symbols |= {str(f.func) for f in getattr(expr, "atoms", lambda *_: ())(AppliedUndef)}
+    except Exception:  # noqa: BLE001  a parse that is not a sympy object keeps nothing we can check
+        return names
+    for name in symbols:
+        names |= set(re.findall(_GREEK, name))
+        names |= set(re.findall(r"[A-Za-z]", re.sub(_GREEK, " ", name)))
+    return names
+
+
+def parse_keeps_variables(latex: str, parsed: list) -> bool:
+    """Whether math-verify's parse of ``latex`` kept every variable written in it (the guard)."""
+    if not parsed:
+        return False
+    return latex_variables(latex) <= parsed_variables(parsed[0]) | {"e", "i"}
+
+
+def _worker_main() -> None:  # runs in the worker process
+    """Worker loop: one JSON request per stdin line -> one JSON reply per stdout line."""
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (WORKER_MEMORY_LIMIT_BYTES, WORKER_MEMORY_LIMIT_BYTES))
+    except (ImportError, ValueError, OSError):
+        pass
+    logging.disable(logging.WARNING)  # math-verify warns on every call made without its own timeout
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+    configs = [LatexExtractionConfig(), ExprExtractionConfig()]
+    # Soft inner bound (the worker runs in its own main thread, so signal.alarm works here): it only
+    # protects an orphaned worker; the parent's kill is the hard bound.
+    soft = int(os.environ.get("SSPO_REWARD_WORKER_SOFT_TIMEOUT", "30"))
+    verify(parse("\\boxed{x^2+1}", configs), parse("\\boxed{1+x^2}", configs))  # lazy imports done now
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        try:
+            req = json.loads(line)
+            target = parse("\\boxed{" + req["pred"] + "}", configs, parsing_timeout=soft)
+            equal = False
+            if target and (not req["guard"] or parse_keeps_variables(req["pred"], target)):
+                for gold in req["golds"]:
+                    g = parse("\\boxed{" + gold + "}", configs, parsing_timeout=soft)
+                    if req["guard"] and not parse_keeps_variables(gold, g):
+                        continue
+                    if g and verify(g, target, timeout_seconds=soft):
+                        equal = True
+                        break
+            reply = {"eq": equal}
+        except BaseException as e:  # noqa: BLE001  math-verify's TimeoutException is a BaseException
+            if isinstance(e, KeyboardInterrupt):
+                return
+            reply = {"eq": False, "error": f"{type(e).__name__}: {e}"[:200]}
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+_WORKER_CMD = (
+    "import importlib.util, sys; "
+    "s = importlib.util.spec_from_file_location('_sspo_math_verify_worker', sys.argv[1]); "
+    "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); m._worker_main()"
+)
+
+
+class _Worker:
+    """One math-verify process spoken to over pipes (JSON lines)."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.stderr = tempfile.TemporaryFile()  # a file, not a pipe: a chatty worker can never block on it
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _WORKER_CMD, os.path.abspath(__file__)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            env=env,
+            close_fds=True,
+        )
+        self.ready = False
+        self.eof = False
+        self._buf = b""
+        self.idle_since = time.monotonic()
+
+    def _readline(self, deadline: float) -> str | None:
+        """One line from the worker, or None when the deadline passes or the worker died."""
+        fd = self.proc.stdout.fileno()
+        with selectors.DefaultSelector() as sel:
+            sel.register(fd, selectors.EVENT_READ)
+            while b"\n" not in self._buf:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sel.select(left):
+                    return None
+                chunk = os.read(fd, 65536)
+                if not chunk:  # EOF: the worker died (e.g. memory limit)
+                    self.eof = True
+                    return None
+                self._buf += chunk
+        line, self._buf = self._buf.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def wait_ready(self, deadline: float) -> bool:
+        """Wait (until ``deadline``) for the worker's "ready" line; False if it died or is still starting."""
+        if not self.ready:
+            self.ready = self._readline(deadline) == "ready"
+            if not self.ready and self.eof:
+                try:
+                    self.proc.wait(timeout=1.0)  # its stdout closed: it is exiting, get its code
+                except subprocess.TimeoutExpired:
+                    pass
+                _log_start_failure(self)
+        return self.ready
+
+    def ask(self, golds: list[str], pred: str, guard: bool, deadline: float) -> bool | None:
+        """math-verify's verdict, or None on timeout/crash (then the worker must be killed)."""
+        if not self.wait_ready(deadline):
+            return None
+        try:
+            self.proc.stdin.write((json.dumps({"golds": golds, "pred": pred, "guard": guard}) + "\n").encode())
+            self.proc.stdin.flush()
+        except OSError:
+            return None
+        line = self._readline(deadline)
+        if line is None:
+            return None
+        try:
+            return bool(json.loads(line)["eq"])
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL the process and close its pipes (idempotent)."""
+        try:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        except Exception:  # noqa: BLE001  already gone
+            pass
+        for f in (self.proc.stdin, self.proc.stdout, self.stderr):
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+_start_failures_logged = 0
+
+
+def _log_start_failure(worker: _Worker) -> None:
+    """A worker that exits before it is ready (e.g. math-verify not installed): say why, a few times."""
+    global _start_failures_logged
+    if _start_failures_logged >= 3:
+        return
+    _start_failures_logged += 1
+    try:
+        worker.stderr.seek(0)
+        tail = worker.stderr.read()[-2000:].decode("utf-8", "replace")
+    except OSError:
+        tail = ""
+    logger.error(
+        "math-verify worker exited at start (code %s); only the string/number match is active. "
+        "Install math-verify: pip install 'math-verify[antlr4_9_3]==0.9.0'. Worker stderr:\n%s",
+        worker.proc.returncode,
+        tail,
+    )
+
+
+class WorkerPool:
+    """Worker processes shared by the threads of one process: every request gets its own worker at once.
+
+    Up to ``limit`` run at the same time (more callers wait for one to be released, until their deadline);
+    beyond ``warm``, workers unused for ``IDLE_RETIRE_S`` retire. A spare is started whenever the last idle
+    worker is handed out, so the next caller rarely waits for a start-up.
+    """
+
+    def __init__(self, warm: int, limit: int | None = None) -> None:
+        self.pid = os.getpid()
+        self.warm = max(1, warm)
+        self.limit = max(self.warm, limit if limit is not None else MAX_WORKERS)
+        self.idle: list[_Worker] = []
+        self.n_alive = 0
+        self.cond = threading.Condition()
+        self.timeouts = 0
+        self.started = 0
+
+    def _start(self) -> _Worker:
+        self.n_alive += 1
+        self.started += 1
+        return _Worker()
+
+    def acquire(self, deadline: float) -> _Worker | None:
+        """A worker for one request (idle, else new), or None when ``limit`` are busy until ``deadline``."""
+        with self.cond:
+            while True:
+                if self.idle:
+                    ready = [k for k, w in enumerate(self.idle) if w.ready]
+                    worker = self.idle.pop(ready[0] if ready else 0)
+                elif self.n_alive < self.limit:
+                    worker = self._start()
+                else:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return None
+                    self.cond.wait(left)
+                    continue
+                if not self.idle and self.n_alive < self.limit:
+                    self.idle.append(self._start())  # the spare for the next caller
+                return worker
+
+    def release(self, worker: _Worker, healthy: bool) -> None:
+        """Return a worker; an unhealthy one is killed (and replaced while fewer than ``warm`` are alive)."""
+        now = time.monotonic()
+        with self.cond:
+            stale = [w for w in self.idle[self.warm :] if now - w.idle_since > IDLE_RETIRE_S]
+            self.idle = [w for w in self.idle if w not in stale]
+            self.n_alive -= len(stale) + (not healthy)
+            if healthy:
+                worker.idle_since = now
+                self.idle.append(worker)
+            else:
+                self.timeouts += 1
+                if self.n_alive < self.warm:
+                    self.idle.append(self._start())  # replaced at once, ready long before the next timeout
+            self.cond.notify()
+        for w in stale + ([] if healthy else [worker]):
+            w.kill()
+
+    def shutdown(self) -> None:
+        """Kill the idle workers (busy ones are killed by their callers' deadlines)."""
+        with self.cond:
+            for w in self.idle:
+                w.kill()
+            self.n_alive -= len(self.idle)
+            self.idle.clear()
+
+
+_pool: WorkerPool | None = None
+_pool_lock = threading.Lock()
+
+
+def get_pool() -> WorkerPool:
+    """This process's pool (a fresh one after a fork: inherited pipes belong to the parent's workers)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool.pid != os.getpid():
+            _pool = WorkerPool(WARM_WORKERS, MAX_WORKERS)
+        return _pool
+
+
+def warmup(n: int = 1, timeout: float = 60.0) -> bool:
+    """Start ``n`` math-verify workers now and wait until they are up (optional; the first call does it)."""
+    pool = get_pool()
+    deadline = time.monotonic() + timeout
+    workers = [w for w in (pool.acquire(deadline) for _ in range(n)) if w is not None]
+    ok = all(w.wait_ready(deadline) for w in workers)
+    for w in workers:
+        pool.release(w, healthy=w.ready)
+    return ok
+
+
+def shutdown() -> None:
+    """Kill the worker processes (also done at interpreter exit)."""
+    if _pool is not None and _pool.pid == os.getpid():
+        _pool.shutdown()
+
+
+atexit.register(shutdown)
+
+
+def ask(golds: list[str], pred: str, guard: bool, timeout: float) -> tuple[bool | None, bool]:
+    """(math-verify's verdict or None, whether a worker overran and was killed); at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    pool = get_pool()
+    worker = pool.acquire(deadline)
+    if worker is None:  # every worker busy until the deadline
+        logger.warning(
+            "no free math-verify worker within %.2fs (%d busy; raise SSPO_REWARD_MAX_WORKERS): scoring 0; "
+            "pred=%r",
+            timeout,
+            pool.limit,
+            pred[:80],
+        )
+        return None, False
+    verdict = None
+    try:
+        verdict = worker.ask(golds, pred, guard, deadline)
+    finally:
+        pool.release(worker, healthy=verdict is not None)
+    if verdict is None:
+        logger.warning(
+            "math-verify gave no verdict within %.2fs (worker killed and replaced): scoring 0; pred=%r",
+            timeout,
+            pred[:80],
+        )
+    return verdict, verdict is None
