@@ -15,13 +15,14 @@ def test_compute_score_in_ray_actor_threads_with_time_bound():
         def score_in_threads(self, calls):
             from concurrent.futures import ThreadPoolExecutor
 
-            from sspo.reward import _get_pool, compute_score, warmup
+            from sspo.math_verify_pool import get_pool
+            from sspo.reward import compute_score, warmup
 
             assert warmup(4)  # four workers up, one per thread: no call waits for a busy worker
             # verl's NaiveRewardManager: loop.run_in_executor(None, compute_score...) -> non-main threads
             with ThreadPoolExecutor(max_workers=4) as ex:
                 outs = list(ex.map(lambda c: compute_score("math", c[0], c[1], timeout=c[2]), calls))
-            return outs, _get_pool().timeouts
+            return outs, get_pool().timeouts
 
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
