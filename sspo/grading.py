@@ -464,7 +464,7 @@ def _split_top_level(s: str, seps: re.Pattern) -> list[str]:
     return [p.strip() for p in parts]
 
 
-_LIST_SEP_RE = re.compile(r";|,(?!\d{3}(?!\d))(?!\\!\s*\d{3}(?!\d))")  # "1,000" and "10,\!080" are numbers, not lists
+_LIST_SEP_RE = re.compile(r"(?<!\\);|(?<!\\),(?!\d{3}(?!\d))(?!\\!\s*\d{3}(?!\d))")  # "1,000", "10,\!080" are numbers; "\," a space
 
 
 def _several_values(gold: str) -> bool:

@@ -11,10 +11,10 @@ Load independence: a response's verdict must not depend on what else is being sc
 1. ``screen`` rejects pathological answers before any worker (deterministic, microseconds): too long,
    too deeply nested, power towers, huge exponents/factorials/literals -- each only beyond what the gold
    itself has. They score 0 alone and under load alike.
-2. The pool hands every request a worker of its own at once: an idle one, else a new one (up to
-   ``SSPO_REWARD_MAX_WORKERS``, default 64), so a request never queues behind a slow one. Workers beyond
-   ``SSPO_REWARD_WORKERS`` (kept warm, default ``min(8, cpu_count)``, ~60 MB each) retire when idle;
-   a worker that overruns its request's deadline is killed (SIGKILL).
+2. The pool cannot be starved: while requests wait, it starts more workers (up to
+   ``SSPO_REWARD_MAX_WORKERS``, default 64), so a request waits at most for a quick neighbour or one
+   worker start-up, never for a slow answer. ``SSPO_REWARD_WORKERS`` (default ``min(8, cpu_count)``,
+   ~60 MB each) are kept warm; a worker that overruns its request's deadline is killed (SIGKILL).
 3. The guard: math-verify's "equal" counts only when neither parse lost a variable of its LaTeX (it reads
    ``\\hbar \\omega(v+1/2)-\\frac{E_0^2 e^2}{2 m \\omega^2}`` as ``2``); ``guard=False`` is plain math-verify.
 """
@@ -56,7 +56,8 @@ DEFAULT_TIMEOUT_S = _env_number("SSPO_REWARD_TIMEOUT", 5.0)
 WARM_WORKERS = _env_number("SSPO_REWARD_WORKERS", min(8, os.cpu_count() or 1), int)
 MAX_WORKERS = max(WARM_WORKERS, _env_number("SSPO_REWARD_MAX_WORKERS", 64, int))
 WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
-IDLE_RETIRE_S = 60.0  # a worker beyond the warm ones retires after this long unused (no start-up churn)
+IDLE_RETIRE_S = 60.0
+START_RETRY_S = 30.0  # after a worker died at start-up, the next start is tried this much later  # a worker beyond the warm ones retires after this long unused (no start-up churn)
 
 # --------------------------------------------------------------------------------------------------
 # Pre-screening (in the caller, before any worker)
@@ -123,7 +124,9 @@ _GREEK = (
     "alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|rho|"
     "sigma|tau|upsilon|phi|varphi|chi|psi|omega|Gamma|Delta|Theta|Lambda|Xi|Sigma|Phi|Psi|Omega|hbar"
 )
-_TEXTLIKE_RE = re.compile(r"\\(?:text\w*|math(?:rm|bf|it|sf|cal|bb)|mbox|operatorname|bold\w*)\s*\{[^{}]*\}")
+_TEXTLIKE_RE = re.compile(
+    r"\\(?:text\w*|math(?:rm|bf|it|sf|cal|bb)|mbox|operatorname|bold\w*|begin|end)\s*\{[^{}]*\}"
+)
 _GREEK_RE = re.compile(r"\\(" + _GREEK + r")(?![a-zA-Z])")
 _COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
 
@@ -308,49 +311,80 @@ def _log_start_failure(worker: _Worker) -> None:
 
 
 class WorkerPool:
-    """Worker processes shared by the threads of one process: every request gets its own worker at once.
+    """Worker processes shared by the threads of one process; a slow request never starves the others.
 
-    Up to ``limit`` run at the same time (more callers wait for one to be released, until their deadline);
-    beyond ``warm``, workers unused for ``IDLE_RETIRE_S`` retire. A spare is started whenever the last idle
-    worker is handed out, so the next caller rarely waits for a start-up.
+    A request takes an idle, started worker. When there is none, it waits for the first of: a worker
+    released by another request (most take milliseconds), or a new worker that the pool starts for the
+    waiting requests (one start at a time, up to ``limit`` workers). So requests held by slow answers only
+    cost the others one worker start-up, never their deadline. ``warm`` workers are started with the pool
+    and kept; the others retire after ``IDLE_RETIRE_S`` unused; a worker that overran is killed.
     """
 
     def __init__(self, warm: int, limit: int | None = None) -> None:
         self.pid = os.getpid()
         self.warm = max(1, warm)
         self.limit = max(self.warm, limit if limit is not None else MAX_WORKERS)
-        self.idle: list[_Worker] = []
-        self.n_alive = 0
+        self.idle: list[_Worker] = []  # started and ready
+        self.n_alive = 0  # idle + busy + starting
+        self.starting = 0
+        self.waiting = 0
         self.cond = threading.Condition()
         self.timeouts = 0
         self.started = 0
+        self.closed = False
+        self.failed_starts = 0  # consecutive workers that died before "ready" (math-verify missing?)
+        self.retry_at = 0.0
 
-    def _start(self) -> _Worker:
+    def _start_locked(self) -> None:
+        """Start a worker in the background; it joins ``idle`` once ready (caller holds ``cond``)."""
         self.n_alive += 1
+        self.starting += 1
         self.started += 1
-        return _Worker()
+        threading.Thread(target=self._bring_up, args=(_Worker(),), daemon=True).start()
+
+    def _bring_up(self, worker: _Worker) -> None:
+        ok = worker.wait_ready(time.monotonic() + 120.0)
+        with self.cond:
+            self.starting -= 1
+            if ok and not self.closed:
+                self.idle.append(worker)
+                self.failed_starts = 0
+            else:
+                self.n_alive -= 1
+                if not ok:  # no restart loop: wait before trying again
+                    self.failed_starts += 1
+                    self.retry_at = time.monotonic() + START_RETRY_S
+            self.cond.notify_all()
+        if not ok or self.closed:
+            worker.kill()
+
+    def _grow_locked(self) -> None:
+        """Start workers up to ``warm``, and one more while requests wait and none is starting."""
+        if self.failed_starts and time.monotonic() < self.retry_at:
+            return
+        while self.n_alive < self.warm:
+            self._start_locked()
+        if self.waiting > 0 and self.starting == 0 and self.n_alive < self.limit:
+            self._start_locked()
 
     def acquire(self, deadline: float) -> _Worker | None:
-        """A worker for one request (idle, else new), or None when ``limit`` are busy until ``deadline``."""
+        """A started worker for one request, or None when none came free before ``deadline``."""
         with self.cond:
-            while True:
-                if self.idle:
-                    ready = [k for k, w in enumerate(self.idle) if w.ready]
-                    worker = self.idle.pop(ready[0] if ready else 0)
-                elif self.n_alive < self.limit:
-                    worker = self._start()
-                else:
+            self.waiting += 1
+            try:
+                while True:
+                    if self.idle:
+                        return self.idle.pop()
+                    self._grow_locked()
                     left = deadline - time.monotonic()
-                    if left <= 0:
-                        return None
+                    if left <= 0 or (self.n_alive == 0 and self.failed_starts):
+                        return None  # deadline, or no worker can start (logged): string match only
                     self.cond.wait(left)
-                    continue
-                if not self.idle and self.n_alive < self.limit:
-                    self.idle.append(self._start())  # the spare for the next caller
-                return worker
+            finally:
+                self.waiting -= 1
 
     def release(self, worker: _Worker, healthy: bool) -> None:
-        """Return a worker; an unhealthy one is killed (and replaced while fewer than ``warm`` are alive)."""
+        """Return a worker; an unhealthy one (overran, crashed) is killed and replaced if needed."""
         now = time.monotonic()
         with self.cond:
             stale = [w for w in self.idle[self.warm :] if now - w.idle_since > IDLE_RETIRE_S]
@@ -361,15 +395,15 @@ class WorkerPool:
                 self.idle.append(worker)
             else:
                 self.timeouts += 1
-                if self.n_alive < self.warm:
-                    self.idle.append(self._start())  # replaced at once, ready long before the next timeout
-            self.cond.notify()
+            self._grow_locked()
+            self.cond.notify_all()
         for w in stale + ([] if healthy else [worker]):
             w.kill()
 
     def shutdown(self) -> None:
-        """Kill the idle workers (busy ones are killed by their callers' deadlines)."""
+        """Kill the idle workers; busy ones are killed by their callers' deadlines, starting ones when up."""
         with self.cond:
+            self.closed = True
             for w in self.idle:
                 w.kill()
             self.n_alive -= len(self.idle)
@@ -394,16 +428,18 @@ def warmup(n: int = 1, timeout: float = 60.0) -> bool:
     pool = get_pool()
     deadline = time.monotonic() + timeout
     workers = [w for w in (pool.acquire(deadline) for _ in range(n)) if w is not None]
-    ok = all(w.wait_ready(deadline) for w in workers)
     for w in workers:
-        pool.release(w, healthy=w.ready)
-    return ok
+        pool.release(w, healthy=True)
+    return len(workers) == n
 
 
 def shutdown() -> None:
-    """Kill the worker processes (also done at interpreter exit)."""
-    if _pool is not None and _pool.pid == os.getpid():
-        _pool.shutdown()
+    """Kill the worker processes (also done at interpreter exit); the next request starts a new pool."""
+    global _pool
+    with _pool_lock:
+        if _pool is not None and _pool.pid == os.getpid():
+            _pool.shutdown()
+        _pool = None
 
 
 atexit.register(shutdown)
