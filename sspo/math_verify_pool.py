@@ -63,7 +63,7 @@ START_RETRY_S = 30.0  # after a worker died at start-up, the next start is tried
 # Pre-screening (in the caller, before any worker)
 # --------------------------------------------------------------------------------------------------
 MAX_VERIFY_CHARS = 1000  # longer answers are only string-matched: math-verify on them is slow, never needed
-SCREEN_LIMITS = {"nesting": 12, "tower": 2, "exponent_digits": 4, "factorial_digits": 3, "literal_digits": 400}
+SCREEN_LIMITS = {"nesting": 12, "tower": 1, "exponent_digits": 4, "factorial_digits": 3, "literal_digits": 400}
 _EXP_LITERAL_RE = re.compile(r"\^\s*\{?\s*[+-]?(\d+)")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*\}?\s*!")
 _DIGITS_RE = re.compile(r"\d+")

@@ -1,0 +1,121 @@
+"""sspo.reward policies and load: each strict rule can be turned off, bad settings fail by name, math-verify's
+fragment parses are refused, pathological answers never reach a worker, and verdicts do not depend on load."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from sspo import math_verify_pool as mvp
+from sspo import reward
+from sspo.reward import compute_score, compute_score_evaluation
+
+HBAR = r"\hbar \omega(v+1 / 2)-\frac{E_{0}^{2} e^{2}}{2 m \omega^{2}}"
+
+
+@pytest.mark.parametrize(
+    ("rule", "response", "gold"),
+    [
+        ("ignore_hidden_boxes", "I am unsure.\n% \\boxed{204}", "204"),
+        ("single_value", r"\boxed{203 \lor 204}", "204"),
+        ("reject_invisible", r"\boxed{\phantom{204}}", "204"),
+        ("units", r"\boxed{8^\circ}", r"8\%"),
+        ("guard_math_verify", r"\boxed{" + HBAR + "}", "2"),
+    ],
+)
+def test_each_rule_decides_its_case_and_can_be_turned_off(rule, response, gold):
+    assert compute_score("m", response, gold, timeout=30)["score"] == 0.0
+    assert compute_score("m", response, gold, timeout=30, rules={rule: False})["score"] == 1.0
+    assert compute_score_evaluation("m", response, gold, timeout=30)["score"] == 1.0  # the standard grader
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"policy": "strict"}, "reward policy 'strict': choose one of ['evaluation', 'training']"),
+        ({"rules": {"unit": False}}, "expected booleans for some of"),
+        ({"rules": {"units": "no"}}, "expected booleans for some of"),
+    ],
+)
+def test_bad_policy_or_rule_fails_naming_it(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        compute_score("m", r"\boxed{4}", "4", **kwargs)
+
+
+def test_guard_refuses_fragment_parses_both_ways_and_keeps_real_equivalences():
+    """math-verify reads HBAR as 2 (and ``k n + 17 - E_0^2`` as 17); the guard refuses, in both directions."""
+    assert compute_score("m", r"\boxed{" + HBAR + "}", "2", timeout=30)["score"] == 0.0
+    assert compute_score("m", r"\boxed{2}", HBAR, timeout=30)["score"] == 0.0
+    assert compute_score("m", r"\boxed{k n + 17 - E_{0}^{2}}", "17", timeout=30)["score"] == 0.0
+    for pred, gold in [
+        (HBAR, HBAR.replace(" ", "")),
+        ("(x+1)^2", "x^2+2x+1"),
+        (r"2\sqrt{2}", r"\sqrt{8}"),
+        (r"\{2, 1\}", r"\{1, 2\}"),
+        (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),
+    ]:
+        assert compute_score("m", r"\boxed{" + pred + "}", gold, timeout=30)["score"] == 1.0, pred
+
+
+PATHOLOGICAL = [
+    r"10^{10^{10^{10}}}",  # power tower
+    r"9^{9^{9}}",
+    "{" * 10_000 + "1" + "}" * 10_000,  # 10k nested braces
+    r"\frac{1}{" * 40 + "1" + "}" * 40,
+    "100000!",
+    "2^{123456789}",
+    "7" * 5000,
+]
+
+
+@pytest.mark.parametrize("pred", PATHOLOGICAL, ids=range(len(PATHOLOGICAL)))
+def test_pathological_answers_never_reach_a_worker(monkeypatch, pred):
+    asked = []
+    monkeypatch.setattr(mvp, "ask", lambda *a: asked.append(a) or (True, False))
+    monkeypatch.setattr(reward, "_verdicts", {})
+    assert compute_score("m", r"\boxed{" + pred + "}", "42")["score"] == 0.0
+    assert asked == []
+
+
+def test_screen_allows_what_the_gold_itself_has():
+    """A tower gold may be answered by a tower: the limits are relative to the gold."""
+    assert mvp.screen(r"10^{10^{10^{10}}}", ["42"]) is not None
+    assert mvp.screen(r"10^{10^{10^{10}}}", [r"10^{10^{10^{11}}}"]) is None
+    assert mvp.screen(r"2^{2^{2}}", ["16"]) is not None  # an exponent holding a power: not unless the gold has one
+    assert mvp.screen(r"e^{x^{2}}", [r"e^{x^2}"]) is None
+    assert mvp.screen(r"\frac{\sqrt{2}}{2}", ["1"]) is None
+
+
+def test_a_slow_request_does_not_starve_a_normal_one(monkeypatch):
+    """One worker is held (as by a pathological answer) for the whole test: the pool starts another for the
+    waiting request, which gets math-verify's verdict well before its deadline."""
+    pool = mvp.WorkerPool(1, limit=4)
+    monkeypatch.setattr(mvp, "_pool", pool)
+    monkeypatch.setattr(reward, "_verdicts", {})
+    held = pool.acquire(time.monotonic() + 120)
+    assert held is not None
+    try:
+        out = compute_score("m", r"\boxed{2\sqrt{2}}", r"\sqrt{8}", timeout=60)
+        assert out["score"] == 1.0 and pool.started == 2
+    finally:
+        pool.release(held, healthy=True)
+        pool.shutdown()
+
+
+def test_verdicts_do_not_depend_on_the_neighbours(monkeypatch):
+    """The same batch (symbolic answers needing math-verify, pathological ones) scored one by one and from
+    8 threads gives the same verdicts."""
+    monkeypatch.setattr(reward, "_verdicts", {})
+    batch = []
+    for k in range(2, 14):
+        batch.append((rf"\boxed{{{k}\sqrt{{2}}}}", rf"\sqrt{{{2 * k * k}}}", 1.0))
+        batch.append((rf"\boxed{{{k}\sqrt{{3}}}}", rf"\sqrt{{{2 * k * k}}}", 0.0))
+        batch.append((rf"\boxed{{(x+{k})^2}}", rf"x^2+{2 * k}x+{k * k}", 1.0))
+    batch += [(r"\boxed{" + p + "}", "42", 0.0) for p in PATHOLOGICAL]
+    alone = [compute_score("m", r, g, timeout=30)["score"] for r, g, _ in batch]
+    reward._verdicts.clear()
+    with ThreadPoolExecutor(max_workers=8) as ex:
+        together = list(ex.map(lambda c: compute_score("m", c[0], c[1], timeout=30)["score"], batch))
+    assert alone == together == [e for _, _, e in batch]
