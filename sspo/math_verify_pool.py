@@ -10,11 +10,14 @@ Load independence: a response's verdict must not depend on what else is being sc
 
 1. ``screen`` rejects pathological answers before any worker (deterministic, microseconds): too long,
    too deeply nested, power towers, huge exponents/factorials/literals -- each only beyond what the gold
-   itself has. They score 0 alone and under load alike.
+   itself has (towers of 3 or more always). They score 0 alone and under load alike.
 2. The pool cannot be starved: while requests wait, it starts more workers (up to
    ``SSPO_REWARD_MAX_WORKERS``, default 64), so a request waits at most for a quick neighbour or one
    worker start-up, never for a slow answer. ``SSPO_REWARD_WORKERS`` (default ``min(8, cpu_count)``,
    ~60 MB each) are kept warm; a worker that overruns its request's deadline is killed (SIGKILL).
+   A request that has used ``SLOW_CPU_S`` (1 s) of CPU time -- common answers take milliseconds; CPU time,
+   not wall time, so a busy machine does not make normal requests look slow -- has its worker reniced
+   to the lowest priority, so it cannot slow the others' requests or worker start-ups either.
 3. The guard: math-verify's "equal" counts only when neither parse lost a variable of its LaTeX (it reads
    ``\\hbar \\omega(v+1/2)-\\frac{E_0^2 e^2}{2 m \\omega^2}`` as ``2``); ``guard=False`` is plain math-verify.
 """
@@ -56,13 +59,18 @@ DEFAULT_TIMEOUT_S = _env_number("SSPO_REWARD_TIMEOUT", 5.0)
 WARM_WORKERS = _env_number("SSPO_REWARD_WORKERS", min(8, os.cpu_count() or 1), int)
 MAX_WORKERS = max(WARM_WORKERS, _env_number("SSPO_REWARD_MAX_WORKERS", 64, int))
 WORKER_MEMORY_LIMIT_BYTES = 4 * 1024**3
-IDLE_RETIRE_S = 60.0
+IDLE_RETIRE_S = 600.0  # a worker beyond the warm ones retires after this long unused (no churn between steps)
+SLOW_CPU_S = 1.0  # a request that used this much worker CPU time gets the worker's priority lowered
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 START_RETRY_S = 30.0  # after a worker died at start-up, the next start is tried this much later  # a worker beyond the warm ones retires after this long unused (no start-up churn)
 
 # --------------------------------------------------------------------------------------------------
 # Pre-screening (in the caller, before any worker)
 # --------------------------------------------------------------------------------------------------
 MAX_VERIFY_CHARS = 1000  # longer answers are only string-matched: math-verify on them is slow, never needed
+# A power tower of 3 or more (a^{b^{c}}) is never sent: sympy cannot compare towers in bounded time even when
+# the gold is one (the string match still can); every other limit applies beyond what the gold has.
+MAX_TOWER = 2
 SCREEN_LIMITS = {"nesting": 12, "tower": 1, "exponent_digits": 4, "factorial_digits": 3, "literal_digits": 400}
 _EXP_LITERAL_RE = re.compile(r"\^\s*\{?\s*[+-]?(\d+)")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*\}?\s*!")
@@ -109,6 +117,8 @@ def screen(pred: str, golds: list[str]) -> str | None:
     if len(pred) > MAX_VERIFY_CHARS:
         return f"answer longer than {MAX_VERIFY_CHARS} characters"
     cost = complexity(pred)
+    if cost["tower"] > MAX_TOWER:
+        return f"power tower of height {cost['tower'] + 1}"
     gold_cost = [complexity(g) for g in golds]
     for key, limit in SCREEN_LIMITS.items():
         allowed = max([limit] + [c[key] for c in gold_cost])
@@ -227,6 +237,7 @@ class _Worker:
         self.eof = False
         self._buf = b""
         self.idle_since = time.monotonic()
+        self.niced = False  # lowered priority while slow: retired after its request (cannot be raised back)
 
     def _readline(self, deadline: float) -> str | None:
         """One line from the worker, or None when the deadline passes or the worker died."""
@@ -266,13 +277,33 @@ class _Worker:
             self.proc.stdin.flush()
         except OSError:
             return None
-        line = self._readline(deadline)
+        cpu0 = self.cpu_seconds()
+        while True:
+            line = self._readline(min(deadline, time.monotonic() + 0.25))
+            if line is not None or self.eof or time.monotonic() >= deadline:
+                break
+            if not self.niced and self.cpu_seconds() - cpu0 > SLOW_CPU_S:
+                # slow: lowest CPU priority from now on, so it cannot slow other requests or start-ups
+                try:
+                    os.setpriority(os.PRIO_PROCESS, self.proc.pid, 19)
+                    self.niced = True
+                except (AttributeError, OSError):
+                    pass
         if line is None:
             return None
         try:
             return bool(json.loads(line)["eq"])
         except (ValueError, KeyError, TypeError):
             return None
+
+    def cpu_seconds(self) -> float:
+        """CPU time the worker has used (Linux ``/proc``; 0 elsewhere, where nothing is reniced)."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+        except (OSError, ValueError, IndexError):
+            return 0.0
 
     def kill(self) -> None:
         """SIGKILL the process and close its pipes (idempotent)."""
@@ -314,9 +345,9 @@ class WorkerPool:
     """Worker processes shared by the threads of one process; a slow request never starves the others.
 
     A request takes an idle, started worker. When there is none, it waits for the first of: a worker
-    released by another request (most take milliseconds), or a new worker that the pool starts for the
-    waiting requests (one start at a time, up to ``limit`` workers). So requests held by slow answers only
-    cost the others one worker start-up, never their deadline. ``warm`` workers are started with the pool
+    released by another request (most take milliseconds), or a new worker that the pool starts for it
+    (one start per waiting request, up to ``limit`` workers). So requests held by slow answers cost the
+    others at most one worker start-up, never their deadline. ``warm`` workers are started with the pool
     and kept; the others retire after ``IDLE_RETIRE_S`` unused; a worker that overran is killed.
     """
 
@@ -340,10 +371,16 @@ class WorkerPool:
         self.n_alive += 1
         self.starting += 1
         self.started += 1
-        threading.Thread(target=self._bring_up, args=(_Worker(),), daemon=True).start()
+        threading.Thread(target=self._bring_up, daemon=True).start()
 
-    def _bring_up(self, worker: _Worker) -> None:
-        ok = worker.wait_ready(time.monotonic() + 120.0)
+    def _bring_up(self) -> None:
+        """(background thread) Spawn a worker -- callers never pay for the fork -- and wait until it is up."""
+        try:
+            worker = _Worker()
+        except OSError as e:
+            logger.error("could not start a math-verify worker: %s", e)
+            worker = None
+        ok = worker is not None and worker.wait_ready(time.monotonic() + 120.0)
         with self.cond:
             self.starting -= 1
             if ok and not self.closed:
@@ -355,16 +392,14 @@ class WorkerPool:
                     self.failed_starts += 1
                     self.retry_at = time.monotonic() + START_RETRY_S
             self.cond.notify_all()
-        if not ok or self.closed:
+        if worker is not None and (not ok or self.closed):
             worker.kill()
 
     def _grow_locked(self) -> None:
-        """Start workers up to ``warm``, and one more while requests wait and none is starting."""
+        """Start workers up to ``warm``, and one for each waiting request that no start is under way for."""
         if self.failed_starts and time.monotonic() < self.retry_at:
             return
-        while self.n_alive < self.warm:
-            self._start_locked()
-        if self.waiting > 0 and self.starting == 0 and self.n_alive < self.limit:
+        while self.n_alive < self.warm or (self.waiting > self.starting and self.n_alive < self.limit):
             self._start_locked()
 
     def acquire(self, deadline: float) -> _Worker | None:
@@ -384,21 +419,26 @@ class WorkerPool:
                 self.waiting -= 1
 
     def release(self, worker: _Worker, healthy: bool) -> None:
-        """Return a worker; an unhealthy one (overran, crashed) is killed and replaced if needed."""
+        """Return a worker; an unhealthy (overran, crashed) or niced one is killed and replaced if needed.
+
+        Kills happen in a background thread: the caller returns at its deadline, not after the kill.
+        """
         now = time.monotonic()
+        keep = healthy and not worker.niced
         with self.cond:
             stale = [w for w in self.idle[self.warm :] if now - w.idle_since > IDLE_RETIRE_S]
             self.idle = [w for w in self.idle if w not in stale]
-            self.n_alive -= len(stale) + (not healthy)
-            if healthy:
+            self.n_alive -= len(stale) + (not keep)
+            if keep:
                 worker.idle_since = now
                 self.idle.append(worker)
-            else:
+            elif not healthy:
                 self.timeouts += 1
             self._grow_locked()
             self.cond.notify_all()
-        for w in stale + ([] if healthy else [worker]):
-            w.kill()
+        doomed = stale + ([] if keep else [worker])
+        if doomed:
+            threading.Thread(target=lambda: [w.kill() for w in doomed], daemon=True).start()
 
     def shutdown(self) -> None:
         """Kill the idle workers; busy ones are killed by their callers' deadlines, starting ones when up."""
@@ -452,9 +492,11 @@ def ask(golds: list[str], pred: str, guard: bool, timeout: float) -> tuple[bool 
     worker = pool.acquire(deadline)
     if worker is None:  # every worker busy until the deadline
         logger.warning(
-            "no free math-verify worker within %.2fs (%d busy; raise SSPO_REWARD_MAX_WORKERS): scoring 0; "
-            "pred=%r",
+            "no free math-verify worker within %.2fs (%d alive, %d starting, limit %d: raise "
+            "SSPO_REWARD_MAX_WORKERS, or SSPO_REWARD_WORKERS to keep more started): scoring 0; pred=%r",
             timeout,
+            pool.n_alive,
+            pool.starting,
             pool.limit,
             pred[:80],
         )

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -59,6 +60,8 @@ logger = logging.getLogger(__name__)
 
 _verdicts: dict[tuple[tuple[str, ...], str, bool], bool] = {}
 _VERDICTS_MAX = 65536
+_in_flight: dict[tuple[tuple[str, ...], str, bool], threading.Event] = {}
+_in_flight_lock = threading.Lock()
 
 
 def math_verify_equal(golds: list[str], pred: str, guard: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
@@ -71,13 +74,27 @@ def math_verify_equal(golds: list[str], pred: str, guard: bool = True, timeout: 
     hit = _verdicts.get(key)
     if hit is not None:
         return hit
-    verdict, overran = _mv.ask(list(golds), pred, guard, timeout)
-    # An overrun is remembered as False, so a pathological answer costs the bound once, not once per
-    # sample; a deadline passed while waiting for a worker is not the answer's fault: not remembered.
-    if verdict is not None or overran:
-        if len(_verdicts) >= _VERDICTS_MAX:
-            _verdicts.clear()
-        _verdicts[key] = bool(verdict)
+    with _in_flight_lock:  # the same pair already being verified (GRPO repeats answers): wait for it
+        first = key not in _in_flight
+        done = _in_flight.setdefault(key, threading.Event())
+    if not first:
+        done.wait(timeout)
+        hit = _verdicts.get(key)
+        if hit is not None:
+            return hit
+    try:
+        verdict, overran = _mv.ask(list(golds), pred, guard, timeout)
+        # An overrun is remembered as False, so a pathological answer costs the bound once, not once per
+        # sample; a deadline passed while waiting for a worker is not the answer's fault: not remembered.
+        if verdict is not None or overran:
+            if len(_verdicts) >= _VERDICTS_MAX:
+                _verdicts.clear()
+            _verdicts[key] = bool(verdict)
+    finally:
+        if first:
+            with _in_flight_lock:
+                _in_flight.pop(key, None)
+            done.set()
     return bool(verdict)
 
 

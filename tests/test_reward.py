@@ -14,6 +14,7 @@ from sspo import reward
 from sspo.reward import canonical, compute_score, gold_answers, last_boxed_answer
 
 OAT = ("aime24", "amc", "math500", "minerva", "olympiadbench")
+SLOW = "(x+1)^{990} - (x+2)^{990}"  # passes the screen; math-verify expands it for far longer than a bound
 TEMPLATE = (
     "Let's solve this step by step.\nFirst we set up the equations and simplify them.\n"
     "After some algebra we find the value.\nTherefore, the final answer is $\\boxed{%s}$."
@@ -141,7 +142,7 @@ def test_hard_time_bound_from_a_non_main_thread():
     results = {}
 
     def run():  # math-verify's own signal.alarm timeouts would fail here (not the main thread)
-        results["slow"] = compute_score("m", r"\boxed{10^{10^{10^{10}}}}", r"10^{10^{10^{11}}}", timeout=1.0)
+        results["slow"] = compute_score("m", r"\boxed{" + SLOW + "}", "42", timeout=1.0)
         results["next"] = compute_score(
             "m", r"\boxed{(3,\pi/2)}", r"\left( 3, \frac{\pi}{2} \right)", timeout=10
         )
@@ -150,7 +151,7 @@ def test_hard_time_bound_from_a_non_main_thread():
     t.start()
     t.join(timeout=60)
     assert not t.is_alive(), "compute_score hung"
-    assert results["slow"] == {"score": 0.0, "acc": False, "pred": "10^{10^{10^{10}}}"}
+    assert results["slow"] == {"score": 0.0, "acc": False, "pred": SLOW}
     assert pool.timeouts == before + 1  # the overrunning worker was killed and replaced
     assert results["next"]["score"] == 1.0
 
