@@ -288,7 +288,10 @@ def load(golds: list[str], timeout: float, threads: int, with_ray: bool) -> None
 
     batch = load_batch(golds)
     reward.warmup(1)
-    runs = {"one at a time": _score_timed(batch, timeout, 0), f"{threads} threads": _score_timed(batch, timeout, threads)}
+    runs = {
+        "one at a time": _score_timed(batch, timeout, 0),
+        f"{threads} threads": _score_timed(batch, timeout, threads),
+    }
     if with_ray:
         runs[f"Ray actor, {threads} threads"] = _ray_scores(batch, timeout, threads)
     t0 = time.perf_counter()
@@ -299,8 +302,10 @@ def load(golds: list[str], timeout: float, threads: int, with_ray: bool) -> None
     kinds = sorted({k for k, _, _ in batch})
     print(f"\n## Load: {len(batch)} responses ({', '.join(f'{k} {sum(b[0] == k for b in batch)}' for k in kinds)}), "
           f"bound {timeout:.1f} s\n")  # fmt: skip
-    print("| how | verdicts = one at a time | worst latency (s) | within bound + 100 ms | responses/s "
-          "| vs verl math_verify (1 thread) |")
+    print(
+        "| how | verdicts = one at a time | worst latency (s) | within bound + 100 ms | responses/s "
+        "| vs verl math_verify (1 thread) |"
+    )
     print("|---|---|---|---|---|---|")
     for label, (scores, lat, wall) in runs.items():
         same = sum(a == b for a, b in zip(scores, alone, strict=True))
@@ -312,8 +317,10 @@ def load(golds: list[str], timeout: float, threads: int, with_ray: bool) -> None
     normal = [i for i, b in enumerate(batch) if b[0] != "pathological"]
     for label, (_, lat, _) in runs.items():
         print(f"worst latency of a non-pathological response, {label}: {max(lat[i] for i in normal):.3f} s")
-    print(f"accepted (one at a time): {int(sum(alone))}/{len(batch)}; "
-          f"per kind: {', '.join(f'{k} {int(sum(s for s, b in zip(alone, batch) if b[0] == k))}' for k in kinds)}")
+    print(
+        f"accepted (one at a time): {int(sum(alone))}/{len(batch)}; "
+        f"per kind: {', '.join(f'{k} {int(sum(s for s, b in zip(alone, batch, strict=True) if b[0] == k))}' for k in kinds)}"
+    )
 
 
 def main() -> int:

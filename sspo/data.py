@@ -225,7 +225,9 @@ def _read_table_file(path: Path) -> list[dict]:
                 except pa.ArrowInvalid:
                     return pa.ipc.open_file(source).read_all().to_pylist()
     except (pa.ArrowException, OSError) as e:
-        raise DataError(f"{path}: not a readable {path.suffix[1:]} file ({e}); re-export it or pass another") from e
+        raise DataError(
+            f"{path}: not a readable {path.suffix[1:]} file ({e}); re-export it or pass another"
+        ) from e
     if path.suffix == ".json":
         text = _read_text(path).strip()
         if text.startswith("["):
@@ -267,9 +269,7 @@ def read_rows(path: Path, report: Report) -> list[dict]:
         if not arrow:
             raise DataError(f"{path}: a folder without .arrow files or a datasets save_to_disk layout")
         return [row for f in arrow for row in _read_table_file(f)]
-    if path.suffix == ".jsonl" or (
-        path.suffix == ".json" and not _read_text(path).lstrip().startswith("[")
-    ):
+    if path.suffix == ".jsonl" or (path.suffix == ".json" and not _read_text(path).lstrip().startswith("[")):
         return list(_read_jsonl(path, report))
     return _read_table_file(path)
 
@@ -568,9 +568,7 @@ def prepare(
             skipped.append(path)
             continue
         if not produced[name]:
-            raise DataError(
-                f"{name}: no usable rows left, nothing written:\n{by_name[name].summary()}"
-            )
+            raise DataError(f"{name}: no usable rows left, nothing written:\n{by_name[name].summary()}")
         write_parquet(produced[name], path)
         written.append(path)
     manifest = out_dir / "manifest.json"

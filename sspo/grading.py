@@ -51,7 +51,11 @@ class GradingPolicy:
 
 TRAINING = GradingPolicy()
 EVALUATION = GradingPolicy(
-    ignore_hidden_boxes=False, single_value=False, reject_invisible=False, units=False, guard_math_verify=False
+    ignore_hidden_boxes=False,
+    single_value=False,
+    reject_invisible=False,
+    units=False,
+    guard_math_verify=False,
 )
 POLICIES = {"training": TRAINING, "evaluation": EVALUATION}
 
@@ -140,7 +144,9 @@ def _skip_group(s: str, i: int) -> int:
     return len(s)
 
 
-_INVISIBLE_RE = re.compile(r"\\(?:phantom|hphantom|vphantom)\s*(?=\{)|\\(?:textcolor|color)\s*\{\s*white\s*\}\s*(?=\{)")
+_INVISIBLE_RE = re.compile(
+    r"\\(?:phantom|hphantom|vphantom)\s*(?=\{)|\\(?:textcolor|color)\s*\{\s*white\s*\}\s*(?=\{)"
+)
 
 
 def remove_invisible(s: str) -> str:
@@ -230,8 +236,13 @@ _UNIT_WORDS = (
 _TEXT_CMD = r"\\(?:text|mathrm|mbox|textrm|textnormal|rm|textit|mathit)\s*"
 _EXP = r"(?:\s*\^\s*(?:\{\s*[+-]?\d+\s*\}|[+-]?\d))?"
 _UNIT_TAIL_RE = re.compile(
-    r"(?:\s|\\[,;:! ]|~)*(?:" + _TEXT_CMD + r"\{\s*~?\s*([A-Za-z][A-Za-z .]*?)\s*\}|(?<![A-Za-z\\])("
-    + _UNIT_WORDS + r"))(" + _EXP + r")\s*$"
+    r"(?:\s|\\[,;:! ]|~)*(?:"
+    + _TEXT_CMD
+    + r"\{\s*~?\s*([A-Za-z][A-Za-z .]*?)\s*\}|(?<![A-Za-z\\])("
+    + _UNIT_WORDS
+    + r"))("
+    + _EXP
+    + r")\s*$"
 )
 _PERCENT_TAIL_RE = re.compile(r"(?:\s|\\[,;:! ]|~)*(?:\\%|%|" + _TEXT_CMD + r"\{\s*percent\s*\})\s*$")
 _DEGREE_TAIL_RE = re.compile(
@@ -393,7 +404,9 @@ def as_rational(c: str) -> Fraction | None:
     return -value if sign == "-" else value
 
 
-_CHOICE_RE = re.compile(r"^(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(?([A-E])\)(.*?)\}?$|^(?:\\(?:text|textbf|mathrm)\{)?([A-E])\}?$")
+_CHOICE_RE = re.compile(
+    r"^(?:\\(?:text|textbf|mathrm|mathbf)\{)?\(?([A-E])\)(.*?)\}?$|^(?:\\(?:text|textbf|mathrm)\{)?([A-E])\}?$"
+)
 
 
 def choice_letter(s: str) -> tuple[str, str] | None:
@@ -464,7 +477,9 @@ def _split_top_level(s: str, seps: re.Pattern) -> list[str]:
     return [p.strip() for p in parts]
 
 
-_LIST_SEP_RE = re.compile(r"(?<!\\);|(?<!\\),(?!\d{3}(?!\d))(?!\\!\s*\d{3}(?!\d))")  # "1,000", "10,\!080" are numbers; "\," a space
+_LIST_SEP_RE = re.compile(
+    r"(?<!\\);|(?<!\\),(?!\d{3}(?!\d))(?!\\!\s*\d{3}(?!\d))"
+)  # "1,000", "10,\!080" are numbers; "\," a space
 
 
 def _several_values(gold: str) -> bool:

@@ -71,7 +71,13 @@ MAX_VERIFY_CHARS = 1000  # longer answers are only string-matched: math-verify o
 # A power tower of 3 or more (a^{b^{c}}) is never sent: sympy cannot compare towers in bounded time even when
 # the gold is one (the string match still can); every other limit applies beyond what the gold has.
 MAX_TOWER = 2
-SCREEN_LIMITS = {"nesting": 12, "tower": 1, "exponent_digits": 4, "factorial_digits": 3, "literal_digits": 400}
+SCREEN_LIMITS = {
+    "nesting": 12,
+    "tower": 1,
+    "exponent_digits": 4,
+    "factorial_digits": 3,
+    "literal_digits": 400,
+}
 _EXP_LITERAL_RE = re.compile(r"\^\s*\{?\s*[+-]?(\d+)")
 _FACTORIAL_RE = re.compile(r"(\d+)\s*\}?\s*!")
 _DIGITS_RE = re.compile(r"\d+")
@@ -273,7 +279,9 @@ class _Worker:
         if not self.wait_ready(deadline):
             return None
         try:
-            self.proc.stdin.write((json.dumps({"golds": golds, "pred": pred, "guard": guard}) + "\n").encode())
+            self.proc.stdin.write(
+                (json.dumps({"golds": golds, "pred": pred, "guard": guard}) + "\n").encode()
+            )
             self.proc.stdin.flush()
         except OSError:
             return None

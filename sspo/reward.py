@@ -64,7 +64,9 @@ _in_flight: dict[tuple[tuple[str, ...], str, bool], threading.Event] = {}
 _in_flight_lock = threading.Lock()
 
 
-def math_verify_equal(golds: list[str], pred: str, guard: bool = True, timeout: float = DEFAULT_TIMEOUT_S) -> bool:
+def math_verify_equal(
+    golds: list[str], pred: str, guard: bool = True, timeout: float = DEFAULT_TIMEOUT_S
+) -> bool:
     """math-verify's (guarded) verdict for ``pred`` against any of ``golds``: screened, memoised, bounded."""
     reason = screen(pred, golds)
     if reason is not None:
@@ -98,7 +100,9 @@ def math_verify_equal(golds: list[str], pred: str, guard: bool = True, timeout: 
     return bool(verdict)
 
 
-def resolve_policy(policy: str | GradingPolicy = "training", rules: Mapping[str, bool] | None = None) -> GradingPolicy:
+def resolve_policy(
+    policy: str | GradingPolicy = "training", rules: Mapping[str, bool] | None = None
+) -> GradingPolicy:
     """A policy by name (``training``/``evaluation``) or as given, with ``rules`` overriding its fields."""
     if isinstance(policy, str):
         if policy not in POLICIES:
@@ -191,4 +195,6 @@ def compute_score_evaluation(
 ) -> dict[str, Any]:
     """``compute_score`` with the standard evaluation policy (last box, math-verify), for paper-style tables."""
     kwargs.pop("policy", None)
-    return compute_score(data_source, solution_str, ground_truth, extra_info, timeout, policy="evaluation", **kwargs)
+    return compute_score(
+        data_source, solution_str, ground_truth, extra_info, timeout, policy="evaluation", **kwargs
+    )

@@ -70,10 +70,12 @@ def test_answers_are_normalised(prepared):
     assert gt["minerva"][0] == "9.6"  # stored as ["9.6\n"]
     assert gt["olympiadbench"][1] == "\\frac{1}{2 n+2}"  # stored as ["$\\frac{1}{2 n+2}$"]
     assert gt["math500"][0] == "\\left( 3, \\frac{\\pi}{2} \\right)"
-    assert all(  # math-mode dollars gone; a currency "\\$" is kept, as are units (the strict grader checks them)
-        g and not re.search(r"(?<!\\)\$", g) and "\\boxed" not in g and not g.endswith("\n")
-        for v in gt.values()
-        for g in v
+    assert (
+        all(  # math-mode dollars gone; a currency "\\$" is kept, as are units (the strict grader checks them)
+            g and not re.search(r"(?<!\\)\$", g) and "\\boxed" not in g and not g.endswith("\n")
+            for v in gt.values()
+            for g in v
+        )
     )
     assert "5.4 \\text{ cents}" in gt["math500"] and "\\$18.90" in gt["math500"]
     alt = _rows(out / "minerva.parquet")
@@ -403,5 +405,8 @@ def test_benchmark_that_would_lose_rows_fails_unless_allowed(shared_data, tmp_pa
     assert "missing answer: row 1:" in err and "malformed JSON: aime24.jsonl:4:" in err
     assert "--allow-drops" in err and read == ["aime24.jsonl"] and not (tmp_path / "o").exists()
     assert main([*args, "--allow-drops"]) == 0
-    assert len(_rows(tmp_path / "o" / "aime24.parquet")) == 2 and len(_rows(tmp_path / "o" / "train.parquet")) > 0
+    assert (
+        len(_rows(tmp_path / "o" / "aime24.parquet")) == 2
+        and len(_rows(tmp_path / "o" / "train.parquet")) > 0
+    )
     assert "aime24: 2/4 rows kept" in capsys.readouterr().out

@@ -298,7 +298,12 @@ def test_score_uses_the_evaluation_policy_unless_told(tmp_path):
     """The table grades as published tables do (last box); --policy training applies the strict reward."""
     f = tmp_path / "g.jsonl"
     rows = [
-        {"benchmark": "aime24", "index": 0, "response": "\\boxed{203} or \\boxed{204}", "ground_truth": "204"},
+        {
+            "benchmark": "aime24",
+            "index": 0,
+            "response": "\\boxed{203} or \\boxed{204}",
+            "ground_truth": "204",
+        },
         {"benchmark": "aime24", "index": 1, "response": "\\boxed{25}", "ground_truth": "25"},
     ]
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))

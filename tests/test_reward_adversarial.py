@@ -95,7 +95,12 @@ def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
         add("hedging", 0, _box(f"\\pm {g}"), g)
         add("hedging", 1, PREFIX + f"So $\\boxed{{{g}}}$. Checking again: $\\boxed{{{g}}}$.", g)
         add("hedging", 1, _box(f"{int(g):,}" if int(g) >= 1000 else f"{g}.0"), g)
-        add("hedging", 1, PREFIX + f"We found $\\boxed{{{g}}}$, i.e. $\\boxed{{\\frac{{{2 * int(g)}}}{{2}}}}$.", g)
+        add(
+            "hedging",
+            1,
+            PREFIX + f"We found $\\boxed{{{g}}}$, i.e. $\\boxed{{\\frac{{{2 * int(g)}}}{{2}}}}$.",
+            g,
+        )
         # boxes that are not answers: code, quotes, comments
         add("hidden box", 0, _box(w) + f"\n```\nprint(r'\\boxed{{{g}}}')\n```", g)
         add("hidden box", 0, _box(w) + f" Also `\\boxed{{{g}}}`.", g)
@@ -165,7 +170,12 @@ def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
         v, unit, power = re.match(r"(.*?)\s*\\(?:text|mbox)\{ ?([a-z]+)\}(\^\d)?", g).groups()
         power = power or ""
         add("units", 0, _box(f"{v} \\text{{ hours}}"), g)
-        add("units", 0, _box(f"{v} \\text{{ feet}}{power}" if unit != "feet" else f"{v} \\text{{ inches}}{power}"), g)
+        add(
+            "units",
+            0,
+            _box(f"{v} \\text{{ feet}}{power}" if unit != "feet" else f"{v} \\text{{ inches}}{power}"),
+            g,
+        )
         add("units", 1, _box(v), g)
         add("units", 1, _box(f"{v}\\text{{{unit}}}{power}"), g)
     hbar = next((g for g in golds if g.startswith("\\hbar")), None)
@@ -178,7 +188,11 @@ def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
         if swapped is not None:
             add("math-verify piece", 1, _box(swapped), g)
         add("math-verify piece", 1, _box(g.replace("\\frac", "\\dfrac").replace(" ", "")), g)
-    for a, b in [("(x+1)^2", "x^2+2x+1"), ("2\\sqrt{2}", "\\sqrt{8}"), ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt3}2")]:
+    for a, b in [
+        ("(x+1)^2", "x^2+2x+1"),
+        ("2\\sqrt{2}", "\\sqrt{8}"),
+        ("\\frac{\\sqrt{3}}{2}", "\\frac{\\sqrt3}2"),
+    ]:
         add("math-verify piece", 1, _box(a), b)
     for g in choice:
         letter = g[7]
@@ -218,7 +232,16 @@ def count_by_class(cases: list[Case], scores: list[float]) -> dict[tuple[str, fl
 # --------------------------------------------------------------------------------------------------
 # Tests
 # --------------------------------------------------------------------------------------------------
-CLASSES = ("hedging", "hidden box", "equation", "invisible", "units", "math-verify piece", "float notation", "choice")
+CLASSES = (
+    "hedging",
+    "hidden box",
+    "equation",
+    "invisible",
+    "units",
+    "math-verify piece",
+    "float notation",
+    "choice",
+)
 
 
 def _cases(shared_data):
@@ -235,7 +258,11 @@ def test_every_class_has_hacks_and_near_misses(shared_data):
 def test_training_reward_scores_every_adversarial_case_as_expected(shared_data):
     cases = _cases(shared_data)
     scores = score_all(cases)
-    wrong = [(c.cls, c.expected, c.response[len(PREFIX) :], c.gold) for c, s in zip(cases, scores, strict=True) if s != c.expected]
+    wrong = [
+        (c.cls, c.expected, c.response[len(PREFIX) :], c.gold)
+        for c, s in zip(cases, scores, strict=True)
+        if s != c.expected
+    ]
     assert wrong == []
 
 
@@ -247,7 +274,12 @@ def test_evaluation_policy_is_the_standard_last_box_grader(shared_data):
     cases = [c for c in _cases(shared_data) if c.cls in ("float notation", "choice") and c.expected == 1]
     assert all(compute_score_evaluation("m", c.response, c.gold)["score"] == 1.0 for c in cases)
     g = "204"
-    for hack in (f"$\\boxed{{203}}\\boxed{{{g}}}$", f"\\boxed{{{g}}}\n% comment", _box(f"{g}\\%"), _box("x = 204")):
+    for hack in (
+        f"$\\boxed{{203}}\\boxed{{{g}}}$",
+        f"\\boxed{{{g}}}\n% comment",
+        _box(f"{g}\\%"),
+        _box("x = 204"),
+    ):
         assert compute_score_evaluation("m", hack, g)["score"] == 1.0, hack
 
 
@@ -265,7 +297,9 @@ def main() -> int:
     if args.dump:
         Path(args.dump).write_text(json.dumps([c.__dict__ for c in cases], indent=0))
     counts = count_by_class(cases, score_all(cases, args.policy))
-    print(f"| class | must score 0: scored 0 | near-miss, must score 1: scored 1 |  (policy: {args.policy or 'default'})")
+    print(
+        f"| class | must score 0: scored 0 | near-miss, must score 1: scored 1 |  (policy: {args.policy or 'default'})"
+    )
     print("|---|---|---|")
     for cls in CLASSES:
         zero, one = counts.get((cls, 0), (0, 0)), counts.get((cls, 1), (0, 0))

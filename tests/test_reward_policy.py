@@ -87,7 +87,9 @@ def test_screen_allows_what_the_gold_itself_has_except_towers():
     assert mvp.screen(r"10^{10^{10^{10}}}", [r"10^{10^{10^{11}}}"]) == "power tower of height 4"
     assert compute_score("m", r"\boxed{10^{10^{10^{11}}}}", r"10^{10^{10^{11}}}")["score"] == 1.0
     assert mvp.screen(r"\frac{1}{" * 14 + "x" + "}" * 14, [r"\frac{1}{" * 14 + "y" + "}" * 14]) is None
-    assert mvp.screen(r"2^{2^{2}}", ["16"]) is not None  # an exponent holding a power: not unless the gold has one
+    assert (
+        mvp.screen(r"2^{2^{2}}", ["16"]) is not None
+    )  # an exponent holding a power: not unless the gold has one
     assert mvp.screen(r"e^{x^{2}}", [r"e^{x^2}"]) is None
     assert mvp.screen(r"\frac{\sqrt{2}}{2}", ["1"]) is None
 
@@ -132,7 +134,9 @@ def test_a_slow_request_gets_the_lowest_cpu_priority_a_quick_one_does_not():
         assert worker.ask([r"\sqrt{8}"], r"2\sqrt{2}", True, time.monotonic() + 60) is True
         assert not worker.niced and os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == 0
         slow = "(x+1)^{990} - (x+2)^{990}"
-        assert worker.ask(["42"], slow, True, time.monotonic() + 20) is not True  # 0 or timed out: room to spare
+        assert (
+            worker.ask(["42"], slow, True, time.monotonic() + 20) is not True
+        )  # 0 or timed out: room to spare
         assert worker.niced and os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == 19
     finally:
         worker.kill()

@@ -15,7 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
-    return subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_reward_data_evaluation_import_neither_verl_nor_torch():
