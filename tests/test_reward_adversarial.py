@@ -152,20 +152,17 @@ def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
         add("units", 1, _box(f"{float(value)}"), g)
         if (100 * value).denominator == 1:
             add("units", 1, _box(f"{100 * value}\\%"), g)
-    for g in percent:
-        v = re.sub(r"\s*\\?%$", "", g)
-        add("units", 0, _box(f"{v}^\\circ"), g)
-        add("units", 0, _box(f"{v} \\text{{ dollars}}"), g)
-        add("units", 1, _box(v), g)
-        add("units", 1, _box(f"{v}\\%"), g)
-        add("units", 1, _box(f"{v} \\%"), g)
-    for g in degree:
-        v = re.sub(r"\s*\^\{?\\circ\}?$", "", g)
-        add("units", 0, _box(f"{v}\\%"), g)
-        add("units", 0, _box(f"{v} \\text{{ radians}}"), g)
-        add("units", 1, _box(v), g)
-        add("units", 1, _box(f"{v}^{{\\circ}}"), g)
-        add("units", 1, _box(f"{v} \\text{{ degrees}}"), g)
+    marked = [  # (golds, their mark, other marks: 0, the same mark spelled otherwise or none: 1)
+        (percent, r"\s*\\?%$", ["^\\circ", " \\text{ dollars}"], ["", "\\%", " \\%"]),
+        (degree, r"\s*\^\{?\\circ\}?$", ["\\%", " \\text{ radians}"], ["", "^{\\circ}", " \\text{ degrees}"]),
+    ]
+    for group, mark, others, same in marked:
+        for g in group:
+            v = re.sub(mark, "", g)
+            for suffix in others:
+                add("units", 0, _box(v + suffix), g)
+            for suffix in same:
+                add("units", 1, _box(v + suffix), g)
     for g in units:
         v, unit, power = re.match(r"(.*?)\s*\\(?:text|mbox)\{ ?([a-z]+)\}(\^\d)?", g).groups()
         power = power or ""
