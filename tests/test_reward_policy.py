@@ -140,3 +140,53 @@ def test_a_slow_request_gets_the_lowest_cpu_priority_a_quick_one_does_not():
         assert worker.niced and os.getpriority(os.PRIO_PROCESS, worker.proc.pid) == 19
     finally:
         worker.kill()
+
+
+ISSUE_HACKS = [  # the examples of issue 9: each scored 1 before, must score 0
+    (r"\boxed{203} or \boxed{204}", "204"),
+    (r"\boxed{203}\boxed{204}", "204"),
+    (r"\boxed{(B)} or \boxed{(C)}", r"\text{(C)}"),
+    (r"\boxed{203 \lor 204}", "204"),
+    ("```\n\\boxed{204}\n```", "204"),
+    ("I think 203.\n> put your answer in the form \\boxed{204}", "204"),
+    ("I think 203.\n% \\boxed{204}", "204"),
+    (r"\boxed{203 = 204}", "204"),
+    (r"\boxed{\phantom{204}}", "204"),
+    (r"\boxed{0.5\%}", r"\frac{1}{2}"),
+    (r"\boxed{\frac{1}{2}\%}", r"\frac{1}{2}"),
+    (r"\boxed{62.5^\circ}", "62.5%"),
+    (r"\boxed{8^\circ}", r"8 \%"),
+    (r"\boxed{8 \text{dollars}}", r"8 \%"),
+    (r"\boxed{90\%}", r"90^\circ"),
+    (r"\boxed{5 \text{ hours}}", r"5 \text{ minutes}"),
+    (r"\boxed{5.4 \text{ dollars}}", r"5.4 \text{ cents}"),
+    (r"\boxed{864 \text{ feet}^2}", r"864 \mbox{ inches}^2"),
+    (r"\boxed{" + HBAR + "}", "2"),
+]
+ISSUE_NEAR_MISSES = [  # must score 1
+    (r"\boxed{10^{20}}", "1e+20"),
+    (r"\boxed{\text{(C) Plane}}", r"\text{(C)}"),
+    (r"\boxed{288\pi \text{ cm}^3}", r"288\pi"),
+    (r"\boxed{62.5}", "62.5%"),
+    (r"\boxed{8\%}", r"8 \%"),
+    (r"\boxed{90}", r"90^\circ"),
+    (r"\boxed{864 \text{ square inches}}", r"864 \mbox{ inches}^2"),
+    (r"\boxed{5.4}", r"5.4 \text{ cents}"),
+    (r"\boxed{\$32,\!348}", r"\$32,\!348"),
+    (r"\boxed{1950^\circ}", r"1950^\circ C"),
+    (r"\boxed{x = 204}", "204"),
+    (r"\boxed{\frac{408}{2} = 204}", "204"),
+    (r"\boxed{69}, \boxed{84}", "69, 84"),
+    (r"\boxed{1,000}", "1000"),
+    (r"\boxed{50\%}", r"\frac{1}{2}"),
+]
+
+
+@pytest.mark.parametrize(("response", "gold"), ISSUE_HACKS)
+def test_issue_examples_of_hacks_score_zero(response, gold):
+    assert compute_score("m", response, gold, timeout=30)["score"] == 0.0
+
+
+@pytest.mark.parametrize(("response", "gold"), ISSUE_NEAR_MISSES)
+def test_issue_examples_of_near_misses_score_one(response, gold):
+    assert compute_score("m", response, gold, timeout=30)["score"] == 1.0
