@@ -19,7 +19,8 @@ Prints, all measured in this run on the same inputs:
    bound + 100 ms; throughput against verl's ``math_verify`` on the same batch.
 
 Usage: ``python benchmarks/reward_speed.py [--data ../shared/data] [--timeout 5] [--skip-quality]
-[--skip-load] [--skip-ray]``. Timings depend on the machine's load: compare ratios from one run.
+[--skip-load] [--skip-ray] [--skip-startup]``. Timings depend on the machine's load: compare ratios
+from one run. The load table runs against an older ``sspo.reward`` too (``PYTHONPATH=<old checkout>``).
 """
 
 from __future__ import annotations
@@ -333,8 +334,10 @@ def main() -> int:
     p.add_argument("--skip-load", action="store_true")
     p.add_argument("--skip-ray", action="store_true", help="load table without the Ray actor")
     p.add_argument("--threads", type=int, default=8, help="caller threads in the load table")
+    p.add_argument("--skip-startup", action="store_true")
     args = p.parse_args()
-    startup()
+    if not args.skip_startup:
+        startup()
 
     from sspo.reward import gold_answers
 
