@@ -493,9 +493,16 @@ def offered_values(pred: str, golds: list[str]) -> list[str] | None:
     if _PM_RE.search(pred) and not _PM_RE.search(gold_text):
         return None
     values = [pred]
-    if not _OR_RE.search(gold_text):
+    one_value = not any(_several_values(g) for g in golds)  # a list gold may be answered "2 or 3"
+    if not one_value and not any(_RELATION_RE.search(g) for g in golds):
+        # "x = 2 \text{ or } x = 3" answers the list "2, 3": one value, the list of right-hand sides
+        items = [q for p in _split_top_level(pred, _OR_RE) for q in _split_top_level(p, _LIST_SEP_RE)]
+        sides = [_split_top_level(q, _RELATION_RE) for q in items]
+        if len(items) > 1 and all(len(x) == 1 or (len(x) == 2 and _NAME_RE.match(x[0])) for x in sides):
+            return [", ".join(x[-1] for x in sides)]
+    if one_value and not _OR_RE.search(gold_text):
         values = [v for p in values for v in _split_top_level(p, _OR_RE)]
-    if not any(_several_values(g) for g in golds):
+    if one_value:
         unwrapped = []
         for v in values:
             inner = re.fullmatch(r"\\(?:left)?\\\{(.*)\\(?:right)?\\\}", v.strip(), re.S)

@@ -190,3 +190,18 @@ def test_issue_examples_of_hacks_score_zero(response, gold):
 @pytest.mark.parametrize(("response", "gold"), ISSUE_NEAR_MISSES)
 def test_issue_examples_of_near_misses_score_one(response, gold):
     assert compute_score("m", response, gold, timeout=30)["score"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "expected"),
+    [
+        (r"\boxed{x=2 \text{ or } x=3}", "2, 3", 1.0),  # a list gold answered with "or" and names
+        (r"\boxed{2 \text{ or } 3}", "2, 3", 1.0),
+        (r"\boxed{x=2, y=3}", "(2, 3)", 1.0),
+        (r"\boxed{3, 2}", "2, 3", 1.0),
+        (r"\boxed{x=2 \text{ or } x=4}", "2, 3", 0.0),
+        (r"\boxed{2 \text{ or } 3}", "3", 0.0),
+    ],
+)
+def test_list_golds_accept_their_items_offered_together(response, gold, expected):
+    assert compute_score("m", response, gold, timeout=30)["score"] == expected
