@@ -24,7 +24,10 @@ Usage::
     python -m sspo.data --out-dir data --train dapo --benchmarks aime24,amc,math500 --overwrite
 
 Rules: output is deterministic (same bytes on every run); existing files are kept unless ``--overwrite``;
-unusable rows are counted by reason and reported, never silently dropped; training problems that also
+unusable training rows are counted by reason and reported, never silently dropped; a BENCHMARK that would
+lose any row fails (every dropped row and its reason listed) unless ``--allow-drops``: a 29-problem AIME24
+would silently change every published comparison. Benchmarks are read before the training set, so such a
+failure costs no time. Non-UTF-8 text input fails naming the file and line. Training problems that also
 appear in a written benchmark (normalised text) are reported and removed (``--keep-overlap`` keeps them).
 A ``manifest.json`` beside the files lists them with row counts and the ``data.train_files`` /
 ``data.val_files`` overrides for verl.
@@ -44,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sspo.reward import gold_answers
+from sspo.grading import gold_answers
 
 # --------------------------------------------------------------------------------------------------
 # Prompt templates
@@ -156,10 +159,12 @@ class Report:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)  # reason -> count
     examples: dict[str, str] = field(default_factory=dict)  # reason -> first example
+    rows: list[tuple[str, str]] = field(default_factory=list)  # every dropped row: (reason, where + what)
 
     def drop(self, reason: str, example: str) -> None:
         self.dropped[reason] += 1
         self.examples.setdefault(reason, example[:160])
+        self.rows.append((reason, example[:160]))
 
     def summary(self) -> str:
         parts = [f"{self.source}: {self.kept}/{self.read} rows kept ({self.origin})"]
@@ -172,38 +177,59 @@ class DataError(ValueError):
     """A data problem the user must fix (message names the file/field and the fix)."""
 
 
-def _read_jsonl(path: Path, report: Report) -> Iterator[dict]:
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+def text_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file; bytes that are not UTF-8 fail naming file, line, column."""
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                report.read += 1
-                report.drop("malformed JSON", f"{path.name}:{lineno}: {e}")
-                continue
-            if not isinstance(row, dict):
-                report.read += 1
-                report.drop("row is not a JSON object", f"{path.name}:{lineno}: {line.strip()}")
-                continue
-            yield row
+                yield lineno, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}); "
+                    "binary or another encoding: re-save it as UTF-8 JSON lines, or pass the right file"
+                ) from None
+
+
+def _read_text(path: Path) -> str:
+    return "".join(line for _, line in text_lines(path))
+
+
+def _read_jsonl(path: Path, report: Report) -> Iterator[dict]:
+    for lineno, line in text_lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            report.read += 1
+            report.drop("malformed JSON", f"{path.name}:{lineno}: {e}")
+            continue
+        if not isinstance(row, dict):
+            report.read += 1
+            report.drop("row is not a JSON object", f"{path.name}:{lineno}: {line.strip()}")
+            continue
+        yield row
 
 
 def _read_table_file(path: Path) -> list[dict]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    if path.suffix == ".parquet":
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".arrow":  # datasets' cache/save_to_disk shards are Arrow IPC streams
-        with pa.memory_map(str(path)) as source:
-            try:
-                return pa.ipc.open_stream(source).read_all().to_pylist()
-            except pa.ArrowInvalid:
-                return pa.ipc.open_file(source).read_all().to_pylist()
+    try:
+        if path.suffix == ".parquet":
+            return pq.read_table(path).to_pylist()
+        if path.suffix == ".arrow":  # datasets' cache/save_to_disk shards are Arrow IPC streams
+            with pa.memory_map(str(path)) as source:
+                try:
+                    return pa.ipc.open_stream(source).read_all().to_pylist()
+                except pa.ArrowInvalid:
+                    return pa.ipc.open_file(source).read_all().to_pylist()
+    except (pa.ArrowException, OSError) as e:
+        raise DataError(
+            f"{path}: not a readable {path.suffix[1:]} file ({e}); re-export it or pass another"
+        ) from e
     if path.suffix == ".json":
-        text = path.read_text(encoding="utf-8").strip()
+        text = _read_text(path).strip()
         if text.startswith("["):
             data = json.loads(text)
             if not isinstance(data, list):
@@ -243,9 +269,7 @@ def read_rows(path: Path, report: Report) -> list[dict]:
         if not arrow:
             raise DataError(f"{path}: a folder without .arrow files or a datasets save_to_disk layout")
         return [row for f in arrow for row in _read_table_file(f)]
-    if path.suffix == ".jsonl" or (
-        path.suffix == ".json" and not path.read_text(encoding="utf-8").lstrip().startswith("[")
-    ):
+    if path.suffix == ".jsonl" or (path.suffix == ".json" and not _read_text(path).lstrip().startswith("[")):
         return list(_read_jsonl(path, report))
     return _read_table_file(path)
 
@@ -482,8 +506,13 @@ def prepare(
     overwrite: bool = False,
     remove_overlaps: bool = True,
     progress: bool = True,
+    allow_drops: bool = False,
 ) -> Result:
-    """Prepare ``out_dir/train.parquet`` and ``out_dir/<benchmark>.parquet`` (see module docstring)."""
+    """Prepare ``out_dir/train.parquet`` and ``out_dir/<benchmark>.parquet`` (see module docstring).
+
+    A benchmark row that cannot be used fails the preparation (DataError listing every such row and why)
+    unless ``allow_drops``; training rows are dropped and reported.
+    """
     benchmarks = list(benchmarks)
     if train is not None and train not in TRAIN_SOURCES:
         raise DataError(f"unknown training set {train!r}: choose one of {list(TRAIN_SOURCES)} or 'none'")
@@ -507,7 +536,7 @@ def prepare(
     files = {name: out_dir / f"{name}.parquet" for name, _ in targets}
     # Everything is recomputed when anything is written: the overlap check needs the benchmarks.
     todo = overwrite or any(not p.exists() for p in files.values())
-    reports: list[Report] = []
+    by_name: dict[str, Report] = {}
     produced: dict[str, list[dict]] = {}
     if todo:
         # Every local file is found and checked before any is read (or anything downloaded): a missing or
@@ -516,8 +545,9 @@ def prepare(
         for name, source in targets:
             if paths[name] is not None:
                 check_local_path(paths[name], source)
-        for name, source in targets:
-            report = Report(source.name)
+        # benchmarks first: one that would lose a row fails before the (large) training set is read
+        for name, source in sorted(targets, key=lambda t: t[1].kind == "train"):
+            report = by_name[name] = Report(source.name)
             path = paths[name]
             raw = read_rows(path, report) if path is not None else read_hub(source, report)
             if raw:
@@ -525,26 +555,37 @@ def prepare(
             elif report.read == 0:
                 raise DataError(f"{report.origin}: no rows (empty file?): check the file or its download")
             produced[name] = to_verl_rows(source, raw, report, template, progress)
-            reports.append(report)
+            if source.kind == "benchmark" and report.dropped and not allow_drops:
+                raise DataError(_benchmark_drops_message(report))
+    reports = [by_name[name] for name, _ in targets if name in by_name]
     overlap: dict[str, int] = {}
     if todo and "train" in produced:
         bench_rows = {n: r for n, r in produced.items() if n != "train"}
-        overlap = remove_overlap(produced["train"], bench_rows, reports[0], remove_overlaps)
+        overlap = remove_overlap(produced["train"], bench_rows, by_name["train"], remove_overlaps)
     written, skipped = [], []
     for name, path in files.items():
         if path.exists() and not overwrite:
             skipped.append(path)
             continue
         if not produced[name]:
-            raise DataError(
-                f"{name}: no usable rows left, nothing written:\n{reports[list(files).index(name)].summary()}"
-            )
+            raise DataError(f"{name}: no usable rows left, nothing written:\n{by_name[name].summary()}")
         write_parquet(produced[name], path)
         written.append(path)
     manifest = out_dir / "manifest.json"
     if written or not manifest.exists():
         _write_manifest(manifest, files, reports, overlap, template)
     return Result(files, written, skipped, reports, overlap, manifest)
+
+
+def _benchmark_drops_message(report: Report) -> str:
+    """Every row a benchmark would lose, with its reason, and the two ways out."""
+    n = sum(report.dropped.values())
+    lines = [f"  {reason}: {where}" for reason, where in report.rows]
+    return (
+        f"benchmark {report.source!r} ({report.origin}): {n} of {report.read} rows would be dropped, which "
+        f"would silently change every comparison on it:\n" + "\n".join(lines) + "\n"
+        "Fix (or re-download) the file, or pass --allow-drops to write the smaller benchmark anyway."
+    )
 
 
 def _write_manifest(
@@ -609,6 +650,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default=DEFAULT_TEMPLATE, help=f"prompt template: {', '.join(TEMPLATES)}")
     p.add_argument("--overwrite", action="store_true", help="rewrite existing files (default: keep them)")
     p.add_argument("--keep-overlap", action="store_true", help="keep training problems found in a benchmark")
+    p.add_argument(
+        "--allow-drops", action="store_true", help="write a benchmark even if some of its rows are unusable"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -639,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             remove_overlaps=not args.keep_overlap,
             progress=not args.no_progress,
+            allow_drops=args.allow_drops,
         )
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)

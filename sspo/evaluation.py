@@ -24,8 +24,10 @@ and the sample count without loading anything.
 (``trainer.validation_data_dir``: one ``<step>.jsonl`` per validation with ``input``, ``output``,
 ``gts``, ``score``, ``step``, ``uid`` ... and no benchmark name, so each row is matched to its benchmark
 problem by finding the problem text in ``input``; a folder means its latest step). Every response is
-re-scored with ``sspo.reward.compute_score`` so all runs are judged alike; a response cut at the length
-limit (``finish_reason == "length"``) scores 0.
+re-scored with ``sspo.reward.compute_score`` under the standard ``evaluation`` grading policy (last
+``\\boxed{}``, math-verify: comparable with published tables; ``--policy training`` applies the strict
+training reward instead), so all runs are judged alike; a response cut at the length limit
+(``finish_reason == "length"``) scores 0. A generations file that is not UTF-8 fails naming file and line.
 
 Metrics per benchmark: pass@1 = mean over problems of (correct samples / samples), i.e. avg@k; pass@k =
 mean over problems of the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` (Chen et al., 2021); and the
@@ -153,8 +155,10 @@ def resolve_generations_path(path: str | Path) -> Path:
 
 
 def _iter_jsonl(path: Path, report: ReadReport):
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    from sspo.data import DataError, text_lines
+
+    try:
+        for lineno, line in text_lines(path):
             if not line.strip():
                 continue
             report.rows += 1
@@ -167,6 +171,8 @@ def _iter_jsonl(path: Path, report: ReadReport):
                 report.skip("not a JSON object", lineno)
                 continue
             yield lineno, row
+    except DataError as e:  # not UTF-8: names the file and line
+        raise EvalError(str(e)) from None
 
 
 @dataclass
@@ -266,9 +272,9 @@ def read_generations(
 # Scoring into the table
 # --------------------------------------------------------------------------------------------------
 def score_samples(
-    samples: list[Sample], k: int | None = None, timeout: float | None = None
+    samples: list[Sample], k: int | None = None, timeout: float | None = None, policy: str = "evaluation"
 ) -> dict[str, BenchmarkScore]:
-    """Re-score every sample with ``sspo.reward.compute_score`` and aggregate per benchmark.
+    """Re-score every sample with ``sspo.reward.compute_score`` (grading ``policy``), aggregate per benchmark.
 
     Threads share the reward's math-verify worker processes (one thread per worker, so no call waits
     for a busy worker); results do not depend on the order of scoring.
@@ -281,9 +287,10 @@ def score_samples(
 
     def one(s: Sample) -> bool:
         info = {"answer_alternatives": s.golds, "finish_reason": s.finish_reason}
-        return bool(reward.compute_score(s.benchmark, s.response, s.golds[0], info, timeout=timeout)["acc"])
+        out = reward.compute_score(s.benchmark, s.response, s.golds[0], info, timeout=timeout, policy=policy)
+        return bool(out["acc"])
 
-    with ThreadPoolExecutor(max_workers=reward.MAX_WORKERS) as ex:
+    with ThreadPoolExecutor(max_workers=reward.WARM_WORKERS) as ex:
         verdicts = list(tqdm(ex.map(one, samples), total=len(samples), desc="scoring", unit="resp",
                              disable=len(samples) < 2000))  # fmt: skip
     groups: dict[str, dict[Any, list[bool]]] = defaultdict(lambda: defaultdict(list))
@@ -499,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="AMC variant: in the 5-average and for matching verl dumps",
     )
     s.add_argument("--timeout", type=float, default=None, help="reward time bound per response (s)")
+    s.add_argument(
+        "--policy",
+        choices=["evaluation", "training"],
+        default="evaluation",
+        help="grading policy: the standard paper-table grader (default) or the strict training reward",
+    )
     s.add_argument("--markdown", help="also write the Markdown table here")
     s.add_argument("--csv", help="also write the CSV here")
     return p
@@ -523,6 +536,7 @@ def score_runs(
     k: int | None = None,
     timeout: float | None = None,
     amc: str = "amc",
+    policy: str = "evaluation",
 ) -> tuple[dict[str, dict[str, BenchmarkScore]], list[str]]:
     """Score every run; returns (run -> benchmark -> score, notes about skipped rows).
 
@@ -551,7 +565,7 @@ def score_runs(
     for name, path in paths.items():
         samples, report = read_generations(path, problems)
         notes += report.lines()
-        table[name] = score_samples(samples, k=k, timeout=timeout)
+        table[name] = score_samples(samples, k=k, timeout=timeout, policy=policy)
     return table, notes
 
 
@@ -568,7 +582,9 @@ def main(argv: list[str] | None = None) -> int:
             out = generate(plan)
             print(f"wrote {out}")
             return 0
-        table, notes = score_runs(parse_runs(args.run), args.data_dir, args.k, args.timeout, args.amc)
+        table, notes = score_runs(
+            parse_runs(args.run), args.data_dir, args.k, args.timeout, args.amc, args.policy
+        )
     except EvalError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -69,9 +70,14 @@ def test_answers_are_normalised(prepared):
     assert gt["minerva"][0] == "9.6"  # stored as ["9.6\n"]
     assert gt["olympiadbench"][1] == "\\frac{1}{2 n+2}"  # stored as ["$\\frac{1}{2 n+2}$"]
     assert gt["math500"][0] == "\\left( 3, \\frac{\\pi}{2} \\right)"
-    assert all(
-        g and "$" not in g and "\\boxed" not in g and not g.endswith("\n") for v in gt.values() for g in v
+    assert (
+        all(  # math-mode dollars gone; a currency "\\$" is kept, as are units (the strict grader checks them)
+            g and not re.search(r"(?<!\\)\$", g) and "\\boxed" not in g and not g.endswith("\n")
+            for v in gt.values()
+            for g in v
+        )
     )
+    assert "5.4 \\text{ cents}" in gt["math500"] and "\\$18.90" in gt["math500"]
     alt = _rows(out / "minerva.parquet")
     assert any(len(r["extra_info"]["answer_alternatives"]) > 1 for r in alt)  # Minerva lists alternatives
 
@@ -364,3 +370,43 @@ def test_local_parquet_arrow_json_and_save_to_disk_inputs(tmp_path):
             local_files={"gsm8k": tmp_path / "a.csv"},
             progress=False,
         )
+
+
+def test_non_utf8_or_binary_input_fails_naming_file_and_line(tmp_path, capsys):
+    good = json.dumps({"problem": "1+1?", "answer": "2"})
+    latin1 = tmp_path / "latin1.jsonl"
+    latin1.write_bytes((good + "\n" + '{"problem": "caf\xe9?", "answer": "3"}\n').encode("latin-1"))
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b"PAR1\x15\x04\x15\xff\xfe\x00\x00" * 10)
+    for f, line in ((latin1, 2), (binary, 1)):
+        for source in ("gsm8k", "aime24"):  # training set and benchmark alike
+            train, benches = (source, "none") if source == "gsm8k" else ("none", source)
+            code = main(["--out-dir", str(tmp_path / "o"), "--train", train, "--benchmarks", benches,
+                         "--local-file", f"{source}={f}", "--no-progress"])  # fmt: skip
+            err = capsys.readouterr().err
+            assert code == 2 and f"{f}:{line}: not UTF-8 text" in err and "re-save it as UTF-8" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_benchmark_that_would_lose_rows_fails_unless_allowed(shared_data, tmp_path, capsys, monkeypatch):
+    """A benchmark row without an answer or with broken JSON fails the run (rows and reasons listed), before
+    the training set is read; --allow-drops writes the smaller benchmark; training drops stay allowed."""
+    rows = [json.loads(x) for x in open(shared_data / "benchmarks" / "oat" / "aime24.jsonl")]
+    bench = _write_jsonl(tmp_path / "aime24.jsonl", [rows[0], {"problem": rows[1]["problem"]}, rows[2]],
+                         extra_lines=['{"problem": "cut'])  # fmt: skip
+    read = []
+    real_read_rows = data.read_rows
+    monkeypatch.setattr(data, "read_rows", lambda p, r: read.append(p.name) or real_read_rows(p, r))
+    args = ["--out-dir", str(tmp_path / "o"), "--train", "gsm8k", "--benchmarks", "aime24", "--local-dir",
+            str(shared_data), "--local-file", f"aime24={bench}", "--no-progress"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "benchmark 'aime24'" in err and "2 of 4 rows would be dropped" in err
+    assert "missing answer: row 1:" in err and "malformed JSON: aime24.jsonl:4:" in err
+    assert "--allow-drops" in err and read == ["aime24.jsonl"] and not (tmp_path / "o").exists()
+    assert main([*args, "--allow-drops"]) == 0
+    assert (
+        len(_rows(tmp_path / "o" / "aime24.parquet")) == 2
+        and len(_rows(tmp_path / "o" / "train.parquet")) > 0
+    )
+    assert "aime24: 2/4 rows kept" in capsys.readouterr().out

@@ -283,3 +283,30 @@ def test_generate_arguments_and_plan_on_cpu(bench_dir, tiny_model_dir, tmp_path,
     assert "no config.json" in bad("--model", str(tmp_path))
     with pytest.raises(EvalError, match="needs vLLM and a GPU"):  # vLLM is not installed on CPU machines
         generate(plan)
+
+
+def test_non_utf8_generations_fail_naming_file_and_line(tmp_path, capsys):
+    f = tmp_path / "g.jsonl"
+    good = json.dumps({"benchmark": "aime24", "index": 0, "response": "\\boxed{204}", "ground_truth": 204})
+    f.write_bytes((good + "\n" + good + "\n").encode() + b'{"response": "\xff\xfe"}\n')
+    assert main(["score", "--run", f"a={f}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{f}:3: not UTF-8 text (byte 0xff at column 15)" in err
+
+
+def test_score_uses_the_evaluation_policy_unless_told(tmp_path):
+    """The table grades as published tables do (last box); --policy training applies the strict reward."""
+    f = tmp_path / "g.jsonl"
+    rows = [
+        {
+            "benchmark": "aime24",
+            "index": 0,
+            "response": "\\boxed{203} or \\boxed{204}",
+            "ground_truth": "204",
+        },
+        {"benchmark": "aime24", "index": 1, "response": "\\boxed{25}", "ground_truth": "25"},
+    ]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert score_runs({"a": str(f)}, None)[0]["a"]["aime24"].pass1 == 1.0
+    assert score_runs({"a": str(f)}, None, policy="training")[0]["a"]["aime24"].pass1 == 0.5
+    assert build_parser().parse_args(["score", "--run", f"a={f}"]).policy == "evaluation"
