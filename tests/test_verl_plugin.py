@@ -6,10 +6,10 @@ import functools
 
 import pytest
 import torch
+from verl_batches import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
 
 import sspo.loss
 from sspo import verl_plugin
-from verl_batches import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
 from sspo.segmentation import SubsentenceSegmenter
 from sspo.verl_plugin import (
     SSPOTrainer,
