@@ -436,10 +436,11 @@ def _is_sspo_config_class(target: Any) -> bool:
 def validate_config(cfg: Any) -> None:
     """Config-time checks of a composed ``ppo_trainer`` config (DictConfig); ValueError names the key.
 
-    Called by the recipe's pre-flight and by :class:`SSPOTrainer` at init, before any worker starts.
-    Checks: the loss mode is registered (RuntimeError with the fix if not); clip ratios in range;
-    for ``loss_mode=sspo``: ``trainer.use_v1`` and ``trainer.v1.trainer_mode=sspo`` (verl's default
-    trainer cannot feed segment ids and entropy), ``policy_loss._target_`` is
+    Called by the recipe's pre-flight and by SSPO's trainers at init, before any worker starts.
+    Checks: the loss mode and trainer are registered (RuntimeError with the fix if not); clip ratios in
+    range; what verl's mode needs (:func:`validate_trainer_mode`); for ``loss_mode=sspo``:
+    ``trainer.use_v1`` and one of SSPO's trainers ``sspo_<mode>`` (verl's own trainers cannot feed
+    segment ids and entropy), ``policy_loss._target_`` is
     :class:`sspo.loss.SSPOPolicyLossConfig` and instantiates (its ``__post_init__`` validates
     granularity, delimiters, ...), no bypass mode with ``adaptive_clip``, no distillation.
     """
@@ -460,21 +461,20 @@ def validate_config(cfg: Any) -> None:
     trainer_mode = str(_select(cfg, "trainer.v1.trainer_mode", "sync"))
     assert_trainer_registered(trainer_mode)
     verl_mode = verl_trainer_mode(trainer_mode)
+    if loss_mode == LOSS_MODE:
+        if not _select(cfg, "trainer.use_v1", False):
+            raise ValueError("trainer.use_v1=false: SSPO needs verl's v1 trainer (trainer.use_v1=true)")
+        if trainer_mode not in SSPO_TRAINERS:
+            fix = f"{TRAINER_PREFIX}{verl_mode}" if verl_mode else f"one of {_SSPO_NAMES}"
+            raise ValueError(
+                f"trainer.v1.trainer_mode={trainer_mode!r} cannot feed {_POLICY_LOSS}.loss_mode=sspo: verl's own "
+                f"trainers pass the loss only its seven standard arguments, not the subsentence ids and old-policy "
+                f"entropy. Set trainer.v1.trainer_mode={fix} (verl's {verl_mode or 'chosen'} mode with SSPO's hooks)"
+            )
     if verl_mode is not None:
         validate_trainer_mode(cfg, trainer_mode, verl_mode)
-
     if loss_mode != LOSS_MODE:
         return
-
-    if not _select(cfg, "trainer.use_v1", False):
-        raise ValueError("trainer.use_v1=false: SSPO needs verl's v1 trainer (trainer.use_v1=true)")
-    if trainer_mode not in SSPO_TRAINERS:
-        fix = f"{TRAINER_PREFIX}{verl_mode}" if verl_mode else f"one of {_SSPO_NAMES}"
-        raise ValueError(
-            f"trainer.v1.trainer_mode={trainer_mode!r} cannot feed {_POLICY_LOSS}.loss_mode=sspo: verl's own "
-            f"trainers pass the loss only its seven standard arguments, not the subsentence ids and old-policy "
-            f"entropy. Set trainer.v1.trainer_mode={fix} (verl's {verl_mode or 'chosen'} mode with SSPO's hooks)"
-        )
 
     policy_loss = OmegaConf.select(cfg, _POLICY_LOSS)
     target = policy_loss.get("_target_", None)
