@@ -420,13 +420,13 @@ def ray_gpus_per_node(address: str) -> list[float]:
 
 
 def gpu_requests(cfg: DictConfig) -> list[tuple[str, int, int]]:
-    """(what, nodes, GPUs per node) verl's resource pools ask for: the training nodes
+    """(config prefix, nodes, GPUs per node) verl's resource pools ask for: the training nodes
     (``trainer.nnodes`` x ``trainer.n_gpus_per_node``) and, in separate_async, the standalone rollout's
-    nodes (``actor_rollout_ref.rollout.nnodes`` x ``.n_gpus_per_node``), each pool bundle on one node."""
-    requests = [("training", cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node)]
+    (``actor_rollout_ref.rollout.nnodes`` x ``.n_gpus_per_node``); each node's share lands on one node."""
+    requests = [("trainer", cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node)]
     if _separate_async(cfg):
         rollout = cfg.actor_rollout_ref.rollout
-        requests.append(("rollout", rollout.nnodes, rollout.n_gpus_per_node))
+        requests.append(("actor_rollout_ref.rollout", rollout.nnodes, rollout.n_gpus_per_node))
     return requests
 
 
@@ -435,7 +435,7 @@ def check_gpus(cfg: DictConfig, gpus_per_node: Sequence[float] | None, where: st
     separate_async, the checkpoint engine that ships weights from the training to the rollout GPUs is
     registered in verl here (:func:`sspo.verl_plugin.assert_checkpoint_engine_available`)."""
     requests = gpu_requests(cfg)
-    asked = " + ".join(f"{what} {nodes} node(s) x {per_node} GPUs" for what, nodes, per_node in requests)
+    asked = " + ".join(f"{k}.nnodes={nodes} x {k}.n_gpus_per_node={per_node}" for k, nodes, per_node in requests)
     if gpus_per_node is None:
         raise Skipped(
             f"asks {asked}; no Ray cluster to compare with "
@@ -446,13 +446,10 @@ def check_gpus(cfg: DictConfig, gpus_per_node: Sequence[float] | None, where: st
     for per_node in sorted((p for _, nodes, p in requests for _ in range(nodes)), reverse=True):
         fit = next((i for i, g in enumerate(free) if g >= per_node), None)
         if fit is None:
-            keys = "trainer.nnodes/trainer.n_gpus_per_node" + (
-                ", actor_rollout_ref.rollout.nnodes/n_gpus_per_node" if len(requests) > 1 else ""
-            )
             raise ValueError(
                 f"{asked} requested, but {where} has {len(gpus_per_node)} node(s) with GPUs "
                 f"{list(gpus_per_node)}. Fix: pick a matching cluster group (cluster=1x8gpu, 2x8gpu, "
-                f"2x8gpu_separate, ...) or set {keys}"
+                "2x8gpu_separate, ...) or set those keys"
             )
         free[fit] -= per_node
     engine = ""
