@@ -1,17 +1,19 @@
-"""verl glue for SSPO: the ``sspo`` loss's inputs, the trainer that installs them, config checks.
+"""verl glue for SSPO: the ``sspo`` loss's inputs, the trainers that install them, config checks.
 
 ``import sspo.verl_plugin`` (the project's ``verl.plugins`` entry point, so every verl process imports
 it; or ``VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin`` for code shipped by Ray ``working_dir``) registers:
 
 * the ``sspo`` policy loss behind :func:`fed_policy_loss`, which fills its keyword-only inputs
   ``segment_ids`` and ``entropy`` from :func:`policy_loss_inputs`;
-* the ``sspo`` trainer, :class:`SSPOTrainer`: verl's sync trainer that installs :func:`sspo_ppo_loss`
-  (verl's ``ppo_loss`` plus those inputs, computed from the micro-batch's ``responses`` and old-policy
-  ``entropy``) on every actor worker with ``set_loss_fn``, and bounds the weight sync.
+* one trainer per verl trainer mode, ``sspo_sync`` (also ``sspo``), ``sspo_colocate_async``,
+  ``sspo_separate_async``: verl's trainer for that mode plus :class:`SSPOTrainerMixin`, which installs
+  :func:`sspo_ppo_loss` (verl's ``ppo_loss`` plus those inputs, computed from the micro-batch's
+  ``responses`` and old-policy ``entropy``) on every actor worker with ``set_loss_fn`` and bounds the
+  weight syncs.
 
 Use it::
 
-    python -m verl.trainer.main_ppo ... trainer.v1.trainer_mode=sspo \\
+    python -m verl.trainer.main_ppo ... trainer.v1.trainer_mode=sspo_colocate_async \\
         actor_rollout_ref.actor.policy_loss._target_=sspo.loss.SSPOPolicyLossConfig \\
         actor_rollout_ref.actor.policy_loss.loss_mode=sspo \\
         +actor_rollout_ref.actor.policy_loss.granularity=subsentence
