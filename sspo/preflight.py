@@ -435,7 +435,9 @@ def check_gpus(cfg: DictConfig, gpus_per_node: Sequence[float] | None, where: st
     separate_async, the checkpoint engine that ships weights from the training to the rollout GPUs is
     registered in verl here (:func:`sspo.verl_plugin.assert_checkpoint_engine_available`)."""
     requests = gpu_requests(cfg)
-    asked = " + ".join(f"{k}.nnodes={nodes} x {k}.n_gpus_per_node={per_node}" for k, nodes, per_node in requests)
+    asked = " + ".join(
+        f"{k}.nnodes={nodes} x {k}.n_gpus_per_node={per_node}" for k, nodes, per_node in requests
+    )
     if gpus_per_node is None:
         raise Skipped(
             f"asks {asked}; no Ray cluster to compare with "
@@ -457,7 +459,8 @@ def check_gpus(cfg: DictConfig, gpus_per_node: Sequence[float] | None, where: st
         from sspo.verl_plugin import assert_checkpoint_engine_available
 
         assert_checkpoint_engine_available(cfg)
-        engine = f"; weight sync training -> rollout: {cfg.actor_rollout_ref.rollout.checkpoint_engine.backend}"
+        backend = cfg.actor_rollout_ref.rollout.checkpoint_engine.backend
+        engine = f"; weight sync training -> rollout: {backend}"
     return f"{asked} fit {where} (GPUs per node {list(gpus_per_node)}){engine}"
 
 

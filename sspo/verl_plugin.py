@@ -400,7 +400,9 @@ def assert_trainer_registered(trainer_mode: str) -> None:
     if trainer_mode in TRAINER_REGISTRY:
         return
     if trainer_mode.startswith(TRAINER_PREFIX) and trainer_mode not in SSPO_TRAINERS:
-        raise ValueError(f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}")
+        raise ValueError(
+            f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}"
+        )
     hint = _HOW_TO_REGISTER if trainer_mode in SSPO_TRAINERS else f"SSPO's trainers: {_SSPO_NAMES}"
     raise RuntimeError(
         f"trainer {trainer_mode!r} (trainer.v1.trainer_mode) is not registered in verl in process "

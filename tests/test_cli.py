@@ -161,7 +161,9 @@ def test_unregistered_loss_and_trainer(env):
     got = {r.name: r.detail for r in results if r.status == "fail"}
     assert "no_such_loss" in got["loss registered"]
     assert "trainer.v1.trainer_mode='no_such_trainer'" in got["trainer registered"]
-    assert "Fix: sspo_sync" in got["trainer registered"] and "sspo_separate_async" in got["trainer registered"]
+    assert (
+        "Fix: sspo_sync" in got["trainer registered"] and "sspo_separate_async" in got["trainer registered"]
+    )
 
 
 def test_sspo_config_errors_name_the_key(env):
@@ -204,7 +206,11 @@ def test_separate_async_layout_needs_training_and_rollout_nodes(env):
             preflight.check_gpus(cfg, [8.0, 8.0], "cluster")
     # the standalone rollout's tensor parallelism must split its own nodes
     odd = cli.compose_config(
-        ["experiment=sspo_qwen2.5-math-7b", "cluster=2x8gpu_separate", "actor_rollout_ref.rollout.n_gpus_per_node=3"]
+        [
+            "experiment=sspo_qwen2.5-math-7b",
+            "cluster=2x8gpu_separate",
+            "actor_rollout_ref.rollout.n_gpus_per_node=3",
+        ]
     )
     with pytest.raises(ValueError, match="does not divide actor_rollout_ref.rollout.n_gpus_per_node"):
         preflight.check_batch_sizes(odd)
@@ -214,7 +220,9 @@ def test_separate_async_layout_needs_training_and_rollout_nodes(env):
             cli.compose_config([f"experiment={row}_qwen2.5-math-7b", "cluster=2x8gpu_separate"]), dry_run=True
         )
         status = {r.name: r.status for r in results}
-        assert [status[k] for k in ("trainer registered", "sspo config", "verl config", "batch sizes")] == ["ok"] * 4
+        assert [status[k] for k in ("trainer registered", "sspo config", "verl config", "batch sizes")] == [
+            "ok"
+        ] * 4
 
 
 def test_outputs_inside_a_ray_job_working_dir_are_refused(env, tmp_path, monkeypatch):

@@ -86,7 +86,9 @@ def test_main_ppo_builds_each_mode_with_verls_own_settings(tiny_model_dir, train
     sspo_cls, verl_cls, verl_mode, _ = MODES[trainer_mode]
     cfg = _config(tiny_model_dir, trainer_mode)
     trainer = get_trainer_cls(cfg.trainer.v1.trainer_mode)(config=cfg)
-    assert type(trainer) is sspo_cls and isinstance(trainer, verl_cls) and isinstance(trainer, SSPOTrainerMixin)
+    assert (
+        type(trainer) is sspo_cls and isinstance(trainer, verl_cls) and isinstance(trainer, SSPOTrainerMixin)
+    )
     assert trainer.trainer_mode == verl_mode and trainer.registered_trainer_mode == trainer_mode
 
     verl_cfg = copy.deepcopy(cfg)
@@ -94,8 +96,16 @@ def test_main_ppo_builds_each_mode_with_verls_own_settings(tiny_model_dir, train
     verls = verl_cls(config=verl_cfg)
     assert type(trainer.replay_buffer) is type(verls.replay_buffer)
     assert trainer.replay_buffer.trainer_mode == verls.replay_buffer.trainer_mode == verl_mode
-    assert trainer.replay_buffer.trainer_config == verls.replay_buffer.trainer_config == cfg.trainer.v1[verl_mode]
-    assert trainer.parameter_sync_step == verls.parameter_sync_step == (3 if verl_mode == "separate_async" else 1)
+    assert (
+        trainer.replay_buffer.trainer_config
+        == verls.replay_buffer.trainer_config
+        == cfg.trainer.v1[verl_mode]
+    )
+    assert (
+        trainer.parameter_sync_step
+        == verls.parameter_sync_step
+        == (3 if verl_mode == "separate_async" else 1)
+    )
 
 
 def test_each_async_mode_reads_its_own_settings(tiny_model_dir, monkeypatch):

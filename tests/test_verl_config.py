@@ -85,7 +85,10 @@ def test_valid_configs_pass(overrides):
         ([*SSPO, "distillation.enabled=true"], "distillation.enabled"),
         # each trainer mode: what verl asserts only inside the TaskRunner, or never
         ([*SSPO, "trainer.v1.trainer_mode=separate_async"], "trainer.v1.trainer_mode=sspo_separate_async"),
-        ([*SSPO, "trainer.v1.trainer_mode=sspo_async"], "sspo_sync, sspo_colocate_async, sspo_separate_async"),
+        (
+            [*SSPO, "trainer.v1.trainer_mode=sspo_async"],
+            "sspo_sync, sspo_colocate_async, sspo_separate_async",
+        ),
         ([*SSPO, *SEPARATE, "trainer.v1.separate_async.parameter_sync_step=4"], "parameter_sync_step"),
         ([*SSPO, *SEPARATE, f"{RO}.nnodes=0"], f"{RO}.nnodes"),
         ([*SSPO, *SEPARATE, f"{RO}.n_gpus_per_node=0"], f"{RO}.n_gpus_per_node"),
@@ -147,7 +150,9 @@ def test_separate_async_checkpoint_engine_is_looked_up_in_verls_registry():
     with pytest.raises(ValueError, match=f"{RO}.checkpoint_engine.backend='no_such_engine' cannot run here"):
         assert_checkpoint_engine_available(_cfg(*SEPARATE, f"{RO}.checkpoint_engine.backend=no_such_engine"))
     with pytest.raises(ValueError, match=f"{RO}.checkpoint_engine.custom_backend_module='no_such_module'"):
-        assert_checkpoint_engine_available(_cfg(*SEPARATE, f"{RO}.checkpoint_engine.custom_backend_module=no_such_module"))
+        assert_checkpoint_engine_available(
+            _cfg(*SEPARATE, f"{RO}.checkpoint_engine.custom_backend_module=no_such_module")
+        )
     assert_checkpoint_engine_available(_cfg(f"{RO}.checkpoint_engine.backend=naive"))  # registered everywhere
 
 
