@@ -103,9 +103,17 @@ def check_trainer_registered(cfg: DictConfig) -> str:
         cls = get_trainer_cls(mode)
     except ValueError as err:
         raise ValueError(
-            f"trainer.v1.trainer_mode={mode!r}: {err} Fix: use 'sspo' (this recipe's default)."
+            f"trainer.v1.trainer_mode={mode!r}: {err} Fix: sspo_sync (this recipe's default, also named 'sspo'), "
+            "sspo_colocate_async or sspo_separate_async"
         ) from None
     return f"trainer '{mode}' -> {cls.__name__}"
+
+
+def _separate_async(cfg: DictConfig) -> bool:
+    """The configured trainer is verl's separate_async mode (verl's own or SSPO's): rollout on its own GPUs."""
+    from sspo.verl_plugin import verl_trainer_mode
+
+    return verl_trainer_mode(str(cfg.trainer.v1.trainer_mode)) == "separate_async"
 
 
 def check_plugin_config(cfg: DictConfig) -> str:
@@ -382,11 +390,15 @@ def check_batch_sizes(cfg: DictConfig) -> str:
                 f"rollout. Fix: a divisor of {total}, or dynamic batch sizes ({key.rsplit('.', 1)[0]}.{dynamic}=true)"
             )
     tp = rollout.get("tensor_model_parallel_size", 1) or 1
-    if cfg.trainer.n_gpus_per_node % tp:
-        raise ValueError(
-            f"actor_rollout_ref.rollout.tensor_model_parallel_size ({tp}) does not divide "
-            f"trainer.n_gpus_per_node ({cfg.trainer.n_gpus_per_node})"
-        )
+    per_node_keys = ["trainer.n_gpus_per_node"]
+    if _separate_async(cfg):  # the standalone rollout's replicas split its own nodes too
+        per_node_keys.append("actor_rollout_ref.rollout.n_gpus_per_node")
+    for key in per_node_keys:
+        if (OmegaConf.select(cfg, key) or 0) % tp:
+            raise ValueError(
+                f"actor_rollout_ref.rollout.tensor_model_parallel_size ({tp}) does not divide {key} "
+                f"({OmegaConf.select(cfg, key)})"
+            )
     return (
         f"{bs} prompts x n={n} per step = {bs // mini} mini-batches of {mini * n} responses over {dp} ranks "
         f"({mini * n // dp} per rank); rollout TP {tp}"
@@ -407,22 +419,49 @@ def ray_gpus_per_node(address: str) -> list[float]:
             ray.shutdown()
 
 
+def gpu_requests(cfg: DictConfig) -> list[tuple[str, int, int]]:
+    """(config prefix, nodes, GPUs per node) verl's resource pools ask for: the training nodes
+    (``trainer.nnodes`` x ``trainer.n_gpus_per_node``) and, in separate_async, the standalone rollout's
+    (``actor_rollout_ref.rollout.nnodes`` x ``.n_gpus_per_node``); each node's share lands on one node."""
+    requests = [("trainer", cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node)]
+    if _separate_async(cfg):
+        rollout = cfg.actor_rollout_ref.rollout
+        requests.append(("actor_rollout_ref.rollout", rollout.nnodes, rollout.n_gpus_per_node))
+    return requests
+
+
 def check_gpus(cfg: DictConfig, gpus_per_node: Sequence[float] | None, where: str) -> str:
-    """Enough nodes with ``trainer.n_gpus_per_node`` GPUs each for ``trainer.nnodes`` (verl's resource pool)."""
-    nnodes, per_node = cfg.trainer.nnodes, cfg.trainer.n_gpus_per_node
+    """The nodes verl's resource pools need (:func:`gpu_requests`) fit the cluster's GPUs per node; in
+    separate_async, the checkpoint engine that ships weights from the training to the rollout GPUs is
+    registered in verl here (:func:`sspo.verl_plugin.assert_checkpoint_engine_available`)."""
+    requests = gpu_requests(cfg)
+    asked = " + ".join(
+        f"{k}.nnodes={nodes} x {k}.n_gpus_per_node={per_node}" for k, nodes, per_node in requests
+    )
     if gpus_per_node is None:
         raise Skipped(
-            f"asks {nnodes} node(s) x {per_node} GPUs; no Ray cluster to compare with "
+            f"asks {asked}; no Ray cluster to compare with "
             "(set RAY_ADDRESS or --ray-address; inside `ray job submit` it is set)"
         )
-    fitting = sum(1 for g in gpus_per_node if g >= per_node)
-    if fitting < nnodes:
-        raise ValueError(
-            f"trainer.nnodes={nnodes} x trainer.n_gpus_per_node={per_node} requested, but {where} has "
-            f"{len(gpus_per_node)} node(s) with GPUs {list(gpus_per_node)}. Fix: pick a matching cluster group "
-            f"(cluster=1x8gpu, 2x8gpu, ...) or set trainer.nnodes/trainer.n_gpus_per_node"
-        )
-    return f"{nnodes} x {per_node} GPUs fit {where} (GPUs per node {list(gpus_per_node)})"
+    free = sorted((float(g) for g in gpus_per_node), reverse=True)
+    # first fit, largest bundles first: each bundle (one node's share of a pool) must fit in one node
+    for per_node in sorted((p for _, nodes, p in requests for _ in range(nodes)), reverse=True):
+        fit = next((i for i, g in enumerate(free) if g >= per_node), None)
+        if fit is None:
+            raise ValueError(
+                f"{asked} requested, but {where} has {len(gpus_per_node)} node(s) with GPUs "
+                f"{list(gpus_per_node)}. Fix: pick a matching cluster group (cluster=1x8gpu, 2x8gpu, "
+                "2x8gpu_separate, ...) or set those keys"
+            )
+        free[fit] -= per_node
+    engine = ""
+    if len(requests) > 1:  # separate_async: verl looks the weight-sync engine up only once the workers are up
+        from sspo.verl_plugin import assert_checkpoint_engine_available
+
+        assert_checkpoint_engine_available(cfg)
+        backend = cfg.actor_rollout_ref.rollout.checkpoint_engine.backend
+        engine = f"; weight sync training -> rollout: {backend}"
+    return f"{asked} fit {where} (GPUs per node {list(gpus_per_node)}){engine}"
 
 
 def check_output_dir(cfg: DictConfig) -> str:

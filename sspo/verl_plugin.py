@@ -1,17 +1,19 @@
-"""verl glue for SSPO: the ``sspo`` loss's inputs, the trainer that installs them, config checks.
+"""verl glue for SSPO: the ``sspo`` loss's inputs, the trainers that install them, config checks.
 
 ``import sspo.verl_plugin`` (the project's ``verl.plugins`` entry point, so every verl process imports
 it; or ``VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin`` for code shipped by Ray ``working_dir``) registers:
 
 * the ``sspo`` policy loss behind :func:`fed_policy_loss`, which fills its keyword-only inputs
   ``segment_ids`` and ``entropy`` from :func:`policy_loss_inputs`;
-* the ``sspo`` trainer, :class:`SSPOTrainer`: verl's sync trainer that installs :func:`sspo_ppo_loss`
-  (verl's ``ppo_loss`` plus those inputs, computed from the micro-batch's ``responses`` and old-policy
-  ``entropy``) on every actor worker with ``set_loss_fn``, and bounds the weight sync.
+* one trainer per verl trainer mode, ``sspo_sync`` (also ``sspo``), ``sspo_colocate_async``,
+  ``sspo_separate_async``: verl's trainer for that mode plus :class:`SSPOTrainerMixin`, which installs
+  :func:`sspo_ppo_loss` (verl's ``ppo_loss`` plus those inputs, computed from the micro-batch's
+  ``responses`` and old-policy ``entropy``) on every actor worker with ``set_loss_fn`` and bounds the
+  weight syncs.
 
 Use it::
 
-    python -m verl.trainer.main_ppo ... trainer.v1.trainer_mode=sspo \\
+    python -m verl.trainer.main_ppo ... trainer.v1.trainer_mode=sspo_colocate_async \\
         actor_rollout_ref.actor.policy_loss._target_=sspo.loss.SSPOPolicyLossConfig \\
         actor_rollout_ref.actor.policy_loss.loss_mode=sspo \\
         +actor_rollout_ref.actor.policy_loss.granularity=subsentence
@@ -40,7 +42,10 @@ import sspo.loss as sspo_loss
 
 __all__ = [
     "LOSS_MODE",
-    "TRAINER_MODE",
+    "VERL_TRAINER_MODES",
+    "LEGACY_TRAINER_MODE",
+    "SSPO_TRAINERS",
+    "verl_trainer_mode",
     "policy_loss_inputs",
     "fed_policy_loss",
     "ensure_fed_sspo_loss",
@@ -48,15 +53,20 @@ __all__ = [
     "sspo_ppo_loss",
     "make_actor_loss_fn",
     "build_actor_config",
+    "SSPOTrainerMixin",
+    "SSPOSyncTrainer",
+    "SSPOColocateAsyncTrainer",
+    "SSPOSeparateAsyncTrainer",
     "SSPOTrainer",
     "assert_loss_registered",
     "assert_trainer_registered",
     "registration_status",
     "validate_config",
+    "validate_trainer_mode",
+    "assert_checkpoint_engine_available",
 ]
 
 LOSS_MODE = "sspo"
-TRAINER_MODE = "sspo"
 _POLICY_LOSS = "actor_rollout_ref.actor.policy_loss"
 
 # ----------------------------------------------------------------------------------------------
@@ -197,30 +207,55 @@ def build_actor_config(cfg: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------
-# The trainer: verl's sync trainer + one hook that installs the wrapper on every actor worker
+# The trainers: each of verl's trainer modes + one mixin that installs the wrapper on the actor workers
 # ----------------------------------------------------------------------------------------------
 
+from verl.trainer.ppo.v1 import (  # noqa: E402
+    PPOTrainerColocateAsync,
+    PPOTrainerSeparateAsync,
+    PPOTrainerSync,
+)
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer  # noqa: E402
-from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync  # noqa: E402
+
+#: verl 0.9.1's trainer modes (``trainer.v1.trainer_mode``); SSPO's trainer for mode ``m`` is ``sspo_<m>``
+VERL_TRAINER_MODES = ("sync", "colocate_async", "separate_async")
+TRAINER_PREFIX = "sspo_"
+#: the first name of SSPO's trainer, kept for old configs: the same trainer as ``sspo_sync``
+LEGACY_TRAINER_MODE = "sspo"
 
 
-class SSPOTrainer(PPOTrainerSync):
-    """verl's synchronous PPO trainer that installs :func:`sspo_ppo_loss` on the actor workers.
+def verl_trainer_mode(trainer_mode: str) -> str | None:
+    """verl's mode behind a ``trainer.v1.trainer_mode`` value: ``sspo_<m>`` and verl's ``<m>`` -> ``<m>``,
+    ``sspo`` -> ``sync``; ``None`` for any other name."""
+    if trainer_mode == LEGACY_TRAINER_MODE:
+        return "sync"
+    mode = trainer_mode.removeprefix(TRAINER_PREFIX)
+    return mode if mode in VERL_TRAINER_MODES else None
 
-    Selected by ``trainer.v1.trainer_mode=sspo``. Runs every loss mode: vanilla/gspo/... go through
-    ``ppo_loss`` unchanged, ``sspo`` gets its segment ids and old-policy entropy. GPU clusters only
-    (verl's ``main_ppo`` does not run on CPU).
+
+class SSPOTrainerMixin:
+    """SSPO's hooks on one of verl's trainers (``class X(SSPOTrainerMixin, <verl trainer>)``).
+
+    * ``__init__``: :func:`validate_config` before any of verl's code runs;
+    * ``trainer_mode`` reads as verl's mode name (``verl_mode``), so verl's ``== "sync"`` branches and its
+      ``trainer.v1.get(self.trainer_mode)`` settings are those of the mode this trainer extends;
+    * ``_init_resource_pool_mgr``: the CPU workers of :mod:`sspo.cpu.workers` when ``trainer.device=cpu``;
+    * ``on_init_end``: installs :func:`sspo_ppo_loss` on every actor worker and bounds every weight sync
+      (:class:`sspo.weight_sync.BoundedWeightSync`), then runs verl's hook (the first weight sync).
     """
+
+    verl_mode: str  # set by each trainer class below
 
     def __init__(self, config: Any) -> None:
         validate_config(config)  # before any worker, rollout or GPU time
-        super().__init__(config)
+        if self.verl_mode == "separate_async":  # its weight sync to the standalone rollout
+            assert_checkpoint_engine_available(config)
+        super().__init__(config)  # type: ignore[call-arg]
 
-    # verl branches on ``self.trainer_mode == "sync"`` (replay buffer, refill, TransferQueue
-    # checkpoints); PPOTrainer.__init__ assigns config.trainer.v1.trainer_mode ("sspo") to it.
     @property
     def trainer_mode(self) -> str:
-        return "sync"
+        """verl's mode name; ``PPOTrainer.__init__`` assigns ``config.trainer.v1.trainer_mode`` to it."""
+        return self.verl_mode
 
     @trainer_mode.setter
     def trainer_mode(self, name: str) -> None:
@@ -228,21 +263,27 @@ class SSPOTrainer(PPOTrainerSync):
 
     def _init_resource_pool_mgr(self) -> None:
         """verl's role -> worker mapping; in CPU mode (``trainer.device=cpu``) the gloo workers of :mod:`sspo.cpu.workers`."""
-        super()._init_resource_pool_mgr()
+        super()._init_resource_pool_mgr()  # type: ignore[misc]
         if self.config.trainer.get("device") == "cpu":
             from sspo.cpu.workers import cpu_role_worker_mapping
 
+            _refuse_unknown_cpu_workers(self.role_worker_mapping, self.verl_mode)
             self.role_worker_mapping = cpu_role_worker_mapping(self.role_worker_mapping)
 
     def on_init_end(self) -> None:
-        """verl's hook after ``init_model``: install the loss wrapper, bound the weight sync, then verl's
-        sync step (the first weight sync)."""
+        """verl's hook after ``init_model``: install the loss wrapper, bound the weight syncs, then verl's
+        own hook (the first weight sync into every rollout replica)."""
+        from verl.checkpoint_engine import CheckpointEngineManager
+
         from sspo.weight_sync import DEFAULT_TIMEOUT_S, BoundedWeightSync
 
         self.install_actor_loss()
         timeout_s = self.config.get("sspo", {}).get("weight_sync_timeout_s", DEFAULT_TIMEOUT_S)
-        self.checkpoint_manager = BoundedWeightSync(self.checkpoint_manager, timeout_s)
-        super().on_init_end()
+        # sync/colocate_async: checkpoint_manager; separate_async adds standalone_checkpoint_manager
+        for name, manager in list(vars(self).items()):
+            if isinstance(manager, CheckpointEngineManager):
+                setattr(self, name, BoundedWeightSync(manager, timeout_s))
+        super().on_init_end()  # type: ignore[misc]
 
     def install_actor_loss(self) -> None:
         """``actor_rollout_wg.set_loss_fn(partial(sspo_ppo_loss, config=<ActorConfig>))`` on every actor worker.
@@ -258,14 +299,59 @@ class SSPOTrainer(PPOTrainerSync):
             self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config)))
 
 
-def _register_trainer() -> None:
-    existing = TRAINER_REGISTRY.get(TRAINER_MODE)
-    if existing is not None and existing.__qualname__ == SSPOTrainer.__qualname__:
-        return  # this module imported again (e.g. reload): keep the first registration
-    register_trainer(TRAINER_MODE)(SSPOTrainer)
+def _refuse_unknown_cpu_workers(role_worker_mapping: dict[Any, Any], verl_mode: str) -> None:
+    """CPU mode swaps verl's ``ActorRolloutRefWorker``/``TrainingWorker`` for gloo variants; any other class
+    (e.g. separate_async's ``DetachActorWorker``) would lose its methods in that swap: refuse it."""
+    from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+
+    for role, remote_cls in role_worker_mapping.items():
+        cls = getattr(remote_cls, "__ray_actor_class__", remote_cls)
+        if cls not in (ActorRolloutRefWorker, TrainingWorker):
+            raise ValueError(
+                f"trainer.device=cpu: verl's {verl_mode!r} trainer maps role {role} to {cls.__name__}, which has no "
+                f"CPU variant in sspo.cpu.workers; run this trainer mode on GPUs (trainer.v1.trainer_mode)"
+            )
 
 
-_register_trainer()
+class SSPOSyncTrainer(SSPOTrainerMixin, PPOTrainerSync):
+    """verl's synchronous trainer (``sync``) with SSPO's hooks. Also registered as ``sspo`` (old configs)."""
+
+    verl_mode = "sync"
+
+
+class SSPOColocateAsyncTrainer(SSPOTrainerMixin, PPOTrainerColocateAsync):
+    """verl's ``colocate_async`` trainer (rollout on the training GPUs, partial rollouts) with SSPO's hooks."""
+
+    verl_mode = "colocate_async"
+
+
+class SSPOSeparateAsyncTrainer(SSPOTrainerMixin, PPOTrainerSeparateAsync):
+    """verl's ``separate_async`` trainer (standalone rollout GPUs, ``DetachActorWorker``) with SSPO's hooks."""
+
+    verl_mode = "separate_async"
+
+
+#: the first name of the sync trainer (kept: tests and users import it)
+SSPOTrainer = SSPOSyncTrainer
+
+#: ``trainer.v1.trainer_mode`` value -> SSPO trainer class
+SSPO_TRAINERS: dict[str, type[SSPOTrainerMixin]] = {
+    f"{TRAINER_PREFIX}{cls.verl_mode}": cls
+    for cls in (SSPOSyncTrainer, SSPOColocateAsyncTrainer, SSPOSeparateAsyncTrainer)
+}
+SSPO_TRAINERS[LEGACY_TRAINER_MODE] = SSPOSyncTrainer
+
+
+def _register_trainers() -> None:
+    for name, cls in SSPO_TRAINERS.items():
+        existing = TRAINER_REGISTRY.get(name)
+        if existing is not None and existing.__qualname__ == cls.__qualname__:
+            continue  # this module imported again (e.g. reload): keep the first registration
+        register_trainer(name)(cls)
+
+
+_register_trainers()
+_SSPO_NAMES = ", ".join(f"{TRAINER_PREFIX}{mode}" for mode in VERL_TRAINER_MODES)
 
 # ----------------------------------------------------------------------------------------------
 # Registration checks (verl swallows plugin import errors)
@@ -289,7 +375,7 @@ def registration_status() -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "loss": LOSS_MODE in POLICY_LOSS_REGISTRY,
-        "trainer": TRAINER_MODE in trainer_registry,
+        "trainer": all(name in trainer_registry for name in SSPO_TRAINERS),
         "plugin_imported": __name__ in sys.modules,
     }
 
@@ -313,7 +399,11 @@ def assert_trainer_registered(trainer_mode: str) -> None:
     """Raise RuntimeError, saying how to fix it, unless ``trainer_mode`` is a registered verl v1 trainer."""
     if trainer_mode in TRAINER_REGISTRY:
         return
-    hint = _HOW_TO_REGISTER if trainer_mode == TRAINER_MODE else "check trainer.v1.trainer_mode"
+    if trainer_mode.startswith(TRAINER_PREFIX) and trainer_mode not in SSPO_TRAINERS:
+        raise ValueError(
+            f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}"
+        )
+    hint = _HOW_TO_REGISTER if trainer_mode in SSPO_TRAINERS else f"SSPO's trainers: {_SSPO_NAMES}"
     raise RuntimeError(
         f"trainer {trainer_mode!r} (trainer.v1.trainer_mode) is not registered in verl in process "
         f"{os.getpid()}; registered: {sorted(TRAINER_REGISTRY)}. {hint}"
@@ -350,10 +440,11 @@ def _is_sspo_config_class(target: Any) -> bool:
 def validate_config(cfg: Any) -> None:
     """Config-time checks of a composed ``ppo_trainer`` config (DictConfig); ValueError names the key.
 
-    Called by the recipe's pre-flight and by :class:`SSPOTrainer` at init, before any worker starts.
-    Checks: the loss mode is registered (RuntimeError with the fix if not); clip ratios in range;
-    for ``loss_mode=sspo``: ``trainer.use_v1`` and ``trainer.v1.trainer_mode=sspo`` (verl's default
-    trainer cannot feed segment ids and entropy), ``policy_loss._target_`` is
+    Called by the recipe's pre-flight and by SSPO's trainers at init, before any worker starts.
+    Checks: the loss mode and trainer are registered (RuntimeError with the fix if not); clip ratios in
+    range; what verl's mode needs (:func:`validate_trainer_mode`); for ``loss_mode=sspo``:
+    ``trainer.use_v1`` and one of SSPO's trainers ``sspo_<mode>`` (verl's own trainers cannot feed
+    segment ids and entropy), ``policy_loss._target_`` is
     :class:`sspo.loss.SSPOPolicyLossConfig` and instantiates (its ``__post_init__`` validates
     granularity, delimiters, ...), no bypass mode with ``adaptive_clip``, no distillation.
     """
@@ -371,19 +462,23 @@ def validate_config(cfg: Any) -> None:
     if not _is_number(high) or high < 0:
         raise ValueError(f"{actor}.clip_ratio_high={high!r} is out of range: need a number >= 0")
 
+    trainer_mode = str(_select(cfg, "trainer.v1.trainer_mode", "sync"))
+    assert_trainer_registered(trainer_mode)
+    verl_mode = verl_trainer_mode(trainer_mode)
+    if loss_mode == LOSS_MODE:
+        if not _select(cfg, "trainer.use_v1", False):
+            raise ValueError("trainer.use_v1=false: SSPO needs verl's v1 trainer (trainer.use_v1=true)")
+        if trainer_mode not in SSPO_TRAINERS:
+            fix = f"{TRAINER_PREFIX}{verl_mode}" if verl_mode else f"one of {_SSPO_NAMES}"
+            raise ValueError(
+                f"trainer.v1.trainer_mode={trainer_mode!r} cannot feed {_POLICY_LOSS}.loss_mode=sspo: verl's own "
+                f"trainers pass the loss only its seven standard arguments, not the subsentence ids and old-policy "
+                f"entropy. Set trainer.v1.trainer_mode={fix} (verl's {verl_mode or 'chosen'} mode with SSPO's hooks)"
+            )
+    if verl_mode is not None:
+        validate_trainer_mode(cfg, trainer_mode, verl_mode)
     if loss_mode != LOSS_MODE:
         return
-
-    if not _select(cfg, "trainer.use_v1", False):
-        raise ValueError("trainer.use_v1=false: SSPO needs verl's v1 trainer (trainer.use_v1=true)")
-    trainer_mode = _select(cfg, "trainer.v1.trainer_mode", "sync")
-    if trainer_mode != TRAINER_MODE:
-        raise ValueError(
-            f"trainer.v1.trainer_mode={trainer_mode!r} cannot feed {_POLICY_LOSS}.loss_mode=sspo: verl's "
-            f"{trainer_mode!r} trainer passes the loss only its seven standard arguments, not the subsentence "
-            f"ids and old-policy entropy. Set trainer.v1.trainer_mode={TRAINER_MODE} (sspo.verl_plugin.SSPOTrainer)"
-        )
-    assert_trainer_registered(TRAINER_MODE)
 
     policy_loss = OmegaConf.select(cfg, _POLICY_LOSS)
     target = policy_loss.get("_target_", None)
@@ -418,3 +513,91 @@ def validate_config(cfg: Any) -> None:
             "distillation.enabled=true with loss_mode=sspo: verl's distillation loss calls ppo_loss directly and "
             "cannot feed SSPO's inputs; disable distillation or use another loss mode"
         )
+
+
+def validate_trainer_mode(cfg: Any, trainer_mode: str, verl_mode: str) -> None:
+    """What verl's trainer for ``verl_mode`` asserts only inside the TaskRunner (or never), checked now.
+
+    ``trainer_mode`` is the configured ``trainer.v1.trainer_mode``, ``verl_mode`` verl's mode behind it
+    (:func:`verl_trainer_mode`). ValueError names the key and the fix.
+    """
+    if verl_mode == "separate_async":
+        _validate_separate_async(cfg, trainer_mode)
+    sync_step = _select(cfg, f"trainer.v1.{verl_mode}.parameter_sync_step", 1)
+    if trainer_mode != verl_mode and _select(cfg, "skip.rollout_tq.enable", False) and sync_step != 1:
+        raise ValueError(
+            f"skip.rollout_tq.enable=true with trainer.v1.trainer_mode={trainer_mode}: verl's RolloutTqSkip reads "
+            f"trainer.v1.<trainer_mode>.parameter_sync_step (absent: 1), not trainer.v1.{verl_mode}.parameter_sync_step"
+            f"={sync_step}; set skip.rollout_tq.enable=false or trainer.v1.{verl_mode}.parameter_sync_step=1"
+        )
+
+
+def _validate_separate_async(cfg: Any, trainer_mode: str) -> None:
+    """separate_async: standalone rollout resources, a weight-sync engine that reaches them, whole mini-batches."""
+    mode = f"trainer.v1.trainer_mode={trainer_mode}"
+    rollout = "actor_rollout_ref.rollout"
+    if _select(cfg, "trainer.device") == "cpu":
+        raise ValueError(
+            f"{mode} with trainer.device=cpu: not supported on CPU. verl's separate_async trainer maps the actor "
+            "to its DetachActorWorker, which has no CPU variant in sspo.cpu.workers, and ships weights to the "
+            f"standalone rollout with {rollout}.checkpoint_engine.backend other than naive, none of which runs in "
+            "the CPU environment (nccl: cupy and CUDA buffers; hccl: Ascend NPUs; nixl, mooncake: not installed). "
+            "On CPU use trainer.v1.trainer_mode=sspo_sync or sspo_colocate_async"
+        )
+    sync_step = _select(cfg, "trainer.v1.separate_async.parameter_sync_step", 1)
+    batch = _select(cfg, "data.train_batch_size")
+    mini = _select(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size")
+    if batch != sync_step * mini:
+        raise ValueError(
+            f"{mode}: data.train_batch_size ({batch}) must equal trainer.v1.separate_async.parameter_sync_step "
+            f"({sync_step}) x actor_rollout_ref.actor.ppo_mini_batch_size ({mini}) (verl syncs the rollout's "
+            f"weights once per training batch). Fix: trainer.v1.separate_async.parameter_sync_step={batch // max(mini, 1)}"
+            " if that product matches, else change the batch sizes"
+        )
+    for key in ("nnodes", "n_gpus_per_node"):
+        value = _select(cfg, f"{rollout}.{key}", 0)
+        if not (isinstance(value, int) and value > 0):
+            raise ValueError(
+                f"{mode} runs the rollout on its own GPUs: set {rollout}.{key} (now {value!r}) > 0, e.g. "
+                f"{rollout}.nnodes=1 {rollout}.n_gpus_per_node=8 beside trainer.nnodes/trainer.n_gpus_per_node"
+            )
+    backend = _select(cfg, f"{rollout}.checkpoint_engine.backend", "naive")
+    if backend == "naive":
+        raise ValueError(
+            f"{mode}: {rollout}.checkpoint_engine.backend=naive only reaches rollout servers on the training "
+            f"GPUs; the standalone rollout needs nccl (GPUs), hccl (Ascend), nixl or mooncake: set "
+            f"{rollout}.checkpoint_engine.backend=nccl"
+        )
+    if _select(cfg, "reward.reward_model.enable", False) and not _select(
+        cfg, "reward.reward_model.enable_resource_pool", False
+    ):
+        raise ValueError(
+            f"{mode}: a colocated reward model cannot run beside a rollout that never pauses: set "
+            "reward.reward_model.enable_resource_pool=true (with its own nnodes/n_gpus_per_node)"
+        )
+
+
+def assert_checkpoint_engine_available(cfg: Any) -> None:
+    """``actor_rollout_ref.rollout.checkpoint_engine.backend`` is in verl's checkpoint-engine registry in THIS
+    process (after its ``custom_backend_module``); verl looks it up only once the workers are up.
+
+    Separate from :func:`validate_config` because it depends on the machine (nccl needs cupy): run it
+    where the trainer runs, not on a laptop's dry run.
+    """
+    from verl.checkpoint_engine import CheckpointEngineRegistry
+    from verl.utils.import_utils import import_external_libs
+
+    key = "actor_rollout_ref.rollout.checkpoint_engine"
+    backend = _select(cfg, f"{key}.backend", "naive")
+    module = _select(cfg, f"{key}.custom_backend_module") or None
+    try:
+        import_external_libs(module)
+    except ImportError as err:
+        raise ValueError(f"{key}.custom_backend_module={module!r} does not import: {err}") from None
+    try:
+        CheckpointEngineRegistry.get(backend)
+    except ValueError as err:
+        raise ValueError(
+            f"{key}.backend={backend!r} cannot run here: {err}. Install its transport (nccl: cupy; nixl; "
+            f"mooncake) or register one with {key}.custom_backend_module"
+        ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -160,7 +161,9 @@ def test_unregistered_loss_and_trainer(env):
     got = {r.name: r.detail for r in results if r.status == "fail"}
     assert "no_such_loss" in got["loss registered"]
     assert "trainer.v1.trainer_mode='no_such_trainer'" in got["trainer registered"]
-    assert "Fix: use 'sspo'" in got["trainer registered"]
+    assert (
+        "Fix: sspo_sync" in got["trainer registered"] and "sspo_separate_async" in got["trainer registered"]
+    )
 
 
 def test_sspo_config_errors_name_the_key(env):
@@ -179,6 +182,47 @@ def test_gpu_check_against_cluster_inventories(env):
         preflight.check_gpus(two, [8.0], "cluster")
     with pytest.raises(preflight.Skipped):
         preflight.check_gpus(cfg, None, "")
+
+
+def test_separate_async_layout_needs_training_and_rollout_nodes(env):
+    """cluster=2x8gpu_separate: one training node and one rollout node; the rollout's weight-sync engine
+    (nccl) is looked up in verl only once the layout fits (not on a CPU dry run: the GPUs check skips)."""
+    cfg = cli.compose_config(["experiment=sspo_qwen2.5-math-7b", "cluster=2x8gpu_separate"])
+    assert [r[0] for r in preflight.gpu_requests(cfg)] == ["trainer", "actor_rollout_ref.rollout"]
+    keys = re.escape("trainer.nnodes=1 x trainer.n_gpus_per_node=8 + actor_rollout_ref.rollout.nnodes=1")
+    with pytest.raises(ValueError, match=keys):  # one 8-GPU node holds the training pool only
+        preflight.check_gpus(cfg, [8.0], "cluster")
+    with pytest.raises(ValueError, match="cluster=1x8gpu"):
+        preflight.check_gpus(cfg, [8.0, 4.0], "cluster")
+    with pytest.raises(preflight.Skipped, match=keys):
+        preflight.check_gpus(cfg, None, "")
+    # two nodes fit; then the checkpoint engine is looked up: registered or not, the result says which
+    try:
+        import cupy  # noqa: F401
+
+        assert "weight sync training -> rollout: nccl" in preflight.check_gpus(cfg, [8.0, 8.0], "cluster")
+    except ImportError:
+        with pytest.raises(ValueError, match="checkpoint_engine.backend='nccl' cannot run here"):
+            preflight.check_gpus(cfg, [8.0, 8.0], "cluster")
+    # the standalone rollout's tensor parallelism must split its own nodes
+    odd = cli.compose_config(
+        [
+            "experiment=sspo_qwen2.5-math-7b",
+            "cluster=2x8gpu_separate",
+            "actor_rollout_ref.rollout.n_gpus_per_node=3",
+        ]
+    )
+    with pytest.raises(ValueError, match="does not divide actor_rollout_ref.rollout.n_gpus_per_node"):
+        preflight.check_batch_sizes(odd)
+    # the dry run's config checks pass for the 7B row in this layout, for each algorithm's row
+    for row in ("sspo", "grpo", "gspo"):
+        results = preflight.run_checks(
+            cli.compose_config([f"experiment={row}_qwen2.5-math-7b", "cluster=2x8gpu_separate"]), dry_run=True
+        )
+        status = {r.name: r.status for r in results}
+        assert [status[k] for k in ("trainer registered", "sspo config", "verl config", "batch sizes")] == [
+            "ok"
+        ] * 4
 
 
 def test_outputs_inside_a_ray_job_working_dir_are_refused(env, tmp_path, monkeypatch):

@@ -15,6 +15,18 @@ SSPO = [
 ]
 
 
+# separate_async on GPUs: a rollout node of its own, nccl weight sync, batch = 2 x mini-batch
+SEPARATE = [
+    "trainer.v1.trainer_mode=sspo_separate_async",
+    "data.train_batch_size=128",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=64",
+    "trainer.v1.separate_async.parameter_sync_step=2",
+    "actor_rollout_ref.rollout.nnodes=1",
+    "actor_rollout_ref.rollout.checkpoint_engine.backend=nccl",
+]
+RO = "actor_rollout_ref.rollout"
+
+
 def _cfg(*overrides: str):
     return compose_ppo_config(["actor_rollout_ref.model.path=/nonexistent/model", *overrides])
 
@@ -25,6 +37,10 @@ def _cfg(*overrides: str):
         [],  # verl's defaults: vanilla with the sync trainer
         [f"{PL}.loss_mode=gspo"],
         [f"{PL}.loss_mode=gspo", "trainer.v1.trainer_mode=sspo"],  # one trainer runs every loss mode
+        [f"{PL}.loss_mode=gspo", "trainer.v1.trainer_mode=sspo_colocate_async"],
+        [*SSPO, "trainer.v1.trainer_mode=sspo_sync"],
+        [*SSPO, "trainer.v1.trainer_mode=sspo_colocate_async"],
+        [*SSPO, *SEPARATE],
         SSPO,
         [*SSPO, f"+{PL}.granularity=token", f"+{PL}.adaptive_clip=false"],
         [
@@ -67,6 +83,27 @@ def test_valid_configs_pass(overrides):
             "algorithm.rollout_correction.bypass_mode",
         ),
         ([*SSPO, "distillation.enabled=true"], "distillation.enabled"),
+        # each trainer mode: what verl asserts only inside the TaskRunner, or never
+        ([*SSPO, "trainer.v1.trainer_mode=separate_async"], "trainer.v1.trainer_mode=sspo_separate_async"),
+        (
+            [*SSPO, "trainer.v1.trainer_mode=sspo_async"],
+            "sspo_sync, sspo_colocate_async, sspo_separate_async",
+        ),
+        ([*SSPO, *SEPARATE, "trainer.v1.separate_async.parameter_sync_step=4"], "parameter_sync_step"),
+        ([*SSPO, *SEPARATE, f"{RO}.nnodes=0"], f"{RO}.nnodes"),
+        ([*SSPO, *SEPARATE, f"{RO}.n_gpus_per_node=0"], f"{RO}.n_gpus_per_node"),
+        ([*SSPO, *SEPARATE, f"{RO}.checkpoint_engine.backend=naive"], f"{RO}.checkpoint_engine.backend"),
+        ([*SSPO, *SEPARATE, "trainer.device=cpu"], "trainer.device=cpu"),
+        (
+            [*SSPO, *SEPARATE, "reward.reward_model.enable=true"],
+            "reward.reward_model.enable_resource_pool",
+        ),
+        ([f"{PL}.loss_mode=gspo", *SEPARATE, f"{RO}.nnodes=0"], f"{RO}.nnodes"),  # every loss mode
+        ([*SSPO, *SEPARATE, "skip.rollout_tq.enable=true"], "skip.rollout_tq.enable"),
+        (
+            [*SSPO, *SEPARATE, "algorithm.rollout_correction.bypass_mode=true"],
+            "algorithm.rollout_correction.bypass_mode",
+        ),
     ],
 )
 def test_bad_configs_fail_naming_the_key(overrides, key):
@@ -104,3 +141,20 @@ def test_unregistered_trainer_fails_with_the_fix(monkeypatch):
     monkeypatch.delitem(TRAINER_REGISTRY, "sspo")
     with pytest.raises(RuntimeError, match="trainer 'sspo'.*VERL_USE_EXTERNAL_MODULES"):
         validate_config(_cfg(*SSPO))
+
+
+def test_separate_async_checkpoint_engine_is_looked_up_in_verls_registry():
+    """verl looks the weight-sync backend up only in the started workers; this names the key before."""
+    from sspo.verl_plugin import assert_checkpoint_engine_available
+
+    with pytest.raises(ValueError, match=f"{RO}.checkpoint_engine.backend='no_such_engine' cannot run here"):
+        assert_checkpoint_engine_available(_cfg(*SEPARATE, f"{RO}.checkpoint_engine.backend=no_such_engine"))
+    with pytest.raises(ValueError, match=f"{RO}.checkpoint_engine.custom_backend_module='no_such_module'"):
+        assert_checkpoint_engine_available(
+            _cfg(*SEPARATE, f"{RO}.checkpoint_engine.custom_backend_module=no_such_module")
+        )
+    assert_checkpoint_engine_available(_cfg(f"{RO}.checkpoint_engine.backend=naive"))  # registered everywhere
+
+
+def test_skip_rollout_tq_is_fine_when_the_mode_syncs_every_mini_batch():
+    validate_config(_cfg(*SSPO, "trainer.v1.trainer_mode=sspo_colocate_async", "skip.rollout_tq.enable=true"))

@@ -212,7 +212,7 @@ def test_registrations():
     assert registered.is_fed_policy_loss and registered.__wrapped__ is sspo.loss.compute_policy_loss_sspo
     assert get_trainer_cls("sspo") is SSPOTrainer and issubclass(SSPOTrainer, PPOTrainerSync)
     verl_plugin.ensure_fed_sspo_loss()  # importing twice must not wrap twice
-    verl_plugin._register_trainer()
+    verl_plugin._register_trainers()
     assert get_policy_loss_fn("sspo") is registered
     status = verl_plugin.registration_status()
     assert status["loss"] and status["trainer"]

@@ -1,0 +1,237 @@
+"""SSPO's trainers in each of verl's modes, built as main_ppo builds them, with verl's REAL ``__init__``.
+
+main_ppo's TaskRunner runs ``get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)`` and then
+``init()`` (``_setup()``: workers, rollout; then ``on_init_end()``). ``__init__`` runs on CPU; the hooks of
+``init()`` run here against recording worker groups and checkpoint managers (Ray-free).
+
+separate_async needs a weight-sync backend other than ``naive``; on this CPU machine none of verl's is
+registered (nccl needs cupy), so these tests register :class:`RecordingEngine` through verl's own
+``checkpoint_engine.custom_backend_module`` hook (this module) and build the config for GPUs.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+from verl.checkpoint_engine import CheckpointEngineManager, CheckpointEngineRegistry
+from verl.checkpoint_engine.base import CheckpointEngine
+from verl.trainer.ppo.v1 import (
+    PPOTrainerColocateAsync,
+    PPOTrainerSeparateAsync,
+    PPOTrainerSync,
+    get_trainer_cls,
+)
+from verl_batches import ACTOR_OVERRIDES, compose_ppo_config
+
+from sspo import verl_plugin
+from sspo.verl_plugin import (
+    SSPOColocateAsyncTrainer,
+    SSPOSeparateAsyncTrainer,
+    SSPOSyncTrainer,
+    SSPOTrainer,
+    SSPOTrainerMixin,
+    sspo_ppo_loss,
+    validate_config,
+)
+from sspo.weight_sync import BoundedWeightSync
+
+PL = "actor_rollout_ref.actor.policy_loss"
+SSPO_LOSS = [f"{PL}._target_=sspo.loss.SSPOPolicyLossConfig", f"{PL}.loss_mode=sspo"]
+TEST_ENGINE = "sspo_test_recording"
+
+
+@CheckpointEngineRegistry.register(TEST_ENGINE)
+class RecordingEngine(CheckpointEngine):
+    """A registered checkpoint-engine name for separate_async's config checks (never started here)."""
+
+
+# separate_async on GPUs: 1 training node + 1 rollout node, batch = parameter_sync_step x mini-batch
+SEPARATE = [
+    "trainer.device=cuda",
+    "data.train_batch_size=12",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+    "trainer.v1.separate_async.parameter_sync_step=3",
+    "actor_rollout_ref.rollout.nnodes=1",
+    "actor_rollout_ref.rollout.n_gpus_per_node=1",
+    f"actor_rollout_ref.rollout.checkpoint_engine.backend={TEST_ENGINE}",
+    f"actor_rollout_ref.rollout.checkpoint_engine.custom_backend_module={__name__}",
+]
+MODES = {  # trainer_mode -> (SSPO class, verl's class, verl's mode, overrides the mode needs)
+    "sspo_sync": (SSPOSyncTrainer, PPOTrainerSync, "sync", []),
+    "sspo_colocate_async": (SSPOColocateAsyncTrainer, PPOTrainerColocateAsync, "colocate_async", []),
+    "sspo_separate_async": (SSPOSeparateAsyncTrainer, PPOTrainerSeparateAsync, "separate_async", SEPARATE),
+}
+
+
+def _config(model_dir, trainer_mode, *overrides):
+    extra = MODES[trainer_mode][3] if trainer_mode in MODES else []
+    return compose_ppo_config(
+        [
+            *ACTOR_OVERRIDES,
+            f"actor_rollout_ref.model.path={model_dir}",
+            *SSPO_LOSS,
+            f"trainer.v1.trainer_mode={trainer_mode}",
+            *extra,
+            *overrides,
+        ]
+    )
+
+
+@pytest.mark.parametrize("trainer_mode", list(MODES))
+def test_main_ppo_builds_each_mode_with_verls_own_settings(tiny_model_dir, trainer_mode):
+    """The SSPO trainer for a mode behaves as verl's trainer for that mode: same replay buffer class, same
+    ``trainer.v1.<mode>`` settings, same parameter_sync_step; only the registered name differs."""
+    sspo_cls, verl_cls, verl_mode, _ = MODES[trainer_mode]
+    cfg = _config(tiny_model_dir, trainer_mode)
+    trainer = get_trainer_cls(cfg.trainer.v1.trainer_mode)(config=cfg)
+    assert (
+        type(trainer) is sspo_cls and isinstance(trainer, verl_cls) and isinstance(trainer, SSPOTrainerMixin)
+    )
+    assert trainer.trainer_mode == verl_mode and trainer.registered_trainer_mode == trainer_mode
+
+    verl_cfg = copy.deepcopy(cfg)
+    verl_cfg.trainer.v1.trainer_mode = verl_mode
+    verls = verl_cls(config=verl_cfg)
+    assert type(trainer.replay_buffer) is type(verls.replay_buffer)
+    assert trainer.replay_buffer.trainer_mode == verls.replay_buffer.trainer_mode == verl_mode
+    assert (
+        trainer.replay_buffer.trainer_config
+        == verls.replay_buffer.trainer_config
+        == cfg.trainer.v1[verl_mode]
+    )
+    assert (
+        trainer.parameter_sync_step
+        == verls.parameter_sync_step
+        == (3 if verl_mode == "separate_async" else 1)
+    )
+
+
+def test_each_async_mode_reads_its_own_settings(tiny_model_dir, monkeypatch):
+    """``trainer.v1.colocate_async.*`` / ``trainer.v1.separate_async.*`` reach verl's code, not the defaults."""
+    colocate = get_trainer_cls("sspo_colocate_async")(
+        _config(tiny_model_dir, "sspo_colocate_async", "trainer.v1.colocate_async.num_warmup_batches=3")
+    )
+    separate = get_trainer_cls("sspo_separate_async")(
+        _config(
+            tiny_model_dir,
+            "sspo_separate_async",
+            "trainer.v1.separate_async.num_warmup_batches=2",
+            "trainer.v1.separate_async.hybrid_rollout.switch_threshold_ratio=0.7",
+        )
+    )
+    assert separate.hybrid_rollout_config.switch_threshold_ratio == 0.7
+    for trainer, batches in ((colocate, 3), (separate, 2)):
+        asked = []
+        monkeypatch.setattr(trainer, "_add_prompts_to_generate", asked.append)
+        trainer.on_train_begin()  # verl's hook: warm-up prompts from trainer.v1.<mode>.num_warmup_batches
+        assert asked == [batches * trainer.config.data.train_batch_size]
+
+
+class RecordingManager(CheckpointEngineManager):
+    """verl's checkpoint manager type, recording the calls verl's hooks make (no engine, no replicas)."""
+
+    def __init__(self, name, calls):
+        self.name, self.calls = name, calls
+
+    def update_weights(self, global_steps=None):
+        self.calls.append((f"{self.name}.update_weights", global_steps))
+
+    def resume_generation_replicas(self):
+        self.calls.append((f"{self.name}.resume_generation_replicas", None))
+
+
+@pytest.mark.parametrize(
+    "trainer_mode, managers, verls_calls",
+    [
+        ("sspo_sync", ["checkpoint_manager"], ["checkpoint_manager.update_weights"]),
+        ("sspo_colocate_async", ["checkpoint_manager"], ["checkpoint_manager.update_weights"]),
+        (
+            "sspo_separate_async",
+            ["checkpoint_manager", "standalone_checkpoint_manager"],
+            ["standalone_checkpoint_manager.update_weights", "checkpoint_manager.update_weights"],
+        ),
+    ],
+)
+def test_on_init_end_installs_the_loss_bounds_every_sync_then_runs_verls_hook(
+    tiny_model_dir, trainer_mode, managers, verls_calls
+):
+    from types import SimpleNamespace
+
+    cfg = _config(tiny_model_dir, trainer_mode, "+sspo.weight_sync_timeout_s=42")
+    trainer = get_trainer_cls(trainer_mode)(config=cfg)
+    calls = []
+    trainer.actor_rollout_wg = SimpleNamespace(set_loss_fn=lambda fn: calls.append(("set_loss_fn", fn)))
+    for name in managers:
+        setattr(trainer, name, RecordingManager(name, calls))
+    trainer.global_steps = 5  # as _load_checkpoint leaves it on resume
+    trainer.on_init_end()
+
+    assert [name for name, _ in calls] == ["set_loss_fn", *verls_calls]
+    assert all(step == 5 for _, step in calls[1:])
+    fn = calls[0][1]
+    assert isinstance(fn, functools.partial) and fn.func is sspo_ppo_loss
+    assert fn.keywords["config"].policy_loss.loss_mode == "sspo"
+    for name in managers:  # every weight sync of the mode is bounded
+        wrapped = getattr(trainer, name)
+        assert isinstance(wrapped, BoundedWeightSync) and wrapped.timeout_s == 42
+
+
+def test_old_name_sspo_is_the_sync_trainer(tiny_model_dir):
+    cfg = _config(tiny_model_dir, "sspo")
+    trainer = get_trainer_cls("sspo")(config=cfg)
+    assert SSPOTrainer is SSPOSyncTrainer and type(trainer) is SSPOSyncTrainer
+    assert trainer.trainer_mode == "sync" and trainer.registered_trainer_mode == "sspo"
+    assert trainer.replay_buffer.trainer_config == cfg.trainer.v1.sync
+
+
+def test_registrations_through_verls_api():
+    names = {"sspo": SSPOSyncTrainer, **{name: cls for name, (cls, *_rest) in MODES.items()}}
+    for name, cls in names.items():
+        assert get_trainer_cls(name) is cls
+    verl_plugin._register_trainers()  # importing the plugin again keeps the registrations
+    assert all(get_trainer_cls(name) is cls for name, cls in names.items())
+    assert verl_plugin.registration_status()["trainer"]
+
+
+@pytest.mark.parametrize(
+    "trainer_mode, fix",
+    [
+        ("sync", "trainer.v1.trainer_mode=sspo_sync"),
+        ("colocate_async", "trainer.v1.trainer_mode=sspo_colocate_async"),
+        ("separate_async", "trainer.v1.trainer_mode=sspo_separate_async"),
+    ],
+)
+def test_sspo_loss_under_a_verl_mode_names_the_sspo_trainer_for_it(tiny_model_dir, trainer_mode, fix):
+    with pytest.raises(ValueError, match=fix):
+        validate_config(_config(tiny_model_dir, trainer_mode))
+
+
+def test_misspelled_sspo_mode_lists_the_names(tiny_model_dir):
+    with pytest.raises(ValueError, match="sspo_sync, sspo_colocate_async, sspo_separate_async"):
+        validate_config(_config(tiny_model_dir, "sspo_async"))
+
+
+def test_cpu_workers_for_sync_and_colocate(tiny_model_dir):
+    """CPU mode maps verl's roles to sspo.cpu.workers' gloo classes in both colocated modes."""
+    from verl.trainer.ppo.utils import Role
+
+    from sspo.cpu.workers import CPUActorRolloutRefWorker
+
+    for trainer_mode in ("sspo_sync", "sspo_colocate_async"):
+        trainer = get_trainer_cls(trainer_mode)(_config(tiny_model_dir, trainer_mode))
+        trainer._init_resource_pool_mgr()
+        mapped = trainer.role_worker_mapping[Role.ActorRollout]
+        assert mapped.__ray_actor_class__ is CPUActorRolloutRefWorker
+
+
+def test_cpu_mapping_refuses_separate_asyncs_detach_worker(tiny_model_dir):
+    """separate_async maps the actor to DetachActorWorker (CPU save/restore of pi_old); swapping it for the
+    CPU worker would drop those methods, so CPU mode refuses instead (config time: validate_config)."""
+    trainer = get_trainer_cls("sspo_separate_async")(_config(tiny_model_dir, "sspo_separate_async"))
+    trainer.config.trainer.device = "cpu"
+    with pytest.raises(ValueError, match="DetachActorWorker"):
+        trainer._init_resource_pool_mgr()
+    with pytest.raises(ValueError, match="trainer.device=cpu"):
+        validate_config(trainer.config)
