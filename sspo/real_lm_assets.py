@@ -68,7 +68,9 @@ def gguf_path() -> Path:
     except importlib.metadata.PackageNotFoundError:
         raise FileNotFoundError(f"the package {PACKAGE} is not installed: {fix}") from None
     if version != PACKAGE_VERSION:
-        raise FileNotFoundError(f"{PACKAGE} {version} is installed, the diagnostic is made for {PACKAGE_VERSION}: {fix}")
+        raise FileNotFoundError(
+            f"{PACKAGE} {version} is installed, the diagnostic is made for {PACKAGE_VERSION}: {fix}"
+        )
     found = [f.locate() for f in files if f.name == GGUF_NAME]
     if not found or not Path(found[0]).is_file():
         raise FileNotFoundError(f"{GGUF_NAME} is missing from the installed {PACKAGE}: reinstall it, {fix}")
@@ -85,7 +87,9 @@ def convert_model(out: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     end = tokenizer.convert_tokens_to_ids(END_OF_TURN)
     if end != model.config.eos_token_id:
-        raise ValueError(f"{gguf}: {END_OF_TURN} has id {end}, the model's eos_token_id is {model.config.eos_token_id}")
+        raise ValueError(
+            f"{gguf}: {END_OF_TURN} has id {end}, the model's eos_token_id is {model.config.eos_token_id}"
+        )
     tokenizer.eos_token = tokenizer.pad_token = END_OF_TURN
     model.generation_config.eos_token_id = model.generation_config.pad_token_id = end
     tokenizer.save_pretrained(out)
@@ -97,7 +101,9 @@ def gsm8k_rows(cfg: AssetsConfig, tokenizer) -> list[dict]:
     from sspo.data import SOURCES, Report, read_rows, to_verl_rows
 
     report = Report(DATA_SOURCE)
-    rows = to_verl_rows(SOURCES["gsm8k"], read_rows(Path(cfg.gsm8k), report), report, "qwen25-math", progress=False)
+    rows = to_verl_rows(
+        SOURCES["gsm8k"], read_rows(Path(cfg.gsm8k), report), report, "qwen25-math", progress=False
+    )
 
     def fits(row: dict) -> bool:
         ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
@@ -128,7 +134,11 @@ def prepare_assets(out: str | Path, cfg: AssetsConfig | None = None) -> Path:
     out = Path(out)
     marker = out / "assets.json"
     outputs = (out / "model" / "config.json", out / "train.parquet")
-    if marker.is_file() and json.loads(marker.read_text()) == asdict(cfg) and all(p.is_file() for p in outputs):
+    if (
+        marker.is_file()
+        and json.loads(marker.read_text()) == asdict(cfg)
+        and all(p.is_file() for p in outputs)
+    ):
         return out
     if out.exists():
         shutil.rmtree(out)
@@ -156,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
     prepare_assets(out, cfg)
-    print(f"real-LM assets in {out}: model/ (SmolLM2-135M-Instruct, fp32), train.parquet ({cfg.prompts} GSM8K prompts)")
+    print(
+        f"real-LM assets in {out}: model/ (SmolLM2-135M-Instruct, fp32), train.parquet ({cfg.prompts} GSM8K prompts)"
+    )
     return 0
 
 

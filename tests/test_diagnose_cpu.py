@@ -72,7 +72,12 @@ def test_one_step_through_main_ppo_logs_the_three_clip_fractions(real_lm_assets,
         "trainer.logger=[console,file]",
         f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out}/metrics.jsonl",
     ]  # fmt: skip
-    env = {**ray_head.env, "RAY_ADDRESS": ray_head.gcs, "SSPO_REAL_LM_DIR": str(real_lm_assets), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **ray_head.env,
+        "RAY_ADDRESS": ray_head.gcs,
+        "SSPO_REAL_LM_DIR": str(real_lm_assets),
+        "PYTHONUNBUFFERED": "1",
+    }
     result = run_bounded(cmd, log=tmp_path / "run.log", timeout=RUN_TIMEOUT_S, env=env)
     assert result.returncode == 0, result.output[-6000:]
     metrics = read_metrics(out / "metrics.jsonl")
