@@ -131,43 +131,45 @@ def prepare_assets(out: str | Path, cfg: AssetsConfig | None = None) -> Path:
     from sspo.data import write_parquet
 
     cfg = cfg or AssetsConfig()
-    out = Path(out)
+    out, settings = Path(out), json.dumps(asdict(cfg))
     marker = out / "assets.json"
-    outputs = (out / "model" / "config.json", out / "train.parquet")
-    if (
-        marker.is_file()
-        and json.loads(marker.read_text()) == asdict(cfg)
-        and all(p.is_file() for p in outputs)
-    ):
+    done = [out / "model" / "config.json", out / "train.parquet", marker]
+    if all(p.is_file() for p in done) and marker.read_text() == settings:
         return out
-    if out.exists():
-        shutil.rmtree(out)
+    if out.is_dir() and any(out.iterdir()) and not marker.is_file():
+        raise ValueError(f"--out={out} holds other files (no assets.json): give a new or an assets folder")
+    shutil.rmtree(out, ignore_errors=True)  # a partial or stale build: start over
     out.mkdir(parents=True)
+    marker.write_text("{}")  # an assets folder from now on, complete once it holds the settings
     convert_model(out / "model")
     write_parquet(gsm8k_rows(cfg, AutoTokenizer.from_pretrained(out / "model")), out / "train.parquet")
-    marker.write_text(json.dumps(asdict(cfg)))
+    marker.write_text(settings)
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sspo.real_lm_assets --out DIR [--prompts N --seed S --gsm8k PATH --max-prompt-tokens T]``."""
-    defaults = AssetsConfig()
+    d = AssetsConfig()
     parser = argparse.ArgumentParser(prog="python -m sspo.real_lm_assets", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train.parquet)")
-    for name, value in asdict(defaults).items():
-        parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
-    args = vars(parser.parse_args(argv))
-    out = args.pop("out")
+    parser.add_argument("--gsm8k", default=d.gsm8k, help=f"GSM8K train JSONL (default {d.gsm8k})")
+    parser.add_argument("--prompts", type=int, default=d.prompts, help=f"prompts drawn (default {d.prompts})")
+    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the draw (default {d.seed})")
+    parser.add_argument(
+        "--max-prompt-tokens", type=int, default=d.max_prompt_tokens,
+        help=f"longest chat prompt kept, in tokens (default {d.max_prompt_tokens}; data.max_prompt_length)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
     try:
-        cfg = AssetsConfig(**args)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out={out} is a file: give a folder")
-        gguf_path()
+        cfg = AssetsConfig(args.gsm8k, args.prompts, args.seed, args.max_prompt_tokens)
+        if args.out.exists() and not args.out.is_dir():
+            raise ValueError(f"--out={args.out} is a file: give a folder")
+        gguf_path()  # the model package is there, before anything is read
+        prepare_assets(args.out, cfg)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))
-    prepare_assets(out, cfg)
     print(
-        f"real-LM assets in {out}: model/ (SmolLM2-135M-Instruct, fp32), train.parquet ({cfg.prompts} GSM8K prompts)"
+        f"real-LM assets in {args.out}: model/ (SmolLM2-135M-Instruct, fp32), train.parquet ({cfg.prompts} prompts)"
     )
     return 0
 
