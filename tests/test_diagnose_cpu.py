@@ -46,6 +46,15 @@ def test_assets_hold_the_converted_model_and_fitting_gsm8k_prompts(real_lm_asset
         assert len(ids["input_ids"] if isinstance(ids, dict) else ids) <= 256
 
 
+def test_assets_never_delete_a_folder_that_is_not_theirs(tmp_path, shared_data):
+    from sspo.real_lm_assets import AssetsConfig, prepare_assets
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds other files"):
+        prepare_assets(tmp_path, AssetsConfig(gsm8k=str(shared_data / "train" / "gsm8k_train.jsonl")))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_real_tokenizer_segments_a_worked_answer_into_its_clauses(real_lm_assets):
     import torch
     from transformers import AutoTokenizer

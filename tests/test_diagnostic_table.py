@@ -37,3 +37,26 @@ def test_a_run_without_training_steps_is_an_error(tmp_path, capsys):
     log = write_log(tmp_path / "val.jsonl", {0: {"val-core/gsm8k/acc/mean@1": 0.1}})
     assert main([str(log), "--out", str(tmp_path / "t.md")]) == 2
     assert "no training step" in capsys.readouterr().err
+
+
+def test_varied_groups_counts_prompts_whose_samples_got_different_rewards(tmp_path):
+    log = write_log(tmp_path / "run.jsonl", {1: {"critic/score/mean": 0.5}, 2: {"critic/score/mean": 0.6}})
+    dumps = tmp_path / "rollouts"
+    dumps.mkdir()
+    samples = [
+        ("p1", 0.0),
+        ("p1", 0.25),
+        ("p2", 1.0),
+        ("p2", 1.0),
+        ("p3", 0.0),
+        ("p3", 0.0),
+        ("p4", 0.5),
+        ("p4", 0),
+    ]
+    (dumps / "1.jsonl").write_text(
+        "".join(json.dumps({"input": p, "output": "x", "score": s}) + "\n" for p, s in samples)
+    )
+    rows = diagnostic_rows([f"sspo={log}"], {"sspo": dumps})
+    assert rows[0]["varied groups"] == 0.5  # p1 and p4 of four prompts
+    assert math.isnan(rows[1]["varied groups"])  # no dump for step 2
+    assert "varied groups" not in diagnostic_rows([f"sspo={log}"])[0]

@@ -26,7 +26,7 @@ start=$SECONDS
 echo "== SmolLM2-135M-Instruct + GSM8K prompts -> $SSPO_REAL_LM_DIR"
 "$PYTHON" -m sspo.real_lm_assets --out "$SSPO_REAL_LM_DIR" ${GSM8K:+--gsm8k "$GSM8K"}
 
-specs=()
+specs=(); dumps=()
 for name in $RUNS; do
   [[ -n "${GROUPS_OF[$name]:-}" ]] || { echo "RUNS: unknown run '$name' (choose from ${!GROUPS_OF[*]})" >&2; exit 2; }
   run="$OUT/diagnose_$name"
@@ -38,10 +38,10 @@ for name in $RUNS; do
     "$PYTHON" -m sspo.cli experiment=diagnose_cpu ${GROUPS_OF[$name]} "trainer.experiment_name=diagnose_$name" "$@"
     mkdir -p "$run" && touch "$run/finished"
   fi
-  specs+=("$name=$run/tensorboard")
+  specs+=("$name=$run/tensorboard"); dumps+=(--rollouts "$name=$run/rollouts")
 done
 
 echo "== report -> $DIAGNOSE_DIR   [$(( SECONDS - start )) s]"
 "$PYTHON" -m sspo.report "${specs[@]}" --out "$DIAGNOSE_DIR/report"
-"$PYTHON" -m sspo.diagnostic_table "${specs[@]}" --out "$DIAGNOSE_DIR/diagnostic.md"
+"$PYTHON" -m sspo.diagnostic_table "${specs[@]}" "${dumps[@]}" --out "$DIAGNOSE_DIR/diagnostic.md"
 echo "== diagnose done in $(( SECONDS - start )) s: $DIAGNOSE_DIR/report, $DIAGNOSE_DIR/diagnostic.md"
