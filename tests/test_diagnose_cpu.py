@@ -75,6 +75,7 @@ def test_real_tokenizer_segments_a_worked_answer_into_its_clauses(real_lm_assets
 @pytest.mark.slow
 def test_one_step_through_main_ppo_logs_the_three_clip_fractions(real_lm_assets, ray_head, tmp_path):
     out = tmp_path / "run"
+    out.mkdir()  # verl's file logger opens metrics.jsonl in it before the trainer writes anything there
     cmd = [
         sys.executable, "-m", "sspo.cli", "experiment=diagnose_cpu", "algo=sspo",
         "trainer.total_training_steps=1", "data.max_response_length=48", f"trainer.default_local_dir={out}",
