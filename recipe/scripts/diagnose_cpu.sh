@@ -22,13 +22,15 @@ declare -A GROUPS_OF=(
   [sspo_narrow]="algo=sspo clip=narrow" [sspo_wide]="algo=sspo clip=wide"
 )
 start=$SECONDS
+for name in $RUNS; do  # every name checked before any work
+  [[ -n "${GROUPS_OF[$name]:-}" ]] || { echo "RUNS: unknown run '$name' (choose from ${!GROUPS_OF[*]})" >&2; exit 2; }
+done
 
 echo "== SmolLM2-135M-Instruct + GSM8K prompts -> $SSPO_REAL_LM_DIR"
 "$PYTHON" -m sspo.real_lm_assets --out "$SSPO_REAL_LM_DIR" ${GSM8K:+--gsm8k "$GSM8K"}
 
 specs=(); dumps=()
 for name in $RUNS; do
-  [[ -n "${GROUPS_OF[$name]:-}" ]] || { echo "RUNS: unknown run '$name' (choose from ${!GROUPS_OF[*]})" >&2; exit 2; }
   run="$OUT/diagnose_$name"
   if [[ -f "$run/finished" ]]; then
     echo "== diagnose_$name: finished earlier ($run)"
