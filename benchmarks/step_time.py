@@ -2,6 +2,7 @@
 
     python benchmarks/step_time.py                 # the three CPU rows, 12 steps each (about 9 min here)
     python benchmarks/step_time.py --steps 20 -- actor_rollout_ref.actor.ppo_epochs=2
+    python benchmarks/step_time.py --from-runs outputs/sspo    # the rows `make demo` ran (30 steps each)
 
 Runs ``python -m sspo.cli experiment={grpo,gspo,sspo}_cpu`` (verl's ``main_ppo``, vLLM-CPU rollout)
 one after another with the same steps, data and seed, reads verl's own ``timing_s/*`` metrics from its
@@ -46,21 +47,41 @@ def run_row(algo: str, steps: int, out: Path, extra: list[str]) -> dict[int, dic
     return {r["step"]: r["data"] for r in rows}
 
 
+def read_row(tensorboard: Path) -> dict[int, dict[str, float]]:
+    """A finished run's step -> metrics from verl's TensorBoard logs."""
+    from sspo.report import load_run
+
+    run = load_run(str(tensorboard))
+    steps: dict[int, dict[str, float]] = {}
+    for key, series in run.metrics.items():
+        for step, value in series.items():
+            steps.setdefault(step, {})[key] = value
+    return steps
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the rows, print the per-phase medians and the ratios to GRPO."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=12, help="training steps per row (the first is not timed)")
     p.add_argument("--out", type=Path, default=None, help="keep the runs here (default: a temp folder)")
+    p.add_argument("--from-runs", type=Path, default=None,
+                   help="read the rows' runs from DIR/<row>_cpu/tensorboard (e.g. outputs/sspo after make demo) "
+                        "instead of running them")  # fmt: skip
     p.add_argument("overrides", nargs="*", help="Hydra overrides for every row (after --)")
     args = p.parse_args(argv)
     if args.steps < 3:
         p.error(f"--steps={args.steps}: need at least 3 (the first step is warm-up)")
-    os.environ.setdefault("SSPO_TINY_DIR", "runs/tiny")
-    subprocess.check_call([sys.executable, "-m", "sspo.tiny_task", "--out", os.environ["SSPO_TINY_DIR"]])
+    if args.from_runs is None:
+        os.environ.setdefault("SSPO_TINY_DIR", "runs/tiny")
+        subprocess.check_call([sys.executable, "-m", "sspo.tiny_task", "--out", os.environ["SSPO_TINY_DIR"]])
     root = args.out or Path(tempfile.mkdtemp(prefix="sspo_step_time_"))
     medians: dict[str, dict[str, float]] = {}
     for algo in ROWS:
-        steps = run_row(algo, args.steps, root / algo, args.overrides)
+        if args.from_runs is not None:
+            steps = read_row(args.from_runs / f"{algo}_cpu" / "tensorboard")
+            args.steps = max(steps)
+        else:
+            steps = run_row(algo, args.steps, root / algo, args.overrides)
         timed = [s for s in sorted(steps) if s > 1 and PHASES["step"] in steps[s]]
         medians[algo] = {ph: statistics.median(steps[s][key] for s in timed) for ph, key in PHASES.items()}
     print(f"median seconds over steps 2..{args.steps} (verl's timing_s/*), one run of each row:")
