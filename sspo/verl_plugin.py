@@ -548,11 +548,15 @@ def _validate_separate_async(cfg: Any, trainer_mode: str) -> None:
     batch = _select(cfg, "data.train_batch_size")
     mini = _select(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size")
     if batch != sync_step * mini:
+        fix = (
+            f"set trainer.v1.separate_async.parameter_sync_step={batch // mini}"
+            if mini and batch % mini == 0
+            else "make data.train_batch_size a multiple of actor_rollout_ref.actor.ppo_mini_batch_size"
+        )
         raise ValueError(
             f"{mode}: data.train_batch_size ({batch}) must equal trainer.v1.separate_async.parameter_sync_step "
             f"({sync_step}) x actor_rollout_ref.actor.ppo_mini_batch_size ({mini}) (verl syncs the rollout's "
-            f"weights once per training batch). Fix: trainer.v1.separate_async.parameter_sync_step={batch // max(mini, 1)}"
-            " if that product matches, else change the batch sizes"
+            f"weights once per training batch). Fix: {fix}"
         )
     for key in ("nnodes", "n_gpus_per_node"):
         value = _select(cfg, f"{rollout}.{key}", 0)
