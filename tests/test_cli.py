@@ -252,7 +252,8 @@ def test_train_hands_the_composed_config_to_verl_main_ppo(env, monkeypatch):
     monkeypatch.setattr(
         main_ppo, "run_ppo", lambda config, task_runner_class: launched.append((config, task_runner_class))
     )
-    monkeypatch.delenv("VERL_USE_EXTERNAL_MODULES", raising=False)
+    monkeypatch.setenv("VERL_USE_EXTERNAL_MODULES", "")  # so that monkeypatch restores its absence after
+    monkeypatch.delenv("VERL_USE_EXTERNAL_MODULES")  # cli.train sets it in this process
     cfg = cli.compose_config([ROW])
     cli.train(cfg)
     ((config, runner),) = launched

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "recipe" / "config"
 ALL_EXPERIMENTS = sorted(p.stem for p in (CONFIG / "experiment").glob("*.yaml"))
 EXPERIMENTS = [e for e in ALL_EXPERIMENTS if not e.endswith("_cpu")]  # the paper's table (GPU rows)
-CPU_EXPERIMENTS = [e for e in ALL_EXPERIMENTS if e.endswith("_cpu")]  # tests/test_cpu_mode.py
+CPU_EXPERIMENTS = [e for e in ALL_EXPERIMENTS if e.endswith("_cpu")]  # tests/test_cpu_mode.py, test_diagnose_cpu.py
 BENCHMARKS = ["aime24", "amc", "math500", "minerva", "olympiadbench"]
 LOSS_MODE = {"grpo": "vanilla", "gspo": "gspo", "sspo": "sspo"}
 MODEL = {"1.5b": "Qwen/Qwen2.5-Math-1.5B", "7b": "Qwen/Qwen2.5-Math-7B"}
@@ -76,7 +76,7 @@ def check_lines(out: str) -> dict[str, str]:
 
 def test_one_experiment_file_per_table_row():
     assert EXPERIMENTS == [f"{a}_qwen2.5-math-{m}" for a in ("grpo", "gspo", "sspo") for m in ("1.5b", "7b")]
-    assert CPU_EXPERIMENTS == ["grpo_cpu", "gspo_cpu", "sspo_cpu"]
+    assert CPU_EXPERIMENTS == ["diagnose_cpu", "grpo_cpu", "gspo_cpu", "sspo_cpu"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, PYTHONPATH=str(ROOT), **env)
+    full_env.pop("VERL_USE_EXTERNAL_MODULES", None)  # a module list left by an earlier test would register "sspo"
     return subprocess.run(
         [sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=300
     )

@@ -53,7 +53,7 @@ def test_submit_dry_run_job_to_a_local_ray_head(ray_head, tmp_path_factory, shar
     # the driver of the job registered the loss, and checked GPUs against this very cluster
     assert "[ok  ] loss registered: policy loss 'sspo' is registered" in logs
     assert "(VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin)" in logs  # the runtime env reached the job
-    assert "[ok  ] GPUs: 1 x 1 GPUs fit the Ray cluster at" in logs
+    assert "[ok  ] GPUs: trainer.nnodes=1 x trainer.n_gpus_per_node=1 fit the Ray cluster at" in logs
     assert "dry run OK: sspo_qwen2.5-math-1.5b" in logs
 
 
