@@ -64,6 +64,14 @@ def _files(value: Any) -> list[str]:
     return [str(value)]
 
 
+def _tiny_assets_hint(path: str | Path) -> str | None:
+    """The fix for a missing file of the CPU rows' assets (``$SSPO_TINY_DIR``, default runs/tiny), if it is one."""
+    tiny = Path(os.environ.get("SSPO_TINY_DIR", "runs/tiny")).expanduser().resolve()
+    if tiny in Path(path).expanduser().resolve().parents:
+        return f"Fix: write the CPU rows' assets with `python -m sspo.tiny_task --out {tiny}` (make demo does it)"
+    return None
+
+
 def _looks_local(path: str) -> bool:
     return path.startswith(("/", "./", "../", "~")) or os.path.exists(os.path.expanduser(path))
 
@@ -186,8 +194,9 @@ def check_data_files(cfg: DictConfig) -> str:
             path = Path(os.path.expanduser(f))
             if not path.is_file():
                 raise ValueError(
-                    f"data.{key}: {f} does not exist. Fix: run `make data` (writes ./data, or SSPO_DATA_DIR), "
-                    f"or override data.{key}=<path>"
+                    f"data.{key}: {f} does not exist. "
+                    + (_tiny_assets_hint(path) or "Fix: run `make data` (writes ./data, or SSPO_DATA_DIR)")
+                    + f", or override data.{key}=<path>"
                 )
             if path.suffix not in VERL_DATA_SUFFIXES:
                 raise ValueError(
@@ -292,8 +301,12 @@ def check_model(cfg: DictConfig) -> str:
         local = Path(os.path.expanduser(path))
         if not (local / "config.json").is_file():
             raise ValueError(
-                f"{key}={path}: no model there ({local / 'config.json'} missing). Fix: download the model "
-                f"(e.g. `hf download Qwen/Qwen2.5-Math-1.5B --local-dir {path}`) or use the hub id"
+                f"{key}={path}: no model there ({local / 'config.json'} missing). "
+                + (
+                    _tiny_assets_hint(local)
+                    or f"Fix: download the model (e.g. `hf download Qwen/Qwen2.5-Math-1.5B --local-dir {path}`) "
+                    "or use the hub id"
+                )
             )
         return f"local model {local}"
     if HUB_ID.match(path):

