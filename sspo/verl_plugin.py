@@ -270,6 +270,18 @@ class SSPOTrainerMixin:
             _refuse_unknown_cpu_workers(self.role_worker_mapping, self.verl_mode)
             self.role_worker_mapping = cpu_role_worker_mapping(self.role_worker_mapping)
 
+    def _build_replay_buffer(self) -> Any:
+        """verl's replay buffer, polling for finished rollouts every ``sspo.replay_poll_interval_s`` when set.
+
+        verl polls every 2 s (a constructor argument its config does not expose): nothing on GPUs, where a
+        rollout takes minutes, but a third of a tiny CPU step, so the CPU preset sets 0.25 s.
+        """
+        buffer = super()._build_replay_buffer()  # type: ignore[misc]
+        poll_s = self.config.get("sspo", {}).get("replay_poll_interval_s")
+        if poll_s is not None:
+            buffer.poll_interval = float(poll_s)
+        return buffer
+
     def on_init_end(self) -> None:
         """verl's hook after ``init_model``: install the loss wrapper, bound the weight syncs, then verl's
         own hook (the first weight sync into every rollout replica)."""
@@ -461,6 +473,10 @@ def validate_config(cfg: Any) -> None:
         raise ValueError(f"{actor}.clip_ratio_low={low!r} is out of range: need 0 <= clip_ratio_low < 1")
     if not _is_number(high) or high < 0:
         raise ValueError(f"{actor}.clip_ratio_high={high!r} is out of range: need a number >= 0")
+
+    poll_s = _select(cfg, "sspo.replay_poll_interval_s")
+    if poll_s is not None and (not _is_number(poll_s) or not poll_s > 0):
+        raise ValueError(f"sspo.replay_poll_interval_s={poll_s!r}: need seconds > 0, or null for verl's 2 s")
 
     trainer_mode = str(_select(cfg, "trainer.v1.trainer_mode", "sync"))
     assert_trainer_registered(trainer_mode)

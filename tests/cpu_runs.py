@@ -85,7 +85,9 @@ def ray_head(num_cpus: int = 8, num_gpus: int = 1) -> Iterator[RayHead]:
     any local ``ray.init()`` wrote ``~/.ray/auth_token``, which would make tests depend on their order.
     """
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
-    temp_dir = tempfile.mkdtemp(prefix="sspo_ray_", dir="/tmp")  # short: Ray's socket paths are length-limited
+    temp_dir = tempfile.mkdtemp(
+        prefix="sspo_ray_", dir="/tmp"
+    )  # short: Ray's socket paths are length-limited
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     cmd = [
@@ -164,7 +166,9 @@ def run_bounded(
                 break
             if time.monotonic() - start > timeout:
                 _kill_group(proc)
-                pytest.fail(f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f} s:\n{log.read_text()[-6000:]}")
+                pytest.fail(
+                    f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f} s:\n{log.read_text()[-6000:]}"
+                )
             time.sleep(1)
     return RunResult(proc.returncode, log.read_text(), time.monotonic() - start, killed)
 
@@ -177,3 +181,70 @@ def read_metrics(path: Path) -> dict[int, dict[str, float]]:
             row = json.loads(line)
             steps.setdefault(int(row["step"]), {}).update(row["data"])
     return steps
+
+
+def logged(metrics: Path, step: int) -> bool:
+    """``step``'s training metrics are in verl's file-logger output (a line being written does not count)."""
+    try:
+        return "critic/score/mean" in read_metrics(metrics).get(step, {})
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+
+
+def recipe_command(experiment: str, out: Path, *overrides: str, steps: int, save_freq: int) -> list[str]:
+    """The user's command for one CPU row, plus per-run output paths and a test's step budget."""
+    return [
+        sys.executable, "-m", "sspo.cli", f"experiment={experiment}",
+        f"trainer.default_local_dir={out}",
+        f"trainer.total_training_steps={steps}", f"trainer.save_freq={save_freq}", f"trainer.test_freq={steps}",
+        "trainer.logger=[console,file,tensorboard]",
+        f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out}/metrics.jsonl",
+        f"trainer.rollout_data_dir={out}/rollouts",
+        *overrides,
+    ]  # fmt: skip
+
+
+def assert_finished(result: RunResult, what: str) -> None:
+    """Fail with the output's tail unless ``result`` exited 0."""
+    assert result.returncode == 0, f"{what} failed (exit {result.returncode}):\n{result.output[-6000:]}"
+
+
+@dataclass
+class Run:
+    """One row's output folder and what its runs printed."""
+
+    out: Path
+    outputs: list[str]
+
+    @property
+    def metrics(self) -> dict[int, dict[str, float]]:
+        return read_metrics(self.out / "metrics.jsonl")
+
+    def training_steps(self, metrics: dict[int, dict[str, float]] | None = None) -> list[int]:
+        metrics = self.metrics if metrics is None else metrics
+        return sorted(s for s, m in metrics.items() if "critic/score/mean" in m)
+
+
+def killed_then_rerun(
+    cmd: Sequence[str], out: Path, env: dict[str, str], *, save_freq: int, timeout: float
+) -> Run:
+    """Run ``cmd``, SIGKILL its process group once checkpoint ``save_freq`` is written and that step's metrics
+    are logged, then run the same command again to its end. ``metrics_run1.jsonl`` keeps the first run's
+    metrics (verl's file logger truncates on restart)."""
+    marker = out / "latest_checkpointed_iteration.txt"
+    first = run_bounded(
+        cmd,
+        log=out / "run1.log",
+        timeout=timeout,
+        env=env,
+        kill_when=lambda: (
+            marker.is_file()
+            and marker.read_text().strip() == str(save_freq)
+            and logged(out / "metrics.jsonl", save_freq)
+        ),
+    )
+    assert first.killed, f"the first run ended before it could be killed:\n{first.output[-4000:]}"
+    shutil.copy(out / "metrics.jsonl", out / "metrics_run1.jsonl")
+    second = run_bounded(cmd, log=out / "run2.log", timeout=timeout, env=env)
+    assert_finished(second, f"{' '.join(cmd[2:4])} rerun")
+    return Run(out, [first.output, second.output])

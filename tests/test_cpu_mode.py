@@ -77,6 +77,7 @@ def test_cpu_rows_are_the_gpu_rows_algorithms_on_the_cpu_preset(row, monkeypatch
     env = cpu.ray_kwargs.ray_init.runtime_env.env_vars
     assert env.VERL_USE_EXTERNAL_MODULES.split(",") == ["sspo.cpu.bootstrap", "sspo.verl_plugin"]
     assert cpu.actor_rollout_ref.rollout.name == "vllm" and cpu.actor_rollout_ref.rollout.enable_sleep_mode is False
+    assert cpu.sspo.replay_poll_interval_s == 0.25 and "replay_poll_interval_s" not in gpu.sspo
 
 
 def test_joining_a_running_cluster_drops_what_sizes_a_new_one(monkeypatch, tmp_path):

