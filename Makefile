@@ -30,7 +30,7 @@ IMAGE ?= sspo-verl:0.1.0
 RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(abspath $(BIN)):$$PATH
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test test-modes lint demo data dry-run train ablate submit eval bench docker
+.PHONY: help install install-gpu test test-extra lint demo data dry-run train ablate submit eval bench docker
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -65,8 +65,8 @@ test: install  ## run the whole test suite (CPU only; fails if no test ran)
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-test-modes: install  ## verl's colocate_async trainer mode end to end on CPU: SSPO killed after a checkpoint, resumed (~6 min)
-	@$(BIN)/pytest -m modes tests/test_trainer_modes_cpu.py $(PYTEST_ARGS); rc=$$?; \
+test-extra: install  ## e2e checks beyond CI's budget (~10 min): colocate_async killed + resumed, the lr-0 control of the reward check
+	@$(BIN)/pytest -m extra tests/test_trainer_modes_cpu.py tests/test_reward_control_cpu.py $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 lint: install  ## ruff on the code, hadolint on the Dockerfile

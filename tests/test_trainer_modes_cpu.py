@@ -1,6 +1,6 @@
 """SSPO in verl's ``colocate_async`` mode through ``main_ppo`` on CPU, killed after a checkpoint and resumed.
 
-``make test-modes`` (marker ``modes``, left out of ``make test`` for CI's time budget: CI runs colocate_async
+``make test-extra`` (marker ``extra``, left out of ``make test`` for CI's time budget: CI runs colocate_async
 end to end through the GSPO job of ``test_main_ppo_cpu.py``). ``separate_async`` cannot run on CPU (its
 ``DetachActorWorker`` has no gloo variant; refused at config time, see ``test_trainer_modes.py``).
 """
@@ -15,7 +15,7 @@ SAVE_FREQ = 3
 RUN_TIMEOUT_S = 600
 STALENESS = "training/off_policy/trajectory_staleness_worst/max"
 
-pytestmark = [pytest.mark.slow, pytest.mark.modes]
+pytestmark = [pytest.mark.slow, pytest.mark.extra]
 
 
 @pytest.fixture(scope="module")
