@@ -97,7 +97,7 @@ BASE_IMAGE ?=
 EXTRA_CA_CERTS ?=
 WHEELS ?=
 DOCKER_BUILD_ARGS ?=
-DOCKER_BUILD = DOCKER_BUILDKIT=1 $(DOCKER) build -f docker/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(DOCKER_BUILD_ARGS)
+DOCKER_BUILD = DOCKER_BUILDKIT=1 $(strip $(DOCKER) build -f docker/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(DOCKER_BUILD_ARGS))
 .PHONY: docker-context docker-cpu docker-base docker-test
 
 docker-context:  ## copy EXTRA_CA_CERTS and WHEELS into the build context (docker/ca-certificates, docker/wheels)
