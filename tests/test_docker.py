@@ -90,17 +90,23 @@ def mounts_and_copies() -> list[str]:
     ]
 
 
+def stage(name: str) -> str:
+    """The Dockerfile text of one stage."""
+    return TEXT.split(f" AS {name}\n", 1)[1].split("\nFROM ", 1)[0]
+
+
 def test_extra_ca_certs_and_wheels_reach_both_variants():
     """The extra CAs are installed before apt/pip need them and trusted at run time; local wheels are only mounted."""
-    for stage in ("gpu-deps", "cpu-deps"):
-        body = TEXT.split(f" AS {stage}\n", 1)[1].split("\nFROM ", 1)[0]
-        mount = body.index("source=docker/ca-certificates,target=/tmp/extra-ca")
-        copy = re.search(r"/tmp/extra-ca .*cp .*/usr/local/share/ca-certificates/", body)
-        assert copy and mount < copy.start() < body.index("apt-get install") < body.index(
-            "update-ca-certificates"
-        )
-        for var in ("PIP_CERT", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
-            assert f"{var}=/etc/ssl/certs/ca-certificates.crt" in body, (stage, var)
+    for name in ("gpu-deps", "cpu-deps"):
+        body = stage(name)
+        assert "source=docker/ca-certificates,target=/tmp/extra-ca" in body, name
+        assert re.search(r"/tmp/system-deps\.sh python3\S* ", body), name
+        assert "PIP_CERT=/etc/ssl/certs/ca-certificates.crt" in body, name  # pip before it trusts the system
+    script = (REPO / "docker/system-deps.sh").read_text()
+    copy = re.search(r"^find /tmp/extra-ca .*cp .*/usr/local/share/ca-certificates/", script, flags=re.M)
+    assert copy and copy.start() < script.index("apt-get install") < script.index("update-ca-certificates")
+    for var in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # run time, both variants
+        assert f"{var}=/etc/ssl/certs/ca-certificates.crt" in stage("project"), var
     assert "COPY docker/wheels" not in TEXT and "source=docker/wheels" in TEXT
     ignored = (REPO / ".gitignore").read_text().split()
     assert "docker/ca-certificates/*.crt" in ignored and "docker/wheels/*.whl" in ignored
@@ -108,7 +114,7 @@ def test_extra_ca_certs_and_wheels_reach_both_variants():
 
 def test_cpu_variant_and_make_install_run_the_same_install_script():
     script = "recipe/cpu/install.sh"
-    cpu = TEXT.split(" AS cpu\n", 1)[1].split("\nFROM ", 1)[0]
+    cpu = stage("cpu")
     assert re.search(rf"{re.escape(script)} python \S+", cpu), cpu
     dry = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True)
     assert re.search(rf"^{re.escape(script)} \S*python ", dry.stdout, flags=re.M), dry.stdout
