@@ -78,7 +78,7 @@ ${TRAIN_PREFIX:-} timeout --kill-after 30 "$TRAIN_TIMEOUT" "$DOCKER" run --rm --
     --user "$TEST_UID:$TEST_GID" --shm-size "$SHM_SIZE" -v "$OUT:/outputs" -e ALGOS=grpo \
     "$IMAGE" demo "trainer.total_training_steps=$STEPS" > "$log" 2>&1 \
     || { tail -40 "$log"; fail "training exited non-zero (or ran past ${TRAIN_TIMEOUT}s)"; }
-echo "ok   demo exited 0 in $(( SECONDS - t0 )) s"
+echo "ok   demo exited 0 after $(( SECONDS - t0 )) s (a wait in TRAIN_PREFIX included)"
 run_dir=$OUT/sspo/grpo_cpu
 [[ $(cat "$run_dir/latest_checkpointed_iteration.txt" 2>/dev/null) == "$STEPS" ]] \
     || fail "no checkpoint at step $STEPS in $run_dir"
