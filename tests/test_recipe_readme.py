@@ -84,6 +84,7 @@ def test_readme_says_what_the_makefile_runs():
     assert "-m sspo.data --out-dir data" in make_dry("-o", "install", "data")
     assert "recipe/scripts/demo_cpu.sh" in make_dry("-o", "install", "demo")
     assert "docker build -f docker/Dockerfile -t sspo-verl:0.1.0 ." in make_dry("docker")
+    assert "docker build -f docker/Dockerfile --build-arg VARIANT=cpu -t sspo-verl:cpu ." in make_dry("docker-cpu")
 
 
 def test_readme_experiment_names_are_the_experiment_files():
@@ -107,7 +108,10 @@ def test_readme_sspo_cli_commands_run(tmp_path_factory, shared_data, tmp_path, m
         elif words[:1] == ["sspo-train"]:
             invocations.append(words[1:])
         elif words[:2] == ["docker", "run"]:
-            invocations.append(words[words.index("sspo-verl:0.1.0") + 1 :])
+            (image,) = [i for i, w in enumerate(words) if w.startswith("sspo-verl:")]
+            args = words[image + 1 :]
+            if args[:1] not in ([], ["demo"]):  # the entrypoint runs the CPU demo for these
+                invocations.append(args)
     assert len(invocations) >= 2
     for args in invocations:
         parsed = cli.build_parser().parse_args(args)
