@@ -125,6 +125,7 @@ def test_dry_run_every_experiment(name, recipe_env, data_dir, capsys):
         "batch sizes": "ok",
         "model": "ok",
         "vLLM-CPU": "skip",
+        "C++ compiler": "skip",
         "context length": "skip",
         "data files": "ok",
         "reward function": "ok",
