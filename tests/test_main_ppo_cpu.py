@@ -139,8 +139,8 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
 #: The three rows' pooled reward rise, (z_grpo + z_sspo + z_gspo) / sqrt(3) with z = gain / its sampling standard
 #: error (cpu_runs.reward_rise), must exceed this. Rows whose policy does not change (lr 0) pool to z ~ N(0, <= 1):
 #: about one pass in 700. Measured here: GRPO z 6.4 (gain 0.18), SSPO 5.3 (0.15), GSPO in colocate_async 0.6
-#: (0.02: its 3e-4 range clips the stale half of its updates), pooled 7.1; the lr-0 control (make test-extra)
-#: z -0.5. Not every row is required to rise on its own: 12 steps of GSPO off-policy barely move.
+#: (gain 0.02), pooled 7.1; the lr-0 control (make test-extra)
+#: z -0.5. Not every row is required to rise on its own: GSPO in colocate_async barely moved in 12 steps.
 MIN_POOLED_Z = 3.0
 
 
