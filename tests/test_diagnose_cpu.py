@@ -17,7 +17,7 @@ from cpu_runs import read_metrics, run_bounded
 
 CLIPFRAC_KEYS = tuple(f"actor/sspo/clipfrac_at_{g}" for g in ("token", "subsentence", "sequence"))
 PROMPTS = 8
-RUN_TIMEOUT_S = 900  # start-up about 2-3 min, then one step of 32 short responses of a 135M model
+RUN_TIMEOUT_S = 900  # start-up about 2-3 min, then one step of 16 short responses of a 135M model
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +79,8 @@ def test_one_step_through_main_ppo_logs_the_three_clip_fractions(real_lm_assets,
     cmd = [
         sys.executable, "-m", "sspo.cli", "experiment=diagnose_cpu", "algo=sspo",
         "trainer.total_training_steps=1", "data.max_response_length=48", f"trainer.default_local_dir={out}",
+        # 2 prompts x 8 samples, 2 mini-batches: half the row's batch, still an off-policy second update
+        "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
         "trainer.logger=[console,file]",
         f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out}/metrics.jsonl",
     ]  # fmt: skip

@@ -271,10 +271,10 @@ def test_a_weight_sync_failure_ends_the_run_with_the_workers_error(ray_head, tin
             "grpo_cpu", tmp_path / "out",
             f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{modules}'",
             f"+ray_kwargs.ray_init.runtime_env.env_vars.PYTHONPATH={REPO / 'tests' / 'fault_injection'}",
-            "sspo.weight_sync_timeout_s=30",
+            "sspo.weight_sync_timeout_s=10",
         ),
         log=tmp_path / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets),
     )  # fmt: skip
     assert result.returncode != 0
-    assert "WeightSyncTimeout" in result.output and "did not finish within 30 s" in result.output
+    assert "WeightSyncTimeout" in result.output and "did not finish within 10 s" in result.output
     assert "weight_loader" in result.output  # the vLLM worker's own error reached the driver's console
