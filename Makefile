@@ -67,23 +67,23 @@ demo: install  ## the main job on CPU: GRPO, GSPO, SSPO rows through verl's own 
 	$(RECIPE_ENV) TINY_DIR=$(TINY_DIR) DEMO_DIR=$(DEMO_DIR) recipe/scripts/demo_cpu.sh $(ARGS)
 
 data: install  ## MATH level 3-5 + the five benchmarks as verl parquet in DATA_DIR (from the hub; DATA_ARGS=...)
-	$(PY) -m sspo.data --out-dir $(DATA_DIR) $(DATA_ARGS)
+	$(PY) -m sspo.tools.data --out-dir $(DATA_DIR) $(DATA_ARGS)
 
 dry-run: install  ## compose + check one table row on CPU, print the resolved config (EXPERIMENT=..., ARGS=...)
-	$(RECIPE_ENV) $(PY) -m sspo.cli --dry-run experiment=$(EXPERIMENT) $(ARGS)
+	$(RECIPE_ENV) $(PY) -m sspo.launch.cli --dry-run experiment=$(EXPERIMENT) $(ARGS)
 
 train: install  ## train one table row on this GPU node (EXPERIMENT=..., ARGS="hydra overrides")
-	$(RECIPE_ENV) $(PY) -m sspo.cli experiment=$(EXPERIMENT) $(ARGS)
+	$(RECIPE_ENV) $(PY) -m sspo.launch.cli experiment=$(EXPERIMENT) $(ARGS)
 
 ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point; ARGS=--dry-run to only check it
-	$(RECIPE_ENV) $(PY) -m sspo.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(ARGS)
+	$(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(ARGS)
 
 submit: install  ## ray job submit one table row (RAY_ADDRESS=http://head:8265 OUTPUT_DIR=/shared/... EXPERIMENT=...)
 	PATH=$(abspath $(BIN)):$$PATH RAY_ADDRESS=$(RAY_ADDRESS) OUTPUT_DIR=$(OUTPUT_DIR) DATA_DIR=$(DATA_DIR) \
 	  recipe/scripts/submit.sh experiment=$(EXPERIMENT) $(ARGS)
 
 eval: install  ## score the runs' validation dumps into the five-benchmark table (TABLE=..., EVAL_RUNS=...)
-	$(PY) -m sspo.evaluation score $(foreach r,$(EVAL_RUNS),--run $(r)) --data-dir $(DATA_DIR) \
+	$(PY) -m sspo.tools.evaluation score $(foreach r,$(EVAL_RUNS),--run $(r)) --data-dir $(DATA_DIR) \
 	  --markdown $(OUTPUT_DIR)/table.md --csv $(OUTPUT_DIR)/table.csv
 
 bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, reward vs verl's scorers

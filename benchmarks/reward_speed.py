@@ -2,11 +2,11 @@
 
 Prints, all measured in this run on the same inputs:
 
-0. start-up: seconds to ``import sspo.reward``, ``import sspo``, ``python -m sspo.data --help`` and
-   ``python -m sspo.evaluation --help`` in fresh interpreters (goal: under 2 s), next to ``import verl``;
+0. start-up: seconds to ``import sspo.reward``, ``import sspo``, ``python -m sspo.tools.data --help`` and
+   ``python -m sspo.tools.evaluation --help`` in fresh interpreters (goal: under 2 s), next to ``import verl``;
 1. quality on the 1,560 oat benchmark problems (AIME24 30, AMC 83, MATH500 500, Minerva 272,
    OlympiadBench 675), for sspo's two grading policies and verl's scorers: the gold boxed in a typical
-   response (as prepared by ``sspo.data`` and as written in the raw data) should score 1; the next
+   response (as prepared by ``sspo.tools.data`` and as written in the raw data) should score 1; the next
    problem's different gold should score 0;
 2. throughput on a realistic mix of ~1.5k-character responses (1/2 correct, 1/3 wrong, 1/6 without an
    answer): responses per second (one caller thread) and per CPU-second (caller + worker processes),
@@ -73,7 +73,7 @@ def make_scorers(timeout: float):
     """name -> fn(response, gold_string) -> bool (correct)."""
     from verl.utils.reward_score import math_dapo, math_verify
 
-    from sspo import reward
+    from sspo.reward import score as reward
 
     return {
         "sspo.reward": lambda resp, gold: bool(
@@ -102,7 +102,7 @@ def quality(scorers, rows, golds) -> None:
             j = (j + 1) % len(rows)
         negatives.append(golds[j])
     n = len(rows)
-    print(f"\n## Quality on {n} benchmark problems (oat suite; gold = ground_truth prepared by sspo.data)\n")
+    print(f"\n## Quality on {n} benchmark problems (oat suite; gold = ground_truth prepared by sspo.tools.data)\n")
     print("| scorer | gold boxed -> 1 | raw-form gold boxed -> 1 | other problem's gold -> 0 | time (s) |")
     print("|---|---|---|---|---|")
     for name, fn in scorers.items():
@@ -133,7 +133,7 @@ def throughput(scorers, golds, n: int, seed: int = 0) -> dict[str, tuple[float, 
     out = {}
     for name, fn in scorers.items():
         fn(*items[0])  # warm up: worker processes start outside the timing
-        from sspo import reward
+        from sspo.reward import score as reward
 
         reward._verdicts.clear()  # no memo carried over from the quality run
         reward.canonical.cache_clear()
@@ -191,8 +191,8 @@ def startup() -> None:
     commands = {
         "import sspo.reward": [sys.executable, "-c", "import sspo.reward"],
         "import sspo (loss registered lazily)": [sys.executable, "-c", "import sspo"],
-        "python -m sspo.data --help": [sys.executable, "-m", "sspo.data", "--help"],
-        "python -m sspo.evaluation --help": [sys.executable, "-m", "sspo.evaluation", "--help"],
+        "python -m sspo.tools.data --help": [sys.executable, "-m", "sspo.tools.data", "--help"],
+        "python -m sspo.tools.evaluation --help": [sys.executable, "-m", "sspo.tools.evaluation", "--help"],
         "python -c 'pass' (interpreter alone)": [sys.executable, "-c", "pass"],
         "import verl (for comparison)": [sys.executable, "-c", "import verl"],
     }
@@ -246,7 +246,7 @@ def load_batch(golds: list[str], n: int = 512, seed: int = 0) -> list[tuple[str,
 
 def _score_timed(batch, timeout: float, threads: int) -> tuple[list[float], list[float], float]:
     """(scores, per-call seconds, wall seconds) of sspo's training reward, ``threads`` callers (0: one by one)."""
-    from sspo import reward
+    from sspo.reward import score as reward
 
     def one(item):
         t = time.perf_counter()
@@ -285,7 +285,7 @@ def _ray_scores(batch, timeout: float, threads: int) -> tuple[list[float], list[
 def load(golds: list[str], timeout: float, threads: int, with_ray: bool) -> None:
     from verl.utils.reward_score import math_verify
 
-    from sspo import reward
+    from sspo.reward import score as reward
 
     batch = load_batch(golds)
     reward.warmup(1)

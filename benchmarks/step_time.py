@@ -4,7 +4,7 @@
     python benchmarks/step_time.py --steps 20 -- actor_rollout_ref.actor.ppo_epochs=2
     python benchmarks/step_time.py --from-runs outputs/sspo    # the rows `make demo` ran (30 steps each)
 
-Runs ``python -m sspo.cli experiment={grpo,gspo,sspo}_cpu`` (verl's ``main_ppo``, vLLM-CPU rollout)
+Runs ``python -m sspo.launch.cli experiment={grpo,gspo,sspo}_cpu`` (verl's ``main_ppo``, vLLM-CPU rollout)
 one after another with the same steps, data and seed, reads verl's own ``timing_s/*`` metrics from its
 file logger, and prints, per row, the median over the steps after the first (warm-up) of the update
 phase (``timing_s/update_actor``) and of the whole step (``timing_s/step``), and the ratios SSPO/GRPO
@@ -29,10 +29,10 @@ PHASES = {"update": "timing_s/update_actor", "step": "timing_s/step", "gen": "ti
 
 
 def run_row(algo: str, steps: int, out: Path, extra: list[str]) -> dict[int, dict[str, float]]:
-    """One CPU row through ``sspo.cli``; returns step -> verl's metrics."""
+    """One CPU row through ``sspo.launch.cli``; returns step -> verl's metrics."""
     metrics = out / "metrics.jsonl"
     cmd = [
-        sys.executable, "-m", "sspo.cli", f"experiment={algo}_cpu", f"trainer.default_local_dir={out}",
+        sys.executable, "-m", "sspo.launch.cli", f"experiment={algo}_cpu", f"trainer.default_local_dir={out}",
         f"trainer.total_training_steps={steps}", f"trainer.save_freq={steps}", "trainer.test_freq=-1",
         "trainer.val_before_train=false", "trainer.logger=[console,file]",
         f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={metrics}", *extra,
@@ -49,7 +49,7 @@ def run_row(algo: str, steps: int, out: Path, extra: list[str]) -> dict[int, dic
 
 def read_row(tensorboard: Path) -> dict[int, dict[str, float]]:
     """A finished run's step -> metrics from verl's TensorBoard logs."""
-    from sspo.report import load_run
+    from sspo.tools.report import load_run
 
     run = load_run(str(tensorboard))
     steps: dict[int, dict[str, float]] = {}
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--steps={args.steps}: need at least 3 (the first step is warm-up)")
     if args.from_runs is None:
         os.environ.setdefault("SSPO_TINY_DIR", "runs/tiny")
-        subprocess.check_call([sys.executable, "-m", "sspo.tiny_task", "--out", os.environ["SSPO_TINY_DIR"]])
+        subprocess.check_call([sys.executable, "-m", "sspo.tools.tiny_task", "--out", os.environ["SSPO_TINY_DIR"]])
     root = args.out or Path(tempfile.mkdtemp(prefix="sspo_step_time_"))
     medians: dict[str, dict[str, float]] = {}
     for algo in ROWS:

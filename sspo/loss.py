@@ -1,8 +1,9 @@
-"""SSPO policy loss: PPO-clip on importance ratios of one *unit* (token | subsentence | sequence).
+"""SSPO's policy loss in plain PyTorch: PPO-clip on the importance ratio of one *unit* per token.
 
-Registered in verl's policy-loss registry as ``sspo`` (``import sspo`` is enough). Plain PyTorch,
-no Ray; the verl glue that feeds ``segment_ids`` and the old-policy ``entropy`` lives in
-``sspo.verl_plugin``. Spec and our reading of the paper: ``../shared/docs/SSPO.md``.
+This module is the paper (``docs/sspo.md``) and imports nothing but torch and :mod:`sspo.segmentation`:
+no verl, Ray or vLLM, so it can be benchmarked on a bare GPU machine or reused by another trainer.
+:mod:`sspo.verl_plugin.policy_loss` registers it in verl as loss mode ``sspo`` and aggregates the
+per-token losses with verl's own ``agg_loss``.
 
 One knob, three algorithms (``adaptive_clip=False``):
 
@@ -10,63 +11,68 @@ One knob, three algorithms (``adaptive_clip=False``):
 * ``granularity=sequence``    reproduces verl's ``gspo`` loss (``dual_clip`` off by default there);
 * ``granularity=subsentence`` is SSPO.
 
-Choices of ours (not from the paper, whose text we do not have) are marked OUR CHOICE below.
+Choices of ours, where the paper's public abstract is silent, are marked OUR CHOICE (listed in ``docs/sspo.md``).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
-from verl.workers.config import PolicyLossConfig
 
-from sspo.segmentation import validate_delimiters
+from sspo.segmentation import check_max_subsentence_len, validate_delimiters
 
-__all__ = ["GRANULARITIES", "ADAPTIVE_MAPS", "SSPOPolicyLossConfig", "compute_policy_loss_sspo"]
+__all__ = [
+    "GRANULARITIES",
+    "ADAPTIVE_MAPS",
+    "SSPOSettings",
+    "check_clip_range",
+    "entropy_reference",
+    "is_real_number",
+    "sspo_token_losses",
+]
 
 GRANULARITIES = ("token", "subsentence", "sequence")
 ADAPTIVE_MAPS = ("power", "linear")
-KEY = "actor_rollout_ref.actor.policy_loss"  # Hydra path of this config, for error messages
 
-# Clamp of the combined log-ratio, per granularity, copied from the built-in each one reproduces:
+# Clamp of the combined log-ratio, per granularity, as in the built-in each one reproduces:
 # vanilla clamps the token log-ratio to [-20, 20]; gspo clamps the combined log-ratio at max 10.
 # OUR CHOICE: subsentence uses gspo's (it is the same GSPO-token form).
-_LOG_RATIO_CLAMP = {"token": (-20.0, 20.0), "subsentence": (None, 10.0), "sequence": (None, 10.0)}
+LOG_RATIO_CLAMP = {"token": (-20.0, 20.0), "subsentence": (None, 10.0), "sequence": (None, 10.0)}
+
+
+def is_real_number(x: Any) -> bool:
+    """An int or float (not a bool) that is neither NaN nor infinite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass
-class SSPOPolicyLossConfig(PolicyLossConfig):
-    """verl ``PolicyLossConfig`` plus the SSPO knobs (``actor_rollout_ref.actor.policy_loss.*``).
-
-    Use with ``actor_rollout_ref.actor.policy_loss._target_=sspo.loss.SSPOPolicyLossConfig``
-    (new keys then need Hydra's ``+`` prefix, e.g. ``+actor_rollout_ref.actor.policy_loss.granularity=token``).
-    The clip ratios stay where verl has them: ``actor.clip_ratio_low``, ``actor.clip_ratio_high``,
-    ``actor.clip_ratio_c``.
+class SSPOSettings:
+    """The SSPO knobs; each field is validated here and nowhere else.
 
     Args:
-        loss_mode: must be ``"sspo"``.
         granularity: unit carrying one importance ratio: ``token`` | ``subsentence`` | ``sequence``.
         adaptive_clip: scale each unit's clip range by f(entropy) (needs ``entropy``); False: f = 1.
         adaptive_map: OUR CHOICE of monotone map, with r = H_unit / H_ref:
             ``power``:  f = clamp(r ** adaptive_alpha, adaptive_min, adaptive_max)   (default)
             ``linear``: f = clamp(1 + adaptive_alpha * (r - 1), adaptive_min, adaptive_max)
-            H_unit: mean old-policy entropy over the unit; H_ref: token-mean entropy of the micro-batch's valid
-            tokens (per micro-batch, hence per data-parallel rank).
+            H_unit: mean old-policy entropy over the unit; H_ref: :func:`entropy_reference`.
         adaptive_alpha: steepness (>= 0; 0 gives f = 1).
         adaptive_min, adaptive_max: bounds of f (0 < min <= 1 <= max).
-            OUR CHOICE of defaults (alpha = 1, f in [0.5, 2]); the paper's values are not public to us.
+            OUR CHOICE of defaults (alpha = 1, f in [0.5, 2]); the paper's values are not public.
         delimiters: subsentence delimiters; None = ``sspo.segmentation.DEFAULT_DELIMITERS``.
-            Read by the verl glue that builds ``segment_ids``, not by the loss itself.
-        max_subsentence_len: optional cap on tokens per subsentence (read by the glue, like delimiters).
+        max_subsentence_len: optional cap on tokens per subsentence.
         dual_clip: dual-clip PPO (loss of a negative-advantage token bounded by -A * clip_ratio_c).
             None (default) = as the built-in each granularity reproduces: on for ``token`` (vanilla always
             applies it) and ``subsentence``, off for ``sequence`` (gspo never does).
     """
 
-    loss_mode: str = "sspo"
+    #: prefixes of the keys named in error messages (verl's config class sets its Hydra paths)
+    config_key: ClassVar[str] = "sspo"
+    clip_key: ClassVar[str] = "clip_ratio"
+
     granularity: str = "subsentence"
     adaptive_clip: bool = True
     adaptive_map: str = "power"
@@ -78,35 +84,24 @@ class SSPOPolicyLossConfig(PolicyLossConfig):
     dual_clip: bool | None = None
 
     def __post_init__(self) -> None:
-        """Validate every SSPO field; errors name the full Hydra key."""
-        if self.loss_mode != "sspo":
-            raise ValueError(
-                f"{KEY}.loss_mode={self.loss_mode!r} with _target_=sspo.loss.SSPOPolicyLossConfig: set it to 'sspo' "
-                "(or use verl's PolicyLossConfig for other losses)"
-            )
+        """Validate every field; errors name the full key and the fix."""
+        key = self.config_key
         if self.granularity not in GRANULARITIES:
-            raise ValueError(
-                f"{KEY}.granularity={self.granularity!r} is unknown: use one of {list(GRANULARITIES)}"
-            )
-        for name in ("adaptive_clip",):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{KEY}.{name} must be true or false, got {getattr(self, name)!r}")
+            raise ValueError(f"{key}.granularity={self.granularity!r} is unknown: use one of {list(GRANULARITIES)}")
+        if not isinstance(self.adaptive_clip, bool):
+            raise ValueError(f"{key}.adaptive_clip must be true or false, got {self.adaptive_clip!r}")
         if self.dual_clip is not None and not isinstance(self.dual_clip, bool):
-            raise ValueError(f"{KEY}.dual_clip must be true, false or null (auto), got {self.dual_clip!r}")
+            raise ValueError(f"{key}.dual_clip must be true, false or null (auto), got {self.dual_clip!r}")
         if self.adaptive_map not in ADAPTIVE_MAPS:
-            raise ValueError(
-                f"{KEY}.adaptive_map={self.adaptive_map!r} is unknown: use one of {list(ADAPTIVE_MAPS)}"
-            )
-        if not _is_number(self.adaptive_alpha) or self.adaptive_alpha < 0:
-            raise ValueError(f"{KEY}.adaptive_alpha must be a number >= 0, got {self.adaptive_alpha!r}")
-        if not _is_number(self.adaptive_min) or not 0 < self.adaptive_min <= 1:
-            raise ValueError(f"{KEY}.adaptive_min must be in (0, 1], got {self.adaptive_min!r}")
-        if not _is_number(self.adaptive_max) or self.adaptive_max < 1:
-            raise ValueError(f"{KEY}.adaptive_max must be >= 1, got {self.adaptive_max!r}")
-        validate_delimiters(self.delimiters, key=f"{KEY}.delimiters")
-        m = self.max_subsentence_len
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-            raise ValueError(f"{KEY}.max_subsentence_len must be a positive integer or null, got {m!r}")
+            raise ValueError(f"{key}.adaptive_map={self.adaptive_map!r} is unknown: use one of {list(ADAPTIVE_MAPS)}")
+        if not is_real_number(self.adaptive_alpha) or self.adaptive_alpha < 0:
+            raise ValueError(f"{key}.adaptive_alpha must be a number >= 0, got {self.adaptive_alpha!r}")
+        if not is_real_number(self.adaptive_min) or not 0 < self.adaptive_min <= 1:
+            raise ValueError(f"{key}.adaptive_min must be in (0, 1], got {self.adaptive_min!r}")
+        if not is_real_number(self.adaptive_max) or self.adaptive_max < 1:
+            raise ValueError(f"{key}.adaptive_max must be a finite number >= 1, got {self.adaptive_max!r}")
+        validate_delimiters(self.delimiters, key=f"{key}.delimiters")
+        check_max_subsentence_len(self.max_subsentence_len, key=f"{key}.max_subsentence_len")
 
     @property
     def use_dual_clip(self) -> bool:
@@ -114,100 +109,109 @@ class SSPOPolicyLossConfig(PolicyLossConfig):
         return self.granularity != "sequence" if self.dual_clip is None else self.dual_clip
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
+def check_clip_range(low: Any, high: Any, clip_ratio_c: Any, dual_clip: bool, key: str = "clip_ratio") -> None:
+    """PPO's clip range ``[1 - low, 1 + high]`` and the dual-clip bound: ValueError naming the key and the fix."""
+    if not is_real_number(low) or not 0 <= low < 1:
+        raise ValueError(f"{key}_low={low!r} is out of range: need 0 <= {key}_low < 1")
+    if not is_real_number(high) or high < 0:
+        raise ValueError(f"{key}_high={high!r} is out of range: need a finite number >= 0")
+    if dual_clip and (not is_real_number(clip_ratio_c) or clip_ratio_c <= 1):
+        raise ValueError(f"{key}_c={clip_ratio_c!r} must be > 1 for dual-clip PPO (or turn dual_clip off)")
 
 
-# ----------------------------------------------------------------------------------------------
-# The loss
-# ----------------------------------------------------------------------------------------------
+def entropy_reference(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """H_ref: token-mean old-policy entropy over the valid tokens of ``entropy`` [B, T] (0-dim, at least fp32).
+
+    OUR CHOICE (layout invariance): the SSPO trainer takes it over the whole step's batch, before it is split
+    into mini-, micro- and data-parallel batches, and hands it to the loss as ``entropy_ref``; the loss falls
+    back to its own micro-batch only when none is given.
+    """
+    ent = torch.where(mask.bool(), entropy.detach().to(torch.promote_types(entropy.dtype, torch.float32)), 0.0)
+    return ent.sum() / mask.sum().clamp(min=1)
 
 
-@register_policy_loss("sspo")  # type: ignore[arg-type]
-def compute_policy_loss_sspo(
+def sspo_token_losses(
     old_log_prob: torch.Tensor,
     log_prob: torch.Tensor,
     advantages: torch.Tensor,
     response_mask: torch.Tensor,
-    loss_agg_mode: str = "token-mean",
-    config: Any | None = None,
-    rollout_is_weights: torch.Tensor | None = None,
+    settings: SSPOSettings,
+    clip_low: float,
+    clip_high: float,
+    clip_ratio_c: float = 3.0,
     *,
     segment_ids: torch.Tensor | None = None,
     entropy: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, dict[str, Any]]:
-    """SSPO clipped policy loss: verl's policy-loss signature plus ``segment_ids`` and ``entropy``.
+    entropy_ref: torch.Tensor | float | None = None,
+    rollout_is_weights: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per-token SSPO losses (before aggregation) and the update's metrics.
 
-    For token t of unit k (a token, a subsentence or the whole response, per ``granularity``):
+    For token t of unit k (a token, a subsentence or the whole response, per ``settings.granularity``):
 
         log w_t = log_prob_t - old_log_prob_t
         log s_k = mean_{u in k} log w_u                       (geometric-mean ratio of the unit)
         log s_t = log_prob_t - sg(log_prob_t) + sg(log s_k)   (GSPO-token form: value s_k, gradient on every
                                                                token; clamped as the built-in of the granularity)
         f_k     = clamp((H_k / H_ref) ** alpha, f_min, f_max) if adaptive_clip else 1
-                  (H_k: mean old-policy entropy over k; H_ref: over the micro-batch's valid tokens)
-        L_t     = max(-A_t * s_t, -A_t * clip(s_t, 1 - eps_low * f_k, 1 + eps_high * f_k))
+        L_t     = max(-A_t * s_t, -A_t * clip(s_t, 1 - clip_low * f_k, 1 + clip_high * f_k))
         L_t     = min(L_t, -A_t * clip_ratio_c) where A_t < 0  (dual clip, if on)
-        loss    = agg_loss(L * rollout_is_weights, response_mask, loss_agg_mode, **config.global_batch_info)
+        L_t     = L_t * rollout_is_weights_t                   (if given)
 
     Args:
         old_log_prob, log_prob, advantages: FloatTensor[B, T]; ``log_prob`` carries the gradient.
         response_mask: BoolTensor[B, T]. Log-probs and entropy at padding are ignored (even NaN/inf);
             ``advantages`` and ``rollout_is_weights`` must be finite everywhere, as in verl.
-        loss_agg_mode: any of verl's ``agg_loss`` modes.
-        config: verl ``ActorConfig``; ``config.policy_loss`` an :class:`SSPOPolicyLossConfig` (else SSPO defaults).
-        rollout_is_weights: optional FloatTensor[B, T], multiplies the per-token loss.
+        settings: the SSPO knobs; clip_low, clip_high, clip_ratio_c: PPO's clip range and dual-clip bound.
         segment_ids: LongTensor[B, T], subsentence ids contiguous from 0 per row, -1 on padding; required at
-            ``subsentence`` granularity, else optional (feeds the ``clipfrac_at_subsentence`` diagnostic).
+            ``subsentence`` granularity, else optional (feeds ``clipfrac_at_subsentence``).
         entropy: FloatTensor[B, T], old-policy per-token entropy (no gradient); required iff ``adaptive_clip``.
+        entropy_ref: H_ref (a number, a 0-dim tensor, or FloatTensor[B] per row); None: over this batch.
 
     Returns:
-        (loss, metrics): verl's ``actor/pg_clipfrac``, ``ppo_kl``, ``pg_clipfrac_lower`` and ``actor/sspo/*``
-        (see :func:`_metrics`).
+        (FloatTensor[B, T] per-token loss, 0 on padding; metrics: verl's ``actor/pg_clipfrac``, ``ppo_kl``,
+        ``pg_clipfrac_lower`` and ``actor/sspo/*``, see :func:`_metrics`).
 
     Raises:
-        ValueError naming the bad value and the fix, before the loss is computed (:func:`_clip_settings`,
-        :func:`_check_inputs`).
+        ValueError naming the bad value and the fix, before anything is computed.
     """
-    pl, eps_low, eps_high, clip_ratio_c = _clip_settings(config)
+    check_clip_range(clip_low, clip_high, clip_ratio_c, settings.use_dual_clip, key=settings.clip_key)
     mask = response_mask.bool()  # [B, T]
     inputs = {"old_log_prob": old_log_prob, "log_prob": log_prob, "advantages": advantages,
               "rollout_is_weights": rollout_is_weights, "segment_ids": segment_ids,
-              "entropy": entropy if pl.adaptive_clip else None}  # fmt: skip
-    _check_inputs(pl, mask, inputs)
+              "entropy": entropy if settings.adaptive_clip else None}  # fmt: skip
+    _check_inputs(settings, mask, inputs)
 
     log_prob = torch.where(mask, log_prob, 0.0)  # [B, T] padding ignored, even NaN/inf
     log_ratio = torch.where(mask, log_prob.detach() - old_log_prob.detach(), 0.0)  # [B, T] log w_t
     units = ("token", "sequence") if segment_ids is None else ("token", "subsentence", "sequence")
-    log_unit_ratio = {g: _unit_mean(log_ratio, mask, g, segment_ids) for g in units}  # [B, T] log s_k
+    log_unit_ratio = {g: unit_mean(log_ratio, mask, g, segment_ids) for g in units}  # [B, T] log s_k
 
-    log_s = log_prob - log_prob.detach() + log_unit_ratio[pl.granularity]  # [B, T] GSPO-token form
-    ratio = torch.exp(torch.clamp(log_s, *_LOG_RATIO_CLAMP[pl.granularity]))  # [B, T] s_t
-    # f_k [B, T], and H_ref for the metrics
-    f, h_ref = _adaptive_scale(pl, entropy, mask, segment_ids) if pl.adaptive_clip else (1.0, None)
+    log_s = log_prob - log_prob.detach() + log_unit_ratio[settings.granularity]  # [B, T] GSPO-token form
+    ratio = torch.exp(torch.clamp(log_s, *LOG_RATIO_CLAMP[settings.granularity]))  # [B, T] s_t
+    f, h_ref = 1.0, None  # f_k [B, T] and H_ref, with the adaptive clip
+    if settings.adaptive_clip:
+        f, h_ref = _adaptive_scale(settings, entropy, mask, segment_ids, entropy_ref)
 
     pg_losses1 = -advantages * ratio
-    pg_losses2 = -advantages * torch.clamp(ratio, 1 - eps_low * f, 1 + eps_high * f)
+    pg_losses2 = -advantages * torch.clamp(ratio, 1 - clip_low * f, 1 + clip_high * f)
     pg_losses = torch.maximum(pg_losses1, pg_losses2)  # [B, T]
     dual_clipped = torch.zeros_like(mask)  # [B, T]
-    if pl.use_dual_clip:
+    if settings.use_dual_clip:
         pg_losses3 = -advantages * clip_ratio_c
         dual_clipped = (pg_losses > pg_losses3) & (advantages < 0) & mask
         pg_losses = torch.where(advantages < 0, torch.minimum(pg_losses, pg_losses3), pg_losses)
     if rollout_is_weights is not None:
         pg_losses = pg_losses * rollout_is_weights
 
-    pg_loss = agg_loss(
-        loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
-    )
     clipped = (pg_losses2 > pg_losses1) & mask  # [B, T] as verl's pg_clipfrac
-    at_base_range = _clipfracs_at_base_range(log_unit_ratio, advantages, mask, 1 - eps_low, 1 + eps_high)
-    metrics = _metrics(pl.granularity, mask, segment_ids, advantages, log_ratio, ratio, f, h_ref, clipped,
+    at_base_range = clipfracs_at_base_range(log_unit_ratio, advantages, mask, 1 - clip_low, 1 + clip_high)
+    metrics = _metrics(settings.granularity, mask, segment_ids, advantages, log_ratio, ratio, f, h_ref, clipped,
                        dual_clipped, at_base_range)  # fmt: skip
-    return pg_loss, metrics
+    return pg_losses, metrics
 
 
-def _unit_sum(x: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None) -> torch.Tensor:
+def unit_sum(x: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None) -> torch.Tensor:
     """FloatTensor[B, T]: for each token, the sum of ``x`` [B, T] (0 on padding) over the token's unit."""
     if granularity == "token":
         return x
@@ -218,71 +222,56 @@ def _unit_sum(x: torch.Tensor, granularity: str, segment_ids: torch.Tensor | Non
     return x.new_zeros(x.shape[0], x.shape[1] + 1).scatter_add_(1, index, x).gather(1, index)
 
 
-def _unit_mean(
-    x: torch.Tensor, mask: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None
-) -> torch.Tensor:
+def unit_mean(x: torch.Tensor, mask: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None) -> torch.Tensor:
     """FloatTensor[B, T]: for each token, the mean of ``x`` [B, T] (0 on padding) over the token's unit."""
     x = x.to(torch.promote_types(x.dtype, torch.float32))  # never sum or count in bf16
-    unit_len = _unit_sum(mask.to(x.dtype), granularity, segment_ids)  # [B, T] tokens in the unit
-    return _unit_sum(x, granularity, segment_ids) / unit_len.clamp(min=1)
+    n_unit = unit_sum(mask.to(x.dtype), granularity, segment_ids)  # [B, T] tokens in the unit
+    return unit_sum(x, granularity, segment_ids) / n_unit.clamp(min=1)
 
 
 def _adaptive_scale(
-    pl: SSPOPolicyLossConfig, entropy: torch.Tensor, mask: torch.Tensor, segment_ids: torch.Tensor | None
+    settings: SSPOSettings,
+    entropy: torch.Tensor,
+    mask: torch.Tensor,
+    segment_ids: torch.Tensor | None,
+    entropy_ref: torch.Tensor | float | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(f_k of each token [B, T], H_ref): OUR CHOICE of entropy-adaptive clip scale (see the config class)."""
+    """(f_k of each token [B, T], H_ref as a 0-dim tensor for the metrics): the entropy-adaptive clip scale."""
     ent = torch.where(mask, entropy.detach(), 0.0)  # [B, T]
-    h_ref = ent.sum() / mask.sum().clamp(min=1)
-    rel = _unit_mean(ent, mask, pl.granularity, segment_ids) / h_ref.clamp(min=1e-8)  # [B, T] H_k / H_ref
-    f = rel.pow(pl.adaptive_alpha) if pl.adaptive_map == "power" else 1.0 + pl.adaptive_alpha * (rel - 1.0)
-    f = f.clamp(pl.adaptive_min, pl.adaptive_max)
-    return torch.where(h_ref > 1e-8, f, 1.0), h_ref  # all-zero entropy: no scaling
+    if entropy_ref is None:
+        h_ref = entropy_reference(ent, mask)  # [] this batch only: depends on how the batch was split
+    else:
+        h_ref = torch.as_tensor(entropy_ref, device=mask.device).to(torch.promote_types(ent.dtype, torch.float32))
+    h_ref_rows = h_ref.reshape(-1, 1) if h_ref.dim() == 1 else h_ref  # [B, 1] or []
+    rel = unit_mean(ent, mask, settings.granularity, segment_ids) / h_ref_rows.clamp(min=1e-8)  # [B, T] H_k / H_ref
+    a = settings.adaptive_alpha
+    f = rel.pow(a) if settings.adaptive_map == "power" else 1.0 + a * (rel - 1.0)
+    f = torch.where(h_ref_rows > 1e-8, f.clamp(settings.adaptive_min, settings.adaptive_max), 1.0)  # H_ref 0: f = 1
+    return f, h_ref.mean()
 
 
 # ----------------------------------------------------------------------------------------------
-# Settings and input checks: errors name the bad value and the fix, before the loss is computed
+# Input checks: errors name the bad value and the fix, before the loss is computed
 # ----------------------------------------------------------------------------------------------
 
 _SEG_PADDING = "segment_ids must be -1 exactly on padding (response_mask False) and >= 0 on valid tokens"
 _SEG_CONTIGUOUS = "segment_ids must be contiguous from 0 and non-decreasing in each row (steps of 0 or 1)"
 
 
-def _clip_settings(config: Any) -> tuple[SSPOPolicyLossConfig, float, float, float]:
-    """(SSPO config, eps_low, eps_high, clip_ratio_c) from verl's ``ActorConfig``, checked."""
-    if config is None:
-        raise ValueError("compute_policy_loss_sspo needs config (verl's ActorConfig)")
-    pl = getattr(config, "policy_loss", None)
-    if not isinstance(pl, SSPOPolicyLossConfig):
-        pl = SSPOPolicyLossConfig()  # plain PolicyLossConfig(loss_mode="sspo"): SSPO defaults
-    clip_ratio = config.get("clip_ratio", 0.2)
-    eps = {name: config.get(name, None) for name in ("clip_ratio_low", "clip_ratio_high")}
-    eps = {name: clip_ratio if value is None else value for name, value in eps.items()}
-    for name, value in eps.items():
-        if value < 0:
-            raise ValueError(f"actor_rollout_ref.actor.{name}={value} is negative: clip ratios must be >= 0")
-    clip_ratio_c = config.get("clip_ratio_c", 3.0)
-    if pl.use_dual_clip and not clip_ratio_c > 1.0:
-        raise ValueError(f"actor_rollout_ref.actor.clip_ratio_c={clip_ratio_c} must be > 1 for dual-clip PPO")
-    return pl, eps["clip_ratio_low"], eps["clip_ratio_high"], clip_ratio_c
-
-
-def _check_inputs(
-    pl: SSPOPolicyLossConfig, mask: torch.Tensor, inputs: dict[str, torch.Tensor | None]
-) -> None:
+def _check_inputs(settings: SSPOSettings, mask: torch.Tensor, inputs: dict[str, torch.Tensor | None]) -> None:
     """Missing inputs, dtypes and shapes (no device work), then values (one host sync)."""
     if mask.dim() != 2:
         raise ValueError(f"response_mask must be (batch, response_len), got shape {tuple(mask.shape)}")
     seg, ent = inputs["segment_ids"], inputs["entropy"]
-    if pl.granularity == "subsentence" and seg is None:
+    if settings.granularity == "subsentence" and seg is None:
         raise ValueError(
             "segment_ids is required for granularity='subsentence' (LongTensor[batch, response_len], -1 on "
-            "padding): build them with sspo.segmentation.SubsentenceSegmenter, or use the sspo.verl_plugin loss "
-            "wrapper that does it"
+            "padding): build them with sspo.segmentation.SubsentenceSegmenter (the verl plugin does it)"
         )
-    if pl.adaptive_clip and ent is None:
+    if settings.adaptive_clip and ent is None:
         raise ValueError(
             f"entropy (old-policy per-token entropy, FloatTensor[batch, response_len]) is required when "
-            f"{KEY}.adaptive_clip=true: pass it, or set adaptive_clip=false"
+            f"{settings.config_key}.adaptive_clip=true: pass it, or set adaptive_clip=false"
         )
     if seg is not None and (seg.dtype.is_floating_point or seg.dtype == torch.bool):
         raise ValueError(f"segment_ids must be an integer tensor, got dtype {seg.dtype}")
@@ -306,9 +295,8 @@ def _check_inputs(
         previous = torch.nn.functional.pad(seg.cummax(1).values[:, :-1], (1, 0), value=-1)  # [B, T]
         step = seg - previous
         problems[_SEG_CONTIGUOUS] = (((step < 0) | (step > 1)) & mask).any()
-    found = [
-        msg for msg, bad in zip(problems, torch.stack(list(problems.values())).tolist(), strict=True) if bad
-    ]
+    flags = torch.stack(list(problems.values())).tolist()
+    found = [msg for msg, bad in zip(problems, flags, strict=True) if bad]
     if found:
         raise ValueError("sspo loss: bad input: " + "; ".join(found))
 
@@ -319,24 +307,23 @@ def _check_inputs(
 
 
 @torch.no_grad()
-def _clipfracs_at_base_range(
+def clipfracs_at_base_range(
     log_unit_ratio: dict[str, torch.Tensor],
     advantages: torch.Tensor,
     mask: torch.Tensor,
     low: float,
     high: float,
 ) -> dict[str, torch.Tensor]:
-    """Per granularity: the share of valid tokens PPO's clip would cut at the base range [low, high] with the ratio
-    taken per token, subsentence (only with ``segment_ids``) or response, whatever the loss's own granularity.
+    """Per granularity: the share of valid tokens PPO's clip would cut at the base range [low, high] with the
+    ratio taken per token, subsentence (only with ``segment_ids``) or response, whatever the loss's own.
 
     verl's ``pg_clipfrac`` definition: A > 0 and ratio > high, or A < 0 and ratio < low; clamps as the built-ins.
-    Token and sequence equal ``vanilla``'s and ``gspo``'s ``pg_clipfrac``: the paper's diagnostic (GSPO clips
-    ~0, SSPO in between) within one run.
+    Token and sequence equal ``vanilla``'s and ``gspo``'s ``pg_clipfrac``: the paper's diagnostic in one run.
     """
     fracs = {}
     above, below = (advantages > 0) & mask, (advantages < 0) & mask  # [B, T] valid tokens with A > 0, A < 0
     for granularity, log_ratio in log_unit_ratio.items():
-        ratio = torch.exp(torch.clamp(log_ratio, *_LOG_RATIO_CLAMP[granularity]))  # [B, T]
+        ratio = torch.exp(torch.clamp(log_ratio, *LOG_RATIO_CLAMP[granularity]))  # [B, T]
         cut = (above & (ratio > high)) | (below & (ratio < low))  # [B, T]
         fracs[granularity] = cut.sum() / mask.sum().clamp(min=1)
     return fracs
@@ -361,22 +348,22 @@ def _metrics(
     ``*_token`` fractions are over valid tokens (``clipfrac_token`` is ``pg_clipfrac``); ``*_unit`` ones are the
     mean over units of the share of the unit's tokens concerned. high: clipped at 1 + eps_high * f (A > 0); low: at
     1 - eps_low * f (A < 0). ``pg_clipfrac_lower``: verl's dual-clip fraction. Ratio s_k and scale f_k: min, mean,
-    max over units (NaN when there is none). ``clipfrac_at_*``: see :func:`_clipfracs_at_base_range`;
-    ``entropy_ref``: H_ref (adaptive clip only). ``clipped``, ``dual_clipped``, ``log_ratio``: 0 on padding.
+    max over units (NaN when there is none). ``clipfrac_at_*``: see :func:`clipfracs_at_base_range`;
+    ``entropy_ref``: H_ref (adaptive clip only).
     """
     valid = mask.to(torch.promote_types(ratio.dtype, torch.float32))  # [B, T]
     n_tokens, n_responses = valid.sum(), mask.any(1).sum()
     n_units = {"token": n_tokens, "sequence": n_responses}.get(granularity)
     if n_units is None:  # subsentence: ids are contiguous from 0, -1 on padding
         n_units = (segment_ids.amax(1) + 1).sum()
-    per_unit = valid / _unit_sum(valid, granularity, segment_ids).clamp(min=1)  # [B, T] 1/|k| on valid tokens
+    per_unit = valid / unit_sum(valid, granularity, segment_ids).clamp(min=1)  # [B, T] 1/|k| on valid tokens
     high, low = clipped & (advantages > 0), clipped & (advantages < 0)  # [B, T]
     scale = torch.as_tensor(f, dtype=valid.dtype, device=mask.device).expand(mask.shape)  # [B, T]
 
     def token_share(x: torch.Tensor) -> torch.Tensor:
         return x.sum() / n_tokens.clamp(min=1)
 
-    def unit_mean(x: torch.Tensor) -> torch.Tensor:
+    def mean_over_units(x: torch.Tensor) -> torch.Tensor:
         return (x * per_unit).sum() / n_units.clamp(min=1)
 
     values = {
@@ -386,16 +373,16 @@ def _metrics(
         "actor/sspo/clipfrac_token": token_share(clipped),
         "actor/sspo/clipfrac_high_token": token_share(high),
         "actor/sspo/clipfrac_low_token": token_share(low),
-        "actor/sspo/clipfrac_unit": unit_mean(clipped),
-        "actor/sspo/clipfrac_high_unit": unit_mean(high),
-        "actor/sspo/clipfrac_low_unit": unit_mean(low),
+        "actor/sspo/clipfrac_unit": mean_over_units(clipped),
+        "actor/sspo/clipfrac_high_unit": mean_over_units(high),
+        "actor/sspo/clipfrac_low_unit": mean_over_units(low),
         "actor/sspo/units_per_response": n_units / n_responses.clamp(min=1),
         "actor/sspo/tokens_per_unit": n_tokens / n_units.clamp(min=1),
     }
     unit_stats = []  # NaN below when there is no unit
     for name, x in (("ratio", ratio.detach()), ("adaptive_scale", scale)):
         values[f"actor/sspo/{name}_min"] = torch.where(mask, x, torch.inf).amin()
-        values[f"actor/sspo/{name}_mean"] = unit_mean(x)
+        values[f"actor/sspo/{name}_mean"] = mean_over_units(x)
         values[f"actor/sspo/{name}_max"] = torch.where(mask, x, -torch.inf).amax()
         unit_stats += [f"actor/sspo/{name}_{stat}" for stat in ("min", "mean", "max")]
     values.update({f"actor/sspo/clipfrac_at_{g}": frac for g, frac in at_base_range.items()})

@@ -4,7 +4,7 @@ A *subsentence* is a maximal run of valid response tokens that ends at a delimit
 delimiter belongs to the run it closes) or at the end of the response. Segment ids are contiguous
 from 0 in each response; padding (``response_mask == False``) gets -1.
 
-Rules (our reading of the SSPO spec, ``../shared/docs/SSPO.md``):
+Rules (our reading of the paper; ``docs/sspo.md`` gives the account):
 
 * A token is a *delimiter* when its decoded text, with trailing spaces and tabs stripped, ends in one
   of the delimiters (default :data:`DEFAULT_DELIMITERS`). Trailing spaces are stripped so that a
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 __all__ = [
     "DEFAULT_DELIMITERS",
     "SubsentenceSegmenter",
+    "check_max_subsentence_len",
     "segment_ids_from_delimiters",
     "validate_delimiters",
 ]
@@ -81,11 +82,11 @@ def validate_delimiters(delimiters: Sequence[str] | None, key: str = "delimiters
     return out
 
 
-def _check_max_subsentence_len(max_subsentence_len: int | None) -> None:
-    """Raise ValueError unless ``max_subsentence_len`` is None or a positive integer."""
+def check_max_subsentence_len(max_subsentence_len: int | None, key: str = "max_subsentence_len") -> None:
+    """Raise ValueError naming ``key`` unless ``max_subsentence_len`` is None or a positive integer."""
     m = max_subsentence_len
     if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-        raise ValueError(f"max_subsentence_len must be a positive integer or None, got {m!r}")
+        raise ValueError(f"{key} must be a positive integer or null, got {m!r}")
 
 
 def segment_ids_from_delimiters(
@@ -108,7 +109,7 @@ def segment_ids_from_delimiters(
             f"is_delimiter {tuple(is_delimiter.shape)} and response_mask {tuple(response_mask.shape)} "
             "must both be (batch, response_len)"
         )
-    _check_max_subsentence_len(max_subsentence_len)
+    check_max_subsentence_len(max_subsentence_len)
     valid = response_mask.bool()
     if max_subsentence_len is None:
         return _ids_from_ends((is_delimiter.bool() & valid).to(torch.int8), valid)
@@ -165,7 +166,7 @@ class SubsentenceSegmenter:
         ``is_number_punct``: the token is exactly ``.`` or ``,``; ``is_digit_punct``: digit then ``.``/``,``
         at the end of the token (``"3."``); ``ends_with_digit`` / ``starts_with_digit``: first/last character.
         """
-        _check_max_subsentence_len(max_subsentence_len)
+        check_max_subsentence_len(max_subsentence_len)
         self.vocab_size = int(is_delimiter.numel()) - 1
         self.max_subsentence_len = max_subsentence_len
         self.delimiters = tuple(delimiters)

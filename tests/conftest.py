@@ -44,7 +44,7 @@ def qwen_tokenizer(qwen_tokenizer_dir):
 @pytest.fixture(scope="session")
 def tiny_tokenizer():
     """A small byte-level BPE tokenizer with Qwen2's pre-tokenizer, trained offline."""
-    from sspo.tiny import build_tokenizer
+    from sspo.tools.tiny import build_tokenizer
 
     return build_tokenizer()
 
@@ -52,7 +52,7 @@ def tiny_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A saved tiny random Qwen2 model + tokenizer, loadable by path (as verl's ``model.path``)."""
-    from sspo.tiny import save_tiny_model
+    from sspo.tools.tiny import save_tiny_model
 
     return save_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
 
@@ -68,7 +68,7 @@ def ray_head():
 
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory) -> Path:
-    """The CPU demo's assets (``sspo.tiny_task``): warmed-up tiny model, train file, tiny_add benchmark."""
-    from sspo.tiny_task import prepare_assets
+    """The CPU demo's assets (``sspo.tools.tiny_task``): warmed-up tiny model, train file, tiny_add benchmark."""
+    from sspo.tools.tiny_task import prepare_assets
 
     return prepare_assets(tmp_path_factory.mktemp("tiny") / "assets")

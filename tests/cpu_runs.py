@@ -196,7 +196,7 @@ def logged(metrics: Path, step: int) -> bool:
 def recipe_command(experiment: str, out: Path, *overrides: str, steps: int, save_freq: int) -> list[str]:
     """The user's command for one CPU row, plus per-run output paths and a test's step budget."""
     return [
-        sys.executable, "-m", "sspo.cli", f"experiment={experiment}",
+        sys.executable, "-m", "sspo.launch.cli", f"experiment={experiment}",
         f"trainer.default_local_dir={out}",
         f"trainer.total_training_steps={steps}", f"trainer.save_freq={save_freq}", f"trainer.test_freq={steps}",
         "trainer.logger=[console,file,tensorboard]",

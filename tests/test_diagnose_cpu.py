@@ -22,7 +22,7 @@ RUN_TIMEOUT_S = 900  # start-up about 2-3 min, then one step of 16 short respons
 
 @pytest.fixture(scope="module")
 def real_lm_assets(tmp_path_factory, shared_data) -> Path:
-    from sspo.real_lm_assets import AssetsConfig, prepare_assets
+    from sspo.tools.real_lm_assets import AssetsConfig, prepare_assets
 
     cfg = AssetsConfig(gsm8k=str(shared_data / "train" / "gsm8k_train.jsonl"), prompts=PROMPTS)
     return prepare_assets(tmp_path_factory.mktemp("smollm2") / "assets", cfg)
@@ -32,7 +32,7 @@ def test_assets_hold_the_converted_model_and_fitting_gsm8k_prompts(real_lm_asset
     import pyarrow.parquet as pq
     from transformers import AutoConfig, AutoTokenizer
 
-    from sspo.data import build_prompt
+    from sspo.tools.data import build_prompt
 
     config = AutoConfig.from_pretrained(real_lm_assets / "model")
     assert (config.model_type, config.num_hidden_layers, config.vocab_size) == ("llama", 30, 49152)
@@ -47,7 +47,7 @@ def test_assets_hold_the_converted_model_and_fitting_gsm8k_prompts(real_lm_asset
 
 
 def test_assets_never_delete_a_folder_that_is_not_theirs(tmp_path, shared_data):
-    from sspo.real_lm_assets import AssetsConfig, prepare_assets
+    from sspo.tools.real_lm_assets import AssetsConfig, prepare_assets
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds other files"):
@@ -77,7 +77,7 @@ def test_one_step_through_main_ppo_logs_the_three_clip_fractions(real_lm_assets,
     out = tmp_path / "run"
     out.mkdir()  # verl's file logger opens metrics.jsonl in it before the trainer writes anything there
     cmd = [
-        sys.executable, "-m", "sspo.cli", "experiment=diagnose_cpu", "algo=sspo",
+        sys.executable, "-m", "sspo.launch.cli", "experiment=diagnose_cpu", "algo=sspo",
         "trainer.total_training_steps=1", "data.max_response_length=48", f"trainer.default_local_dir={out}",
         # 2 prompts x 8 samples, 2 mini-batches: half the row's batch, still an off-policy second update
         "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=1",

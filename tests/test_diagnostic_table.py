@@ -1,11 +1,11 @@
-"""sspo.diagnostic_table: one row per run and step, verl's metric values in their columns, gaps empty."""
+"""sspo.tools.diagnostic_table: one row per run and step, verl's metric values in their columns, gaps empty."""
 
 from __future__ import annotations
 
 import json
 import math
 
-from sspo.diagnostic_table import diagnostic_rows, main
+from sspo.tools.diagnostic_table import diagnostic_rows, main
 
 
 def write_log(path, steps):

@@ -1,4 +1,4 @@
-"""sspo.evaluation: the five-benchmark table from recorded generations (ours and verl's dump), CLI checks."""
+"""sspo.tools.evaluation: the five-benchmark table from recorded generations (ours and verl's dump), CLI checks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from math import comb
 import pyarrow.parquet as pq
 import pytest
 
-from sspo.data import BENCHMARKS, prepare
-from sspo.evaluation import (
+from sspo.tools.data import BENCHMARKS, prepare
+from sspo.tools.evaluation import (
     EvalError,
     build_generation_plan,
     build_parser,
@@ -208,7 +208,7 @@ def test_bad_generation_files(bench_dir, tmp_path):
     with pytest.raises(EvalError, match="empty file"):
         read_generations(empty)
     missing = tmp_path / "missing.jsonl"
-    with pytest.raises(EvalError, match=f"{missing}: no such file.*sspo.evaluation generate"):
+    with pytest.raises(EvalError, match=f"{missing}: no such file.*sspo.tools.evaluation generate"):
         read_generations(missing)
     with pytest.raises(EvalError, match="folder without <step>.jsonl"):
         read_generations(tmp_path / "..")
@@ -237,7 +237,7 @@ def test_score_cli_errors(tmp_path, capsys):
 
 def test_score_finds_every_run_before_scoring_any(tmp_path, monkeypatch):
     """A missing file in the last --run fails before the first run is scored (no scoring time lost)."""
-    from sspo import evaluation
+    from sspo.tools import evaluation
 
     scored = []
     monkeypatch.setattr(evaluation, "score_samples", lambda samples, **kw: scored.append(samples) or {})

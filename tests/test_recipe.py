@@ -1,5 +1,5 @@
 """The recipe's Hydra configs: every table row composes on verl's real ppo_trainer config and passes
-the CPU dry run (pre-flight checks included) on data prepared by sspo.data from ../shared/data."""
+the CPU dry run (pre-flight checks included) on data prepared by sspo.tools.data from ../shared/data."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from sspo import cli
+from sspo.launch import cli
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "recipe" / "config"
@@ -26,12 +26,12 @@ _PREPARED: dict[Path, Path] = {}
 
 
 def recipe_data_dir(tmp_path_factory, shared_data: Path) -> Path:
-    """verl parquet for the dry runs, written once per session by the project's sspo.data from ../shared/data.
+    """verl parquet for the dry runs, written once per session by the project's sspo.tools.data from ../shared/data.
 
     The real training set (MATH level 3-5) is not offline: MATH500 stands in for it as train.parquet
     (same schema, and its 500 rows cover the default train_batch_size of 128). Read-only for tests.
     """
-    from sspo.data import prepare
+    from sspo.tools.data import prepare
 
     if shared_data in _PREPARED:
         return _PREPARED[shared_data]
@@ -140,7 +140,7 @@ def test_algorithm_groups_set_the_paper_clip_ranges_and_verl_builds_the_loss_con
     """The composed actor config turns into verl's ActorConfig with our SSPOPolicyLossConfig inside."""
     from verl.utils.config import omega_conf_to_dataclass
 
-    from sspo.loss import SSPOPolicyLossConfig
+    from sspo.verl_plugin import SSPOPolicyLossConfig
 
     expected = {"grpo": (0.2, 0.2, "token-mean"), "gspo": (3e-4, 4e-4, "seq-mean-token-mean")}
     for algo, (low, high, agg) in expected.items():

@@ -1,8 +1,8 @@
 """The README's commands are the ones that exist and that the tests run.
 
 Every `make <target>` named in the README is a Makefile target; every `python -m <module>` is an
-importable module; the README's `python -m sspo.cli` dry runs run here (with data from sspo.data)
-and its other sspo.cli invocations compose; what the README says a target runs is what `make -n` prints.
+importable module; the README's `python -m sspo.launch.cli` dry runs run here (with data from sspo.tools.data)
+and its other sspo.launch.cli invocations compose; what the README says a target runs is what `make -n` prints.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_recipe import recipe_data_dir
 
-from sspo import cli
+from sspo.launch import cli
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -63,25 +63,25 @@ def test_every_make_target_named_in_the_readme_exists():
 
 def test_every_python_module_named_in_the_readme_exists():
     modules = set(re.findall(r"python -m ([\w.]+)", README))
-    assert {"sspo.cli", "sspo.data", "sspo.evaluation", "verl.model_merger"} <= modules
+    assert {"sspo.launch.cli", "sspo.tools.data", "sspo.tools.evaluation", "verl.model_merger"} <= modules
     missing = {m for m in modules if importlib.util.find_spec(m) is None}
     assert not missing
 
 
 def test_readme_says_what_the_makefile_runs():
-    assert "-m sspo.cli experiment=sspo_qwen2.5-math-1.5b" in make_dry("-o", "install", "train")
-    assert "-m sspo.cli --dry-run experiment=grpo_qwen2.5-math-7b" in make_dry(
+    assert "-m sspo.launch.cli experiment=sspo_qwen2.5-math-1.5b" in make_dry("-o", "install", "train")
+    assert "-m sspo.launch.cli --dry-run experiment=grpo_qwen2.5-math-7b" in make_dry(
         "-o", "install", "dry-run", "EXPERIMENT=grpo_qwen2.5-math-7b"
     )
     ablate = make_dry("-o", "install", "ablate", "ARGS=--dry-run")
-    assert "-m sspo.cli --multirun experiment=sspo_qwen2.5-math-1.5b" in ablate and ablate.rstrip().endswith(
+    assert "-m sspo.launch.cli --multirun experiment=sspo_qwen2.5-math-1.5b" in ablate and ablate.rstrip().endswith(
         "--dry-run"
     )
     assert "recipe/scripts/submit.sh experiment=sspo_qwen2.5-math-7b cluster=2x8gpu" in make_dry(
         "-o", "install", "submit", "EXPERIMENT=sspo_qwen2.5-math-7b", "ARGS=cluster=2x8gpu"
     )
-    assert "-m sspo.evaluation score --run grpo_qwen2.5-math-1.5b=" in make_dry("-o", "install", "eval")
-    assert "-m sspo.data --out-dir data" in make_dry("-o", "install", "data")
+    assert "-m sspo.tools.evaluation score --run grpo_qwen2.5-math-1.5b=" in make_dry("-o", "install", "eval")
+    assert "-m sspo.tools.data --out-dir data" in make_dry("-o", "install", "data")
     assert "recipe/scripts/demo_cpu.sh" in make_dry("-o", "install", "demo")
     assert "docker build -f docker/Dockerfile -t sspo-verl:0.1.0 ." in make_dry("docker")
     assert "docker build -f docker/Dockerfile --build-arg VARIANT=cpu -t sspo-verl:cpu ." in make_dry("docker-cpu")
@@ -94,7 +94,7 @@ def test_readme_experiment_names_are_the_experiment_files():
 
 
 def test_readme_sspo_cli_commands_run(tmp_path_factory, shared_data, tmp_path, monkeypatch, capsys):
-    """Each README `python -m sspo.cli` / docker-run invocation: dry runs run, the others compose."""
+    """Each README `python -m sspo.launch.cli` / docker-run invocation: dry runs run, the others compose."""
     monkeypatch.setenv("SSPO_DATA_DIR", str(recipe_data_dir(tmp_path_factory, shared_data)))
     monkeypatch.setenv("SSPO_OUTPUT_DIR", str(tmp_path))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -103,7 +103,7 @@ def test_readme_sspo_cli_commands_run(tmp_path_factory, shared_data, tmp_path, m
         words = shlex.split(command)
         while words and re.match(r"^[A-Z_]+=", words[0]):  # VAR=value prefixes
             words = words[1:]
-        if words[:3] == ["python", "-m", "sspo.cli"]:
+        if words[:3] == ["python", "-m", "sspo.launch.cli"]:
             invocations.append(words[3:])
         elif words[:1] == ["sspo-train"]:
             invocations.append(words[1:])

@@ -1,4 +1,4 @@
-"""sspo.report on logs written by verl's OWN loggers (file, TensorBoard, console) and on bad input."""
+"""sspo.tools.report on logs written by verl's OWN loggers (file, TensorBoard, console) and on bad input."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pytest
 
-from sspo.report import ReportError, load_run, main, make_report
+from sspo.tools.report import ReportError, load_run, main, make_report
 
 STEPS = 6
 

@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from sspo import math_verify_pool as mvp
-from sspo import reward
+from sspo.reward import math_verify_pool as mvp
+from sspo.reward import score as reward
 from sspo.reward import canonical, compute_score, gold_answers, last_boxed_answer
 
 OAT = ("aime24", "amc", "math500", "minerva", "olympiadbench")

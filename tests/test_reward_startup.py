@@ -23,8 +23,8 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_reward_data_evaluation_import_neither_verl_nor_torch():
     proc = _run(
-        "import sys, sspo.reward, sspo.data, sspo.evaluation\n"
-        "from sspo.data import build_parser as d\nfrom sspo.evaluation import build_parser as e\n"
+        "import sys, sspo.reward, sspo.tools.data, sspo.tools.evaluation\n"
+        "from sspo.tools.data import build_parser as d\nfrom sspo.tools.evaluation import build_parser as e\n"
         "d().format_help(); e().format_help()\n"
         "print(sorted(m for m in ('verl', 'torch', 'ray', 'sympy') if m in sys.modules))"
     )

@@ -13,7 +13,7 @@ import pytest
 from cpu_runs import wait_for_job
 from test_recipe import recipe_data_dir
 
-from sspo import cli
+from sspo.launch import cli
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -35,10 +35,10 @@ from sspo.verl_plugin import (
     sspo_ppo_loss,
     validate_config,
 )
-from sspo.weight_sync import BoundedWeightSync
+from sspo.verl_plugin.weight_sync import BoundedWeightSync
 
 PL = "actor_rollout_ref.actor.policy_loss"
-SSPO_LOSS = [f"{PL}._target_=sspo.loss.SSPOPolicyLossConfig", f"{PL}.loss_mode=sspo"]
+SSPO_LOSS = [f"{PL}._target_=sspo.verl_plugin.SSPOPolicyLossConfig", f"{PL}.loss_mode=sspo"]
 TEST_ENGINE = "sspo_test_recording"
 
 

@@ -9,7 +9,7 @@ from sspo.verl_plugin import validate_config
 
 PL = "actor_rollout_ref.actor.policy_loss"
 SSPO = [
-    f"{PL}._target_=sspo.loss.SSPOPolicyLossConfig",
+    f"{PL}._target_=sspo.verl_plugin.SSPOPolicyLossConfig",
     f"{PL}.loss_mode=sspo",
     "trainer.v1.trainer_mode=sspo",
 ]
@@ -60,7 +60,7 @@ def test_valid_configs_pass(overrides):
     [
         # the default trainer cannot feed segment ids / entropy to the sspo loss
         (
-            [f"{PL}._target_=sspo.loss.SSPOPolicyLossConfig", f"{PL}.loss_mode=sspo"],
+            [f"{PL}._target_=sspo.verl_plugin.SSPOPolicyLossConfig", f"{PL}.loss_mode=sspo"],
             "trainer.v1.trainer_mode",
         ),
         ([*SSPO, "trainer.use_v1=false"], "trainer.use_v1"),

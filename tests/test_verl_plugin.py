@@ -21,7 +21,7 @@ from sspo.verl_plugin import (
 
 PL = "actor_rollout_ref.actor.policy_loss"
 SSPO = [
-    f"{PL}._target_=sspo.loss.SSPOPolicyLossConfig",
+    f"{PL}._target_=sspo.verl_plugin.SSPOPolicyLossConfig",
     f"{PL}.loss_mode=sspo",
     "trainer.v1.trainer_mode=sspo",
 ]
@@ -146,7 +146,7 @@ def _recording_sspo_loss(seen):
         seen.append(
             {"segment_ids": segment_ids, "entropy": entropy, "response_mask": kwargs["response_mask"]}
         )
-        return sspo.loss.compute_policy_loss_sspo(*args, segment_ids=segment_ids, entropy=entropy, **kwargs)
+        return sspo.verl_plugin.compute_policy_loss_sspo(*args, segment_ids=segment_ids, entropy=entropy, **kwargs)
 
     return fed_policy_loss(record)
 
@@ -209,7 +209,7 @@ def test_registrations():
 
     verl_plugin.ensure_fed_sspo_loss()  # at import, or at the wrapper's first call (import order)
     registered = get_policy_loss_fn("sspo")
-    assert registered.is_fed_policy_loss and registered.__wrapped__ is sspo.loss.compute_policy_loss_sspo
+    assert registered.is_fed_policy_loss and registered.__wrapped__ is sspo.verl_plugin.compute_policy_loss_sspo
     assert get_trainer_cls("sspo") is SSPOTrainer and issubclass(SSPOTrainer, PPOTrainerSync)
     verl_plugin.ensure_fed_sspo_loss()  # importing twice must not wrap twice
     verl_plugin._register_trainers()
@@ -308,7 +308,7 @@ def test_on_init_end_installs_the_wrapper_then_runs_verls_sync_hook(tiny_model_d
     actor_config = fn.keywords["config"]
     assert isinstance(actor_config, ActorConfig) and actor_config.clip_ratio_high == 0.28
     policy_loss = actor_config.policy_loss
-    assert isinstance(policy_loss, sspo.loss.SSPOPolicyLossConfig)
+    assert isinstance(policy_loss, sspo.verl_plugin.SSPOPolicyLossConfig)
     assert (policy_loss.loss_mode, policy_loss.granularity, policy_loss.adaptive_clip) == (
         "sspo",
         "token",
@@ -340,11 +340,11 @@ def test_wrapper_restores_the_adapter_if_the_raw_loss_was_registered_last(config
     """Import order: a process that imports sspo before verl registers the raw loss after the plugin."""
     from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 
-    monkeypatch.setitem(POLICY_LOSS_REGISTRY, "sspo", sspo.loss.compute_policy_loss_sspo)
+    monkeypatch.setitem(POLICY_LOSS_REGISTRY, "sspo", sspo.verl_plugin.compute_policy_loss_sspo)
     data, log_probs, entropy = _micro_batch(configs["sspo"].model_config.tokenizer)
     loss, _, _, _ = _run(sspo_ppo_loss, configs["sspo"], data, log_probs, entropy)
     assert torch.isfinite(loss)
-    assert POLICY_LOSS_REGISTRY["sspo"].__wrapped__ is sspo.loss.compute_policy_loss_sspo
+    assert POLICY_LOSS_REGISTRY["sspo"].__wrapped__ is sspo.verl_plugin.compute_policy_loss_sspo
 
 
 def test_installed_loss_fn_survives_rays_pickling(configs):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CPU demo (`make demo`): the recipe's three CPU rows, one after another, through verl's own trainer
-# (main_ppo, vLLM-CPU rollout), then the plots (sspo.report, from verl's TensorBoard logs) and the table
-# (sspo.evaluation score, from verl's validation dumps). Arguments are Hydra overrides for every row.
+# (main_ppo, vLLM-CPU rollout), then the plots (sspo.tools.report, from verl's TensorBoard logs) and the table
+# (sspo.tools.evaluation score, from verl's validation dumps). Arguments are Hydra overrides for every row.
 #
 # Ctrl-C (or a kill) stops the current row; running the same command again resumes it from its last
 # checkpoint (trainer.resume_mode=auto) and skips the rows already finished.
@@ -18,23 +18,23 @@ ALGOS="${ALGOS:-grpo gspo sspo}"
 start=$SECONDS
 
 echo "== tiny model and task -> $SSPO_TINY_DIR"
-"$PYTHON" -m sspo.tiny_task --out "$SSPO_TINY_DIR"
+"$PYTHON" -m sspo.tools.tiny_task --out "$SSPO_TINY_DIR"
 
 runs=(); dumps=()
 for algo in $ALGOS; do
   run="$OUT/${algo}_cpu"
-  steps=$("$PYTHON" -m sspo.cli --print-key trainer.total_training_steps "experiment=${algo}_cpu" "$@")
+  steps=$("$PYTHON" -m sspo.launch.cli --print-key trainer.total_training_steps "experiment=${algo}_cpu" "$@")
   if [[ "$(cat "$run/latest_checkpointed_iteration.txt" 2>/dev/null)" == "$steps" ]]; then
     echo "== ${algo}_cpu: finished earlier ($steps steps, $run)"
   else
     echo "== ${algo}_cpu: training ($steps steps) -> $run   [$(( SECONDS - start )) s]"
-    "$PYTHON" -m sspo.cli "experiment=${algo}_cpu" "$@"
+    "$PYTHON" -m sspo.launch.cli "experiment=${algo}_cpu" "$@"
   fi
   runs+=("$algo=$run/tensorboard"); dumps+=(--run "$algo=$run/validation_generations")
 done
 
 echo "== report -> $DEMO_DIR   [$(( SECONDS - start )) s]"
-"$PYTHON" -m sspo.report "${runs[@]}" --out "$DEMO_DIR/report"
-"$PYTHON" -m sspo.evaluation score "${dumps[@]}" --data-dir "$SSPO_TINY_DIR" \
+"$PYTHON" -m sspo.tools.report "${runs[@]}" --out "$DEMO_DIR/report"
+"$PYTHON" -m sspo.tools.evaluation score "${dumps[@]}" --data-dir "$SSPO_TINY_DIR" \
   --markdown "$DEMO_DIR/table.md" --csv "$DEMO_DIR/table.csv"
 echo "== demo done in $(( SECONDS - start )) s: $DEMO_DIR/report, $DEMO_DIR/table.md"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The real-LM clipping diagnostic (`make diagnose`): SmolLM2-135M-Instruct on GSM8K through verl's own trainer
 # (main_ppo, vLLM-CPU rollout, experiment=diagnose_cpu): GRPO, GSPO and SSPO, then SSPO at its two ablation clip
-# ranges (clip=narrow, clip=wide), one after another; then the plots and summary (sspo.report) and the per-step
-# table of the diagnostic (sspo.diagnostic_table). Arguments are Hydra overrides for every run.
+# ranges (clip=narrow, clip=wide), one after another; then the plots and summary (sspo.tools.report) and the per-step
+# table of the diagnostic (sspo.tools.diagnostic_table). Arguments are Hydra overrides for every run.
 #
 # A finished run is skipped when the command is run again (its folder holds `finished`); an interrupted one
 # starts over (the diagnostic runs keep no checkpoints).
@@ -27,7 +27,7 @@ for name in $RUNS; do  # every name checked before any work
 done
 
 echo "== SmolLM2-135M-Instruct + GSM8K prompts -> $SSPO_REAL_LM_DIR"
-"$PYTHON" -m sspo.real_lm_assets --out "$SSPO_REAL_LM_DIR" ${GSM8K:+--gsm8k "$GSM8K"}
+"$PYTHON" -m sspo.tools.real_lm_assets --out "$SSPO_REAL_LM_DIR" ${GSM8K:+--gsm8k "$GSM8K"}
 
 specs=(); dumps=()
 for name in $RUNS; do
@@ -37,13 +37,13 @@ for name in $RUNS; do
   else
     echo "== diagnose_$name: training -> $run   [$(( SECONDS - start )) s]"
     # shellcheck disable=SC2086  # the groups are separate words
-    "$PYTHON" -m sspo.cli experiment=diagnose_cpu ${GROUPS_OF[$name]} "trainer.experiment_name=diagnose_$name" "$@"
+    "$PYTHON" -m sspo.launch.cli experiment=diagnose_cpu ${GROUPS_OF[$name]} "trainer.experiment_name=diagnose_$name" "$@"
     mkdir -p "$run" && touch "$run/finished"
   fi
   specs+=("$name=$run/tensorboard"); dumps+=(--rollouts "$name=$run/rollouts")
 done
 
 echo "== report -> $DIAGNOSE_DIR   [$(( SECONDS - start )) s]"
-"$PYTHON" -m sspo.report "${specs[@]}" --out "$DIAGNOSE_DIR/report"
-"$PYTHON" -m sspo.diagnostic_table "${specs[@]}" "${dumps[@]}" --out "$DIAGNOSE_DIR/diagnostic.md"
+"$PYTHON" -m sspo.tools.report "${specs[@]}" --out "$DIAGNOSE_DIR/report"
+"$PYTHON" -m sspo.tools.diagnostic_table "${specs[@]}" "${dumps[@]}" --out "$DIAGNOSE_DIR/diagnostic.md"
 echo "== diagnose done in $(( SECONDS - start )) s: $DIAGNOSE_DIR/report, $DIAGNOSE_DIR/diagnostic.md"

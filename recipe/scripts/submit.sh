@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Submit one recipe run to a Ray cluster with `ray job submit`; arguments go to `python -m sspo.cli`.
+# Submit one recipe run to a Ray cluster with `ray job submit`; arguments go to `python -m sspo.launch.cli`.
 #
 #   RAY_ADDRESS=http://HEAD:8265 OUTPUT_DIR=/shared/sspo DATA_DIR=/shared/sspo/data \
 #     recipe/scripts/submit.sh experiment=sspo_qwen2.5-math-7b cluster=2x8gpu
@@ -14,7 +14,7 @@
 #   RAY_ADDRESS    Ray dashboard address (required), e.g. http://127.0.0.1:8265
 #   OUTPUT_DIR     shared directory for checkpoints and logs (required; becomes SSPO_OUTPUT_DIR)
 #   DATA_DIR       shared directory of the prepared parquet files (optional; becomes SSPO_DATA_DIR)
-#   SSPO_TINY_DIR  the CPU rows' assets (python -m sspo.tiny_task --out DIR), forwarded when set
+#   SSPO_TINY_DIR  the CPU rows' assets (python -m sspo.tools.tiny_task --out DIR), forwarded when set
 #   SUBMISSION_ID  Ray job id (default: sspo-<date>-<random>)
 #   NO_WAIT=1      return after submitting instead of following the logs
 #   JOB_PYTHON     interpreter on the cluster (default: python)
@@ -43,7 +43,7 @@ env_vars = {"VERL_USE_EXTERNAL_MODULES": "sspo.verl_plugin", "PYTHONUNBUFFERED":
             "SSPO_OUTPUT_DIR": os.environ["OUTPUT_DIR"], "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1"}
 if os.environ.get("DATA_DIR"):
     env_vars["SSPO_DATA_DIR"] = os.environ["DATA_DIR"]
-if os.environ.get("SSPO_TINY_DIR"):  # the CPU rows' tiny model and task (python -m sspo.tiny_task)
+if os.environ.get("SSPO_TINY_DIR"):  # the CPU rows' tiny model and task (python -m sspo.tools.tiny_task)
     env_vars["SSPO_TINY_DIR"] = os.environ["SSPO_TINY_DIR"]
 for key in ("HF_HOME", "HF_TOKEN", "WANDB_API_KEY"):
     if os.environ.get(key):
@@ -54,7 +54,7 @@ print(json.dumps({"working_dir": ".", "excludes": excludes, "env_vars": env_vars
 PY
 )"
 
-echo "submitting $SUBMISSION_ID to $RAY_ADDRESS: sspo.cli $*"
+echo "submitting $SUBMISSION_ID to $RAY_ADDRESS: sspo.launch.cli $*"
 exec ray job submit --address "$RAY_ADDRESS" --submission-id "$SUBMISSION_ID" \
   --runtime-env-json "$runtime_env" ${NO_WAIT:+--no-wait} \
-  -- "${JOB_PYTHON:-python}" -m sspo.cli "$@"
+  -- "${JOB_PYTHON:-python}" -m sspo.launch.cli "$@"

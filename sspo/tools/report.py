@@ -1,6 +1,6 @@
 """Plots and a Markdown summary from verl's training logs: CPU and GPU runs alike.
 
-    python -m sspo.report grpo=outputs/sspo/grpo_cpu/tensorboard sspo=outputs/sspo/sspo_cpu/tensorboard \
+    python -m sspo.tools.report grpo=outputs/sspo/grpo_cpu/tensorboard sspo=outputs/sspo/sspo_cpu/tensorboard \
         --out runs/demo/report
 
 Each positional argument is one run (one line per run in every plot), optionally named ``NAME=PATH``.
@@ -353,7 +353,7 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sspo.report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sspo.tools.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders or log files, optionally NAME=PATH")
     parser.add_argument("--out", required=True, help="folder for the PNGs and summary.md")
     args = parser.parse_args(argv)

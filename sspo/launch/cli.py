@@ -1,12 +1,12 @@
 """The recipe's one entry point: compose the Hydra config, run pre-flight checks, start verl's trainer.
 
-    python -m sspo.cli experiment=sspo_qwen2.5-math-1.5b [hydra overrides...]
-    python -m sspo.cli --dry-run experiment=grpo_qwen2.5-math-7b cluster=2x8gpu
-    python -m sspo.cli --multirun experiment=sspo_qwen2.5-math-1.5b \
+    python -m sspo.launch.cli experiment=sspo_qwen2.5-math-1.5b [hydra overrides...]
+    python -m sspo.launch.cli --dry-run experiment=grpo_qwen2.5-math-7b cluster=2x8gpu
+    python -m sspo.launch.cli --multirun experiment=sspo_qwen2.5-math-1.5b \
         actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence
 
 The config is ``recipe/config/sspo_trainer.yaml``, which extends verl's real ``ppo_trainer`` config.
-Checks run on the driver (sspo.preflight) before any GPU is touched; then ``verl.trainer.main_ppo.main``
+Checks run on the driver (sspo.launch.preflight) before any GPU is touched; then ``verl.trainer.main_ppo.main``
 runs with the composed config (verl's own entry, called through Hydra's config pass-through).
 ``--dry-run`` prints the resolved config and the checks and exits (CPU only).
 """
@@ -23,11 +23,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from sspo import preflight
+from sspo.launch import preflight
 
 CONFIG_NAME = "sspo_trainer"
 # recipe/config beside the package (editable install, a git checkout, or a Ray job's working_dir)
-DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[1] / "recipe" / "config"
+DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipe" / "config"
 RESOLVED_HEADER = "===== resolved config ====="
 CHECKS_HEADER = "===== pre-flight checks ====="
 # keys holding local paths that Ray workers (other cwd) must see as absolute paths
@@ -276,7 +276,7 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (``sspo-train`` / ``python -m sspo.cli``)."""
+    """Console entry point (``sspo-train`` / ``python -m sspo.launch.cli``)."""
     args = build_parser().parse_args(argv)
     if not args.multirun:
         return run_one(args.overrides, args)
@@ -289,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.dry_run:
             codes.append(run_one(point, args))
         else:  # a fresh process per run: verl's Ray actors and GPU memory are released between runs
-            cmd = [sys.executable, "-m", "sspo.cli", "--config-name", args.config_name]
+            cmd = [sys.executable, "-m", "sspo.launch.cli", "--config-name", args.config_name]
             cmd += ["--name-suffix", args.name_suffix, *point]
             if args.config_dir:
                 cmd += ["--config-dir", str(args.config_dir)]

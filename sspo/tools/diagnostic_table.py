@@ -1,9 +1,9 @@
 """The clipping diagnostic, step by step: one Markdown table row per run and training step, from verl's logs.
 
-    python -m sspo.diagnostic_table grpo=outputs/sspo/diagnose_grpo/tensorboard \
+    python -m sspo.tools.diagnostic_table grpo=outputs/sspo/diagnose_grpo/tensorboard \
         sspo=outputs/sspo/diagnose_sspo/tensorboard --out runs/diagnose/diagnostic.md
 
-Runs are read by :func:`sspo.report.load_run` (TensorBoard folder, verl file-logger JSONL or console log).
+Runs are read by :func:`sspo.tools.report.load_run` (TensorBoard folder, verl file-logger JSONL or console log).
 Columns: the run's own clip fraction (``actor/pg_clipfrac``, each algorithm at its own clip range), SSPO's
 same-range clip fractions by granularity (``actor/sspo/clipfrac_at_*``, runs of the ``sspo`` loss only),
 subsentences per response and tokens per subsentence (at the loss's granularity: subsentences for SSPO), the
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sspo.report import ReportError, load_run, markdown_table
+from sspo.tools.report import ReportError, load_run, markdown_table
 
 #: column -> verl metric key
 COLUMNS: dict[str, str] = {
@@ -78,9 +78,9 @@ def diagnostic_rows(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sspo.diagnostic_table RUN [RUN ...] --out FILE.md``; prints the table too."""
+    """``python -m sspo.tools.diagnostic_table RUN [RUN ...] --out FILE.md``; prints the table too."""
     parser = argparse.ArgumentParser(
-        prog="python -m sspo.diagnostic_table", description=__doc__.split("\n")[0]
+        prog="python -m sspo.tools.diagnostic_table", description=__doc__.split("\n")[0]
     )
     parser.add_argument("runs", nargs="+", help="run folders or log files, optionally NAME=PATH")
     parser.add_argument("--out", required=True, type=Path, help="Markdown file to write")

@@ -19,9 +19,9 @@ with ``--local-file name=path``.
 
 Usage::
 
-    python -m sspo.data --out-dir data                        # MATH L3-5 train + all benchmarks (hub)
-    python -m sspo.data --out-dir data --local-dir ../shared/data --train gsm8k
-    python -m sspo.data --out-dir data --train dapo --benchmarks aime24,amc,math500 --overwrite
+    python -m sspo.tools.data --out-dir data                        # MATH L3-5 train + all benchmarks (hub)
+    python -m sspo.tools.data --out-dir data --local-dir ../shared/data --train gsm8k
+    python -m sspo.tools.data --out-dir data --train dapo --benchmarks aime24,amc,math500 --overwrite
 
 Rules: output is deterministic (same bytes on every run); existing files are kept unless ``--overwrite``;
 unusable training rows are counted by reason and reported, never silently dropped; a BENCHMARK that would
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sspo.grading import gold_answers
+from sspo.reward.grading import gold_answers
 
 # --------------------------------------------------------------------------------------------------
 # Prompt templates
@@ -626,9 +626,9 @@ def _parse_local_files(items: list[str]) -> dict[str, str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m sspo.data`` argument parser."""
+    """The ``python -m sspo.tools.data`` argument parser."""
     p = argparse.ArgumentParser(
-        prog="python -m sspo.data",
+        prog="python -m sspo.tools.data",
         description="Prepare math training data and the evaluation benchmarks as verl RL parquet files.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Writes OUT_DIR/train.parquet, OUT_DIR/<benchmark>.parquet and OUT_DIR/manifest.json, then prints\n"

@@ -3,13 +3,13 @@
 Two sub-commands::
 
     # GPU machine with vLLM: k samples per problem for a checkpoint (hub id or local path)
-    python -m sspo.evaluation generate --model Qwen/Qwen2.5-Math-7B --data-dir data --k 8 \\
+    python -m sspo.tools.evaluation generate --model Qwen/Qwen2.5-Math-7B --data-dir data --k 8 \\
         --out evals/base.jsonl
     # anywhere: score generation files into the paper-style table, several runs side by side
-    python -m sspo.evaluation score --data-dir data --run base=evals/base.jsonl \\
+    python -m sspo.tools.evaluation score --data-dir data --run base=evals/base.jsonl \\
         --run sspo=checkpoints/sspo/val_generations --markdown table.md --csv table.csv
 
-``generate`` reads the benchmark parquet files written by ``python -m sspo.data`` (their chat prompts,
+``generate`` reads the benchmark parquet files written by ``python -m sspo.tools.data`` (their chat prompts,
 golds), samples with vLLM's ``LLM.chat`` (the model's own chat template, as verl's rollout does) and
 writes one JSON line per sample::
 
@@ -141,7 +141,7 @@ def resolve_generations_path(path: str | Path) -> Path:
     if not p.exists():
         raise EvalError(
             f"{p}: no such file or folder. Point --run at a generations JSONL written by "
-            "`python -m sspo.evaluation generate --out ...`, or at verl's trainer.validation_data_dir "
+            "`python -m sspo.tools.evaluation generate --out ...`, or at verl's trainer.validation_data_dir "
             "(or one <step>.jsonl in it)."
         )
     if p.is_dir():
@@ -155,7 +155,7 @@ def resolve_generations_path(path: str | Path) -> Path:
 
 
 def _iter_jsonl(path: Path, report: ReadReport):
-    from sspo.data import DataError, text_lines
+    from sspo.tools.data import DataError, text_lines
 
     try:
         for lineno, line in text_lines(path):
@@ -177,7 +177,7 @@ def _iter_jsonl(path: Path, report: ReadReport):
 
 @dataclass
 class BenchmarkProblems:
-    """The prepared benchmark rows (from ``python -m sspo.data``), for golds and verl-dump matching."""
+    """The prepared benchmark rows (from ``python -m sspo.tools.data``), for golds and verl-dump matching."""
 
     problems: dict[tuple[str, int], dict]  # (benchmark, index) -> {"problem", "golds"}
 
@@ -251,7 +251,7 @@ def read_generations(
             if problems is None or not problems.problems:
                 raise EvalError(
                     f"{path} is a verl validation dump (no benchmark names): pass --data-dir with the "
-                    "benchmark parquet files used for validation (python -m sspo.data --out-dir ...)"
+                    "benchmark parquet files used for validation (python -m sspo.tools.data --out-dir ...)"
                 )
             key = problems.match(row["input"], cache)
             if key is None:
@@ -384,7 +384,7 @@ def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
         raise EvalError(
             f"--model {args.model}: no config.json there; pass a HF checkpoint folder or a hub id"
         )
-    from sspo.data import BENCHMARKS
+    from sspo.tools.data import BENCHMARKS
 
     data_dir = Path(args.data_dir)
     benchmarks = [b.strip() for b in args.benchmarks.split(",") if b.strip()]
@@ -398,7 +398,7 @@ def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
     for b in benchmarks:
         f = data_dir / f"{b}.parquet"
         if not f.exists():
-            raise EvalError(f"{f}: not found; prepare it with `python -m sspo.data --out-dir {data_dir}`")
+            raise EvalError(f"{f}: not found; prepare it with `python -m sspo.tools.data --out-dir {data_dir}`")
         for row in pq.read_table(f).to_pylist():
             problems.append(
                 {
@@ -472,13 +472,13 @@ def generate(plan: dict[str, Any]) -> Path:
 # CLI
 # --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    """The ``python -m sspo.evaluation`` parser (sub-commands ``generate`` and ``score``)."""
-    p = argparse.ArgumentParser(prog="python -m sspo.evaluation", description=__doc__.split("\n")[0])
+    """The ``python -m sspo.tools.evaluation`` parser (sub-commands ``generate`` and ``score``)."""
+    p = argparse.ArgumentParser(prog="python -m sspo.tools.evaluation", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="k samples per benchmark problem with vLLM (GPU only)")
     g.add_argument("--model", required=True, help="checkpoint: hub id or local HF folder")
-    g.add_argument("--data-dir", default="data", help="folder with <benchmark>.parquet from sspo.data")
+    g.add_argument("--data-dir", default="data", help="folder with <benchmark>.parquet from sspo.tools.data")
     g.add_argument("--benchmarks", default=",".join(FIVE), help="comma list (default: the five)")
     g.add_argument("--k", type=int, default=8, help="samples per problem (default 8)")
     g.add_argument("--temperature", type=float, default=0.6)
@@ -551,9 +551,9 @@ def score_runs(
     if data_dir is not None:
         if not Path(data_dir).is_dir():
             raise EvalError(
-                f"--data-dir {data_dir}: not a folder; prepare it with python -m sspo.data --out-dir"
+                f"--data-dir {data_dir}: not a folder; prepare it with python -m sspo.tools.data --out-dir"
             )
-        from sspo.data import BENCHMARKS
+        from sspo.tools.data import BENCHMARKS
 
         other_amc = "amc23" if amc == "amc" else "amc"
         # the paper's benchmarks, and any other benchmark file there (e.g. the CPU demo's tiny_add.parquet)

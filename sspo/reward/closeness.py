@@ -1,6 +1,6 @@
 """A graded numeric reward for small models on GSM8K: full credit for the right answer, partial for a close one.
 
-    reward.custom_reward_function.path=pkg://sspo.closeness_reward
+    reward.custom_reward_function.path=pkg://sspo.reward.closeness
     reward.custom_reward_function.name=compute_score
 
 Why: a 135M model (the real-LM diagnostic, ``experiment=diagnose_cpu``) almost never writes ``\\boxed{}``
@@ -21,8 +21,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sspo.reward import compute_score as exact_score
-from sspo.reward import last_boxed_answer
+from sspo.reward.score import compute_score as exact_score
+from sspo.reward.grading import last_boxed_answer
 
 __all__ = ["PARTIAL", "last_number", "compute_score"]
 

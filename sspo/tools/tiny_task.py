@@ -1,9 +1,9 @@
 """The CPU demo's task: a tiny Qwen2 learns single-digit additions, through verl's own trainer.
 
-    python -m sspo.tiny_task --out runs/tiny      # model/, train.parquet, tiny_add.parquet (about 20 s)
+    python -m sspo.tools.tiny_task --out runs/tiny      # model/, train.parquet, tiny_add.parquet (about 20 s)
 
 "What is a + b?" for 0 <= a, b <= ``max_operand``, prompted with the recipe's Qwen2.5-Math template
-(:func:`sspo.data.build_prompt`) and scored by :mod:`sspo.reward` like the GPU rows. A random model
+(:func:`sspo.tools.data.build_prompt`) and scored by :mod:`sspo.reward` like the GPU rows. A random model
 never writes ``\\boxed{}``, so the model gets a short SUPERVISED WARM-UP first (plain PyTorch,
 teacher-forced on correct formatted answers, the same for every algorithm): it then writes the
 format but samples wrong sums often at temperature 1, and RL (``experiment=<algo>_cpu``) raises the
@@ -86,7 +86,7 @@ def all_problems(max_operand: int) -> list[Problem]:
 
 
 def _rows(problems: Sequence[Problem], split: str) -> list[dict[str, Any]]:
-    from sspo.data import build_prompt
+    from sspo.tools.data import build_prompt
 
     return [
         {
@@ -110,8 +110,8 @@ def _warmup_model(cfg: TinyTaskConfig, path: Path) -> None:
     """Tokenizer + tiny Qwen2, then ``warmup_steps`` of teacher-forced cross-entropy (AdamW); saved to ``path``."""
     import torch
 
-    from sspo.data import build_prompt
-    from sspo.tiny import CHAT_TEMPLATE, build_model, build_tokenizer
+    from sspo.tools.data import build_prompt
+    from sspo.tools.tiny import CHAT_TEMPLATE, build_model, build_tokenizer
 
     problems = all_problems(cfg.max_operand)
     corpus = ["\n".join(m["content"] for m in build_prompt(p.question)) + "\n" + p.solution for p in problems * 4]
@@ -153,7 +153,7 @@ def prepare_assets(out: str | Path, cfg: TinyTaskConfig | None = None) -> Path:
     """
     import torch
 
-    from sspo.data import write_parquet
+    from sspo.tools.data import write_parquet
 
     cfg = cfg or TinyTaskConfig()
     out = Path(out)
@@ -176,9 +176,9 @@ def prepare_assets(out: str | Path, cfg: TinyTaskConfig | None = None) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sspo.tiny_task --out DIR [--warmup-steps N ...]``."""
+    """``python -m sspo.tools.tiny_task --out DIR [--warmup-steps N ...]``."""
     defaults = TinyTaskConfig()
-    parser = argparse.ArgumentParser(prog="python -m sspo.tiny_task", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sspo.tools.tiny_task", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train.parquet, tiny_add.parquet)")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)

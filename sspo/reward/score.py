@@ -7,11 +7,11 @@ Use it as verl's custom reward function::
     +reward.custom_reward_function.reward_kwargs.timeout=5.0     # optional, seconds
     +reward.custom_reward_function.reward_kwargs.rules={units:false}   # optional: turn one rule off
 
-Two grading policies share one code path (``sspo.grading``): ``compute_score`` grades with the strict
+Two grading policies share one code path (``sspo.reward.grading``): ``compute_score`` grades with the strict
 ``training`` policy (one value offered, no boxes hidden in code/quotes/comments, no invisible boxes,
 units/percent/degrees checked, math-verify's "equal" guarded); ``compute_score_evaluation`` (or
 ``policy="evaluation"``) is the standard paper-table grader (last ``\\boxed{}``, normalised match,
-math-verify), which ``sspo.evaluation`` uses so our tables stay comparable with published ones.
+math-verify), which ``sspo.tools.evaluation`` uses so our tables stay comparable with published ones.
 
 How a response is scored:
 
@@ -20,7 +20,7 @@ How a response is scored:
 2. the answer and every gold (``ground_truth`` may be a string, a number or a list of alternatives;
    ``extra_info["answer_alternatives"]`` adds more) are compared as canonical strings and exact numbers
    (``0.5`` = ``\\frac{1}{2}`` = ``2/4``, ``1e+20`` = ``10^{20}``) in-process, in microseconds;
-3. otherwise math-verify decides, in a worker process (``sspo.math_verify_pool``): pathological answers
+3. otherwise math-verify decides, in a worker process (``sspo.reward.math_verify_pool``): pathological answers
    are screened out first, every request gets a worker of its own (a slow neighbour never delays it), and
    the caller waits at most ``timeout`` seconds (default 5, the whole call); a worker that overruns is
    killed and the response scores 0.
@@ -43,8 +43,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sspo import math_verify_pool as _mv
-from sspo.grading import (  # noqa: F401  (re-exported: sspo.data and users import them from here)
+from sspo.reward import math_verify_pool as _mv
+from sspo.reward.grading import (  # noqa: F401  (re-exported: sspo.tools.data and users import them from here)
     EVALUATION,
     POLICIES,
     TRAINING,
@@ -54,7 +54,7 @@ from sspo.grading import (  # noqa: F401  (re-exported: sspo.data and users impo
     grade,
     last_boxed_answer,
 )
-from sspo.math_verify_pool import DEFAULT_TIMEOUT_S, MAX_WORKERS, WARM_WORKERS, screen, shutdown, warmup  # noqa: F401
+from sspo.reward.math_verify_pool import DEFAULT_TIMEOUT_S, MAX_WORKERS, WARM_WORKERS, screen, shutdown, warmup  # noqa: F401
 
 logger = logging.getLogger(__name__)
 

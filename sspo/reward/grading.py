@@ -18,11 +18,11 @@ Two policies, one code path (``grade``):
     carry some, the answer's must be among the gold's (``90\\%`` is not ``90^\\circ``, hours are not
     minutes); ``x\\%`` for a gold without ``%`` is the number ``x/100``;
   - ``guard_math_verify``: math-verify's "equal" counts only when its parse keeps every variable of the
-    answer (it reads ``\\hbar \\omega(v+1/2)-...`` as ``2``); see ``sspo.math_verify_pool``.
+    answer (it reads ``\\hbar \\omega(v+1/2)-...`` as ``2``); see ``sspo.reward.math_verify_pool``.
 
 Both policies: numbers in float notation compare as numbers (``1e+20`` = ``10^{20}``), a multiple-choice
 gold accepts the letter with its option text (``\\text{(C) Plane}`` for ``\\text{(C)}``). Standard library
-only (the worker processes and ``sspo.data`` import it).
+only (the worker processes and ``sspo.tools.data`` import it).
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ def remove_invisible(s: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Gold answers: raw dataset values -> list of answer strings (shared with sspo.data)
+# Gold answers: raw dataset values -> list of answer strings (shared with sspo.tools.data)
 # --------------------------------------------------------------------------------------------------
 def _number_to_str(x: float | int) -> str:
     if isinstance(x, bool | int):

@@ -1,0 +1,90 @@
+"""SSPO's actor loss: verl's ``ppo_loss`` plus the inputs the ``sspo`` policy loss needs.
+
+SSPO's trainers install :func:`sspo_ppo_loss` on every actor worker with verl's ``set_loss_fn`` (verl
+installs ``partial(ppo_loss, config=...)`` by default). For ``loss_mode=sspo`` it computes, per micro-batch,
+the subsentence ids (from ``responses``), the old policy's ``entropy`` and the step's entropy reference
+``sspo_entropy_ref`` (set by the trainer over the whole batch, so the clip does not depend on how the batch
+was split), and calls ``ppo_loss`` unchanged inside :func:`policy_loss_inputs`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from sspo.segmentation import SubsentenceSegmenter
+from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig, policy_loss_inputs
+
+__all__ = ["ENTROPY_REF_KEY", "build_actor_config", "make_actor_loss_fn", "sspo_loss_inputs", "sspo_ppo_loss"]
+
+#: non-tensor key of the update batch that carries H_ref (written by SSPO's trainers before the update)
+ENTROPY_REF_KEY = "sspo_entropy_ref"
+
+
+@functools.lru_cache(maxsize=4)
+def _segmenter(tokenizer: Any, delimiters: tuple[str, ...] | None, max_subsentence_len: int | None) -> Any:
+    """One segmenter per (worker tokenizer, delimiters, cap): the vocabulary table is built once per process."""
+    return SubsentenceSegmenter.from_tokenizer(
+        tokenizer, delimiters=delimiters, max_subsentence_len=max_subsentence_len
+    )
+
+
+def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
+    """``segment_ids``, and with the adaptive clip the old-policy ``entropy`` and ``entropy_ref``, for one
+    micro-batch, padded exactly as ``ppo_loss`` pads ``response_mask`` (same ``select().to_padded_tensor()``).
+
+    Args:
+        config: verl ``ActorConfig`` (``config.model_config.tokenizer`` is the worker's tokenizer).
+        data: the micro-batch TensorDict the engine hands to the loss (nested or padded fields).
+
+    Returns:
+        ``{"segment_ids": LongTensor[B, T], "entropy": FloatTensor[B, T], "entropy_ref": float}`` (those needed).
+    """
+    from verl.utils import tensordict_utils as tu
+
+    settings = config.policy_loss if isinstance(config.policy_loss, SSPOPolicyLossConfig) else SSPOPolicyLossConfig()
+    # Segment ids at EVERY granularity: the token/sequence losses ignore them but report
+    # ``actor/sspo/clipfrac_at_subsentence``, so granularity ablations log all three clip fractions.
+    fields = ["response_mask", "responses"]
+    if settings.adaptive_clip:
+        if "entropy" not in data.keys():
+            raise ValueError(
+                f"{POLICY_LOSS_KEY}.adaptive_clip=true needs the old policy's per-token entropy in the batch "
+                "(key 'entropy', written by verl's trainer in _compute_old_log_prob); it is missing -- "
+                "algorithm.rollout_correction.bypass_mode=true skips it: set bypass_mode=false or adaptive_clip=false"
+            )
+        fields.append("entropy")
+    padded = data.select(*fields).to_padded_tensor()
+    response_mask = padded["response_mask"].bool()
+    delimiters = tuple(settings.delimiters) if settings.delimiters is not None else None
+    segmenter = _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)
+    inputs: dict[str, Any] = {"segment_ids": segmenter(padded["responses"], response_mask)}
+    if settings.adaptive_clip:
+        inputs["entropy"] = padded["entropy"].detach()
+        inputs["entropy_ref"] = tu.get(data, ENTROPY_REF_KEY, default=None)
+    return inputs
+
+
+def sspo_ppo_loss(config: Any, model_output: Any, data: Any, dp_group: Any = None) -> tuple[Any, dict]:
+    """Drop-in for verl's ``ppo_loss`` (same signature): for ``loss_mode=sspo`` it feeds SSPO's inputs."""
+    from verl.workers.utils.losses import ppo_loss
+
+    if config.policy_loss.get("loss_mode", "vanilla") != LOSS_MODE:
+        return ppo_loss(config, model_output, data, dp_group)
+    with policy_loss_inputs(**sspo_loss_inputs(config, data)):
+        return ppo_loss(config, model_output, data, dp_group)
+
+
+def make_actor_loss_fn(actor_config: Any) -> Callable[..., Any]:
+    """``partial(sspo_ppo_loss, config=actor_config)``: what SSPO's trainers install with ``set_loss_fn``."""
+    return functools.partial(sspo_ppo_loss, config=actor_config)
+
+
+def build_actor_config(cfg: Any) -> Any:
+    """The ``ActorConfig`` the actor worker builds (same two calls as ``ActorRolloutRefWorker.init_model``)."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    actor_config = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    actor_config.model_config = omega_conf_to_dataclass(cfg.actor_rollout_ref.model)
+    return actor_config

@@ -1,0 +1,268 @@
+"""Config-time checks of a composed ``ppo_trainer`` config: what SSPO's pieces need of verl's keys.
+
+One source of truth per rule: the SSPO fields are validated by :class:`sspo.loss.SSPOSettings` (through
+:class:`SSPOPolicyLossConfig`), PPO's clip range by :func:`sspo.loss.check_clip_range`; this module checks
+only combinations of keys (loss vs trainer, adaptive clip vs bypass mode, what each verl trainer mode
+needs) and that verl's registries hold what the config names. Called by SSPO's trainers at init and by the
+recipe's pre-flight (:mod:`sspo.launch.preflight`), before any worker starts.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
+
+from sspo.loss import check_clip_range
+from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig
+from sspo.verl_plugin.trainers import SSPO_TRAINERS, TRAINER_PREFIX, VERL_TRAINER_MODES, verl_trainer_mode
+
+__all__ = [
+    "HOW_TO_REGISTER",
+    "assert_checkpoint_engine_available",
+    "assert_loss_registered",
+    "assert_trainer_registered",
+    "registration_status",
+    "select",
+    "validate_config",
+    "validate_trainer_mode",
+]
+
+ACTOR_KEY = "actor_rollout_ref.actor"
+_SSPO_NAMES = ", ".join(f"{TRAINER_PREFIX}{mode}" for mode in VERL_TRAINER_MODES)
+
+HOW_TO_REGISTER = (
+    "verl imports plugins in every process through the `verl.plugins` entry point of an INSTALLED package "
+    "(pip install -e <this repo>; not disabled by VERL_USE_EXTERNAL_PLUGINS=none), or through "
+    "VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin in the environment of every process (Ray: "
+    "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin) for code shipped "
+    "by Ray working_dir. verl hides plugin import errors: run `python -c 'import sspo.verl_plugin'` to see one."
+)
+
+
+def select(cfg: Any, key: str, default: Any = None) -> Any:
+    """``OmegaConf.select`` with ``default`` also for a key set to null."""
+    from omegaconf import OmegaConf
+
+    value = OmegaConf.select(cfg, key, default=default)
+    return default if value is None else value
+
+
+# ----------------------------------------------------------------------------------------------
+# Registration (verl swallows plugin import errors, so a missing registration is named here)
+# ----------------------------------------------------------------------------------------------
+
+
+def registration_status() -> dict[str, Any]:
+    """Which SSPO pieces are registered in THIS process (for checks inside Ray workers)."""
+    return {
+        "pid": os.getpid(),
+        "loss": POLICY_LOSS_REGISTRY.get(LOSS_MODE) is not None,
+        "trainer": all(name in TRAINER_REGISTRY for name in SSPO_TRAINERS),
+        "plugin_imported": "sspo.verl_plugin" in sys.modules,
+    }
+
+
+def assert_loss_registered(loss_mode: str) -> None:
+    """Raise RuntimeError, saying how to fix it, unless ``loss_mode`` is in verl's policy-loss registry."""
+    if loss_mode in POLICY_LOSS_REGISTRY:
+        return
+    hint = HOW_TO_REGISTER if loss_mode == LOSS_MODE else f"check the spelling of {POLICY_LOSS_KEY}.loss_mode"
+    raise RuntimeError(
+        f"policy loss {loss_mode!r} ({POLICY_LOSS_KEY}.loss_mode) is not registered in verl in process "
+        f"{os.getpid()}; registered: {sorted(POLICY_LOSS_REGISTRY)}. {hint}"
+    )
+
+
+def assert_trainer_registered(trainer_mode: str) -> None:
+    """Raise RuntimeError, saying how to fix it, unless ``trainer_mode`` is a registered verl v1 trainer."""
+    if trainer_mode in TRAINER_REGISTRY:
+        return
+    if trainer_mode.startswith(TRAINER_PREFIX) and trainer_mode not in SSPO_TRAINERS:
+        raise ValueError(f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}")
+    hint = HOW_TO_REGISTER if trainer_mode in SSPO_TRAINERS else f"SSPO's trainers: {_SSPO_NAMES}"
+    raise RuntimeError(
+        f"trainer {trainer_mode!r} (trainer.v1.trainer_mode) is not registered in verl in process "
+        f"{os.getpid()}; registered: {sorted(TRAINER_REGISTRY)}. {hint}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Config-time checks
+# ----------------------------------------------------------------------------------------------
+
+
+def validate_config(cfg: Any) -> None:
+    """Config-time checks of a composed ``ppo_trainer`` config (DictConfig); ValueError names the key and fix.
+
+    The loss mode and trainer are registered (RuntimeError with the fix if not); PPO's clip range; what verl's
+    trainer mode needs (:func:`validate_trainer_mode`); for ``loss_mode=sspo`` also :func:`_validate_sspo`.
+    """
+    loss_mode = select(cfg, f"{POLICY_LOSS_KEY}.loss_mode", "vanilla")
+    assert_loss_registered(loss_mode)
+    if not select(cfg, "trainer.use_v1", True):
+        raise ValueError(
+            "trainer.use_v1=false selects verl's deprecated legacy trainer, which cannot run SSPO's trainers: "
+            "remove the override (verl's default is trainer.use_v1=true)"
+        )
+    clip_ratio = select(cfg, f"{ACTOR_KEY}.clip_ratio", 0.2)
+    low = select(cfg, f"{ACTOR_KEY}.clip_ratio_low", clip_ratio)
+    high = select(cfg, f"{ACTOR_KEY}.clip_ratio_high", clip_ratio)
+    check_clip_range(low, high, None, dual_clip=False, key=f"{ACTOR_KEY}.clip_ratio")
+
+    poll_s = select(cfg, "sspo.replay_poll_interval_s")
+    if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or not poll_s > 0):
+        raise ValueError(f"sspo.replay_poll_interval_s={poll_s!r}: need seconds > 0, or null for verl's 2 s")
+
+    trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
+    assert_trainer_registered(trainer_mode)
+    verl_mode = verl_trainer_mode(trainer_mode)
+    if verl_mode is not None:
+        validate_trainer_mode(cfg, trainer_mode, verl_mode)
+    if loss_mode == LOSS_MODE:
+        _validate_sspo(cfg, trainer_mode, verl_mode, low, high)
+
+
+def _validate_sspo(cfg: Any, trainer_mode: str, verl_mode: str | None, low: float, high: float) -> None:
+    """``loss_mode=sspo``: one of SSPO's trainers, SSPO's config class, an entropy for the adaptive clip."""
+    if trainer_mode not in SSPO_TRAINERS:
+        fix = f"{TRAINER_PREFIX}{verl_mode}" if verl_mode else f"one of {_SSPO_NAMES}"
+        raise ValueError(
+            f"trainer.v1.trainer_mode={trainer_mode!r} cannot feed {POLICY_LOSS_KEY}.loss_mode=sspo: verl's own "
+            f"trainers pass the loss only its seven standard arguments, not the subsentence ids and old-policy "
+            f"entropy. Set trainer.v1.trainer_mode={fix} (verl's {verl_mode or 'chosen'} mode with SSPO's hooks)"
+        )
+    settings = _sspo_settings(cfg)
+    check_clip_range(low, high, select(cfg, f"{ACTOR_KEY}.clip_ratio_c", 3.0), settings.use_dual_clip,
+                     key=f"{ACTOR_KEY}.clip_ratio")  # fmt: skip
+    if settings.adaptive_clip and select(cfg, "algorithm.rollout_correction.bypass_mode", False):
+        raise ValueError(
+            "algorithm.rollout_correction.bypass_mode=true skips verl's old-log-prob pass, so there is no old-policy "
+            f"entropy for {POLICY_LOSS_KEY}.adaptive_clip=true: set bypass_mode=false or adaptive_clip=false"
+        )
+    if select(cfg, "distillation.enabled", False):
+        raise ValueError(
+            "distillation.enabled=true with loss_mode=sspo: verl's distillation loss calls ppo_loss directly and "
+            "cannot feed SSPO's inputs; disable distillation or use another loss mode"
+        )
+
+
+def _sspo_settings(cfg: Any) -> SSPOPolicyLossConfig:
+    """``policy_loss`` built as verl's worker builds it; its ``_target_`` must be SSPO's config class."""
+    from hydra.utils import get_class
+    from omegaconf import OmegaConf
+    from verl.utils.config import omega_conf_to_dataclass
+
+    policy_loss = OmegaConf.select(cfg, POLICY_LOSS_KEY)
+    target = policy_loss.get("_target_", None)
+    try:
+        cls = get_class(str(target))
+    except Exception:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, SSPOPolicyLossConfig)):
+        raise ValueError(
+            f"{POLICY_LOSS_KEY}._target_={target!r} with loss_mode=sspo: set "
+            f"{POLICY_LOSS_KEY}._target_=sspo.verl_plugin.SSPOPolicyLossConfig so that the SSPO keys "
+            "(granularity, adaptive_clip, delimiters, ...) exist and are validated"
+        )
+    try:
+        return omega_conf_to_dataclass(policy_loss)
+    except ValueError:
+        raise  # SSPOSettings.__post_init__: the message names the key already
+    except Exception as exc:  # e.g. an unknown key: TypeError from the dataclass constructor
+        raise ValueError(f"{POLICY_LOSS_KEY} does not build an SSPOPolicyLossConfig: {exc}") from exc
+
+
+def validate_trainer_mode(cfg: Any, trainer_mode: str, verl_mode: str) -> None:
+    """What verl's trainer for ``verl_mode`` asserts only inside the TaskRunner (or never), checked now.
+
+    ``trainer_mode`` is the configured ``trainer.v1.trainer_mode``, ``verl_mode`` verl's mode behind it
+    (:func:`verl_trainer_mode`). ValueError names the key and the fix.
+    """
+    if verl_mode == "separate_async":
+        _validate_separate_async(cfg, trainer_mode)
+    sync_step = select(cfg, f"trainer.v1.{verl_mode}.parameter_sync_step", 1)
+    if trainer_mode != verl_mode and select(cfg, "skip.rollout_tq.enable", False) and sync_step != 1:
+        raise ValueError(
+            f"skip.rollout_tq.enable=true with trainer.v1.trainer_mode={trainer_mode}: verl's RolloutTqSkip reads "
+            f"trainer.v1.<trainer_mode>.parameter_sync_step (absent: 1), not trainer.v1.{verl_mode}.parameter_sync_step"
+            f"={sync_step}; set skip.rollout_tq.enable=false or trainer.v1.{verl_mode}.parameter_sync_step=1"
+        )
+
+
+def _validate_separate_async(cfg: Any, trainer_mode: str) -> None:
+    """separate_async: standalone rollout resources, a weight-sync engine that reaches them, whole mini-batches."""
+    mode = f"trainer.v1.trainer_mode={trainer_mode}"
+    rollout = "actor_rollout_ref.rollout"
+    if select(cfg, "trainer.device") == "cpu":
+        raise ValueError(
+            f"{mode} with trainer.device=cpu: not supported on CPU. verl's separate_async trainer maps the actor "
+            "to its DetachActorWorker, which has no CPU variant in sspo.cpu.workers, and ships weights to the "
+            f"standalone rollout with {rollout}.checkpoint_engine.backend other than naive, none of which runs in "
+            "the CPU environment (nccl: cupy and CUDA buffers; hccl: Ascend NPUs; nixl, mooncake: not installed). "
+            "On CPU use trainer.v1.trainer_mode=sspo_sync or sspo_colocate_async"
+        )
+    sync_step = select(cfg, "trainer.v1.separate_async.parameter_sync_step", 1)
+    batch = select(cfg, "data.train_batch_size")
+    mini = select(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size")
+    if batch != sync_step * mini:
+        fix = (
+            f"set trainer.v1.separate_async.parameter_sync_step={batch // mini}"
+            if mini and batch % mini == 0
+            else "make data.train_batch_size a multiple of actor_rollout_ref.actor.ppo_mini_batch_size"
+        )
+        raise ValueError(
+            f"{mode}: data.train_batch_size ({batch}) must equal trainer.v1.separate_async.parameter_sync_step "
+            f"({sync_step}) x actor_rollout_ref.actor.ppo_mini_batch_size ({mini}) (verl syncs the rollout's "
+            f"weights once per training batch). Fix: {fix}"
+        )
+    for key in ("nnodes", "n_gpus_per_node"):
+        value = select(cfg, f"{rollout}.{key}", 0)
+        if not (isinstance(value, int) and value > 0):
+            raise ValueError(
+                f"{mode} runs the rollout on its own GPUs: set {rollout}.{key} (now {value!r}) > 0, e.g. "
+                f"{rollout}.nnodes=1 {rollout}.n_gpus_per_node=8 beside trainer.nnodes/trainer.n_gpus_per_node"
+            )
+    backend = select(cfg, f"{rollout}.checkpoint_engine.backend", "naive")
+    if backend == "naive":
+        raise ValueError(
+            f"{mode}: {rollout}.checkpoint_engine.backend=naive only reaches rollout servers on the training "
+            f"GPUs; the standalone rollout needs nccl (GPUs), hccl (Ascend), nixl or mooncake: set "
+            f"{rollout}.checkpoint_engine.backend=nccl"
+        )
+    if select(cfg, "reward.reward_model.enable", False) and not select(
+        cfg, "reward.reward_model.enable_resource_pool", False
+    ):
+        raise ValueError(
+            f"{mode}: a colocated reward model cannot run beside a rollout that never pauses: set "
+            "reward.reward_model.enable_resource_pool=true (with its own nnodes/n_gpus_per_node)"
+        )
+
+
+def assert_checkpoint_engine_available(cfg: Any) -> None:
+    """``actor_rollout_ref.rollout.checkpoint_engine.backend`` is in verl's checkpoint-engine registry in THIS
+    process (after its ``custom_backend_module``); verl looks it up only once the workers are up.
+
+    Separate from :func:`validate_config` because it depends on the machine (nccl needs cupy): run it
+    where the trainer runs, not on a laptop's dry run.
+    """
+    from verl.checkpoint_engine import CheckpointEngineRegistry
+    from verl.utils.import_utils import import_external_libs
+
+    key = "actor_rollout_ref.rollout.checkpoint_engine"
+    backend = select(cfg, f"{key}.backend", "naive")
+    module = select(cfg, f"{key}.custom_backend_module") or None
+    try:
+        import_external_libs(module)
+    except ImportError as err:
+        raise ValueError(f"{key}.custom_backend_module={module!r} does not import: {err}") from None
+    try:
+        CheckpointEngineRegistry.get(backend)
+    except ValueError as err:
+        raise ValueError(
+            f"{key}.backend={backend!r} cannot run here: {err}. Install its transport (nccl: cupy; nixl; "
+            f"mooncake) or register one with {key}.custom_backend_module"
+        ) from None

@@ -1,0 +1,203 @@
+"""SSPO's trainers: each of verl 0.9.1's v1 trainer modes plus :class:`SSPOTrainerMixin`.
+
+``sspo_sync`` (also ``sspo``), ``sspo_colocate_async`` and ``sspo_separate_async`` are verl's trainer for
+that mode with SSPO's hooks (all are verl hook methods or overrides of its trainer's own steps):
+config checks before verl's ``__init__``, the CPU workers in CPU mode, SSPO's actor loss on every actor
+worker, the step's entropy reference for the adaptive clip, and bounded weight syncs. Registered by
+:func:`sspo.verl_plugin.register`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync
+
+from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY, build_actor_config, make_actor_loss_fn
+
+__all__ = [
+    "LEGACY_TRAINER_MODE",
+    "SSPO_TRAINERS",
+    "TRAINER_PREFIX",
+    "VERL_TRAINER_MODES",
+    "SSPOColocateAsyncTrainer",
+    "SSPOSeparateAsyncTrainer",
+    "SSPOSyncTrainer",
+    "SSPOTrainer",
+    "SSPOTrainerMixin",
+    "verl_trainer_mode",
+]
+
+from verl.trainer.ppo.v1 import (
+    PPOTrainerColocateAsync,
+    PPOTrainerSeparateAsync,
+    PPOTrainerSync,
+)
+
+#: verl 0.9.1's trainer modes (``trainer.v1.trainer_mode``); SSPO's trainer for mode ``m`` is ``sspo_<m>``
+VERL_TRAINER_MODES = ("sync", "colocate_async", "separate_async")
+TRAINER_PREFIX = "sspo_"
+#: the first name of SSPO's trainer, kept for old configs: the same trainer as ``sspo_sync``
+LEGACY_TRAINER_MODE = "sspo"
+
+
+def verl_trainer_mode(trainer_mode: str) -> str | None:
+    """verl's mode behind a ``trainer.v1.trainer_mode`` value: ``sspo_<m>`` and verl's ``<m>`` -> ``<m>``,
+    ``sspo`` -> ``sync``; ``None`` for any other name."""
+    if trainer_mode == LEGACY_TRAINER_MODE:
+        return "sync"
+    mode = trainer_mode.removeprefix(TRAINER_PREFIX)
+    return mode if mode in VERL_TRAINER_MODES else None
+
+
+class SSPOTrainerMixin:
+    """SSPO's hooks on one of verl's trainers (``class X(SSPOTrainerMixin, <verl trainer>)``).
+
+    * ``__init__``: :func:`sspo.verl_plugin.config_checks.validate_config` before any of verl's code runs;
+    * ``trainer_mode`` reads as verl's mode name (``verl_mode``), so verl's ``== "sync"`` branches and its
+      ``trainer.v1.get(self.trainer_mode)`` settings are those of the mode this trainer extends;
+    * ``_init_resource_pool_mgr``: the CPU workers of :mod:`sspo.cpu.workers` when ``trainer.device=cpu``;
+    * ``on_init_end``: installs :func:`sspo_ppo_loss` on every actor worker and bounds every weight sync
+      (:class:`sspo.verl_plugin.weight_sync.BoundedWeightSync`), then runs verl's hook (the first weight sync).
+    """
+
+    verl_mode: str  # set by each trainer class below
+
+    def __init__(self, config: Any) -> None:
+        from sspo.verl_plugin import config_checks
+
+        config_checks.validate_config(config)  # before any worker, rollout or GPU time
+        if self.verl_mode == "separate_async":  # its weight sync to the standalone rollout
+            config_checks.assert_checkpoint_engine_available(config)
+        super().__init__(config)  # type: ignore[call-arg]
+
+    @property
+    def trainer_mode(self) -> str:
+        """verl's mode name; ``PPOTrainer.__init__`` assigns ``config.trainer.v1.trainer_mode`` to it."""
+        return self.verl_mode
+
+    @trainer_mode.setter
+    def trainer_mode(self, name: str) -> None:
+        self.registered_trainer_mode = name
+
+    def _init_resource_pool_mgr(self) -> None:
+        """verl's role -> worker mapping; in CPU mode (``trainer.device=cpu``) the gloo workers of :mod:`sspo.cpu.workers`."""
+        super()._init_resource_pool_mgr()  # type: ignore[misc]
+        if self.config.trainer.get("device") == "cpu":
+            from sspo.cpu.workers import cpu_role_worker_mapping
+
+            _refuse_unknown_cpu_workers(self.role_worker_mapping, self.verl_mode)
+            self.role_worker_mapping = cpu_role_worker_mapping(self.role_worker_mapping)
+
+    def _build_replay_buffer(self) -> Any:
+        """verl's replay buffer, polling for finished rollouts every ``sspo.replay_poll_interval_s`` when set.
+
+        verl polls every 2 s (a constructor argument its config does not expose): nothing on GPUs, where a
+        rollout takes minutes, but a third of a tiny CPU step, so the CPU preset sets 0.25 s.
+        """
+        buffer = super()._build_replay_buffer()  # type: ignore[misc]
+        poll_s = self.config.get("sspo", {}).get("replay_poll_interval_s")
+        if poll_s is not None:
+            buffer.poll_interval = float(poll_s)
+        return buffer
+
+    def on_init_end(self) -> None:
+        """verl's hook after ``init_model``: install the loss wrapper, bound the weight syncs, then verl's
+        own hook (the first weight sync into every rollout replica)."""
+        from verl.checkpoint_engine import CheckpointEngineManager
+
+        from sspo.verl_plugin.weight_sync import DEFAULT_TIMEOUT_S, BoundedWeightSync
+
+        self.install_actor_loss()
+        timeout_s = self.config.get("sspo", {}).get("weight_sync_timeout_s", DEFAULT_TIMEOUT_S)
+        # sync/colocate_async: checkpoint_manager; separate_async adds standalone_checkpoint_manager
+        for name, manager in list(vars(self).items()):
+            if isinstance(manager, CheckpointEngineManager):
+                setattr(self, name, BoundedWeightSync(manager, timeout_s))
+        super().on_init_end()  # type: ignore[misc]
+
+    def install_actor_loss(self) -> None:
+        """``actor_rollout_wg.set_loss_fn(partial(sspo_ppo_loss, config=<ActorConfig>))`` on every actor worker.
+
+        The ``ActorConfig`` is built here from ``self.config`` exactly as the worker builds its own (verl
+        ships the critic's loss config the same way). With distillation enabled verl installs
+        ``distillation_ppo_loss`` (which calls ``ppo_loss`` itself) and ``validate_config`` refuses
+        ``sspo``, so verl's loss is left in place.
+        """
+        from verl.trainer.distillation import is_distillation_enabled
+
+        if not is_distillation_enabled(self.config.get("distillation")):
+            self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config)))
+
+    def _update_actor(self, batch: Any, metrics: dict) -> Any:
+        """verl's actor update; with SSPO's adaptive clip, H_ref of the whole update batch goes with it.
+
+        OUR CHOICE (layout invariance): H_ref is the token-mean old-policy entropy of the batch this update
+        trains on, computed here on the driver before verl splits it over data-parallel ranks, mini- and
+        micro-batches, and carried to every micro-batch's loss as ``batch.extra_info[ENTROPY_REF_KEY]``. So
+        the same row clips the same way on 1 or 16 GPUs, with fixed or token-budget micro-batches.
+        """
+        if _uses_adaptive_clip(self.config):
+            batch.extra_info[ENTROPY_REF_KEY] = _batch_entropy_ref(batch)
+        return super()._update_actor(batch, metrics)  # type: ignore[misc]
+
+
+def _uses_adaptive_clip(cfg: Any) -> bool:
+    """The run's loss is ``sspo`` with the entropy-adaptive clip on (its default)."""
+    policy_loss = cfg.actor_rollout_ref.actor.policy_loss
+    return policy_loss.get("loss_mode") == "sspo" and bool(policy_loss.get("adaptive_clip", True))
+
+
+def _batch_entropy_ref(batch: Any) -> float:
+    """H_ref over every valid token of the update batch (old-policy entropy from verl's TransferQueue)."""
+    import transfer_queue as tq
+
+    from sspo.loss import entropy_reference
+
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"])
+    padded = data.to_padded_tensor()
+    return float(entropy_reference(padded["entropy"], padded["response_mask"]))
+
+
+def _refuse_unknown_cpu_workers(role_worker_mapping: dict[Any, Any], verl_mode: str) -> None:
+    """CPU mode swaps verl's ``ActorRolloutRefWorker``/``TrainingWorker`` for gloo variants; any other class
+    (e.g. separate_async's ``DetachActorWorker``) would lose its methods in that swap: refuse it."""
+    from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+
+    for role, remote_cls in role_worker_mapping.items():
+        cls = getattr(remote_cls, "__ray_actor_class__", remote_cls)
+        if cls not in (ActorRolloutRefWorker, TrainingWorker):
+            raise ValueError(
+                f"trainer.device=cpu: verl's {verl_mode!r} trainer maps role {role} to {cls.__name__}, which has no "
+                f"CPU variant in sspo.cpu.workers; run this trainer mode on GPUs (trainer.v1.trainer_mode)"
+            )
+
+
+class SSPOSyncTrainer(SSPOTrainerMixin, PPOTrainerSync):
+    """verl's synchronous trainer (``sync``) with SSPO's hooks. Also registered as ``sspo`` (old configs)."""
+
+    verl_mode = "sync"
+
+
+class SSPOColocateAsyncTrainer(SSPOTrainerMixin, PPOTrainerColocateAsync):
+    """verl's ``colocate_async`` trainer (rollout on the training GPUs, partial rollouts) with SSPO's hooks."""
+
+    verl_mode = "colocate_async"
+
+
+class SSPOSeparateAsyncTrainer(SSPOTrainerMixin, PPOTrainerSeparateAsync):
+    """verl's ``separate_async`` trainer (standalone rollout GPUs, ``DetachActorWorker``) with SSPO's hooks."""
+
+    verl_mode = "separate_async"
+
+
+#: the first name of the sync trainer (kept: tests and users import it)
+SSPOTrainer = SSPOSyncTrainer
+
+#: ``trainer.v1.trainer_mode`` value -> SSPO trainer class
+SSPO_TRAINERS: dict[str, type[SSPOTrainerMixin]] = {
+    f"{TRAINER_PREFIX}{cls.verl_mode}": cls
+    for cls in (SSPOSyncTrainer, SSPOColocateAsyncTrainer, SSPOSeparateAsyncTrainer)
+}
+SSPO_TRAINERS[LEGACY_TRAINER_MODE] = SSPOSyncTrainer
+
