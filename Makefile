@@ -25,7 +25,7 @@ IMAGE ?= sspo-verl:0.1.0
 RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(abspath $(BIN)):$$PATH
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test test-extra lint demo data dry-run train ablate submit eval bench docker
+.PHONY: help install install-gpu test test-fast test-extra lint demo data dry-run train ablate submit eval bench docker
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -51,13 +51,18 @@ install-gpu: | $(BIN)/activate  ## GPU node: .venv with torch 2.11.0, flash-attn
 	$(PY) -m pip install -q -e ".[gpu,test]"
 	touch $(VENV)/.installed
 
-test: install  ## run the whole test suite (CPU only; fails if no test ran)
-	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+# pytest, failing when it ran no test (exit 5); $(1): marker expression and paths
+PYTEST = @$(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
+test: install  ## the whole test suite (CPU only, ~25 min): what CI runs; fails if no test ran
+	$(call PYTEST,)
+
+test-fast: install  ## every test without a verl main_ppo run or Ray cluster (~3 min): the developer's loop
+	$(call PYTEST,-m "not slow")
+
 test-extra: install  ## e2e check beyond CI's budget (~4 min): the lr-0 control, which must fail the reward check
-	@$(BIN)/pytest -m extra tests/test_reward_control_cpu.py $(PYTEST_ARGS); rc=$$?; \
-	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+	$(call PYTEST,-m extra tests/test_reward_control_cpu.py)
 
 lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(BIN)/ruff check sspo tests benchmarks recipe examples

@@ -58,8 +58,8 @@ from verl.trainer.ppo.core_algos import get_policy_loss_fn  # noqa: E402
 from verl.workers.config import ActorConfig, PolicyLossConfig  # noqa: E402
 
 import sspo  # noqa: E402, F401  (registers "sspo")
-from sspo.verl_plugin import SSPOPolicyLossConfig  # noqa: E402
 from sspo.segmentation import SubsentenceSegmenter  # noqa: E402
+from sspo.verl_plugin import SSPOPolicyLossConfig  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MATH500 = REPO_ROOT.parent / "shared" / "data" / "benchmarks" / "qwen_eval" / "math500.jsonl"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,14 @@ SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` (real benchmark and training data; never copied into the repo)."""
+    """``../shared/data`` (real benchmark and training data; never copied into the repo).
+
+    Absent on a user's clone: the tests that need it are skipped, by name; under ``CI=true`` it must be there.
+    """
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"offline data not found at {SHARED_DATA}: the repo must sit beside ../shared")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but the offline data is not at {SHARED_DATA}: CI must run beside ../shared")
+        pytest.skip(f"needs the offline data at {SHARED_DATA} (absent: skipped outside CI)")
     return SHARED_DATA
 
 
@@ -60,7 +66,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def ray_head():
     """One private Ray head for the session (8 CPUs, 1 fake GPU = the CPU mode's worker slot)."""
-    from cpu_runs import ray_head as start_head
+    from helpers import ray_head as start_head
 
     with start_head() as head:
         yield head

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from test_recipe import check_lines, recipe_data_dir
+from helpers import check_lines, recipe_data_dir
 
 from sspo.launch import cli, preflight
 

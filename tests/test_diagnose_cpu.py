@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cpu_runs import read_metrics, run_bounded
+from helpers import read_metrics, run_bounded
 
 CLIPFRAC_KEYS = tuple(f"actor/sspo/clipfrac_at_{g}" for g in ("token", "subsentence", "sequence"))
 PROMPTS = 8

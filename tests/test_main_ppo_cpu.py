@@ -1,7 +1,7 @@
 """verl's own trainer end to end on CPU: the recipe's CPU rows through ``sspo-train`` -> ``main_ppo``.
 
 One shared Ray head for the session (fake GPU = CPU worker slot), one tiny warmed-up model, and one
-real run per algorithm, each bounded in time (``cpu_runs.run_bounded``):
+real run per algorithm, each bounded in time (``helpers.run_bounded``):
 
 * GRPO: ``python -m sspo.launch.cli experiment=grpo_cpu`` joining the head;
 * SSPO: the same command killed with SIGKILL once its first checkpoint is written, then run again:
@@ -22,24 +22,26 @@ import sys
 from pathlib import Path
 
 import pytest
-from cpu_runs import (
+from helpers import (
+    MIN_POOLED_Z,
     REPO,
+    ROLLOUT_N,
+    RUN_TIMEOUT_S,
+    SAMPLES_PER_PASS,
+    SAVE_FREQ,
+    STEPS,
+    STEPS_PER_PASS,
     Run,
     assert_finished,
+    command,
     killed_then_rerun,
     read_metrics,
-    recipe_command,
     reward_rise,
     run_bounded,
+    run_env,
     wait_for_job,
 )
 
-STEPS = 12  # 4 passes of 3 steps: each pass sees every one of the 36 problems once (tiny_add)
-STEPS_PER_PASS = 3
-ROLLOUT_N = 16  # samples per prompt: twice the row's 8, halving the sampling noise of the reward check
-SAMPLES_PER_PASS = 36 * ROLLOUT_N
-SAVE_FREQ = 3
-RUN_TIMEOUT_S = 600  # a run takes about 2.5 min here: start-up about 2, then about 5 s per step
 SSPO_KEYS = (
     "actor/sspo/clipfrac_at_token",
     "actor/sspo/clipfrac_at_subsentence",
@@ -51,20 +53,6 @@ STALENESS = "training/off_policy/trajectory_staleness_worst/max"  # model versio
 PROBLEM = re.compile(r"What is (\d) \+ (\d)\?")
 
 pytestmark = pytest.mark.slow
-
-
-def command(experiment: str, out: Path, *overrides: str) -> list[str]:
-    n = f"actor_rollout_ref.rollout.n={ROLLOUT_N}"
-    return recipe_command(experiment, out, n, *overrides, steps=STEPS, save_freq=SAVE_FREQ)
-
-
-def run_env(ray_head, tiny_assets: Path) -> dict[str, str]:
-    return {
-        **ray_head.env,
-        "RAY_ADDRESS": ray_head.gcs,
-        "SSPO_TINY_DIR": str(tiny_assets),
-        "PYTHONUNBUFFERED": "1",
-    }
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +129,6 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
 #: about one pass in 700. Measured here: GRPO z 6.4 (gain 0.18), SSPO 5.3 (0.15), GSPO in colocate_async 0.6
 #: (gain 0.02), pooled 7.1; the lr-0 control (make test-extra)
 #: z -0.5. Not every row is required to rise on its own: GSPO in colocate_async barely moved in 12 steps.
-MIN_POOLED_Z = 3.0
 
 
 def test_training_reward_rises_over_the_three_rows(grpo_run, sspo_run, gspo_job):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import BENCHMARKS, check_lines, recipe_data_dir
 from omegaconf import OmegaConf
 
 from sspo.launch import cli
@@ -17,36 +18,8 @@ CONFIG = REPO / "recipe" / "config"
 ALL_EXPERIMENTS = sorted(p.stem for p in (CONFIG / "experiment").glob("*.yaml"))
 EXPERIMENTS = [e for e in ALL_EXPERIMENTS if not e.endswith("_cpu")]  # the paper's table (GPU rows)
 CPU_EXPERIMENTS = [e for e in ALL_EXPERIMENTS if e.endswith("_cpu")]  # tests/test_cpu_mode.py, test_diagnose_cpu.py
-BENCHMARKS = ["aime24", "amc", "math500", "minerva", "olympiadbench"]
 LOSS_MODE = {"grpo": "vanilla", "gspo": "gspo", "sspo": "sspo"}
 MODEL = {"1.5b": "Qwen/Qwen2.5-Math-1.5B", "7b": "Qwen/Qwen2.5-Math-7B"}
-
-
-_PREPARED: dict[Path, Path] = {}
-
-
-def recipe_data_dir(tmp_path_factory, shared_data: Path) -> Path:
-    """verl parquet for the dry runs, written once per session by the project's sspo.tools.data from ../shared/data.
-
-    The real training set (MATH level 3-5) is not offline: MATH500 stands in for it as train.parquet
-    (same schema, and its 500 rows cover the default train_batch_size of 128). Read-only for tests.
-    """
-    from sspo.tools.data import prepare
-
-    if shared_data in _PREPARED:
-        return _PREPARED[shared_data]
-    out_dir = tmp_path_factory.mktemp("recipe_data")
-    prepare(
-        out_dir,
-        train="math",
-        benchmarks=BENCHMARKS,
-        local_dir=shared_data,
-        local_files={"math": shared_data / "benchmarks" / "oat" / "math500.jsonl"},
-        remove_overlaps=False,
-        progress=False,
-    )
-    _PREPARED[shared_data] = out_dir
-    return out_dir
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +40,6 @@ def printed_config(out: str) -> dict:
     """The YAML the dry run printed between its two headers, parsed back."""
     body = out.split(cli.RESOLVED_HEADER, 1)[1].split(cli.CHECKS_HEADER, 1)[0]
     return yaml.safe_load(body)
-
-
-def check_lines(out: str) -> dict[str, str]:
-    """name -> status of each printed check line, e.g. {'data files': 'ok'}."""
-    return {m[1]: m[0] for m in re.findall(r"^\[(ok|fail|skip)\s*\] ([^:]+):", out, flags=re.M)}
 
 
 def test_one_experiment_file_per_table_row():

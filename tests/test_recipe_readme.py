@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_recipe import recipe_data_dir
+from helpers import recipe_data_dir
 
 from sspo.launch import cli
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from sspo.reward import canonical, compute_score, gold_answers, last_boxed_answer
 from sspo.reward import math_verify_pool as mvp
 from sspo.reward import score as reward
-from sspo.reward import canonical, compute_score, gold_answers, last_boxed_answer
 
 OAT = ("aime24", "amc", "math500", "minerva", "olympiadbench")
 SLOW = "(x+1)^{990} - (x+2)^{990}"  # passes the screen; math-verify expands it for far longer than a bound

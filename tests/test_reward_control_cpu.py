@@ -7,14 +7,17 @@ samples as ``test_main_ppo_cpu.py``'s rows, plus ``actor_rollout_ref.actor.optim
 from __future__ import annotations
 
 import pytest
-from cpu_runs import assert_finished, read_metrics, reward_rise, run_bounded
-from test_main_ppo_cpu import (
+from helpers import (
     MIN_POOLED_Z,
     RUN_TIMEOUT_S,
     SAMPLES_PER_PASS,
     STEPS,
     STEPS_PER_PASS,
+    assert_finished,
     command,
+    read_metrics,
+    reward_rise,
+    run_bounded,
     run_env,
 )
 

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from sspo.reward import compute_score, compute_score_evaluation
 from sspo.reward import math_verify_pool as mvp
 from sspo.reward import score as reward
-from sspo.reward import compute_score, compute_score_evaluation
 
 HBAR = r"\hbar \omega(v+1 / 2)-\frac{E_{0}^{2} e^{2}}{2 m \omega^{2}}"
 

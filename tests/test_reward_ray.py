@@ -15,8 +15,8 @@ def test_compute_score_in_ray_actor_threads_with_time_bound():
         def score_in_threads(self, calls):
             from concurrent.futures import ThreadPoolExecutor
 
-            from sspo.reward.math_verify_pool import get_pool
             from sspo.reward import compute_score, warmup
+            from sspo.reward.math_verify_pool import get_pool
 
             assert warmup(4)  # four workers up, one per thread: no call waits for a busy worker
             # verl's NaiveRewardManager: loop.run_in_executor(None, compute_score...) -> non-main threads

@@ -10,8 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from cpu_runs import wait_for_job
-from test_recipe import recipe_data_dir
+from helpers import recipe_data_dir, wait_for_job
 
 from sspo.launch import cli
 

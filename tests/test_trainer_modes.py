@@ -15,6 +15,7 @@ import copy
 import functools
 
 import pytest
+from helpers import ACTOR_OVERRIDES, compose_ppo_config
 from verl.checkpoint_engine import CheckpointEngineManager, CheckpointEngineRegistry
 from verl.checkpoint_engine.base import CheckpointEngine
 from verl.trainer.ppo.v1 import (
@@ -23,7 +24,6 @@ from verl.trainer.ppo.v1 import (
     PPOTrainerSync,
     get_trainer_cls,
 )
-from verl_batches import ACTOR_OVERRIDES, compose_ppo_config
 
 from sspo import verl_plugin
 from sspo.verl_plugin import (
@@ -204,7 +204,7 @@ def test_registrations_through_verls_api():
     names = {"sspo": SSPOSyncTrainer, **{name: cls for name, (cls, *_rest) in MODES.items()}}
     for name, cls in names.items():
         assert get_trainer_cls(name) is cls
-    verl_plugin._register_trainers()  # importing the plugin again keeps the registrations
+    verl_plugin.register()  # importing the plugin again keeps the registrations
     assert all(get_trainer_cls(name) is cls for name, cls in names.items())
     assert verl_plugin.registration_status()["trainer"]
 
@@ -249,3 +249,126 @@ def test_cpu_mapping_refuses_separate_asyncs_detach_worker(tiny_model_dir):
         trainer._init_resource_pool_mgr()
     with pytest.raises(ValueError, match="trainer.device=cpu"):
         validate_config(trainer.config)
+
+
+# ---------------------------------------------------------------- the sync trainer's construction and hooks
+
+SSPO = [*SSPO_LOSS, "trainer.v1.trainer_mode=sspo"]
+
+
+def _trainer_config(model_dir, *overrides):
+    """verl's ppo_trainer config for sspo; ACTOR_OVERRIDES for the micro-batch size an ActorConfig needs."""
+    return compose_ppo_config(
+        [*ACTOR_OVERRIDES, f"actor_rollout_ref.model.path={model_dir}", *SSPO, *overrides]
+    )
+
+
+def test_main_ppo_builds_sspo_trainer_with_verls_sync_settings(tiny_model_dir):
+    """What main_ppo's TaskRunner does -- ``get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)`` --
+    with verl's REAL ``PPOTrainer.__init__`` (it runs on CPU; only ``init()`` needs GPUs).
+
+    ``__init__`` assigns ``config.trainer.v1.trainer_mode`` ("sspo") to ``self.trainer_mode``, then reads
+    ``trainer.v1.get(self.trainer_mode, {})`` and branches on ``== "sync"``: the result must be exactly
+    verl's sync trainer's (replay buffer class, its settings, parameter_sync_step).
+    """
+    import copy
+
+    from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
+
+    cfg = _trainer_config(tiny_model_dir)
+    trainer = get_trainer_cls(cfg.trainer.v1.trainer_mode)(config=cfg)
+    assert type(trainer) is SSPOTrainer
+    assert trainer.trainer_mode == "sync" and trainer.registered_trainer_mode == "sspo"
+
+    sync_cfg = copy.deepcopy(cfg)
+    sync_cfg.trainer.v1.trainer_mode = "sync"
+    verls_sync = PPOTrainerSync(config=sync_cfg)
+    assert type(trainer.replay_buffer) is type(verls_sync.replay_buffer) is ReplayBuffer
+    assert trainer.replay_buffer.trainer_mode == verls_sync.replay_buffer.trainer_mode == "sync"
+    assert (
+        trainer.replay_buffer.trainer_config == verls_sync.replay_buffer.trainer_config == cfg.trainer.v1.sync
+    )
+    assert trainer.parameter_sync_step == verls_sync.parameter_sync_step == 1
+
+    # Why the property exists: the same subclass without it, registered name "sspo", goes ASYNC in verl.
+    class WithoutTheProperty(PPOTrainerSync):
+        pass
+
+    assert type(WithoutTheProperty(config=cfg).replay_buffer) is ReplayBufferAsync
+
+
+def test_sspo_trainer_validates_before_verls_init(tiny_model_dir, monkeypatch):
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    inits = []
+    verls_init = PPOTrainer.__init__
+
+    def spy(self, config):
+        inits.append(config)
+        verls_init(self, config)
+
+    monkeypatch.setattr(PPOTrainer, "__init__", spy)
+    with pytest.raises(ValueError, match=f"{PL}.granularity"):
+        SSPOTrainer(_trainer_config(tiny_model_dir, f"+{PL}.granularity=clause"))
+    assert inits == []  # nothing of verl's ran
+    good = _trainer_config(tiny_model_dir)
+    SSPOTrainer(good)
+    assert inits == [good]
+
+
+def test_on_init_end_installs_the_wrapper_then_runs_verls_sync_hook(tiny_model_dir):
+    """verl's ``init()`` is ``_setup()`` (workers, ``init_model``) then ``on_init_end()``. Here the worker
+    group and the checkpoint manager are recorders; the trainer and both hooks are real."""
+    from types import SimpleNamespace
+
+    from verl.workers.config import ActorConfig
+
+    cfg = _trainer_config(
+        tiny_model_dir,
+        f"+{PL}.granularity=token",
+        f"+{PL}.adaptive_clip=false",
+        "actor_rollout_ref.actor.clip_ratio_high=0.28",
+    )
+    trainer = SSPOTrainer(cfg)
+    calls = []
+    trainer.actor_rollout_wg = SimpleNamespace(set_loss_fn=lambda fn: calls.append(("set_loss_fn", fn)))
+    trainer.checkpoint_manager = SimpleNamespace(
+        update_weights=lambda step: calls.append(("update_weights", step))
+    )
+    trainer.global_steps = 7  # as _load_checkpoint leaves it on resume
+    trainer.on_init_end()
+
+    assert [name for name, _ in calls] == ["set_loss_fn", "update_weights"]  # loss, then verl's weight sync
+    assert calls[1][1] == 7
+    fn = calls[0][1]
+    assert isinstance(fn, functools.partial) and fn.func is sspo_ppo_loss and list(fn.keywords) == ["config"]
+    actor_config = fn.keywords["config"]
+    assert isinstance(actor_config, ActorConfig) and actor_config.clip_ratio_high == 0.28
+    policy_loss = actor_config.policy_loss
+    assert isinstance(policy_loss, verl_plugin.SSPOPolicyLossConfig)
+    assert (policy_loss.loss_mode, policy_loss.granularity, policy_loss.adaptive_clip) == (
+        "sspo",
+        "token",
+        False,
+    )
+    assert actor_config.model_config.path == str(tiny_model_dir)
+    assert actor_config.model_config.tokenizer is not None  # the segmenter is built from it on the worker
+
+
+def test_with_distillation_verls_loss_is_left_in_place(tiny_model_dir):
+    """verl installs distillation_ppo_loss itself; the hook (sspo is refused there) must not replace it."""
+    from types import SimpleNamespace
+
+    cfg = compose_ppo_config(
+        [
+            f"actor_rollout_ref.model.path={tiny_model_dir}",
+            "trainer.v1.trainer_mode=sspo",
+            "distillation.enabled=true",
+        ]
+    )
+    trainer = SSPOTrainer(cfg)
+    installed = []
+    trainer.actor_rollout_wg = SimpleNamespace(set_loss_fn=installed.append)
+    trainer.install_actor_loss()
+    assert installed == []

@@ -8,7 +8,7 @@ this covers checkpoint and resume in both modes that run on CPU. ``separate_asyn
 from __future__ import annotations
 
 import pytest
-from cpu_runs import Run, killed_then_rerun, read_metrics, recipe_command
+from helpers import Run, killed_then_rerun, read_metrics, recipe_command
 
 STEPS = 6  # killed after step 3, resumed for 3 more: enough for stale trajectories on both sides
 SAVE_FREQ = 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from verl_batches import compose_ppo_config
+from helpers import compose_ppo_config
 
 from sspo.verl_plugin import validate_config
 

@@ -21,8 +21,8 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sspo.reward.score import compute_score as exact_score
 from sspo.reward.grading import last_boxed_answer
+from sspo.reward.score import compute_score as exact_score
 
 __all__ = ["PARTIAL", "last_number", "compute_score"]
 

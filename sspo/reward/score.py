@@ -54,7 +54,14 @@ from sspo.reward.grading import (  # noqa: F401  (re-exported: sspo.tools.data a
     grade,
     last_boxed_answer,
 )
-from sspo.reward.math_verify_pool import DEFAULT_TIMEOUT_S, MAX_WORKERS, WARM_WORKERS, screen, shutdown, warmup  # noqa: F401
+from sspo.reward.math_verify_pool import (  # noqa: F401
+    DEFAULT_TIMEOUT_S,
+    MAX_WORKERS,
+    WARM_WORKERS,
+    screen,
+    shutdown,
+    warmup,
+)
 
 logger = logging.getLogger(__name__)
 

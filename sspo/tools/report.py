@@ -353,6 +353,7 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m sspo.tools.report RUN [RUN ...]``: plots and a markdown summary of the runs side by side."""
     parser = argparse.ArgumentParser(prog="python -m sspo.tools.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders or log files, optionally NAME=PATH")
     parser.add_argument("--out", required=True, help="folder for the PNGs and summary.md")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 # Qwen2's pre-tokenizer split pattern (from its tokenizer.json).
 QWEN2_SPLIT_PATTERN = (
@@ -39,7 +40,7 @@ def default_corpus(n: int = 400, seed: int = 0) -> list[str]:
     return texts
 
 
-def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 384):
+def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 384) -> Any:
     """Train a byte-level BPE tokenizer (Qwen2 pre-tokenizer, ChatML template) on ``corpus``.
 
     Returns a ``transformers.PreTrainedTokenizerFast`` with ``<|im_end|>`` as EOS and
@@ -73,7 +74,7 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 384):
     return fast
 
 
-def build_model(tokenizer, hidden_size: int = 64, num_layers: int = 2, seed: int = 0, **config_overrides):
+def build_model(tokenizer: Any, hidden_size: int = 64, num_layers: int = 2, seed: int = 0, **config_overrides: Any) -> Any:
     """A randomly initialised ``Qwen2ForCausalLM`` sized for ``tokenizer`` (about 0.1M parameters)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM

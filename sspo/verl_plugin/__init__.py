@@ -27,7 +27,12 @@ from __future__ import annotations
 from verl.trainer.ppo.core_algos import register_policy_loss
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY, register_trainer
 
-from sspo.verl_plugin.actor_loss import build_actor_config, make_actor_loss_fn, sspo_loss_inputs, sspo_ppo_loss
+from sspo.verl_plugin.actor_loss import (
+    build_actor_config,
+    make_actor_loss_fn,
+    sspo_loss_inputs,
+    sspo_ppo_loss,
+)
 from sspo.verl_plugin.config_checks import (
     assert_checkpoint_engine_available,
     assert_loss_registered,
@@ -36,7 +41,12 @@ from sspo.verl_plugin.config_checks import (
     validate_config,
     validate_trainer_mode,
 )
-from sspo.verl_plugin.policy_loss import LOSS_MODE, SSPOPolicyLossConfig, compute_policy_loss_sspo, policy_loss_inputs
+from sspo.verl_plugin.policy_loss import (
+    LOSS_MODE,
+    SSPOPolicyLossConfig,
+    compute_policy_loss_sspo,
+    policy_loss_inputs,
+)
 from sspo.verl_plugin.trainers import (
     LEGACY_TRAINER_MODE,
     SSPO_TRAINERS,

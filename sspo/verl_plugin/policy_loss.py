@@ -55,7 +55,7 @@ class SSPOPolicyLossConfig(PolicyLossConfig, SSPOSettings):
         SSPOSettings.__post_init__(self)
 
 
-_LOSS_INPUTS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("sspo_loss_inputs", default={})
+_LOSS_INPUTS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("sspo_loss_inputs", default=None)
 
 
 @contextmanager
@@ -99,7 +99,7 @@ def compute_policy_loss_sspo(
     unknown = set(sspo_inputs) - {"segment_ids", "entropy", "entropy_ref"}
     if unknown:
         raise TypeError(f"compute_policy_loss_sspo got unexpected inputs {sorted(unknown)}")
-    inputs = {**_LOSS_INPUTS.get(), **sspo_inputs}
+    inputs = {**(_LOSS_INPUTS.get() or {}), **sspo_inputs}
     settings = config.policy_loss if isinstance(config.policy_loss, SSPOSettings) else SSPOPolicyLossConfig()
     clip_ratio = config.get("clip_ratio", 0.2)
     low, high = (config.get(k) for k in ("clip_ratio_low", "clip_ratio_high"))

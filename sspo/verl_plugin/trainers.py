@@ -28,11 +28,6 @@ __all__ = [
     "verl_trainer_mode",
 ]
 
-from verl.trainer.ppo.v1 import (
-    PPOTrainerColocateAsync,
-    PPOTrainerSeparateAsync,
-    PPOTrainerSync,
-)
 
 #: verl 0.9.1's trainer modes (``trainer.v1.trainer_mode``); SSPO's trainer for mode ``m`` is ``sspo_<m>``
 VERL_TRAINER_MODES = ("sync", "colocate_async", "separate_async")

@@ -1,7 +1,11 @@
-"""Helpers for tests that run verl's own trainer on CPU: a private Ray head, bounded runs, metrics.
+"""Test helpers, in one module: verl's config and batches, the recipe's prepared data, bounded CPU runs.
 
-Every run is bounded: :func:`run_bounded` kills the run's whole process group when its time is up
-and fails the test with the log's tail, so a hang (e.g. in weight sync) never blocks CI.
+* verl's real ``ppo_trainer`` config composed by Hydra, and a batch in the layout verl's v1 trainer hands to
+  the actor (for calling the loss wrapper directly);
+* the benchmark parquet written once per session by ``sspo.tools.data`` from ``../shared/data``;
+* runs of verl's own trainer on CPU: a private Ray head, bounded runs, metrics. Every run is bounded:
+  :func:`run_bounded` kills the run's whole process group when its time is up and fails the test with the
+  log's tail, so a hang (e.g. in weight sync) never blocks CI.
 """
 
 from __future__ import annotations
@@ -9,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,8 +27,10 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -265,3 +272,167 @@ def reward_rise(scores: dict[int, float], *, steps_per_pass: int, samples_per_pa
     last = statistics.fmean(scores[s] for s in steps[-steps_per_pass:])
     se = math.sqrt((first * (1 - first) + last * (1 - last)) / samples_per_pass)
     return last - first, (last - first) / max(se, 1e-9)
+
+
+# ---------------------------------------------------------------- the end-to-end rows' settings
+
+STEPS = 12  # 4 passes of 3 steps: each pass sees every one of the 36 problems once (tiny_add)
+STEPS_PER_PASS = 3
+ROLLOUT_N = 16  # samples per prompt: twice the row's 8, halving the sampling noise of the reward check
+SAMPLES_PER_PASS = 36 * ROLLOUT_N
+SAVE_FREQ = 3
+RUN_TIMEOUT_S = 600  # a run takes about 2.5 min here: start-up about 2, then about 5 s per step
+MIN_POOLED_Z = 3.0
+
+
+def command(experiment: str, out: Path, *overrides: str) -> list[str]:
+    n = f"actor_rollout_ref.rollout.n={ROLLOUT_N}"
+    return recipe_command(experiment, out, n, *overrides, steps=STEPS, save_freq=SAVE_FREQ)
+
+
+def run_env(ray_head, tiny_assets: Path) -> dict[str, str]:
+    return {
+        **ray_head.env,
+        "RAY_ADDRESS": ray_head.gcs,
+        "SSPO_TINY_DIR": str(tiny_assets),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+# ---------------------------------------------------------------- the recipe's data and dry runs
+
+BENCHMARKS = ["aime24", "amc", "math500", "minerva", "olympiadbench"]
+_PREPARED: dict[Path, Path] = {}
+
+
+def recipe_data_dir(tmp_path_factory, shared_data: Path) -> Path:
+    """verl parquet for the dry runs, written once per session by the project's sspo.tools.data from ../shared/data.
+
+    The real training set (MATH level 3-5) is not offline: MATH500 stands in for it as train.parquet
+    (same schema, and its 500 rows cover the default train_batch_size of 128). Read-only for tests.
+    """
+    from sspo.tools.data import prepare
+
+    if shared_data in _PREPARED:
+        return _PREPARED[shared_data]
+    out_dir = tmp_path_factory.mktemp("recipe_data")
+    prepare(
+        out_dir,
+        train="math",
+        benchmarks=BENCHMARKS,
+        local_dir=shared_data,
+        local_files={"math": shared_data / "benchmarks" / "oat" / "math500.jsonl"},
+        remove_overlaps=False,
+        progress=False,
+    )
+    _PREPARED[shared_data] = out_dir
+    return out_dir
+
+
+def check_lines(out: str) -> dict[str, str]:
+    """name -> status of each printed pre-flight check line, e.g. {'data files': 'ok'}."""
+    return {m[1]: m[0] for m in re.findall(r"^\[(ok|fail|skip)\s*\] ([^:]+):", out, flags=re.M)}
+
+
+# ---------------------------------------------------------------- verl's config and batches
+
+#: Overrides that make verl's default ``ppo_trainer`` actor runnable on CPU. Everything else keeps
+#: verl's defaults (loss_agg_mode, clip ratios, optimizer, ...).
+ACTOR_OVERRIDES: tuple[str, ...] = (
+    "trainer.device=cpu",
+    "trainer.n_gpus_per_node=1",
+    "actor_rollout_ref.actor.strategy=fsdp2",
+    # eager attention: flash-attn is GPU-only
+    "+actor_rollout_ref.model.override_config.attn_implementation=eager",
+    # fp32 compute: bf16 autocast on CPU is slow and makes tiny-model tests noisy
+    "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+    "+actor_rollout_ref.actor.fsdp_config.mixed_precision.reduce_dtype=fp32",
+    "+actor_rollout_ref.actor.fsdp_config.mixed_precision.buffer_dtype=fp32",
+    "actor_rollout_ref.actor.use_torch_compile=false",
+    "actor_rollout_ref.actor.fsdp_config.use_torch_compile=false",
+    "actor_rollout_ref.rollout.n=1",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+    "actor_rollout_ref.actor.optim.lr=1e-3",
+)
+
+
+def verl_config_dir() -> str:
+    """Folder of verl's Hydra configs (``ppo_trainer.yaml`` etc.) in the installed verl."""
+    import verl
+
+    return os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+
+
+def compose_ppo_config(overrides: Sequence[str] = ()) -> Any:
+    """verl's real ``ppo_trainer`` config composed with Hydra's compose API plus ``overrides``.
+
+    Overrides use Hydra's command-line syntax (``key=value``, ``+key=value``), exactly as a user
+    would pass them to ``python -m verl.trainer.main_ppo``.
+    """
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=verl_config_dir(), version_base=None):
+        return compose(config_name="ppo_trainer", overrides=list(overrides))
+
+
+def make_actor_batch(
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    *,
+    advantages: Sequence[float] | Sequence[Sequence[float]],
+    old_log_probs: Sequence[Sequence[float]] | None = None,
+    entropy: Sequence[Sequence[float]] | None = None,
+    response_masks: Sequence[Sequence[int]] | None = None,
+    temperature: float = 1.0,
+) -> Any:
+    """A batch in the layout verl's v1 trainer hands to ``update_actor``/``compute_log_prob``.
+
+    verl builds it per sample in ``AgentLoopWorkerTQ`` (no padding: jagged nested tensors for
+    ``prompts``, ``responses``, ``response_mask``, ``loss_mask``, ``input_ids``, ``position_ids``)
+    and adds ``old_log_probs``/``entropy`` (``_compute_old_log_prob``) and ``advantages``
+    (``_compute_advantage``) as nested tensors. verl has no public helper for this outside its
+    TransferQueue path, hence this one.
+
+    Args:
+        prompts, responses: token ids per sample (ragged).
+        advantages: one scalar per sample (broadcast over its response, as GRPO does) or per token.
+        old_log_probs, entropy: per-token values per sample; omit them and call
+            :meth:`CPUActor.compute_old_log_prob` to have the actor compute them, as the trainer does.
+        response_masks: per-token 0/1 (default all ones).
+        temperature: sampling temperature (verl divides logits by it).
+    """
+    from verl.utils import tensordict_utils as tu
+
+    if len(prompts) != len(responses):
+        raise ValueError(f"prompts and responses differ in length: {len(prompts)} vs {len(responses)}")
+    if any(len(p) == 0 for p in prompts) or any(len(r) == 0 for r in responses):
+        raise ValueError("every prompt and every response needs at least one token")
+
+    def nested(rows: Sequence[Any], dtype: torch.dtype) -> torch.Tensor:
+        return torch.nested.as_nested_tensor(
+            [torch.as_tensor(r, dtype=dtype) for r in rows], layout=torch.jagged
+        )
+
+    lengths = [len(r) for r in responses]
+    masks = response_masks if response_masks is not None else [[1] * n for n in lengths]
+    per_token_adv = [
+        [float(a)] * n if torch.as_tensor(a).dim() == 0 else torch.as_tensor(a, dtype=torch.float32).tolist()
+        for a, n in zip(advantages, lengths, strict=True)
+    ]
+    input_ids = [list(p) + list(r) for p, r in zip(prompts, responses, strict=True)]
+    fields: dict[str, Any] = {
+        "prompts": nested(prompts, torch.long),
+        "responses": nested(responses, torch.long),
+        "response_mask": nested(masks, torch.long),
+        "loss_mask": nested(masks, torch.long),
+        "input_ids": nested(input_ids, torch.long),
+        "position_ids": nested([list(range(len(ids))) for ids in input_ids], torch.long),
+        "advantages": nested(per_token_adv, torch.float32),
+    }
+    if old_log_probs is not None:
+        fields["old_log_probs"] = nested(old_log_probs, torch.float32)
+    if entropy is not None:
+        fields["entropy"] = nested(entropy, torch.float32)
+    return tu.get_tensordict(fields, non_tensor_dict={"temperature": temperature})

@@ -1,20 +1,18 @@
-"""sspo.verl_plugin's data path on one micro-batch, against verl's own ppo_loss (no engine, no Ray)."""
+"""SSPO's actor loss (sspo.verl_plugin.actor_loss, policy_loss) on one micro-batch, against verl's own ppo_loss,
+and the one registration path (no engine, no Ray)."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
-from verl_batches import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
+from helpers import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
 
-import sspo.loss
 from sspo import verl_plugin
 from sspo.segmentation import SubsentenceSegmenter
 from sspo.verl_plugin import (
     SSPOTrainer,
     build_actor_config,
-    fed_policy_loss,
+    compute_policy_loss_sspo,
     policy_loss_inputs,
     sspo_ppo_loss,
 )
@@ -141,25 +139,28 @@ def test_sspo_through_the_wrapper_reproduces_the_builtin(configs, sspo_mode, bui
     assert "actor/sspo/clipfrac_at_subsentence" in ours[3]
 
 
-def _recording_sspo_loss(seen):
-    def record(*args, segment_ids=None, entropy=None, **kwargs):
-        seen.append(
-            {"segment_ids": segment_ids, "entropy": entropy, "response_mask": kwargs["response_mask"]}
-        )
-        return sspo.verl_plugin.compute_policy_loss_sspo(*args, segment_ids=segment_ids, entropy=entropy, **kwargs)
+def _record_core_inputs(monkeypatch) -> list[dict]:
+    """Record what the registered loss hands to the core (``sspo.loss.sspo_token_losses``), then run it."""
+    from sspo.verl_plugin import policy_loss
 
-    return fed_policy_loss(record)
+    seen, core = [], policy_loss.sspo_token_losses
+
+    def record(old_log_prob, log_prob, advantages, response_mask, *args, **kwargs):
+        seen.append({**kwargs, "response_mask": response_mask})
+        return core(old_log_prob, log_prob, advantages, response_mask, *args, **kwargs)
+
+    monkeypatch.setattr(policy_loss, "sspo_token_losses", record)
+    return seen
 
 
 @pytest.mark.parametrize("mode", ["sspo", "sspo_capped"])
 def test_sspo_loss_receives_segment_ids_and_old_entropy(configs, monkeypatch, mode):
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
+    from sspo.verl_plugin import policy_loss
 
     config = configs[mode]
     tokenizer = config.model_config.tokenizer
     data, log_probs, entropy = _micro_batch(tokenizer)
-    seen = []
-    monkeypatch.setitem(POLICY_LOSS_REGISTRY, "sspo", _recording_sspo_loss(seen))
+    seen = _record_core_inputs(monkeypatch)
     loss, grad, _, metrics = _run(sspo_ppo_loss, config, data, log_probs, entropy)
 
     assert len(seen) == 1
@@ -175,7 +176,7 @@ def test_sspo_loss_receives_segment_ids_and_old_entropy(configs, monkeypatch, mo
     assert int(expected.max()) >= 2  # the punctuation really splits responses
     assert torch.isfinite(loss) and grad.abs().sum() > 0
     assert metrics["actor/sspo/units_per_response"][1][0] > 1
-    assert verl_plugin._LOSS_INPUTS.get() is None  # nothing leaks out of the call
+    assert policy_loss._LOSS_INPUTS.get() is None  # nothing leaks out of the call
 
 
 def test_verls_default_wrapper_cannot_feed_sspo(configs):
@@ -194,157 +195,30 @@ def test_missing_old_entropy_fails_clearly(configs):
         sspo_ppo_loss(configs["sspo"], {"log_probs": log_probs, "entropy": entropy}, data)
 
 
-def test_explicit_inputs_win_over_the_context():
-    seen = []
-    fn = fed_policy_loss(lambda *, a=None, b=None: seen.append((a, b)))
-    with policy_loss_inputs(a=1, b=2):
-        fn(a=10)
-    fn()
-    assert seen == [(10, 2), (None, None)]
+def test_explicit_inputs_win_over_the_context(configs, monkeypatch):
+    seen = _record_core_inputs(monkeypatch)
+    B, T = 2, 3
+    args = (torch.zeros(B, T), torch.zeros(B, T, requires_grad=True), torch.ones(B, T), torch.ones(B, T, dtype=torch.bool))
+    context, explicit = torch.tensor([[0, 0, 1], [0, 1, 1]]), torch.tensor([[0, 1, 2], [0, 0, 0]])
+    with policy_loss_inputs(segment_ids=context, entropy=torch.ones(B, T), entropy_ref=2.0):
+        compute_policy_loss_sspo(*args, config=configs["sspo"], segment_ids=explicit)
+        compute_policy_loss_sspo(*args, config=configs["sspo"])
+    assert torch.equal(seen[0]["segment_ids"], explicit) and seen[0]["entropy_ref"] == 2.0
+    assert torch.equal(seen[1]["segment_ids"], context)
+    with pytest.raises(TypeError, match="unexpected inputs"):
+        compute_policy_loss_sspo(*args, config=configs["sspo"], segment_id=context)
 
 
-def test_registrations():
+def test_registrations_happen_once_in_the_plugin():
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
     from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
 
-    verl_plugin.ensure_fed_sspo_loss()  # at import, or at the wrapper's first call (import order)
-    registered = get_policy_loss_fn("sspo")
-    assert registered.is_fed_policy_loss and registered.__wrapped__ is sspo.verl_plugin.compute_policy_loss_sspo
+    assert get_policy_loss_fn("sspo") is compute_policy_loss_sspo  # the function itself: no adapter
     assert get_trainer_cls("sspo") is SSPOTrainer and issubclass(SSPOTrainer, PPOTrainerSync)
-    verl_plugin.ensure_fed_sspo_loss()  # importing twice must not wrap twice
-    verl_plugin._register_trainers()
-    assert get_policy_loss_fn("sspo") is registered
+    verl_plugin.register()  # importing the plugin again changes nothing
+    assert get_policy_loss_fn("sspo") is compute_policy_loss_sspo
     status = verl_plugin.registration_status()
     assert status["loss"] and status["trainer"]
-
-
-def _trainer_config(model_dir, *overrides):
-    """verl's ppo_trainer config for sspo; ACTOR_OVERRIDES for the micro-batch size an ActorConfig needs."""
-    return compose_ppo_config(
-        [*ACTOR_OVERRIDES, f"actor_rollout_ref.model.path={model_dir}", *SSPO, *overrides]
-    )
-
-
-def test_main_ppo_builds_sspo_trainer_with_verls_sync_settings(tiny_model_dir):
-    """What main_ppo's TaskRunner does -- ``get_trainer_cls(config.trainer.v1.trainer_mode)(config=config)`` --
-    with verl's REAL ``PPOTrainer.__init__`` (it runs on CPU; only ``init()`` needs GPUs).
-
-    ``__init__`` assigns ``config.trainer.v1.trainer_mode`` ("sspo") to ``self.trainer_mode``, then reads
-    ``trainer.v1.get(self.trainer_mode, {})`` and branches on ``== "sync"``: the result must be exactly
-    verl's sync trainer's (replay buffer class, its settings, parameter_sync_step).
-    """
-    import copy
-
-    from verl.trainer.ppo.v1 import PPOTrainerSync, get_trainer_cls
-    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer, ReplayBufferAsync
-
-    cfg = _trainer_config(tiny_model_dir)
-    trainer = get_trainer_cls(cfg.trainer.v1.trainer_mode)(config=cfg)
-    assert type(trainer) is SSPOTrainer
-    assert trainer.trainer_mode == "sync" and trainer.registered_trainer_mode == "sspo"
-
-    sync_cfg = copy.deepcopy(cfg)
-    sync_cfg.trainer.v1.trainer_mode = "sync"
-    verls_sync = PPOTrainerSync(config=sync_cfg)
-    assert type(trainer.replay_buffer) is type(verls_sync.replay_buffer) is ReplayBuffer
-    assert trainer.replay_buffer.trainer_mode == verls_sync.replay_buffer.trainer_mode == "sync"
-    assert (
-        trainer.replay_buffer.trainer_config == verls_sync.replay_buffer.trainer_config == cfg.trainer.v1.sync
-    )
-    assert trainer.parameter_sync_step == verls_sync.parameter_sync_step == 1
-
-    # Why the property exists: the same subclass without it, registered name "sspo", goes ASYNC in verl.
-    class WithoutTheProperty(PPOTrainerSync):
-        pass
-
-    assert type(WithoutTheProperty(config=cfg).replay_buffer) is ReplayBufferAsync
-
-
-def test_sspo_trainer_validates_before_verls_init(tiny_model_dir, monkeypatch):
-    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
-
-    inits = []
-    verls_init = PPOTrainer.__init__
-
-    def spy(self, config):
-        inits.append(config)
-        verls_init(self, config)
-
-    monkeypatch.setattr(PPOTrainer, "__init__", spy)
-    with pytest.raises(ValueError, match=f"{PL}.granularity"):
-        SSPOTrainer(_trainer_config(tiny_model_dir, f"+{PL}.granularity=clause"))
-    assert inits == []  # nothing of verl's ran
-    good = _trainer_config(tiny_model_dir)
-    SSPOTrainer(good)
-    assert inits == [good]
-
-
-def test_on_init_end_installs_the_wrapper_then_runs_verls_sync_hook(tiny_model_dir):
-    """verl's ``init()`` is ``_setup()`` (workers, ``init_model``) then ``on_init_end()``. Here the worker
-    group and the checkpoint manager are recorders; the trainer and both hooks are real."""
-    from types import SimpleNamespace
-
-    from verl.workers.config import ActorConfig
-
-    cfg = _trainer_config(
-        tiny_model_dir,
-        f"+{PL}.granularity=token",
-        f"+{PL}.adaptive_clip=false",
-        "actor_rollout_ref.actor.clip_ratio_high=0.28",
-    )
-    trainer = SSPOTrainer(cfg)
-    calls = []
-    trainer.actor_rollout_wg = SimpleNamespace(set_loss_fn=lambda fn: calls.append(("set_loss_fn", fn)))
-    trainer.checkpoint_manager = SimpleNamespace(
-        update_weights=lambda step: calls.append(("update_weights", step))
-    )
-    trainer.global_steps = 7  # as _load_checkpoint leaves it on resume
-    trainer.on_init_end()
-
-    assert [name for name, _ in calls] == ["set_loss_fn", "update_weights"]  # loss, then verl's weight sync
-    assert calls[1][1] == 7
-    fn = calls[0][1]
-    assert isinstance(fn, functools.partial) and fn.func is sspo_ppo_loss and list(fn.keywords) == ["config"]
-    actor_config = fn.keywords["config"]
-    assert isinstance(actor_config, ActorConfig) and actor_config.clip_ratio_high == 0.28
-    policy_loss = actor_config.policy_loss
-    assert isinstance(policy_loss, sspo.verl_plugin.SSPOPolicyLossConfig)
-    assert (policy_loss.loss_mode, policy_loss.granularity, policy_loss.adaptive_clip) == (
-        "sspo",
-        "token",
-        False,
-    )
-    assert actor_config.model_config.path == str(tiny_model_dir)
-    assert actor_config.model_config.tokenizer is not None  # the segmenter is built from it on the worker
-
-
-def test_with_distillation_verls_loss_is_left_in_place(tiny_model_dir):
-    """verl installs distillation_ppo_loss itself; the hook (sspo is refused there) must not replace it."""
-    from types import SimpleNamespace
-
-    cfg = compose_ppo_config(
-        [
-            f"actor_rollout_ref.model.path={tiny_model_dir}",
-            "trainer.v1.trainer_mode=sspo",
-            "distillation.enabled=true",
-        ]
-    )
-    trainer = SSPOTrainer(cfg)
-    installed = []
-    trainer.actor_rollout_wg = SimpleNamespace(set_loss_fn=installed.append)
-    trainer.install_actor_loss()
-    assert installed == []
-
-
-def test_wrapper_restores_the_adapter_if_the_raw_loss_was_registered_last(configs, monkeypatch):
-    """Import order: a process that imports sspo before verl registers the raw loss after the plugin."""
-    from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
-
-    monkeypatch.setitem(POLICY_LOSS_REGISTRY, "sspo", sspo.verl_plugin.compute_policy_loss_sspo)
-    data, log_probs, entropy = _micro_batch(configs["sspo"].model_config.tokenizer)
-    loss, _, _, _ = _run(sspo_ppo_loss, configs["sspo"], data, log_probs, entropy)
-    assert torch.isfinite(loss)
-    assert POLICY_LOSS_REGISTRY["sspo"].__wrapped__ is sspo.verl_plugin.compute_policy_loss_sspo
 
 
 def test_installed_loss_fn_survives_rays_pickling(configs):

@@ -1,0 +1,106 @@
+"""Every piece of verl/vLLM runtime state the project sets or reads (``docs/verl-integration.md``, "Runtime
+state"), one test each, checked against the installed versions: an upgrade that removes or renames one fails
+here, loudly, instead of silently changing a run. Read from the installed source where importing would
+start an engine."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+from importlib.metadata import version
+from pathlib import Path
+
+CHECKED = {"verl": "0.9.1", "vllm": "0.28.0+cpu"}
+
+
+def _source(module: str) -> str:
+    return Path(importlib.util.find_spec(module).origin).read_text()
+
+
+def test_the_versions_the_list_was_checked_against():
+    assert {name: version(name) for name in CHECKED} == CHECKED, "re-check docs/verl-integration.md's list"
+
+
+def test_replay_buffer_poll_interval_is_an_attribute_its_wait_loop_reads():
+    """Set by ``SSPOTrainerMixin._build_replay_buffer`` (``sspo.replay_poll_interval_s``)."""
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+
+    assert inspect.signature(ReplayBuffer.__init__).parameters["poll_interval"].default == 2.0
+    assert "self.poll_interval = poll_interval" in inspect.getsource(ReplayBuffer.__init__)
+    assert "time.sleep(self.poll_interval)" in inspect.getsource(ReplayBuffer)
+
+
+def test_trainers_sync_weights_through_their_checkpoint_manager_attributes():
+    """``on_init_end`` replaces each ``CheckpointEngineManager`` attribute of the trainer with ``BoundedWeightSync``;
+    verl's trainers must keep calling ``self.<manager>.update_weights(...)`` on those attributes."""
+    from verl.checkpoint_engine import CheckpointEngineManager
+    from verl.trainer.ppo.v1 import trainer_colocate_async, trainer_separate_async, trainer_sync
+
+    assert "global_steps" in inspect.signature(CheckpointEngineManager.update_weights).parameters
+    for module in (trainer_sync, trainer_colocate_async):
+        assert "self.checkpoint_manager.update_weights(self.global_steps)" in inspect.getsource(module)
+    assert "self.standalone_checkpoint_manager.update_weights(" in inspect.getsource(trainer_separate_async)
+
+
+def test_update_batch_extra_info_reaches_the_loss_micro_batch():
+    """SSPO's trainer puts H_ref into ``batch.extra_info`` before verl's ``_update_actor``; verl hands those
+    entries to every micro-batch, as it does its own ``global_batch_size`` that ``ppo_loss`` reads."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+    from verl.workers.utils.losses import ppo_loss
+
+    update = inspect.getsource(PPOTrainer._update_actor)
+    assert '"global_batch_size": ppo_mini_batch_size' in update and "batch.extra_info.update(extra_info)" in update
+    assert 'data["global_batch_size"]' in inspect.getsource(ppo_loss)
+
+
+def test_trainer_mode_attribute_and_its_branches():
+    """SSPO's trainers answer verl's mode name through a ``trainer_mode`` property that ``PPOTrainer.__init__`` assigns."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    init = inspect.getsource(PPOTrainer.__init__)
+    assert "self.trainer_mode = " in init
+    assert 'self.trainer_mode == "sync"' in inspect.getsource(PPOTrainer)
+
+
+def test_role_worker_mapping_is_the_trainers_attribute():
+    """CPU mode maps the roles to the gloo workers by replacing ``self.role_worker_mapping`` after verl's
+    ``_init_resource_pool_mgr``."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    assert "self.role_worker_mapping" in inspect.getsource(PPOTrainer._init_resource_pool_mgr)
+
+
+def test_platform_manager_caches_the_platform_in_a_module_global():
+    """``sspo.cpu.platform.use_cpu_platform`` reads ``platform_manager._current_platform`` (no GPU probe)."""
+    from verl.plugin.platform import platform_manager
+
+    assert hasattr(platform_manager, "_current_platform")
+    assert "global _current_platform" in inspect.getsource(platform_manager)
+
+
+def test_engine_registry_keeps_its_engines_in_a_class_dict():
+    """``sspo.cpu.platform.register_cpu_engine`` reads ``EngineRegistry._engines[model_type][backend][device]``."""
+    from verl.workers.engine import EngineRegistry
+
+    assert isinstance(EngineRegistry._engines, dict)
+    assert "fsdp" in EngineRegistry._engines.get("language_model", {})
+
+
+def test_vllm_cpu_onednn_flag_is_a_module_global_its_linear_layer_reads():
+    """``sspo.cpu.vllm_replica`` sets ``vllm._custom_ops._supports_onednn = False`` in the vLLM worker."""
+    assert "\n_supports_onednn = " in _source("vllm._custom_ops")
+    assert "_supports_onednn" in _source("vllm.model_executor.layers.utils")
+
+
+def test_preflight_batch_rules_are_the_asserts_verl_makes_after_the_first_rollout():
+    """``sspo.launch.preflight.check_batch_sizes`` re-derives two asserts verl makes only mid-step: a mini-batch
+    splits over the data-parallel ranks, and fixed micro-batches tile a rank's share. Pinned to verl's source."""
+    from verl.workers.engine import utils as engine_utils
+    from verl.workers.engine_workers import TrainingWorker
+
+    assert "assert mini_batch_size % self.engine.get_data_parallel_size() == 0" in inspect.getsource(
+        TrainingWorker.train_mini_batch
+    )
+    assert "assert total_data_size % (force_group_size * micro_batch_size_per_gpu) == 0" in inspect.getsource(
+        engine_utils
+    )
