@@ -58,6 +58,11 @@ def test_gpu_rows_compose_exactly_as_before_the_cpu_mode(row, old_config_dir, mo
     new = OmegaConf.to_container(cli.compose_config([f"experiment={row}"]))
     old = OmegaConf.to_container(cli.compose_config([f"experiment={row}"], config_dir=old_config_dir))
     assert new.pop("sspo") == {"weight_sync_timeout_s": 600}  # the one addition: the bounded weight sync
+    # the one rename: SSPO's config class moved with the verl glue (sspo.loss imports only torch now)
+    old_loss, new_loss = (c["actor_rollout_ref"]["actor"]["policy_loss"] for c in (old, new))
+    if old_loss["_target_"] == "sspo.loss.SSPOPolicyLossConfig":
+        assert new_loss["_target_"] == "sspo.verl_plugin.SSPOPolicyLossConfig"
+        old_loss["_target_"] = new_loss["_target_"]
     assert new == old
 
 
@@ -111,6 +116,7 @@ def test_print_key(monkeypatch, tmp_path, capsys):
 # ------------------------------------------------------------------------------------------ pre-flight
 
 
+@pytest.mark.slow  # the warmed-up tiny model (tiny_assets) takes ~3 min to build; CI's e2e runs build it anyway
 def test_preflight_counts_the_cpu_presets_fake_gpus(monkeypatch, tmp_path, tiny_assets):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -170,6 +176,7 @@ def test_preflight_catches_micro_batches_that_do_not_tile(monkeypatch, tmp_path)
 # ------------------------------------------------------------------------------------------ tiny task
 
 
+@pytest.mark.slow  # tiny_assets: see above
 def test_tiny_task_assets(tiny_assets):
     import pyarrow.parquet as pq
 

@@ -66,13 +66,6 @@ def test_the_algorithm_core_imports_only_torch_at_run_time():
     assert out.stdout.strip() == "[] 1.5", out.stdout  # 2 and 1 subsentences
 
 
-def test_import_sspo_and_the_reward_load_neither_torch_nor_verl():
-    code = "import sys, sspo, sspo.reward, sspo.reward.closeness; print(sorted(p for p in ('torch', 'verl', 'ray') if p in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "[]"
-
-
 def test_functions_stay_short():
     long = []
     for module in _modules(SSPO):

@@ -102,7 +102,8 @@ def validate_config(cfg: Any) -> None:
     trainer mode needs (:func:`validate_trainer_mode`); for ``loss_mode=sspo`` also :func:`_validate_sspo`.
     """
     loss_mode = select(cfg, f"{POLICY_LOSS_KEY}.loss_mode", "vanilla")
-    assert_loss_registered(loss_mode)
+    trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
+    _assert_registered(loss_mode, trainer_mode)
     if not select(cfg, "trainer.use_v1", True):
         raise ValueError(
             "trainer.use_v1=false selects verl's deprecated legacy trainer, which cannot run SSPO's trainers: "
@@ -117,17 +118,31 @@ def validate_config(cfg: Any) -> None:
     if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or not poll_s > 0):
         raise ValueError(f"sspo.replay_poll_interval_s={poll_s!r}: need seconds > 0, or null for verl's 2 s")
 
-    trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
-    assert_trainer_registered(trainer_mode)
     verl_mode = verl_trainer_mode(trainer_mode)
+    if loss_mode == LOSS_MODE:
+        _require_sspo_trainer(trainer_mode, verl_mode)
     if verl_mode is not None:
         validate_trainer_mode(cfg, trainer_mode, verl_mode)
     if loss_mode == LOSS_MODE:
-        _validate_sspo(cfg, trainer_mode, verl_mode, low, high)
+        _validate_sspo(cfg, low, high)
 
 
-def _validate_sspo(cfg: Any, trainer_mode: str, verl_mode: str | None, low: float, high: float) -> None:
-    """``loss_mode=sspo``: one of SSPO's trainers, SSPO's config class, an entropy for the adaptive clip."""
+def _assert_registered(loss_mode: str, trainer_mode: str) -> None:
+    """Both registrations checked, both problems named in one error (one dry run shows every problem)."""
+    problems = []
+    for check, name in ((assert_loss_registered, loss_mode), (assert_trainer_registered, trainer_mode)):
+        try:
+            check(name)
+        except (RuntimeError, ValueError) as err:
+            problems.append(err)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise RuntimeError(" | ".join(str(p) for p in problems))
+
+
+def _require_sspo_trainer(trainer_mode: str, verl_mode: str | None) -> None:
+    """``loss_mode=sspo`` needs one of SSPO's trainers: verl's own cannot feed the loss its extra inputs."""
     if trainer_mode not in SSPO_TRAINERS:
         fix = f"{TRAINER_PREFIX}{verl_mode}" if verl_mode else f"one of {_SSPO_NAMES}"
         raise ValueError(
@@ -135,6 +150,10 @@ def _validate_sspo(cfg: Any, trainer_mode: str, verl_mode: str | None, low: floa
             f"trainers pass the loss only its seven standard arguments, not the subsentence ids and old-policy "
             f"entropy. Set trainer.v1.trainer_mode={fix} (verl's {verl_mode or 'chosen'} mode with SSPO's hooks)"
         )
+
+
+def _validate_sspo(cfg: Any, low: float, high: float) -> None:
+    """``loss_mode=sspo``: SSPO's config class, the dual-clip bound, an old-policy entropy for the adaptive clip."""
     settings = _sspo_settings(cfg)
     check_clip_range(low, high, select(cfg, f"{ACTOR_KEY}.clip_ratio_c", 3.0), settings.use_dual_clip,
                      key=f"{ACTOR_KEY}.clip_ratio")  # fmt: skip
