@@ -122,10 +122,13 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
         m = sspo_run.metrics[s]
         assert all(k in m and 0.0 <= m[k] <= 1.0 for k in SSPO_KEYS), (s, sorted(m))
         assert m["actor/sspo/units_per_response"] > 1.0  # real subsentences of the tiny model's answers
+        # layout invariance: every micro-batch on every rank clipped with the H_ref of the whole update batch,
+        # computed on the driver (the loss reports the mean of what it received)
+        assert m["actor/sspo/entropy_ref"] == pytest.approx(m["actor/sspo/entropy_ref_batch"], rel=1e-5), s
 
 
 #: The three rows' pooled reward rise, (z_grpo + z_sspo + z_gspo) / sqrt(3) with z = gain / its sampling standard
-#: error (cpu_runs.reward_rise), must exceed this. Rows whose policy does not change (lr 0) pool to z ~ N(0, <= 1):
+#: error (helpers.reward_rise), must exceed this. Rows whose policy does not change (lr 0) pool to z ~ N(0, <= 1):
 #: about one pass in 700. Measured here: GRPO z 6.4 (gain 0.18), SSPO 5.3 (0.15), GSPO in colocate_async 0.6
 #: (gain 0.02), pooled 7.1; the lr-0 control (make test-extra)
 #: z -0.5. Not every row is required to rise on its own: GSPO in colocate_async barely moved in 12 steps.

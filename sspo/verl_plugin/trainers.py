@@ -134,6 +134,8 @@ class SSPOTrainerMixin:
         """
         if _uses_adaptive_clip(self.config):
             batch.extra_info[ENTROPY_REF_KEY] = _batch_entropy_ref(batch)
+            # the loss reports what reached it as actor/sspo/entropy_ref: equal unless the value was lost on the way
+            metrics["actor/sspo/entropy_ref_batch"] = batch.extra_info[ENTROPY_REF_KEY]
         return super()._update_actor(batch, metrics)  # type: ignore[misc]
 
 
