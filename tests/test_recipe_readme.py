@@ -2,7 +2,8 @@
 
 Every `make <target>` named in the README is a Makefile target; every `python -m <module>` is an
 importable module; the README's `python -m sspo.launch.cli` dry runs run here (with data from sspo.tools.data)
-and its other sspo.launch.cli invocations compose; what the README says a target runs is what `make -n` prints.
+and its other sspo.launch.cli invocations compose; what the README says a target runs is what `make -n` prints;
+the overrides for a user's own `main_ppo` run compose on verl's config and pass SSPO's checks.
 """
 
 from __future__ import annotations
@@ -120,6 +121,25 @@ def test_readme_sspo_cli_commands_run(tmp_path_factory, shared_data, tmp_path, m
             assert "dry run OK" in capsys.readouterr().out
         else:
             assert cli.compose_config(parsed.overrides).trainer.experiment_name in README
+
+
+def test_readme_overrides_for_your_own_main_ppo_compose_and_validate():
+    """The README's "Use SSPO in your own verl run" overrides on verl's own ``ppo_trainer`` config: they
+    compose, pass SSPO's config checks and build SSPO's policy-loss config (as the actor worker does)."""
+    from hydra import compose, initialize_config_module
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from sspo.verl_plugin import SSPOPolicyLossConfig, validate_config
+
+    (command,) = [c for c in code_commands() if c.startswith("python -m verl.trainer.main_ppo ")]
+    overrides = [w for w in shlex.split(command)[3:] if "=" in w]  # drops the "<your config ...>" placeholder
+    assert "trainer.v1.trainer_mode=sspo_sync" in overrides
+    assert "actor_rollout_ref.actor.policy_loss.loss_mode=sspo" in overrides
+    with initialize_config_module("verl.trainer.config", version_base=None):
+        cfg = compose(config_name="ppo_trainer", overrides=overrides)
+    validate_config(cfg)
+    settings = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
+    assert isinstance(settings, SSPOPolicyLossConfig) and settings.granularity == "subsentence"
 
 
 @pytest.mark.parametrize("script", ["recipe/scripts/submit.sh", "recipe/scripts/demo_cpu.sh"])
