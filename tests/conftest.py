@@ -65,10 +65,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """One private Ray head for the session (8 CPUs, 1 fake GPU = the CPU mode's worker slot)."""
+    """One private Ray head for the session (8 CPUs, 2 fake GPUs = the CPU mode's worker slots: the SSPO run
+    uses both, as 2 data-parallel ranks; the other runs one)."""
     from helpers import ray_head as start_head
 
-    with start_head() as head:
+    with start_head(num_gpus=2) as head:
         yield head
 
 

