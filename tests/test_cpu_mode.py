@@ -85,6 +85,30 @@ def test_cpu_rows_are_the_gpu_rows_algorithms_on_the_cpu_preset(row, monkeypatch
     assert cpu.sspo.replay_poll_interval_s == 0.25 and "replay_poll_interval_s" not in gpu.sspo
 
 
+def test_cpu_dp2_is_the_cpu_preset_in_the_gpu_rows_layout(monkeypatch, tmp_path):
+    """Two data-parallel ranks and token-budget micro-batches; everything else is ``cluster=cpu``."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    one = OmegaConf.to_container(cli.compose_config(["experiment=sspo_cpu"]))
+    two = OmegaConf.to_container(cli.compose_config(["experiment=sspo_cpu", "cluster=cpu_dp2"]))
+    assert two["trainer"]["n_gpus_per_node"] == two["ray_kwargs"]["ray_init"]["num_gpus"] == 2
+    actor, rollout, ref = (two["actor_rollout_ref"][k] for k in ("actor", "rollout", "ref"))
+    assert actor["use_dynamic_bsz"] and rollout["log_prob_use_dynamic_bsz"] and ref["log_prob_use_dynamic_bsz"]
+    # a rank's share of a mini-batch (12 responses of up to 152 tokens) spans several token-budget micro-batches
+    assert 152 <= actor["ppo_max_token_len_per_gpu"] < 12 * 152
+    # the rest is the CPU preset: only these keys (and what verl's config derives from them) differ
+    differ = {key for key in _flat(one).keys() | _flat(two).keys() if _flat(one).get(key) != _flat(two).get(key)}
+    layout = ("n_gpus_per_node", "num_gpus", "use_dynamic_bsz", "max_token_len_per_gpu")
+    assert differ and all(any(word in key for word in layout) for key in differ), sorted(differ)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
 def test_joining_a_running_cluster_drops_what_sizes_a_new_one(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
