@@ -104,3 +104,14 @@ def test_preflight_batch_rules_are_the_asserts_verl_makes_after_the_first_rollou
     assert "assert total_data_size % (force_group_size * micro_batch_size_per_gpu) == 0" in inspect.getsource(
         engine_utils
     )
+
+
+def test_worker_pools_ask_each_node_for_gpu_bundles_of_max_colocate_count_cpus():
+    """``sspo.launch.preflight.check_gpus`` places verl's pools as verl asks for them: per GPU one bundle of
+    ``{"CPU": max_colocate_count, GPU: 1}`` (default 3), one STRICT_PACK group per node, waited for without bound."""
+    from verl.single_controller.ray.base import RayResourcePool, ResourcePoolManager
+
+    assert ResourcePoolManager.__dataclass_fields__["max_colocate_count"].default == 3
+    source = inspect.getsource(RayResourcePool.get_placement_groups)
+    assert 'bundle = {"CPU": self.max_colocate_count}' in source and "bundle[device_name] = 1" in source
+    assert "ray.get([pg.ready() for pg in pgs])" in source  # no timeout: an unplaceable pool hangs the run

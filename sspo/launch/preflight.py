@@ -406,18 +406,44 @@ def check_batch_sizes(cfg: DictConfig) -> str:
     )
 
 
-def ray_gpus_per_node(address: str) -> list[float]:
-    """GPUs of each alive node of the Ray cluster at ``address`` (connects, reads, disconnects)."""
+@dataclass
+class Node:
+    """One Ray node as the placement check sees it: a name for messages, its GPUs and CPUs (None: unknown)."""
+
+    name: str
+    gpus: float
+    cpus: float | None = None
+
+
+#: CPUs Ray's driver side takes before verl places its worker pools: the TaskRunner actor (1) and one more
+#: seen taken on a 2-node CPU cluster (where a 4-CPU node then could not hold a {GPU: 1, CPU: 3} bundle)
+DRIVER_SIDE_CPUS = 2
+
+
+def ray_nodes(address: str) -> list[Node]:
+    """GPUs and CPUs of each alive node of the Ray cluster at ``address`` (connects, reads, disconnects)."""
     import ray
 
     owned = not ray.is_initialized()
     if owned:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
-        return [float(node["Resources"].get("GPU", 0)) for node in ray.nodes() if node["Alive"]]
+        return [
+            Node(f"node {n['NodeManagerAddress']} ({n['NodeID'][:8]})", float(n["Resources"].get("GPU", 0)),
+                 float(n["Resources"].get("CPU", 0)))
+            for n in ray.nodes() if n["Alive"]
+        ]  # fmt: skip
     finally:
         if owned:
             ray.shutdown()
+
+
+def cpus_per_bundle() -> int:
+    """CPUs in each bundle of verl's worker pools: ``{"CPU": max_colocate_count, "GPU": 1}`` per GPU
+    (``RayResourcePool.get_placement_groups``, ``ResourcePoolManager.max_colocate_count``)."""
+    from verl.single_controller.ray.base import ResourcePoolManager
+
+    return int(ResourcePoolManager.__dataclass_fields__["max_colocate_count"].default)
 
 
 def gpu_requests(cfg: DictConfig) -> list[tuple[str, int, int]]:
@@ -431,38 +457,54 @@ def gpu_requests(cfg: DictConfig) -> list[tuple[str, int, int]]:
     return requests
 
 
-def check_gpus(cfg: DictConfig, gpus_per_node: Sequence[float] | None, where: str) -> str:
-    """The nodes verl's resource pools need (:func:`gpu_requests`) fit the cluster's GPUs per node; in
-    separate_async, the checkpoint engine that ships weights from the training to the rollout GPUs is
-    registered in verl here (:func:`sspo.verl_plugin.assert_checkpoint_engine_available`)."""
+def check_gpus(cfg: DictConfig, nodes: Sequence[Node | float] | None, where: str) -> str:
+    """The nodes verl's resource pools need (:func:`gpu_requests`) fit the cluster, node by node: each node's
+    share of a pool is one STRICT_PACK placement group of ``{GPU: 1, CPU: cpus_per_bundle()}`` bundles, which
+    Ray waits for forever if no node can hold it. Where CPUs are known, a node that takes bundles keeps
+    :data:`DRIVER_SIDE_CPUS` free. In separate_async, the weight-sync engine to the rollout GPUs is looked up
+    too (:func:`sspo.verl_plugin.assert_checkpoint_engine_available`)."""
     requests = gpu_requests(cfg)
-    asked = " + ".join(
-        f"{k}.nnodes={nodes} x {k}.n_gpus_per_node={per_node}" for k, nodes, per_node in requests
-    )
-    if gpus_per_node is None:
+    asked = " + ".join(f"{k}.nnodes={n} x {k}.n_gpus_per_node={per_node}" for k, n, per_node in requests)
+    if nodes is None:
         raise Skipped(
             f"asks {asked}; no Ray cluster to compare with "
             "(set RAY_ADDRESS or --ray-address; inside `ray job submit` it is set)"
         )
-    free = sorted((float(g) for g in gpus_per_node), reverse=True)
-    # first fit, largest bundles first: each bundle (one node's share of a pool) must fit in one node
-    for per_node in sorted((p for _, nodes, p in requests for _ in range(nodes)), reverse=True):
-        fit = next((i for i, g in enumerate(free) if g >= per_node), None)
+    nodes = [n if isinstance(n, Node) else Node(f"node {i}", float(n)) for i, n in enumerate(nodes)]
+    per_bundle = cpus_per_bundle()
+    free = {n.name: [n.gpus, None if n.cpus is None else n.cpus - DRIVER_SIDE_CPUS] for n in nodes}
+    # first fit, largest shares first: each share (one node's part of a pool) must fit in one node
+    for per_node in sorted((p for _, count, p in requests for _ in range(count)), reverse=True):
+        fit = next((name for name, (g, c) in free.items() if g >= per_node and (c is None or c >= per_node * per_bundle)), None)
         if fit is None:
-            raise ValueError(
-                f"{asked} requested, but {where} has {len(gpus_per_node)} node(s) with GPUs "
-                f"{list(gpus_per_node)}. Fix: pick a matching cluster group (cluster=1x8gpu, 2x8gpu, "
-                "2x8gpu_separate, ...) or set those keys"
-            )
-        free[fit] -= per_node
+            raise ValueError(_placement_error(asked, nodes, per_node, per_bundle, where))
+        free[fit][0] -= per_node
+        if free[fit][1] is not None:
+            free[fit][1] -= per_node * per_bundle
     engine = ""
     if len(requests) > 1:  # separate_async: verl looks the weight-sync engine up only once the workers are up
         from sspo.verl_plugin import assert_checkpoint_engine_available
 
         assert_checkpoint_engine_available(cfg)
-        backend = cfg.actor_rollout_ref.rollout.checkpoint_engine.backend
-        engine = f"; weight sync training -> rollout: {backend}"
-    return f"{asked} fit {where} (GPUs per node {list(gpus_per_node)}){engine}"
+        engine = f"; weight sync training -> rollout: {cfg.actor_rollout_ref.rollout.checkpoint_engine.backend}"
+    return f"{asked} fit {where} ({_describe(nodes)}){engine}"
+
+
+def _describe(nodes: Sequence[Node]) -> str:
+    if all(n.cpus is None for n in nodes):
+        return f"GPUs per node {[n.gpus for n in nodes]}"
+    return "; ".join(f"{n.name}: {n.gpus:g} GPUs, {n.cpus:g} CPUs" for n in nodes)
+
+
+def _placement_error(asked: str, nodes: Sequence[Node], per_node: int, per_bundle: int, where: str) -> str:
+    need = f"{per_node} GPUs"
+    if any(n.cpus is not None for n in nodes):
+        need += f" and {per_node * per_bundle} CPUs ({per_bundle} per GPU bundle) + {DRIVER_SIDE_CPUS} for the driver side"
+    return (
+        f"{asked} requested, but {where} cannot place one node's share ({need} on one node): it has "
+        f"{_describe(nodes)}; Ray would wait for it forever. Fix: pick a matching cluster group (cluster=1x8gpu, "
+        "2x8gpu, 2x8gpu_separate, ...) or set those keys, or start the nodes with more CPUs (ray start --num-cpus)"
+    )
 
 
 def check_output_dir(cfg: DictConfig) -> str:
@@ -507,14 +549,16 @@ def check_loggers(cfg: DictConfig) -> str:
 # ---------------------------------------------------------------- all checks
 
 
-def _gpu_inventory(cfg: DictConfig, ray_address: str | None, dry_run: bool) -> tuple[list[float] | None, str]:
+def _gpu_inventory(cfg: DictConfig, ray_address: str | None, dry_run: bool) -> tuple[list[Node] | None, str]:
     if ray_address:
-        return ray_gpus_per_node(ray_address), f"the Ray cluster at {ray_address}"
+        return ray_nodes(ray_address), f"the Ray cluster at {ray_address}"
     if dry_run:
         return None, ""
     if cfg.trainer.get("device") == "cpu":  # CPU mode: verl's local Ray gets fake GPUs (CPU worker slots)
         fake = OmegaConf.select(cfg, "ray_kwargs.ray_init.num_gpus", default=None) or 0
-        return [float(fake)], "this machine's local Ray (ray_kwargs.ray_init.num_gpus fake GPUs, CPU mode)"
+        cpus = OmegaConf.select(cfg, "ray_kwargs.ray_init.num_cpus", default=None)
+        where = "this machine's local Ray (ray_kwargs.ray_init.num_gpus fake GPUs, CPU mode)"
+        return [Node("this machine", float(fake), None if cpus is None else float(cpus))], where
     import torch
 
     # no cluster given: verl's ray.init starts a local one on this machine

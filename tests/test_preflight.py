@@ -183,6 +183,25 @@ def test_gpu_check_against_cluster_inventories(env):
         preflight.check_gpus(cfg, None, "")
 
 
+def test_placement_counts_each_nodes_cpus_and_names_the_node(env):
+    """verl asks each node for a STRICT_PACK group of {GPU: 1, CPU: 3} bundles and Ray waits for it forever if
+    no node can hold it (seen: 2 raylets with 4 CPUs each, nnodes=2 x 1 GPU, a run that never started)."""
+    Node = preflight.Node
+    per_bundle = preflight.cpus_per_bundle()
+    assert per_bundle == 3  # verl 0.9.1's ResourcePoolManager.max_colocate_count
+    two = cli.compose_config([ROW, "trainer.nnodes=2", "trainer.n_gpus_per_node=1"])
+    small = [Node("node 10.0.0.1", 1.0, 4.0), Node("node 10.0.0.2", 1.0, 4.0)]
+    with pytest.raises(ValueError, match=r"1 GPUs and 3 CPUs .* \+ 2 for the driver side.*node 10.0.0.1: 1 GPUs, 4 CPUs"):
+        preflight.check_gpus(two, small, "the Ray cluster at x")
+    roomy = [Node("node 10.0.0.1", 1.0, 8.0), Node("node 10.0.0.2", 1.0, 5.0)]
+    assert "node 10.0.0.2: 1 GPUs, 5 CPUs" in preflight.check_gpus(two, roomy, "the Ray cluster at x")
+    # one node, 2 GPUs: both bundles on it (6 CPUs) plus the driver side (2)
+    dp2 = cli.compose_config([ROW, "trainer.nnodes=1", "trainer.n_gpus_per_node=2"])
+    assert "fit" in preflight.check_gpus(dp2, [Node("n", 2.0, 8.0)], "x")
+    with pytest.raises(ValueError, match="ray start --num-cpus"):
+        preflight.check_gpus(dp2, [Node("n", 2.0, 7.0)], "x")
+
+
 def test_separate_async_layout_needs_training_and_rollout_nodes(env):
     """cluster=2x8gpu_separate: one training node and one rollout node; the rollout's weight-sync engine
     (nccl) is looked up in verl only once the layout fits (not on a CPU dry run: the GPUs check skips)."""
