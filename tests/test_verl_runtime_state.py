@@ -115,3 +115,15 @@ def test_worker_pools_ask_each_node_for_gpu_bundles_of_max_colocate_count_cpus()
     source = inspect.getsource(RayResourcePool.get_placement_groups)
     assert 'bundle = {"CPU": self.max_colocate_count}' in source and "bundle[device_name] = 1" in source
     assert "ray.get([pg.ready() for pg in pgs])" in source  # no timeout: an unplaceable pool hangs the run
+
+
+def test_vllm_server_full_determinism_sets_batch_invariance_and_defaults_the_seed():
+    """``sspo.cpu.vllm_replica.CPUvLLMHttpServer`` resets ``VLLM_BATCH_INVARIANT`` after verl's ``__init__`` set it,
+    and passes a per-request ``seed`` that verl's ``generate`` keeps (it only ``setdefault``s its own)."""
+    from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer
+
+    init = inspect.getsource(vLLMHttpServer.__init__)
+    assert 'os.environ["VLLM_BATCH_INVARIANT"] = "1"' in init and "self.config = self._init_config(config)" in init
+    generate = inspect.getsource(vLLMHttpServer.generate)
+    assert 'sampling_params.setdefault("seed", self.replica_rank + self.config.seed)' in generate
+    assert "self.config.full_determinism" in generate
