@@ -117,6 +117,9 @@ def validate_config(cfg: Any) -> None:
     poll_s = select(cfg, "sspo.replay_poll_interval_s")
     if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or not poll_s > 0):
         raise ValueError(f"sspo.replay_poll_interval_s={poll_s!r}: need seconds > 0, or null for verl's 2 s")
+    monitor = select(cfg, "sspo.monitor", True)
+    if not isinstance(monitor, bool):
+        raise ValueError(f"sspo.monitor={monitor!r}: need true (log actor/monitor/* for every loss) or false")
 
     trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
     assert_trainer_registered(trainer_mode)
