@@ -12,7 +12,9 @@ ARGS ?=
 DATA_ARGS ?=
 DATA_DIR ?= data
 OUTPUT_DIR ?= outputs
-# the ablation grid: granularity x adaptive clip x clip range (18 runs, one after another)
+# the ablation grid: granularity x adaptive clip x clip range (18 runs, one after another). Losses side by side:
+# make ablate ABLATION_GRID="algo=grpo,dapo,gspo,geo_mean,cispo,sapo,sspo" (any recipe/config/algo/*.yaml; each run
+# named <row>__algo-<loss>); SSPO's keys (policy_loss.granularity, ...) exist only with algo=sspo
 ABLATION_EXPERIMENT ?= sspo_qwen2.5-math-1.5b
 ABLATION_GRID ?= actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence actor_rollout_ref.actor.policy_loss.adaptive_clip=true,false clip=narrow,default,wide
 # `make eval`: the runs scored side by side (name=path of a verl validation dump folder or a JSONL)
