@@ -64,7 +64,9 @@ def clip_monitor(
         valid token), ``subsentences_per_response``, ``tokens_per_subsentence``, ``clip_lower``, ``clip_upper``.
     """
     mask = response_mask.bool()  # [B, T]
-    log_ratio = torch.where(mask, log_prob.detach() - old_log_prob.detach(), 0.0)  # [B, T] log w_t, 0 on padding
+    log_ratio = torch.where(
+        mask, log_prob.detach() - old_log_prob.detach(), 0.0
+    )  # [B, T] log w_t, 0 on padding
     log_unit_ratio = {g: unit_mean(log_ratio, mask, g, segment_ids) for g in GRANULARITIES}  # [B, T] log s_k
     values = {f"clipfrac_at_{g}": frac for g, frac in
               clipfracs_at_base_range(log_unit_ratio, advantages, mask, lower, upper).items()}  # fmt: skip
@@ -88,4 +90,6 @@ def _clamped_exp(log_value: float, granularity: str) -> float:
     if math.isinf(log_value):
         return math.nan
     low, high = LOG_RATIO_CLAMP[granularity]
-    return math.exp(min(max(log_value, -math.inf if low is None else low), math.inf if high is None else high))
+    return math.exp(
+        min(max(log_value, -math.inf if low is None else low), math.inf if high is None else high)
+    )

@@ -39,7 +39,9 @@ def test_one_algo_group_per_verl_policy_loss():
 
     covered = {LOSS_MODE.get(a, a) for a in ALGOS}
     assert set(POLICY_LOSS_REGISTRY) - NOT_A_ROW <= covered
-    assert {"geo_mean", "cispo", "sapo", "clip_cov", "kl_cov", "dppo_tv", "dppo_kl", "gpg", "dapo"} <= set(ALGOS)
+    assert {"geo_mean", "cispo", "sapo", "clip_cov", "kl_cov", "dppo_tv", "dppo_kl", "gpg", "dapo"} <= set(
+        ALGOS
+    )
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -47,7 +49,9 @@ def test_every_algo_file_cites_its_source(algo):
     """Each group says where its values come from: the method's paper (arXiv id) or verl's docs/examples."""
     text = (CONFIG / "algo" / f"{algo}.yaml").read_text()
     comments = " ".join(line for line in text.splitlines() if line.startswith("#"))
-    assert re.search(r"arXiv:\d{4}\.\d{5}|verl's (docs|examples|recipe)|OUR choice|OUR CHOICE", comments), algo
+    assert re.search(r"arXiv:\d{4}\.\d{5}|verl's (docs|examples|recipe)|OUR choice|OUR CHOICE", comments), (
+        algo
+    )
 
 
 @pytest.mark.parametrize("algo", ALGOS)

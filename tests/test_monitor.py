@@ -17,8 +17,11 @@ LOSSES = {
     "vanilla": [],
     "gspo": [f"{PL}.loss_mode=gspo"],
     "geo_mean": [f"{PL}.loss_mode=geo_mean"],
-    "sspo": [f"{PL}._target_=sspo.verl_plugin.SSPOPolicyLossConfig", f"{PL}.loss_mode=sspo",
-             "trainer.v1.trainer_mode=sspo"],  # fmt: skip
+    "sspo": [
+        f"{PL}._target_=sspo.verl_plugin.SSPOPolicyLossConfig",
+        f"{PL}.loss_mode=sspo",
+        "trainer.v1.trainer_mode=sspo",
+    ],  # fmt: skip
 }
 RESPONSES = [
     "First, add 2 and 3. Then, the answer: 5!",
@@ -55,7 +58,9 @@ def micro_batch(actor_configs):
         entropy=[torch.rand(len(r), generator=g) * 3 for r in responses],
     )  # fmt: skip
     n_response_tokens = sum(len(r) for r in responses)
-    tu.assign_non_tensor(data, dp_size=1, batch_num_tokens=n_response_tokens, global_batch_size=len(RESPONSES))
+    tu.assign_non_tensor(
+        data, dp_size=1, batch_num_tokens=n_response_tokens, global_batch_size=len(RESPONSES)
+    )
     # model output in verl's no-padding layout: prompt then response tokens of each sample, back to back
     pieces = []
     for p, o in zip(prompts, old, strict=True):
@@ -80,7 +85,9 @@ def test_monitor_is_logged_for_every_loss_and_changes_nothing_else(actor_configs
     on_loss, on_grad, on = _call(actor_configs[loss], data, log_probs, monitor=True)
     off_loss, off_grad, off = _call(actor_configs[loss], data, log_probs, monitor=False)
     assert torch.equal(on_loss, off_loss) and torch.equal(on_grad, off_grad) and on_grad.abs().sum() > 0
-    assert {k for k in on if k.startswith(MONITOR_PREFIX)} == KEYS and not any(k.startswith(MONITOR_PREFIX) for k in off)
+    assert {k for k in on if k.startswith(MONITOR_PREFIX)} == KEYS and not any(
+        k.startswith(MONITOR_PREFIX) for k in off
+    )
     assert {k: v for k, v in on.items() if k not in KEYS} == off
     if loss != "sspo":  # with the monitor off, the other losses are verl's ppo_loss exactly
         from verl.workers.utils.losses import ppo_loss
@@ -106,7 +113,9 @@ def test_monitor_equals_each_builtins_own_clip_fraction(actor_configs, micro_bat
     assert 0 < fracs["vanilla"][0] and fracs["vanilla"][0] != fracs["vanilla"][2]  # the data really clips
     assert fracs["vanilla"][0] == pytest.approx(runs["vanilla"]["actor/pg_clipfrac"])
     assert fracs["gspo"][2] == pytest.approx(runs["gspo"]["actor/pg_clipfrac"])
-    assert fracs["sspo"] == pytest.approx([runs["sspo"][f"actor/sspo/clipfrac_at_{g}"] for g in GRANULARITIES])
+    assert fracs["sspo"] == pytest.approx(
+        [runs["sspo"][f"actor/sspo/clipfrac_at_{g}"] for g in GRANULARITIES]
+    )
     # GMPO clips the log-ratio: its base range is [e^-0.2, e^0.2], narrower than [0.8, 1.2] on the low side
     assert runs["geo_mean"][f"{MONITOR_PREFIX}clip_lower"] == pytest.approx(math.exp(-0.2))
     assert runs["vanilla"][f"{MONITOR_PREFIX}clip_lower"] == pytest.approx(0.8)
@@ -127,16 +136,22 @@ def test_clip_monitor_by_hand():
     assert m["clipfrac_at_subsentence"] == pytest.approx(3 / 4)
     # sequence 0: e^(0.2/3) = 1.069 not cut; sequence 1 cut: 1 of 4
     assert m["clipfrac_at_sequence"] == pytest.approx(1 / 4)
-    assert m["ratio_max_token"] == pytest.approx(math.exp(0.3)) and m["ratio_min_token"] == pytest.approx(math.exp(-0.5))
+    assert m["ratio_max_token"] == pytest.approx(math.exp(0.3)) and m["ratio_min_token"] == pytest.approx(
+        math.exp(-0.5)
+    )
     assert m["ratio_max_sequence"] == pytest.approx(math.exp(0.2 / 3))
-    assert m["subsentences_per_response"] == pytest.approx(3 / 2) and m["tokens_per_subsentence"] == pytest.approx(4 / 3)
+    assert m["subsentences_per_response"] == pytest.approx(3 / 2) and m[
+        "tokens_per_subsentence"
+    ] == pytest.approx(4 / 3)
     empty = clip_monitor(old, old, adv, torch.zeros_like(mask), torch.full((2, 3), -1), 0.9, 1.1)
     assert empty["clipfrac_at_token"] == 0 and math.isnan(empty["ratio_max_subsentence"])
 
 
 def test_monitor_clip_range():
     assert monitor_clip_range("vanilla", 0.2, 0.28) == pytest.approx((0.8, 1.28))
-    assert monitor_clip_range("cispo", 10.0, 0.2) == pytest.approx((-9.0, 1.2))  # no lower bound: nothing cut below
+    assert monitor_clip_range("cispo", 10.0, 0.2) == pytest.approx(
+        (-9.0, 1.2)
+    )  # no lower bound: nothing cut below
     assert monitor_clip_range("geo_mean", 0.4, 0.4) == pytest.approx((math.exp(-0.4), math.exp(0.4)))
 
 
@@ -166,3 +181,16 @@ def test_monitor_key_is_validated():
     with pytest.raises(ValueError, match=r"sspo.monitor='maybe'"):
         validate_config(cfg)
     validate_config(OmegaConf.merge(cfg, {"sspo": {"monitor": False}}))
+
+
+def test_response_log_probs_are_verls_padding(micro_batch):
+    """The monitor's vectorised read of the model output equals verl's no_padding_2_padding, padding included."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    from sspo.verl_plugin.actor_loss import _response_log_probs
+
+    data, log_probs = micro_batch
+    expected = no_padding_2_padding(log_probs, data)
+    assert torch.equal(_response_log_probs(log_probs, data, expected.shape[1]), expected)
+    nested = torch.nested.nested_tensor_from_jagged(log_probs, offsets=data["input_ids"].offsets())
+    assert torch.equal(_response_log_probs(nested, data, expected.shape[1]), expected)

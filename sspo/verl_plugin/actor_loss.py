@@ -14,6 +14,8 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from sspo.monitor import MONITOR_PREFIX, clip_monitor, monitor_clip_range
 from sspo.segmentation import SubsentenceSegmenter
 from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig, policy_loss_inputs
@@ -87,16 +89,15 @@ def _segment_ids(config: Any, responses: Any, response_mask: Any) -> Any:
 def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any = None) -> dict[str, Any]:
     """The clip monitor (:func:`sspo.monitor.clip_monitor`) of one micro-batch as verl ``Metric`` objects.
 
-    Reads the micro-batch as ``ppo_loss`` does (same padding), at the run's base clip range
+    Reads the micro-batch padded as ``ppo_loss`` pads it (zeros to the longest response), at the run's base clip range
     (:func:`sspo.monitor.monitor_clip_range`); ``segment_ids`` are reused when the loss already built them.
     ``*_min`` / ``*_max`` aggregate over micro-batches and ranks by min / max, the rest by mean (as verl's
     ``pg_clipfrac``).
     """
     from verl.utils.metric import AggregationType, Metric
-    from verl.workers.utils.padding import no_padding_2_padding
 
     fields = ["response_mask", "old_log_probs", "advantages"] + (["responses"] if segment_ids is None else [])
-    padded = data.select(*fields).to_padded_tensor()
+    padded = {k: torch.nested.to_padded_tensor(data[k], 0) if data[k].is_nested else data[k] for k in fields}
     mask = padded["response_mask"].bool()
     if segment_ids is None:
         segment_ids = _segment_ids(config, padded["responses"], mask)
@@ -106,7 +107,7 @@ def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any 
         config.policy_loss.get("loss_mode", "vanilla"), clip_ratio if low is None else low,
         clip_ratio if high is None else high,
     )  # fmt: skip
-    log_prob = no_padding_2_padding(model_output["log_probs"], data)
+    log_prob = _response_log_probs(model_output["log_probs"], data, mask.shape[1])
     values = clip_monitor(padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper)
 
     def aggregation(name: str) -> AggregationType:
@@ -115,6 +116,24 @@ def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any 
         return AggregationType.MAX if name.startswith("ratio_max_") else AggregationType.MEAN
 
     return {f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value) for name, value in values.items()}
+
+
+def _response_log_probs(log_probs: Any, data: Any, width: int) -> Any:
+    """The response tokens' log-probs [B, width] from the model's output in verl's no-padding layout (per sample:
+    prompt then response, each token's log-prob stored one position early), 0 on padding: what verl's
+    ``no_padding_2_padding`` returns, gathered with one index instead of its loop over samples. Layouts other
+    than v1's nested prompts/responses go through ``no_padding_2_padding`` itself."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    if not data["prompts"].is_nested:
+        return no_padding_2_padding(log_probs, data)
+    values = log_probs.values() if log_probs.is_nested else log_probs  # [sum of sample lengths]
+    response_lens = data["responses"].offsets().diff()  # [B]
+    ends = (data["prompts"].offsets().diff() + response_lens).cumsum(0)  # [B] end of each sample in ``values``
+    position = torch.arange(width, device=values.device)  # [T]
+    index = (ends - response_lens - 1).unsqueeze(1) + position  # [B, T]
+    valid = position < response_lens.unsqueeze(1)  # [B, T]
+    return torch.where(valid, values[index.clamp(max=values.numel() - 1)], 0.0)
 
 
 def sspo_ppo_loss(
