@@ -88,8 +88,9 @@ eval: install  ## score the runs' validation dumps into the five-benchmark table
 	$(PY) -m sspo.tools.evaluation score $(foreach r,$(EVAL_RUNS),--run $(r)) --data-dir $(DATA_DIR) \
 	  --markdown $(OUTPUT_DIR)/table.md --csv $(OUTPUT_DIR)/table.csv
 
-bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, reward vs verl's scorers
+bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, update phase per loss, reward vs verl's scorers
 	$(PY) benchmarks/loss_speed.py
+	$(PY) benchmarks/update_time.py --tiny-dir $(TINY_DIR)
 	$(PY) benchmarks/reward_speed.py
 
 # ---- Docker images (docker/Dockerfile; BuildKit). DOCKER=... picks the client (it needs BuildKit: buildx, or a
