@@ -12,7 +12,9 @@ ARGS ?=
 DATA_ARGS ?=
 DATA_DIR ?= data
 OUTPUT_DIR ?= outputs
-# the ablation grid: granularity x adaptive clip x clip range (18 runs, one after another)
+# the ablation grid: granularity x adaptive clip x clip range (18 runs, one after another). Losses side by side:
+# make ablate ABLATION_GRID="algo=grpo,dapo,gspo,geo_mean,cispo,sapo,sspo" (any recipe/config/algo/*.yaml; each run
+# named <row>__algo-<loss>); SSPO's keys (policy_loss.granularity, ...) exist only with algo=sspo
 ABLATION_EXPERIMENT ?= sspo_qwen2.5-math-1.5b
 ABLATION_GRID ?= actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence actor_rollout_ref.actor.policy_loss.adaptive_clip=true,false clip=narrow,default,wide
 # `make eval`: the runs scored side by side (name=path of a verl validation dump folder or a JSONL)
@@ -91,8 +93,9 @@ eval: install  ## score the runs' validation dumps into the five-benchmark table
 	$(PY) -m sspo.tools.evaluation score $(foreach r,$(EVAL_RUNS),--run $(r)) --data-dir $(DATA_DIR) \
 	  --markdown $(OUTPUT_DIR)/table.md --csv $(OUTPUT_DIR)/table.csv
 
-bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, reward vs verl's scorers
+bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, update phase per loss, reward vs verl's scorers
 	$(PY) benchmarks/loss_speed.py
+	$(PY) benchmarks/update_time.py --tiny-dir $(TINY_DIR)
 	$(PY) benchmarks/reward_speed.py
 
 # ---- Docker images (docker/Dockerfile; BuildKit). DOCKER=... picks the client (it needs BuildKit: buildx, or a

@@ -54,7 +54,8 @@ def test_gpu_rows_compose_exactly_as_before_the_cpu_mode(row, old_config_dir, mo
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     new = OmegaConf.to_container(cli.compose_config([f"experiment={row}"]))
     old = OmegaConf.to_container(cli.compose_config([f"experiment={row}"], config_dir=old_config_dir))
-    assert new.pop("sspo") == {"weight_sync_timeout_s": 600}  # the one addition: the bounded weight sync
+    # the additions: the bounded weight sync, the clip monitor switch (on)
+    assert new.pop("sspo") == {"weight_sync_timeout_s": 600, "monitor": True}
     # the one rename: SSPO's config class moved with the verl glue (sspo.loss imports only torch now)
     old_loss, new_loss = (c["actor_rollout_ref"]["actor"]["policy_loss"] for c in (old, new))
     if old_loss["_target_"] == "sspo.loss.SSPOPolicyLossConfig":

@@ -5,7 +5,8 @@
 
 Runs are read by :func:`sspo.tools.report.load_run` (TensorBoard folder, verl file-logger JSONL or console log).
 Columns: the run's own clip fraction (``actor/pg_clipfrac``, each algorithm at its own clip range), SSPO's
-same-range clip fractions by granularity (``actor/sspo/clipfrac_at_*``, runs of the ``sspo`` loss only),
+same-range clip fractions by granularity (the clip monitor's ``actor/monitor/clipfrac_at_*``, every loss; older
+``sspo`` runs: ``actor/sspo/clipfrac_at_*``),
 subsentences per response and tokens per subsentence (at the loss's granularity: subsentences for SSPO), the
 spread of the importance ratio, the adaptive clip scale, entropy, reward and response length. A run without
 a metric has an empty cell. With ``--rollouts NAME=DIR`` (verl's ``trainer.rollout_data_dir``: ``<step>.jsonl``
@@ -21,15 +22,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sspo.tools.report import ReportError, load_run, markdown_table
+from sspo.tools.report import GRANULARITY_KEYS, ReportError, load_run, markdown_table
 
-#: column -> verl metric key
-COLUMNS: dict[str, str] = {
+#: column -> verl metric key (or the keys tried in order: the clip monitor's, then the ``sspo`` loss's own)
+COLUMNS: dict[str, str | tuple[str, ...]] = {
     "reward": "critic/score/mean",
     "clipfrac (own range)": "actor/pg_clipfrac",
-    "@token": "actor/sspo/clipfrac_at_token",
-    "@subsentence": "actor/sspo/clipfrac_at_subsentence",
-    "@sequence": "actor/sspo/clipfrac_at_sequence",
+    **{f"@{g}": GRANULARITY_KEYS[g] for g in ("token", "subsentence", "sequence")},
     "units/resp": "actor/sspo/units_per_response",
     "tokens/unit": "actor/sspo/tokens_per_unit",
     "ratio min": "actor/sspo/ratio_min",
@@ -69,7 +68,8 @@ def diagnostic_rows(
             raise ReportError(f"{run.source}: no training step logged ({COLUMNS['reward']} missing)")
         for step in steps:
             row: dict[str, float | int | str] = {"run": run.name, "step": step}
-            row.update({c: run.metrics.get(k, {}).get(step, float("nan")) for c, k in COLUMNS.items()})
+            row.update({c: run.first_of((k,) if isinstance(k, str) else k).get(step, float("nan"))
+                        for c, k in COLUMNS.items()})  # fmt: skip
             if rollouts is not None:
                 dump = dumps / f"{step}.jsonl" if dumps is not None else None
                 row["varied groups"] = varied_group_share(dump) if dump and dump.is_file() else float("nan")

@@ -22,6 +22,7 @@ The metric names are verl's: ``critic/score/mean`` (reward), ``val-core/<source>
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import re
@@ -38,13 +39,14 @@ PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "entropy": ("policy entropy", ("actor/entropy",)),
     "response_length": ("response length (tokens)", ("response_length/mean",)),
 }
-# SSPO's same-range diagnostic (``sspo.loss``): in each update, the clip fraction the loss's inputs would have at
-# ONE clip range (the actor's base range) with the ratio taken per token, subsentence or sequence. Unlike each
+# The clip monitor (``sspo.monitor``, every loss): in each update, the clip fraction the update's inputs would have
+# at ONE clip range (the run's base range) with the ratio taken per token, subsentence or sequence. Unlike each
 # run's own ``actor/pg_clipfrac`` (each algorithm at its own clip range), these are comparable with each other.
+# Runs from before the monitor logged them for the ``sspo`` loss only, as ``actor/sspo/clipfrac_at_*``.
 GRANULARITY_PANEL = "clip_by_granularity"
-GRANULARITY_TITLE = "clip fraction at one clip range, by granularity\n(measured in SSPO's updates)"
-GRANULARITY_KEYS: dict[str, str] = {
-    g: f"actor/sspo/clipfrac_at_{g}" for g in ("token", "subsentence", "sequence")
+GRANULARITY_TITLE = "clip fraction at each run's base clip range, by granularity\n(the clip monitor)"
+GRANULARITY_KEYS: dict[str, tuple[str, ...]] = {
+    g: (f"actor/monitor/clipfrac_at_{g}", f"actor/sspo/clipfrac_at_{g}") for g in ("token", "subsentence", "sequence")
 }
 _VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@(?P<n>\d+)$")
 _CONSOLE_STEP = re.compile(r"(?:^|\s)step:(\d+)((?: - [^\n]*)?)$")
@@ -68,6 +70,10 @@ class Run:
         number = _as_float(value)
         if number is not None:
             self.metrics.setdefault(key, {})[int(step)] = number
+
+    def first_of(self, keys: Sequence[str]) -> dict[int, float]:
+        """``step -> value`` of the first of ``keys`` this run logged (empty if none)."""
+        return next((self.metrics[k] for k in keys if self.metrics.get(k)), {})
 
     @property
     def steps(self) -> list[int]:
@@ -231,8 +237,8 @@ def summarize(run: Run) -> dict[str, float | int | str]:
         row[column] = sum(finite) / len(finite) if finite else float("nan")
     unit = run.metrics.get("actor/sspo/clipfrac_unit")
     row["unit clip frac (sspo)"] = sum(unit.values()) / len(unit) if unit else float("nan")
-    for granularity, key in GRANULARITY_KEYS.items():
-        finite = [v for v in run.metrics.get(key, {}).values() if math.isfinite(v)]
+    for granularity, keys in GRANULARITY_KEYS.items():
+        finite = [v for v in run.first_of(keys).values() if math.isfinite(v)]
         row[f"same-range clip @{granularity}"] = sum(finite) / len(finite) if finite else float("nan")
     return row
 
@@ -281,7 +287,7 @@ def plot(runs: Sequence[Run], out: Path) -> list[Path]:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    if any(key in run.metrics for run in runs for key in GRANULARITY_KEYS.values()):
+    if any(run.first_of(keys) for run in runs for keys in GRANULARITY_KEYS.values()):
         fig, ax = plt.subplots(figsize=(6, 4))
         for a in (ax, axes.flat[-1]):
             _plot_granularities(a, runs)
@@ -301,13 +307,13 @@ def plot(runs: Sequence[Run], out: Path) -> list[Path]:
 
 def _plot_granularities(ax: object, runs: Sequence[Run]) -> None:
     """The same-range clip fractions: one colour per granularity, one line style per run that logged them."""
-    styles = iter(["-", "--", ":", "-."] * 4)
+    styles = itertools.cycle(["-", "--", ":", "-."])
     colors = {"token": "tab:red", "subsentence": "tab:green", "sequence": "tab:blue"}
-    logged = [r for r in runs if any(k in r.metrics for k in GRANULARITY_KEYS.values())]
+    logged = [r for r in runs if any(r.first_of(keys) for keys in GRANULARITY_KEYS.values())]
     for run in logged:
         style = next(styles)
-        for granularity, key in GRANULARITY_KEYS.items():
-            series = run.metrics.get(key)
+        for granularity, keys in GRANULARITY_KEYS.items():
+            series = run.first_of(keys)
             if not series:
                 continue
             steps = sorted(series)
@@ -338,10 +344,11 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
         "Start/end: mean over the first/last fifth of the logged steps (1 to 5 steps). "
         "Clip fraction: verl's token-weighted `actor/pg_clipfrac`, averaged over steps; each algorithm has its "
         "own clip range, so these are not comparable across algorithms. Same-range clip @token/@subsentence/"
-        "@sequence (runs of the `sspo` loss only): the clip fraction the same updates would have at ONE clip "
-        "range (the run's base `[1 - clip_ratio_low, 1 + clip_ratio_high]`) with the importance ratio taken per "
-        "token, per subsentence or per response (`actor/sspo/clipfrac_at_*`), averaged over steps: the "
-        "granularities compared on equal terms.\n\n"
+        "@sequence (the clip monitor, every loss; `sspo.monitor`): the clip fraction the same updates would have "
+        "at ONE clip range (the run's base `[1 - clip_ratio_low, 1 + clip_ratio_high]`; GMPO's `[e^-low, e^high]`) "
+        "with the importance ratio taken per token, per subsentence or per response (`actor/monitor/clipfrac_at_*`; "
+        "`actor/sspo/clipfrac_at_*` in older `sspo` runs), averaged over steps: the granularities compared on "
+        "equal terms.\n\n"
         + markdown_table(rows)
         + "\nRuns: "
         + ", ".join(f"`{r.name}` = `{r.source}`" for r in runs)

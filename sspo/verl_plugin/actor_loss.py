@@ -4,7 +4,8 @@ SSPO's trainers install :func:`sspo_ppo_loss` on every actor worker with verl's 
 installs ``partial(ppo_loss, config=...)`` by default). For ``loss_mode=sspo`` it computes, per micro-batch,
 the subsentence ids (from ``responses``), the old policy's ``entropy`` and the step's entropy reference
 ``sspo_entropy_ref`` (set by the trainer over the whole batch, so the clip does not depend on how the batch
-was split), and calls ``ppo_loss`` unchanged inside :func:`policy_loss_inputs`.
+was split), and calls ``ppo_loss`` unchanged inside :func:`policy_loss_inputs`. For EVERY loss mode it then adds
+the clip monitor (:mod:`sspo.monitor`) to the metrics, under ``actor/monitor/``, unless ``sspo.monitor=false``.
 """
 
 from __future__ import annotations
@@ -13,10 +14,20 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
+from sspo.monitor import MONITOR_PREFIX, clip_monitor, monitor_clip_range
 from sspo.segmentation import SubsentenceSegmenter
 from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig, policy_loss_inputs
 
-__all__ = ["ENTROPY_REF_KEY", "build_actor_config", "make_actor_loss_fn", "sspo_loss_inputs", "sspo_ppo_loss"]
+__all__ = [
+    "ENTROPY_REF_KEY",
+    "build_actor_config",
+    "make_actor_loss_fn",
+    "monitor_metrics",
+    "sspo_loss_inputs",
+    "sspo_ppo_loss",
+]
 
 #: non-tensor key of the update batch that carries H_ref (written by SSPO's trainers before the update)
 ENTROPY_REF_KEY = "sspo_entropy_ref"
@@ -43,7 +54,7 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
     """
     from verl.utils import tensordict_utils as tu
 
-    settings = config.policy_loss if isinstance(config.policy_loss, SSPOPolicyLossConfig) else SSPOPolicyLossConfig()
+    settings = _settings(config)
     # Segment ids at EVERY granularity: the token/sequence losses ignore them but report
     # ``actor/sspo/clipfrac_at_subsentence``, so granularity ablations log all three clip fractions.
     fields = ["response_mask", "responses"]
@@ -56,29 +67,95 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
             )
         fields.append("entropy")
     padded = data.select(*fields).to_padded_tensor()
-    response_mask = padded["response_mask"].bool()
-    delimiters = tuple(settings.delimiters) if settings.delimiters is not None else None
-    segmenter = _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)
-    inputs: dict[str, Any] = {"segment_ids": segmenter(padded["responses"], response_mask)}
+    inputs: dict[str, Any] = {"segment_ids": _segment_ids(config, padded["responses"], padded["response_mask"].bool())}
     if settings.adaptive_clip:
         inputs["entropy"] = padded["entropy"].detach()
         inputs["entropy_ref"] = tu.get(data, ENTROPY_REF_KEY, default=None)
     return inputs
 
 
-def sspo_ppo_loss(config: Any, model_output: Any, data: Any, dp_group: Any = None) -> tuple[Any, dict]:
-    """Drop-in for verl's ``ppo_loss`` (same signature): for ``loss_mode=sspo`` it feeds SSPO's inputs."""
+def _settings(config: Any) -> SSPOPolicyLossConfig:
+    """The run's SSPO settings; SSPO's defaults (segmentation included) for the other loss modes."""
+    return config.policy_loss if isinstance(config.policy_loss, SSPOPolicyLossConfig) else SSPOPolicyLossConfig()
+
+
+def _segment_ids(config: Any, responses: Any, response_mask: Any) -> Any:
+    """Subsentence ids [B, T] of padded ``responses`` with the run's delimiters and cap (-1 on padding)."""
+    settings = _settings(config)
+    delimiters = tuple(settings.delimiters) if settings.delimiters is not None else None
+    return _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)(responses, response_mask)
+
+
+def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any = None) -> dict[str, Any]:
+    """The clip monitor (:func:`sspo.monitor.clip_monitor`) of one micro-batch as verl ``Metric`` objects.
+
+    Reads the micro-batch padded as ``ppo_loss`` pads it (zeros to the longest response), at the run's base clip range
+    (:func:`sspo.monitor.monitor_clip_range`); ``segment_ids`` are reused when the loss already built them.
+    ``*_min`` / ``*_max`` aggregate over micro-batches and ranks by min / max, the rest by mean (as verl's
+    ``pg_clipfrac``).
+    """
+    from verl.utils.metric import AggregationType, Metric
+
+    fields = ["response_mask", "old_log_probs", "advantages"] + (["responses"] if segment_ids is None else [])
+    padded = {k: torch.nested.to_padded_tensor(data[k], 0) if data[k].is_nested else data[k] for k in fields}
+    mask = padded["response_mask"].bool()
+    if segment_ids is None:
+        segment_ids = _segment_ids(config, padded["responses"], mask)
+    clip_ratio = config.get("clip_ratio", 0.2)
+    low, high = (config.get(k) for k in ("clip_ratio_low", "clip_ratio_high"))
+    lower, upper = monitor_clip_range(
+        config.policy_loss.get("loss_mode", "vanilla"), clip_ratio if low is None else low,
+        clip_ratio if high is None else high,
+    )  # fmt: skip
+    log_prob = _response_log_probs(model_output["log_probs"], data, mask.shape[1])
+    values = clip_monitor(padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper)
+
+    def aggregation(name: str) -> AggregationType:
+        if name.startswith("ratio_min_"):
+            return AggregationType.MIN
+        return AggregationType.MAX if name.startswith("ratio_max_") else AggregationType.MEAN
+
+    return {f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value) for name, value in values.items()}
+
+
+def _response_log_probs(log_probs: Any, data: Any, width: int) -> Any:
+    """The response tokens' log-probs [B, width] from the model's output in verl's no-padding layout (per sample:
+    prompt then response, each token's log-prob stored one position early), 0 on padding: what verl's
+    ``no_padding_2_padding`` returns, gathered with one index instead of its loop over samples. Layouts other
+    than v1's nested prompts/responses go through ``no_padding_2_padding`` itself."""
+    from verl.workers.utils.padding import no_padding_2_padding
+
+    if not data["prompts"].is_nested:
+        return no_padding_2_padding(log_probs, data)
+    values = log_probs.values() if log_probs.is_nested else log_probs  # [sum of sample lengths]
+    response_lens = data["responses"].offsets().diff()  # [B]
+    ends = (data["prompts"].offsets().diff() + response_lens).cumsum(0)  # [B] end of each sample in ``values``
+    position = torch.arange(width, device=values.device)  # [T]
+    index = (ends - response_lens - 1).unsqueeze(1) + position  # [B, T]
+    valid = position < response_lens.unsqueeze(1)  # [B, T]
+    return torch.where(valid, values[index.clamp(max=values.numel() - 1)], 0.0)
+
+
+def sspo_ppo_loss(
+    config: Any, model_output: Any, data: Any, dp_group: Any = None, monitor: bool = True
+) -> tuple[Any, dict]:
+    """Drop-in for verl's ``ppo_loss`` (same signature): for ``loss_mode=sspo`` it feeds SSPO's inputs; for every
+    loss mode it adds the clip monitor (:func:`monitor_metrics`) unless ``monitor`` is False. The loss and its
+    gradient are ``ppo_loss``'s."""
     from verl.workers.utils.losses import ppo_loss
 
-    if config.policy_loss.get("loss_mode", "vanilla") != LOSS_MODE:
-        return ppo_loss(config, model_output, data, dp_group)
-    with policy_loss_inputs(**sspo_loss_inputs(config, data)):
-        return ppo_loss(config, model_output, data, dp_group)
+    inputs = sspo_loss_inputs(config, data) if config.policy_loss.get("loss_mode", "vanilla") == LOSS_MODE else {}
+    with policy_loss_inputs(**inputs):
+        loss, metrics = ppo_loss(config, model_output, data, dp_group)
+    if monitor:
+        metrics.update(monitor_metrics(config, model_output, data, inputs.get("segment_ids")))
+    return loss, metrics
 
 
-def make_actor_loss_fn(actor_config: Any) -> Callable[..., Any]:
-    """``partial(sspo_ppo_loss, config=actor_config)``: what SSPO's trainers install with ``set_loss_fn``."""
-    return functools.partial(sspo_ppo_loss, config=actor_config)
+def make_actor_loss_fn(actor_config: Any, monitor: bool = True) -> Callable[..., Any]:
+    """``partial(sspo_ppo_loss, config=actor_config, monitor=monitor)``: what SSPO's trainers install with
+    ``set_loss_fn`` (``monitor``: the config's ``sspo.monitor``)."""
+    return functools.partial(sspo_ppo_loss, config=actor_config, monitor=monitor)
 
 
 def build_actor_config(cfg: Any) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 from verl.trainer.ppo.core_algos import POLICY_LOSS_REGISTRY
 from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
-from sspo.loss import check_clip_range
+from sspo.loss import check_clip_range, is_real_number
 from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig
 from sspo.verl_plugin.trainers import SSPO_TRAINERS, TRAINER_PREFIX, VERL_TRAINER_MODES, verl_trainer_mode
 
@@ -25,6 +25,7 @@ __all__ = [
     "assert_checkpoint_engine_available",
     "assert_loss_registered",
     "assert_trainer_registered",
+    "check_clip_keys",
     "registration_status",
     "select",
     "validate_config",
@@ -112,11 +113,14 @@ def validate_config(cfg: Any) -> None:
     clip_ratio = select(cfg, f"{ACTOR_KEY}.clip_ratio", 0.2)
     low = select(cfg, f"{ACTOR_KEY}.clip_ratio_low", clip_ratio)
     high = select(cfg, f"{ACTOR_KEY}.clip_ratio_high", clip_ratio)
-    check_clip_range(low, high, None, dual_clip=False, key=f"{ACTOR_KEY}.clip_ratio")
+    check_clip_keys(loss_mode, low, high)
 
     poll_s = select(cfg, "sspo.replay_poll_interval_s")
     if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or not poll_s > 0):
         raise ValueError(f"sspo.replay_poll_interval_s={poll_s!r}: need seconds > 0, or null for verl's 2 s")
+    monitor = select(cfg, "sspo.monitor", True)
+    if not isinstance(monitor, bool):
+        raise ValueError(f"sspo.monitor={monitor!r}: need true (log actor/monitor/* for every loss) or false")
 
     verl_mode = verl_trainer_mode(trainer_mode)
     if loss_mode == LOSS_MODE:
@@ -125,6 +129,32 @@ def validate_config(cfg: Any) -> None:
         validate_trainer_mode(cfg, trainer_mode, verl_mode)
     if loss_mode == LOSS_MODE:
         _validate_sspo(cfg, low, high)
+
+
+#: verl losses whose published setting puts ``clip_ratio_low`` at 1 or above: there the clip keys are no PPO
+#: ratio range [1 - low, 1 + high], or a lower bound <= 0 means "none" (recipe/config/algo/<loss>.yaml)
+LOW_CLIP_MAY_EXCEED_ONE = {
+    "cispo": "an IS-weight truncation; MiniMax-M1 sets no lower bound (clip_ratio_low=10)",
+    "clip_cov": "Clip-Cov's recipe opens the PPO clip to [0, 2] (clip_ratio_low=1)",
+    "geo_mean": "a clip of the log-ratio to [-low, high]",
+    "dppo_tv": "a total-variation threshold",
+    "dppo_kl": "a binary-KL threshold",
+}
+
+
+def check_clip_keys(loss_mode: str, low: Any, high: Any) -> None:
+    """``actor.clip_ratio_low/high`` for ``loss_mode``: PPO's range (:func:`check_clip_range`), except for the
+    losses of :data:`LOW_CLIP_MAY_EXCEED_ONE`, where each must only be a finite number >= 0."""
+    key = f"{ACTOR_KEY}.clip_ratio"
+    if loss_mode not in LOW_CLIP_MAY_EXCEED_ONE:
+        check_clip_range(low, high, None, dual_clip=False, key=key)
+        return
+    for side, value in (("low", low), ("high", high)):
+        if not is_real_number(value) or value < 0:
+            raise ValueError(
+                f"{key}_{side}={value!r} with loss_mode={loss_mode} ({LOW_CLIP_MAY_EXCEED_ONE[loss_mode]}): "
+                "need a finite number >= 0"
+            )
 
 
 def _assert_registered(loss_mode: str, trainer_mode: str) -> None:

@@ -112,7 +112,8 @@ class SSPOTrainerMixin:
         super().on_init_end()  # type: ignore[misc]
 
     def install_actor_loss(self) -> None:
-        """``actor_rollout_wg.set_loss_fn(partial(sspo_ppo_loss, config=<ActorConfig>))`` on every actor worker.
+        """``actor_rollout_wg.set_loss_fn(partial(sspo_ppo_loss, config=<ActorConfig>, monitor=<sspo.monitor>))`` on
+        every actor worker: SSPO's loss inputs, and the clip monitor for every loss (``sspo.monitor``, default on).
 
         The ``ActorConfig`` is built here from ``self.config`` exactly as the worker builds its own (verl
         ships the critic's loss config the same way). With distillation enabled verl installs
@@ -122,7 +123,8 @@ class SSPOTrainerMixin:
         from verl.trainer.distillation import is_distillation_enabled
 
         if not is_distillation_enabled(self.config.get("distillation")):
-            self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config)))
+            monitor = bool(self.config.get("sspo", {}).get("monitor", True))
+            self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config), monitor=monitor))
 
     def _update_actor(self, batch: Any, metrics: dict) -> Any:
         """verl's actor update; with SSPO's adaptive clip, H_ref of the whole update batch goes with it.

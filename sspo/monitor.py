@@ -1,0 +1,95 @@
+"""The clip monitor: the paper's clip-by-granularity diagnostic for ANY policy loss, in plain PyTorch.
+
+In every update, for the run's own base clip range, the share of valid tokens PPO's clip would cut with the
+importance ratio taken per token, per subsentence and per response (:func:`sspo.loss.clipfracs_at_base_range`),
+and the extreme unit ratios at each granularity. It reads only the update's inputs (old and current log-probs,
+advantages, mask, subsentence ids), never the loss, so GRPO, GSPO, GMPO, CISPO ... runs report the same numbers
+on the same footing. SSPO's actor loss (:mod:`sspo.verl_plugin.actor_loss`) logs them under
+:data:`MONITOR_PREFIX` for every loss; ``sspo.monitor=false`` turns them off.
+
+Like :mod:`sspo.loss`, this module imports nothing but torch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sspo.loss import GRANULARITIES, LOG_RATIO_CLAMP, clipfracs_at_base_range, unit_mean
+
+__all__ = ["MONITOR_PREFIX", "clip_monitor", "monitor_clip_range"]
+
+#: every monitor metric is logged as ``actor/monitor/<name>``
+MONITOR_PREFIX = "actor/monitor/"
+
+#: losses whose clip keys bound the token LOG-ratio to [-low, high] (GMPO): the ratio range is [e^-low, e^high]
+_LOG_SPACE_CLIP = frozenset({"geo_mean"})
+
+
+def monitor_clip_range(loss_mode: str, clip_low: float, clip_high: float) -> tuple[float, float]:
+    """The base ratio range [lower, upper] at which the monitor counts clipped tokens for a run of ``loss_mode``.
+
+    verl's PPO convention ``[1 - clip_ratio_low, 1 + clip_ratio_high]`` for every loss (for those without a
+    ratio clip, e.g. sapo, gpg, kl_cov, dppo_*, the clip keys read as that range: see recipe/config/algo/), except
+    ``geo_mean``, which clips the log-ratio: ``[exp(-clip_ratio_low), exp(clip_ratio_high)]``.
+    """
+    if loss_mode in _LOG_SPACE_CLIP:
+        return math.exp(-clip_low), math.exp(clip_high)
+    return 1.0 - clip_low, 1.0 + clip_high
+
+
+@torch.no_grad()
+def clip_monitor(
+    old_log_prob: torch.Tensor,
+    log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    response_mask: torch.Tensor,
+    segment_ids: torch.Tensor,
+    lower: float,
+    upper: float,
+) -> dict[str, float]:
+    """The monitor's metrics for one micro-batch, fetched with one host sync.
+
+    Args:
+        old_log_prob, log_prob, advantages: FloatTensor[B, T] (``log_prob`` may carry a graph: it is not used).
+        response_mask: BoolTensor[B, T]; values at padding are ignored.
+        segment_ids: LongTensor[B, T] subsentence ids (:class:`sspo.segmentation.SubsentenceSegmenter`), -1 on padding.
+        lower, upper: the base ratio range (:func:`monitor_clip_range`).
+
+    Returns:
+        Keys without :data:`MONITOR_PREFIX`: ``clipfrac_at_{token,subsentence,sequence}`` (share of valid tokens
+        whose unit's ratio is cut: A > 0 and ratio > upper, or A < 0 and ratio < lower), ``ratio_min_<g>`` and
+        ``ratio_max_<g>`` (the extreme unit ratio s_k at granularity g, clamped as the built-in of g; NaN with no
+        valid token), ``subsentences_per_response``, ``tokens_per_subsentence``, ``clip_lower``, ``clip_upper``.
+    """
+    mask = response_mask.bool()  # [B, T]
+    log_ratio = torch.where(
+        mask, log_prob.detach() - old_log_prob.detach(), 0.0
+    )  # [B, T] log w_t, 0 on padding
+    log_unit_ratio = {g: unit_mean(log_ratio, mask, g, segment_ids) for g in GRANULARITIES}  # [B, T] log s_k
+    values = {f"clipfrac_at_{g}": frac for g, frac in
+              clipfracs_at_base_range(log_unit_ratio, advantages, mask, lower, upper).items()}  # fmt: skip
+    for g, x in log_unit_ratio.items():  # exp and the clamp are monotone: take the extremes in log space
+        values[f"ratio_min_{g}"] = torch.where(mask, x, torch.inf).amin()
+        values[f"ratio_max_{g}"] = torch.where(mask, x, -torch.inf).amax()
+    n_tokens, n_responses = mask.sum(), mask.any(1).sum()
+    n_subsentences = (segment_ids.amax(1) + 1).clamp(min=0).sum()  # ids contiguous from 0, -1 on padding
+    values["subsentences_per_response"] = n_subsentences / n_responses.clamp(min=1)
+    values["tokens_per_subsentence"] = n_tokens / n_subsentences.clamp(min=1)
+    fetched = dict(zip(values, torch.stack([v.double() for v in values.values()]).tolist(), strict=True))
+    for g in GRANULARITIES:
+        for stat in ("min", "max"):
+            fetched[f"ratio_{stat}_{g}"] = _clamped_exp(fetched[f"ratio_{stat}_{g}"], g)
+    return {**fetched, "clip_lower": float(lower), "clip_upper": float(upper)}
+
+
+def _clamped_exp(log_value: float, granularity: str) -> float:
+    """exp of a log-ratio clamped as the built-in of ``granularity`` does (:data:`sspo.loss.LOG_RATIO_CLAMP`);
+    NaN for the +/-inf of an empty batch."""
+    if math.isinf(log_value):
+        return math.nan
+    low, high = LOG_RATIO_CLAMP[granularity]
+    return math.exp(
+        min(max(log_value, -math.inf if low is None else low), math.inf if high is None else high)
+    )
