@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from helpers import read_metrics, run_bounded
 
-CLIPFRAC_KEYS = tuple(f"actor/sspo/clipfrac_at_{g}" for g in ("token", "subsentence", "sequence"))
+CLIPFRAC_KEYS = tuple(f"actor/monitor/clipfrac_at_{g}" for g in ("token", "subsentence", "sequence"))
 PROMPTS = 8
 RUN_TIMEOUT_S = 900  # start-up about 2-3 min, then one step of 16 short responses of a 135M model
 
@@ -74,10 +74,12 @@ def test_real_tokenizer_segments_a_worked_answer_into_its_clauses(real_lm_assets
 
 @pytest.mark.slow
 def test_one_step_through_main_ppo_logs_the_three_clip_fractions(real_lm_assets, ray_head, tmp_path):
+    """A non-paper baseline (GMPO, ``algo=geo_mean``) through verl's trainer on real LM text: the clip monitor
+    reports the paper's diagnostic for it as for SSPO (whose own runs are in test_main_ppo_cpu.py)."""
     out = tmp_path / "run"
     out.mkdir()  # verl's file logger opens metrics.jsonl in it before the trainer writes anything there
     cmd = [
-        sys.executable, "-m", "sspo.launch.cli", "experiment=diagnose_cpu", "algo=sspo",
+        sys.executable, "-m", "sspo.launch.cli", "experiment=diagnose_cpu", "algo=geo_mean",
         "trainer.total_training_steps=1", "data.max_response_length=48", f"trainer.default_local_dir={out}",
         # 2 prompts x 8 samples, 2 mini-batches: half the row's batch, still an off-policy second update
         "data.train_batch_size=2", "actor_rollout_ref.actor.ppo_mini_batch_size=1",
@@ -98,6 +100,7 @@ def test_one_step_through_main_ppo_logs_the_three_clip_fractions(real_lm_assets,
     for key in CLIPFRAC_KEYS:
         assert key in step and math.isfinite(step[key]) and 0.0 <= step[key] <= 1.0, (key, step.get(key))
     # real text of a real tokenizer: several subsentences per 48-token response, several tokens each
-    assert step["actor/sspo/units_per_response"] > 1.5, step["actor/sspo/units_per_response"]
-    assert 2.0 < step["actor/sspo/tokens_per_unit"] < 48, step["actor/sspo/tokens_per_unit"]
+    assert step["actor/monitor/subsentences_per_response"] > 1.5, step["actor/monitor/subsentences_per_response"]
+    assert 2.0 < step["actor/monitor/tokens_per_subsentence"] < 48, step["actor/monitor/tokens_per_subsentence"]
+    assert not any(k.startswith("actor/sspo/") for k in step)  # GMPO's own loss ran, not SSPO's
     assert step["critic/score/max"] > step["critic/score/min"]  # the graded reward varies: advantages exist
