@@ -1,0 +1,265 @@
+"""The grading classes of issue 21, both directions (accepted look-alikes and rejected ones), both policies.
+
+Each case: (class, response, gold, training verdict, evaluation verdict); ``None`` where the policy makes no
+claim. Run as a script to count per class (the same cases measure an older ``sspo.reward`` with
+``PYTHONPATH=<old checkout>``)::
+
+    PYTHONPATH=. python tests/test_reward_classes.py
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+P = "We check each step.\n"
+
+
+def box(ans: str) -> str:
+    """A typical response ending in ``\\boxed{ans}``."""
+    return P + "Therefore, the final answer is $\\boxed{" + ans + "}$."
+
+
+T, F = 1.0, 0.0
+CASES: list[tuple[str, str, str, float, float | None]] = [
+    # 1. a gold with several boxes keeps all of them
+    ("1 gold boxes", box("-5, 3"), r"\(\boxed{3}\) and \(\boxed{-5}\)", T, T),
+    ("1 gold boxes", box("3, -5"), r"\(\boxed{3}\) and \(\boxed{-5}\)", T, T),
+    ("1 gold boxes", box("4, 9"), r"\boxed{4} red and \boxed{9} blue", T, T),
+    ("1 gold boxes", box("x = 7 \\text{ or } x = -2"), r"$x=\boxed{7}$ or $x=\boxed{-2}$", T, T),
+    ("1 gold boxes", box("(2, 5)"), r"ordered pair $(\boxed{2}, \boxed{5})$", T, T),
+    ("1 gold boxes", box("-5"), r"\(\boxed{3}\) and \(\boxed{-5}\)", F, F),
+    ("1 gold boxes", box("9"), r"\boxed{4} red and \boxed{9} blue", F, F),
+    ("1 gold boxes", box("3"), r"\(\boxed{3}\) and \(\boxed{-5}\)", F, F),
+    ("1 gold boxes", box("(5, 2)"), r"ordered pair $(\boxed{2}, \boxed{5})$", F, F),
+    ("1 gold boxes", box("4, 9, 11"), r"\boxed{4} red and \boxed{9} blue", F, F),
+    # 2. labelled gold answered with the bare value, and the mirror
+    ("2 labels", box("7"), "|PQ| = 7", T, T),
+    ("2 labels", box("2, 9"), "a=2, b=9", T, T),
+    ("2 labels", box("5:8"), "x:y = 5:8", T, T),
+    ("2 labels", box("p+q = 125"), "125", T, T),
+    ("2 labels", box("m + n = 34"), "34", T, T),
+    ("2 labels", box("AB = 12"), "12", T, T),
+    ("2 labels", box("\\angle ABC = 40^\\circ"), "40^\\circ", T, T),
+    ("2 labels", box("PQ = 7"), "|PQ| = 7", T, T),
+    ("2 labels", box("a = 2, b = 9"), "a=2, b=9", T, T),
+    ("2 labels", box("t = 6 = 2"), "2", F, None),
+    ("2 labels", box("p+q = 124"), "125", F, F),
+    ("2 labels", box("8"), "|PQ| = 7", F, F),
+    ("2 labels", box("9, 2"), "a=2, b=9", F, None),
+    ("2 labels", box("8:5"), "x:y = 5:8", F, F),
+    ("2 labels", box("2p + 1 = 125"), "125", F, None),
+    ("2 labels", box("p+q = 125 = 126"), "125", F, None),
+    # 3. several boxes that together give a multi-part answer; hedging stays rejected
+    ("3 multi-box", P + r"The points are $\boxed{(1, 3)}$ and $\boxed{(4, 0)}$.", "(1,3),(4,0)", T, T),
+    ("3 multi-box", P + r"So $\boxed{0.35}$, i.e. $\boxed{35\%}$.", "0.35", T, T),
+    ("3 multi-box", P + r"So $\boxed{\frac{1}{4}}$, that is $\boxed{25\%}$.", r"\frac{1}{4}", T, T),
+    ("3 multi-box", P + r"We get $x = \boxed{2}$ and $y = \boxed{7}$.", "(2, 7)", T, T),
+    (
+        "3 multi-box",
+        P + r"So the total is $\boxed{63}$. Wait, I miscounted; the correct total is $\boxed{64}$.",
+        "64",
+        T,
+        T,
+    ),
+    (
+        "3 multi-box",
+        P + r"That gives $\boxed{10}$. I made an error above: redoing it, the answer is $\boxed{12}$.",
+        "12",
+        T,
+        T,
+    ),
+    ("3 multi-box", P + r"It is $\boxed{86}$ or $\boxed{87}$.", "87", F, T),
+    ("3 multi-box", P + r"$\boxed{86}$ $\boxed{87}$", "87", F, T),
+    ("3 multi-box", P + r"The answer is $\boxed{86}$. Hmm, wait, it is 87.", "86", F, T),
+    ("3 multi-box", P + r"The answer is $\boxed{60}$, though 61 might also work.", "60", F, T),
+    ("3 multi-box", P + r"The answer is $\boxed{60}$. Actually, maybe 59.", "60", F, T),
+    ("3 multi-box", P + r"The answer is $\boxed{60}$, but I am not sure.", "60", F, T),
+    ("3 multi-box", P + r"The answer is $\boxed{60}$. Alternatively it could be 62.", "60", F, T),
+    ("3 multi-box", P + r"So $\boxed{63}$. Wait, I miscounted; the correct total is $\boxed{64}$.", "63", F, F),
+    ("3 multi-box", P + r"The points are $\boxed{(1, 3)}$ and $\boxed{(4, 1)}$.", "(1,3),(4,0)", F, F),
+    # 4. plus-minus golds against both roots written out
+    ("4 pm", box(r"2 + \sqrt{3}, 2 - \sqrt{3}"), r"2 \pm \sqrt{3}", T, T),
+    ("4 pm", box(r"x = 5 + \sqrt{2} \text{ or } x = 5 - \sqrt{2}"), r"5 \pm \sqrt{2}", T, T),
+    ("4 pm", box(r"1 - 2i, 1 + 2i"), r"1 \pm 2i", T, T),
+    ("4 pm", box(r"\frac{3 + \sqrt{5}}{2}, \frac{3 - \sqrt{5}}{2}"), r"\frac{3 \pm \sqrt{5}}{2}", T, T),
+    ("4 pm", box(r"2 \pm \sqrt{3}"), r"2 \pm \sqrt{3}", T, T),
+    ("4 pm", box(r"2 + \sqrt{3}"), r"2 \pm \sqrt{3}", F, None),
+    ("4 pm", box(r"2 + \sqrt{3}, 2 + \sqrt{3}"), r"2 \pm \sqrt{3}", F, None),
+    ("4 pm", box(r"2 + \sqrt{3}, 3 - \sqrt{3}"), r"2 \pm \sqrt{3}", F, F),
+    ("4 pm", box(r"x = 5 + \sqrt{2} \text{ or } x = 5 - \sqrt{3}"), r"5 \pm \sqrt{2}", F, F),
+    ("4 pm", box(r"\pm 5"), "5", F, None),
+    # 5. lists, thousands separators, decimal commas
+    ("5 commas", box("12, 500"), "12500", F, F),
+    ("5 commas", box("12, 500"), "12, 500", T, T),
+    ("5 commas", box("12,500"), "12500", T, T),
+    ("5 commas", box("1,234,567"), "1234567", T, T),
+    ("5 commas", box("3,75"), "3.75", F, F),
+    ("5 commas", box("3,75"), "3,75", T, T),
+    ("5 commas", box("12500"), "12, 500", F, F),
+    ("5 commas", box("1, 000"), "1000", F, F),
+    ("5 commas", box("12,50"), "1250", F, F),
+    ("5 commas", box("12{,}500"), "12500", T, T),
+    # 6. percent and its decimal or fraction; repeating decimals
+    ("6 percent", box("0.125"), r"12.5\%", T, T),
+    ("6 percent", box(r"\frac{1}{8}"), r"12.5\%", T, T),
+    ("6 percent", box("0.06"), r"6\%", T, T),
+    ("6 percent", box("6"), r"6\%", T, T),
+    ("6 percent", box(r"0.\overline{6}"), r"\frac{2}{3}", T, T),
+    ("6 percent", box(r"-0.\overline{1}"), r"-\frac{1}{9}", T, T),
+    ("6 percent", box(r"0.1\overline{6}"), r"\frac{1}{6}", T, T),
+    ("6 percent", box(r"\frac{2}{3}"), r"0.\overline{6}", T, T),
+    ("6 percent", box("0.125\\%"), r"12.5\%", F, F),
+    ("6 percent", box("0.6"), r"6\%", F, F),
+    ("6 percent", box(r"0.\overline{6}"), r"\frac{3}{5}", F, F),
+    ("6 percent", box(r"0.\overline{3}"), r"\frac{2}{3}", F, F),
+    ("6 percent", box("1250"), r"12.5\%", F, None),
+    # 7. towers and large exact values
+    ("7 towers", box("3^{3^{3}}"), "3^{27}", T, T),
+    ("7 towers", box("2^{2^{10}}"), "2^{1024}", T, T),
+    ("7 towers", box("9^{9}"), "3^{18}", T, T),
+    ("7 towers", box("4^{2^{3}}"), "2^{16}", T, T),
+    ("7 towers", box("3^{3^{3}}"), "7625597484987", T, T),
+    ("7 towers", box("2^{2^{10}}"), "2^{1023}", F, F),
+    ("7 towers", box("3^{3^{3}}"), "3^{28}", F, F),
+    ("7 towers", box("2^{2^{2^{5}}}"), "2^{4294967297}", F, F),
+    ("7 towers", box("10^{10^{10^{10}}}"), "10^{10^{10^{10}}+1}", F, F),
+    ("7 towers", box("3^{3^{3}}"), "7625597484986", F, F),
+    # 8. visible wrappers accepted; boxes that are not the answer rejected
+    ("8 wrappers", box(r"\color{red}{58}"), "58", T, T),
+    ("8 wrappers", box(r"\textcolor{blue}{\frac{3}{4}}"), r"\frac{3}{4}", T, T),
+    ("8 wrappers", P + "> The answer is $\\boxed{12}$", "12", T, T),
+    ("8 wrappers", P + "Final answer:\n```latex\n\\boxed{42}\n```", "42", T, T),
+    ("8 wrappers", box(r"\mathbf{58}"), "58", T, T),
+    ("8 wrappers", box(r"{\color{red} 58}"), "58", T, T),
+    ("8 wrappers", P + "I think 41. Also `\\boxed{42}`.", "42", F, None),
+    ("8 wrappers", P + "I think 41. \\verb|\\boxed{42}|", "42", F, None),
+    ("8 wrappers", P + "I think 41. Use this template:\n```latex\n\\boxed{42}\n```", "42", F, None),
+    ("8 wrappers", P + 'I think 41. Write it like "\\boxed{42}".', "42", F, None),
+    ("8 wrappers", P + "I think 41.\n> put your answer in the form \\boxed{42}", "42", F, None),
+    ("8 wrappers", box(r"\color{red}{59}"), "58", F, F),
+    ("8 wrappers", box(r"\color{white}{58}"), "58", F, None),
+    # 9. false positives to close
+    ("9 false positives", box("1.41421356"), r"\sqrt{2}", F, None),
+    ("9 false positives", box("2.718281"), "e", F, None),
+    ("9 false positives", box("0.333333"), r"\frac{1}{3}", F, None),
+    ("9 false positives", box("3.14159265"), r"\pi", F, None),
+    ("9 false positives", box("0.6667"), r"\frac{2}{3}", F, None),
+    ("9 false positives", box(r"\{2, -5, 7\}"), "(2,-5,7)", F, F),
+    ("9 false positives", box("30'"), r"30^\circ", F, F),
+    ("9 false positives", box("0.125"), r"\frac{1}{8}", T, T),
+    ("9 false positives", box(r"\frac{\sqrt{2}}{2}"), r"\frac{1}{\sqrt{2}}", T, T),
+    ("9 false positives", box("(2, -5, 7)"), "(2,-5,7)", T, T),
+    ("9 false positives", box(r"30^{\circ}"), r"30^\circ", T, T),
+    ("9 false positives", box(r"\{-5, 2, 7\}"), r"\{2,-5,7\}", T, T),
+    ("9 false positives", box("0.5"), r"2^{-1}", T, T),
+]
+CLASSES = sorted({c[0] for c in CASES})
+
+
+def _ids() -> list[str]:
+    return [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
+
+
+@pytest.mark.parametrize(("cls", "response", "gold", "train", "evaluate"), CASES, ids=_ids())
+def test_class_cases_both_policies(cls, response, gold, train, evaluate):
+    from sspo.reward import compute_score, compute_score_evaluation
+
+    assert compute_score("classes", response, gold, timeout=30)["score"] == train
+    if evaluate is not None:
+        assert compute_score_evaluation("classes", response, gold, timeout=30)["score"] == evaluate
+
+
+def count(policy: str) -> dict[str, tuple[int, int]]:
+    """class -> (cases scored as expected, cases with a claim) under ``policy`` (older checkouts too)."""
+    from sspo.reward import compute_score
+
+    right, total = Counter(), Counter()
+    for cls, response, gold, train, evaluate in CASES:
+        want = train if policy == "training" else evaluate
+        if want is None:
+            continue
+        kwargs = {} if policy == "training" else {"policy": "evaluation"}
+        try:
+            got = compute_score("classes", response, gold, timeout=30, **kwargs)["score"]
+        except Exception:  # noqa: BLE001  an older checkout may raise
+            got = None
+        total[cls] += 1
+        right[cls] += got == want
+    return {k: (right[k], total[k]) for k in sorted(total)}
+
+
+if __name__ == "__main__":
+    t0 = time.time()
+    for policy in ("training", "evaluation"):
+        print(f"| class ({policy}) | as expected |\n|---|---|")
+        for cls, (r, n) in count(policy).items():
+            print(f"| {cls} | {r}/{n} |")
+    print(f"({time.time() - t0:.1f} s)", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------------------
+# 10. Every path to a verdict is bounded, whatever either argument holds; a missing gold is reported
+# --------------------------------------------------------------------------------------------------
+_CHUNKS = ["7", " ", "{", "}", "\\text{a", "\\", "$", "`", "\n>", " %", "1,", "^{", "\\frac{1}{", "\\pm ",
+           "a=", "1!", "\\boxed{", "\\boxed{1}", "'", "(", "\\verb|", "```", " wait", "0.\\overline{", ", ",
+           " \\text{ cm}", "\\{"]  # fmt: skip
+
+
+def _big(chunk: str, n: int) -> str:
+    return (chunk * (n // len(chunk) + 1))[:n]
+
+
+@pytest.mark.parametrize("n", [10_000, 60_000, 450_000, 2_000_000])
+def test_every_path_is_bounded_whatever_the_gold_or_response_holds(monkeypatch, n):
+    """In-process work (math-verify answered at once) stays well under a second per call, up to 2 MB."""
+    from sspo.reward import compute_score, compute_score_evaluation
+    from sspo.reward import math_verify_pool as mvp
+    from sspo.reward import score
+
+    monkeypatch.setattr(mvp, "ask", lambda *a, **k: (False, False))
+    monkeypatch.setattr(score, "_reported_sources", {"m"})
+    worst = (0.0, "")
+    for chunk in _CHUNKS:
+        big = _big(chunk, n)
+        for args in [
+            ("m", "The answer is $\\boxed{5}$.", big),  # a long gold
+            ("m", "x " + big + " $\\boxed{5}$.", "5"),  # a long response
+            ("m", "\\boxed{" + big + "}", big + "!"),  # both, and a factorial after a digit run
+        ]:
+            for f in (compute_score, compute_score_evaluation):
+                t0 = time.perf_counter()
+                f(*args, timeout=2)
+                worst = max(worst, (time.perf_counter() - t0, repr(chunk)))
+    assert worst[0] < 1.5, worst
+
+
+def test_screen_is_linear_in_the_gold():
+    """The factorial pattern no longer backtracks over digit runs (60k digits took 66 s, 2 MB never returned)."""
+    from sspo.reward import math_verify_pool as mvp
+
+    t0 = time.perf_counter()
+    assert mvp.complexity("7" * 2_000_000)["factorial_digits"] == 0
+    assert mvp.screen("5", ["7" * 60_000]) is not None
+    assert mvp.complexity("12! + 345}!")["factorial_digits"] == 3
+    assert time.perf_counter() - t0 < 2.0
+
+
+@pytest.mark.parametrize("gold", [None, "", "   ", [], "$$", "7" * 200_000])
+def test_missing_gold_is_reported_once_per_data_source(monkeypatch, caplog, gold):
+    from sspo.reward import compute_score
+    from sspo.reward import score
+
+    monkeypatch.setattr(score, "_reported_sources", set())
+    with caplog.at_level("WARNING", logger="sspo.reward.score"):
+        for _ in range(3):
+            assert compute_score("my_source", r"\boxed{5}", gold)["score"] == 0.0
+    warnings = [r.getMessage() for r in caplog.records if "ground_truth" in r.getMessage()]
+    assert len(warnings) == 1 and "my_source" in warnings[0] and "reward_model.ground_truth" in warnings[0]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sspo.reward.score"):
+        compute_score("other_source", r"\boxed{5}", gold)
+    assert any("other_source" in r.getMessage() for r in caplog.records)
