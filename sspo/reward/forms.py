@@ -116,7 +116,7 @@ def compare_powers(g: str, p: str) -> bool | None:
 _LABEL_RE = re.compile(
     r"^(?:m\s*)?(?:\\angle\s*|\\overline\s*)?"
     r"(?:\|[A-Za-z\s]{1,6}\||[A-Za-z](?:_\{?\w{1,4}\}?)?(?:\s*[+:\-]\s*[A-Za-z](?:_\{?\w{1,4}\}?)?){0,3}"
-    r"|\{[A-Za-z]{1,4}\}|[A-Za-z\s]{1,8}(?:_\{?\w{1,4}\}?)?)$"
+    r"|\\frac\s*\{[A-Za-z]{1,3}\}\s*\{[A-Za-z]{1,3}\}|\{[A-Za-z]{1,4}\}|[A-Za-z\s]{1,8}(?:_\{?\w{1,4}\}?)?)$"
 )
 
 

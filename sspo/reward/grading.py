@@ -165,8 +165,8 @@ def visible_text(response: str) -> str:
 _EXAMPLE_RE = re.compile(
     r"(?i)(?:\bin\s+the\s+(?:form|format)|\bformat(?:ted)?|\btemplate|\be\.g\.|\bfor\s+(?:example|instance)"
     r"|\bsuch\s+as|\bexample|(?<!looks )(?<!look )\blike(?:\s+this)?|\bas\s+follows"
-    r"|\b(?:put|write|enter|enclose|give)\s+(?:it|them|your\s+(?:final\s+)?answer|the\s+(?:final\s+)?answer)"
-    r"(?:\s+(?:in|as|inside))?)\s*(?:this|the\s+following)?\s*[:,\-]?[\s\"'“‘`$(]*$"
+    r"|\b(?:put|write|enter|enclose|give|format)\s+(?:it|them|your\s+(?:final\s+)?answer|the\s+(?:final\s+)?answer)"
+    r"(?:\s+(?:in|as|inside|like))?)\s*(?:this|the\s+following)?\s*[:,\-]?[\s\"'“‘`$(]*$"
 )
 
 
@@ -756,7 +756,8 @@ _HEDGE_BEFORE_RE = re.compile(
 # An explicit self-correction between a box and the box that replaces it
 _CORRECTION_RE = re.compile(
     r"(?i)\b(?:wait|actually|mistake|miscount\w*|miscalculat\w*|error|wrong|incorrect|oops|correct(?:ed|ion)?"
-    r"|redo\w*|re-?calculat\w*|recount\w*|re-?check\w*|should\s+(?:be|have\s+been)|instead)\b"
+    r"|redo\w*|re-?calculat\w*|re-?comput\w*|recount\w*|re-?check\w*|reconsider\w*|second\s+thought"
+    r"|should\s+(?:be|have\s+been)|instead|fix\w*)\b"
 )
 
 
