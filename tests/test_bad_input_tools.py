@@ -39,7 +39,16 @@ def test_unwritable_out_dir_is_an_early_error(tmp_path, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     for out in (blocker / "data", "/proc/sspo-data"):
-        argv = ["--out-dir", str(out), "--train", "none", "--benchmarks", "aime24", "--local-dir", str(tmp_path)]
+        argv = [
+            "--out-dir",
+            str(out),
+            "--train",
+            "none",
+            "--benchmarks",
+            "aime24",
+            "--local-dir",
+            str(tmp_path),
+        ]
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert f"--out-dir {out}: cannot write there" in err and "--out-dir data" in err

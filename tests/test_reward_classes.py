@@ -79,7 +79,13 @@ CASES: list[tuple[str, str, str, float, float | None]] = [
     ("3 multi-box", P + r"The answer is $\boxed{60}$. Actually, maybe 59.", "60", F, T),
     ("3 multi-box", P + r"The answer is $\boxed{60}$, but I am not sure.", "60", F, T),
     ("3 multi-box", P + r"The answer is $\boxed{60}$. Alternatively it could be 62.", "60", F, T),
-    ("3 multi-box", P + r"So $\boxed{63}$. Wait, I miscounted; the correct total is $\boxed{64}$.", "63", F, F),
+    (
+        "3 multi-box",
+        P + r"So $\boxed{63}$. Wait, I miscounted; the correct total is $\boxed{64}$.",
+        "63",
+        F,
+        F,
+    ),
     ("3 multi-box", P + r"The points are $\boxed{(1, 3)}$ and $\boxed{(4, 1)}$.", "(1,3),(4,0)", F, F),
     # 4. plus-minus golds against both roots written out
     ("4 pm", box(r"2 + \sqrt{3}, 2 - \sqrt{3}"), r"2 \pm \sqrt{3}", T, T),
@@ -294,9 +300,8 @@ def _big(chunk: str, n: int) -> str:
 @pytest.mark.parametrize("n", [10_000, 60_000, 450_000, 2_000_000])
 def test_every_path_is_bounded_whatever_the_gold_or_response_holds(monkeypatch, n):
     """In-process work (math-verify answered at once) stays well under a second per call, up to 2 MB."""
-    from sspo.reward import compute_score, compute_score_evaluation
+    from sspo.reward import compute_score, compute_score_evaluation, score
     from sspo.reward import math_verify_pool as mvp
-    from sspo.reward import score
 
     monkeypatch.setattr(mvp, "ask", lambda *a, **k: (False, False))
     monkeypatch.setattr(score, "_reported_sources", {"m"})
@@ -328,8 +333,7 @@ def test_screen_is_linear_in_the_gold():
 
 @pytest.mark.parametrize("gold", [None, "", "   ", [], "$$", "7" * 200_000])
 def test_missing_gold_is_reported_once_per_data_source(monkeypatch, caplog, gold):
-    from sspo.reward import compute_score
-    from sspo.reward import score
+    from sspo.reward import compute_score, score
 
     monkeypatch.setattr(score, "_reported_sources", set())
     with caplog.at_level("WARNING", logger="sspo.reward.score"):

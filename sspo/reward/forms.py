@@ -31,7 +31,7 @@ def repeating_decimal(c: str) -> Fraction | None:
 # --------------------------------------------------------------------------------------------------
 MAX_INT_BITS = 20_000  # values up to this size are computed; larger ones are kept as (root, exponent)
 _MAX_LITERAL_DIGITS = 4000  # int() of a longer literal is refused by Python itself (4300 digits)
-_INT_RE = re.compile(r"\d{1,%d}" % _MAX_LITERAL_DIGITS)
+_INT_RE = re.compile(r"\d{1," + str(_MAX_LITERAL_DIGITS) + "}")
 Power = int | tuple[int, int]  # an exact non-negative integer, or root**exponent (root not a perfect power)
 
 
@@ -158,7 +158,11 @@ def label_value(gold: str) -> str | None:
     labels, values = [], []
     for item in list_items(gold):
         sides = _relation_split(item)
-        if len(sides) != 2 or not is_label(sides[0]) or re.search(r"[A-Za-z]", re.sub(r"\\[a-z]+", "", sides[1])):
+        if (
+            len(sides) != 2
+            or not is_label(sides[0])
+            or re.search(r"[A-Za-z]", re.sub(r"\\[a-z]+", "", sides[1]))
+        ):
             return None
         labels.append(re.sub(r"\s", "", sides[0]))
         values.append(sides[1])

@@ -526,7 +526,7 @@ def compare_lists(gold: str, pred: str, exact: bool = False) -> bool | None:
     if len(gi) != len(pi):
         return False if all(as_rational(canonical(x)) is not None for x in gi + pi) else None
     if gk == "tuple" and pk != "set":
-        verdicts = [fast_compare(g, p, exact) for g, p in zip(gi, pi)]
+        verdicts = [fast_compare(g, p, exact) for g, p in zip(gi, pi, strict=True)]
         return False if False in verdicts else (True if all(verdicts) else None)
     unused, undecided = list(gi), False
     for p in pi:  # unordered: every item matches a distinct gold item

@@ -79,7 +79,7 @@ SCREEN_LIMITS = {
     "literal_digits": 400,
 }
 _EXP_LITERAL_RE = re.compile(r"\^\s*\{?\s*[+-]?(\d+)")
-_FACTORIAL_RE = re.compile(r"(?<!\d)(\d++)\s*\}?\s*!")  # possessive, from a run's start: linear
+_FACTORIAL_RE = re.compile(r"(?<!\d)(\d+)\s*\}?\s*!")  # only from a digit run's start: linear
 _DIGITS_RE = re.compile(r"\d+")
 
 
@@ -277,7 +277,9 @@ class _Worker:
                 _log_start_failure(self)
         return self.ready
 
-    def ask(self, golds: list[str], pred: str, guard: bool, deadline: float, exact: bool = False) -> bool | None:
+    def ask(
+        self, golds: list[str], pred: str, guard: bool, deadline: float, exact: bool = False
+    ) -> bool | None:
         """math-verify's verdict, or None on timeout/crash (then the worker must be killed)."""
         if not self.wait_ready(deadline):
             return None

@@ -47,6 +47,7 @@ from typing import Any
 from sspo.reward import math_verify_pool as _mv
 from sspo.reward.grading import (  # noqa: F401  (re-exported: sspo.tools.data and users import them from here)
     EVALUATION,
+    MAX_GOLD_CHARS,
     POLICIES,
     TRAINING,
     GradingPolicy,
@@ -55,7 +56,6 @@ from sspo.reward.grading import (  # noqa: F401  (re-exported: sspo.tools.data a
     grade,
     last_boxed_answer,
 )
-from sspo.reward.grading import MAX_GOLD_CHARS
 from sspo.reward.math_verify_pool import DEFAULT_TIMEOUT_S, MAX_WORKERS, WARM_WORKERS, screen, shutdown, warmup  # noqa: F401
 
 logger = logging.getLogger(__name__)

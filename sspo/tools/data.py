@@ -659,12 +659,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def check_writable(out_dir: Path) -> None:
-    """Create ``out_dir`` and write a probe file there now: an unwritable path fails before any work."""
+    """Fail now, naming the fix, when ``out_dir`` cannot be created or written: a probe file is written (and
+    removed) in its nearest existing folder, so nothing is left behind when a later check fails."""
     import tempfile
 
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".sspo-write-check-"):
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".sspo-write-check-"):
             pass
     except OSError as e:
         reason = e.strerror or type(e).__name__
