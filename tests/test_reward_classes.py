@@ -241,6 +241,27 @@ CASES += [
     ("9 false positives", box(r"2\sqrt{3}"), r"\sqrt{12}", T, T),
     ("9 false positives", box("0.5"), r"\frac{\sqrt{4}}{4}", T, T),
 ]
+CASES += [
+    ("8 wrappers", P + "Use the format below.\n```latex\n% template\n\\boxed{42}\n```", "42", F, None),
+    ("8 wrappers", P + "I think 41. ```latex\n% template: replace 42\n\\boxed{42}\n```", "42", F, None),
+    ("8 wrappers", P + "I think 41. <code>\\boxed{42}</code>", "42", F, None),
+    ("8 wrappers", P + "Final:\n```latex\n\\boxed{42}\n```", "42", T, T),
+    ("3 multi-box", P + r"So $\boxed{60}$, but I'm not 100% sure.", "60", F, T),
+    ("3 multi-box", P + r"So $\boxed{60}$. Another possibility is 61.", "60", F, T),
+    ("4 pm", box(r"2 + \sqrt{3}, 2 - \sqrt{3}"), r"x = 2 \pm \sqrt{3}", T, T),
+    ("2 labels", box(r"\text{Area} = 25"), "25", T, T),
+    ("2 labels", box("25"), r"\text{Area} = 25", T, T),
+    ("2 labels", box(r"\text{Area} = 26"), "25", F, F),
+    ("6 percent", box("0.1(6)"), r"\frac{1}{6}", T, T),
+    ("8 wrappers", box(r"\large 58"), "58", T, T),
+    ("8 wrappers", box(r"\color{red}58"), "58", T, T),
+    ("8 wrappers", box(r"\textcolor{red}{5}\textcolor{red}{8}"), "58", T, T),
+    ("7 towers", box("2^{2^{2^{2}}}"), "65536", T, T),
+    ("7 towers", box("27^{9}"), "3^{27}", T, T),
+    ("2 labels", box("x = 5"), "5", T, T),
+    ("2 labels", box(r"P(A) = \frac{1}{2}"), r"\frac{1}{2}", T, T),
+    ("2 labels", box("a_n = 5"), "5", T, T),
+]
 CLASSES = sorted({c[0] for c in CASES})
 
 

@@ -12,7 +12,9 @@ from fractions import Fraction
 # --------------------------------------------------------------------------------------------------
 # Repeating decimals: 0.\overline{6} = 2/3, -0.1\overline{6} = -1/6
 # --------------------------------------------------------------------------------------------------
-_REPEAT_RE = re.compile(r"^([+-]?)(\d{0,50})\.(\d{0,50})\\(?:overline|bar|dot)\{?(\d{1,50})\}?$")
+_REPEAT_RE = re.compile(
+    r"^([+-]?)(\d{0,50})\.(\d{0,50})(?:\\(?:overline|bar|dot)\{?(\d{1,50})\}?|\((\d{1,50})\))$"
+)
 
 
 def repeating_decimal(c: str) -> Fraction | None:
@@ -20,7 +22,8 @@ def repeating_decimal(c: str) -> Fraction | None:
     m = _REPEAT_RE.match(c)
     if not m:
         return None
-    sign, whole, fixed, rep = m.groups()
+    sign, whole, fixed, rep, paren = m.groups()
+    rep = rep or paren
     value = int(whole or 0) + Fraction(int(fixed or 0), 10 ** len(fixed))
     value += Fraction(int(rep), (10 ** len(rep) - 1) * 10 ** len(fixed))
     return -value if sign == "-" else value
@@ -116,7 +119,7 @@ def compare_powers(g: str, p: str) -> bool | None:
 _LABEL_RE = re.compile(
     r"^(?:m\s*)?(?:\\angle\s*|\\overline\s*)?"
     r"(?:\|[A-Za-z\s]{1,6}\||[A-Za-z](?:_\{?\w{1,4}\}?)?(?:\s*[+:\-]\s*[A-Za-z](?:_\{?\w{1,4}\}?)?){0,3}"
-    r"|\\frac\s*\{[A-Za-z]{1,3}\}\s*\{[A-Za-z]{1,3}\}|\{[A-Za-z]{1,4}\}|[A-Za-z\s]{1,8}(?:_\{?\w{1,4}\}?)?)$"
+    r"|\\frac\s*\{[A-Za-z]{1,3}\}\s*\{[A-Za-z]{1,3}\}|\\(?:text|mathrm|textrm)\s*\{[A-Za-z ]{1,24}\}|\{[A-Za-z]{1,4}\}|[A-Za-z\s]{1,8}(?:_\{?\w{1,4}\}?)?)$"
 )
 
 
@@ -207,24 +210,34 @@ def expand_pm(gold: str) -> str | None:
 _WRAPPER_RE = re.compile(
     r"\\(?:textcolor|colorbox)\s*\{[^{}]{0,30}\}\s*(?=\{)|\\color\s*\{[^{}]{0,30}\}\s*"
     r"|\\(?:mathbf|textbf|boldsymbol|bm|underline|mathbold)\s*(?=\{)"
+    r"|\\(?:tiny|small|normalsize|large|Large|LARGE|huge|Huge|bf)(?![a-zA-Z])\s*"
 )
 
 
 def unwrap_visible(s: str) -> str:
-    """``s`` without colour and bold commands (their argument kept) and without one outer brace pair."""
-    if "\\" in s:
-        s = _WRAPPER_RE.sub("", s)
+    """``s`` without colour, bold and size commands (their argument kept) and without one outer brace pair."""
+    pos = 0
+    while "\\" in s and len(s) <= 5000:
+        m = _WRAPPER_RE.search(s, pos)
+        if m is None:
+            break
+        if m.end() < len(s) and s[m.end()] == "{" and not m.group(0).startswith("\\color"):
+            end = _group_end(s, m.end())  # \textcolor{red}{58} -> 58
+            s = s[: m.start()] + s[m.end() + 1 : end - 1] + s[end:]
+        else:  # \color{red} 58, \large 58: a switch, nothing to unwrap
+            s = s[: m.start()] + s[m.end() :]
+        pos = m.start()
     t = s.strip()
-    while len(t) > 1 and t[0] == "{" and t[-1] == "}" and _outer_group(t):
+    while len(t) > 1 and t[0] == "{" and t[-1] == "}" and _group_end(t, 0) == len(t):
         t = t[1:-1].strip()
     return t
 
 
-def _outer_group(t: str) -> bool:
-    """Whether the ``{`` at ``t[0]`` closes at ``t[-1]``."""
+def _group_end(t: str, i: int) -> int:
+    """Index just past the ``{...}`` group opening at ``t[i]`` (``len(t) + 1`` when it never closes)."""
     depth = 0
-    for i, c in enumerate(t):
-        depth += (c == "{") - (c == "}")
+    for j in range(i, len(t)):
+        depth += (t[j] == "{") - (t[j] == "}")
         if depth == 0:
-            return i == len(t) - 1
-    return False
+            return j + 1
+    return len(t) + 1

@@ -144,16 +144,28 @@ _QUOTE_MARK_RE = re.compile(r"^[ \t]*>[> \t]*", re.M)
 _COMMENT_RE = re.compile(r"(?:^[ \t]*|(?<=[^\d\s{\\])[ \t]+)%.*$", re.M)
 
 
+_TEMPLATE_WORDS_RE = re.compile(
+    r"(?i)\b(?:template|format(?:ted)?|example|e\.g\.|for\s+instance|placeholder|fill\s+in|replace)\b"
+)
+_HTML_CODE_RE = re.compile(r"<(code|pre|tt)>.*?(?:</\1>|\Z)", re.S)
+
+
 def _fence(m: re.Match) -> str:
-    """A fenced block: its text when it is LaTeX/Markdown (shown typeset), else nothing (code)."""
+    """A fenced block: its text when it is LaTeX/Markdown (shown typeset) and no template, else nothing."""
     lang = m.group(1).strip().lower()
-    return " " + m.group(2) + "\n" if lang in _SHOWN_FENCES else " "
+    if lang not in _SHOWN_FENCES:
+        return " "
+    before = m.string[max(0, m.start() - 80) : m.start()]
+    if _TEMPLATE_WORDS_RE.search(before[max(before.rfind(". "), before.rfind(".\n")) + 1 :] + m.group(2)):
+        return " "  # presented as a template or an example of the format
+    return " " + m.group(2) + "\n"
 
 
 def visible_text(response: str) -> str:
-    """``response`` as a reader sees it: no code (fenced or inline, ``\\verb``), no LaTeX comments; the text
-    of ```latex fences and of Markdown blockquotes stays (a box there is shown)."""
+    """``response`` as a reader sees it: no code (fenced, inline, ``\\verb``, HTML), no LaTeX comments; the
+    text of ```latex fences (unless a template) and of Markdown blockquotes stays (a box there is shown)."""
     text = _FENCE_RE.sub(_fence, response)
+    text = _HTML_CODE_RE.sub(" ", text)
     text = _VERB_RE.sub(" ", text)
     text = _INLINE_CODE_RE.sub(" ", text)
     text = _QUOTE_MARK_RE.sub(" ", text)
@@ -450,7 +462,7 @@ def as_rational(c: str) -> Fraction | None:
     d = _as_number(c)
     if d is not None:
         return Fraction(d)
-    if "\\" in c and "." in c:
+    if "." in c and ("\\" in c or "(" in c):
         return repeating_decimal(c)
     m = _LATEX_FRAC_RE.match(c)
     if m:
@@ -737,7 +749,8 @@ def expand_golds(golds: list[str]) -> list[str]:
     """``golds`` plus the forms they state: a labelled gold's value, a ``\\pm`` gold's values written out."""
     out = []
     for g in golds:
-        for form in (g, label_value(g), expand_pm(g)):
+        value = label_value(g)
+        for form in (g, value, expand_pm(g), expand_pm(value) if value else None):
             if form and form not in out:
                 out.append(form)
     return out
@@ -746,12 +759,13 @@ def expand_golds(golds: list[str]) -> list[str]:
 # Prose that takes the final box back or offers another value ("wait, it is 87", "though 61 might work")
 _HEDGE_AFTER_RE = re.compile(
     r"(?i)\b(?:wait|hmm+|actually|though|although|might|maybe|perhaps|possibly|probably|alternatively|unless"
-    r"|instead|not\s+(?:sure|certain|confident)|unsure|uncertain|on\s+second\s+thought|i\s+(?:think|guess)"
+    r"|instead|otherwise|another\s+(?:possibility|option|candidate|answer)|either"
+    r"|not\s+(?:\w+%?\s+)?(?:sure|certain|confident)|unsure|uncertain|on\s+second\s+thought|i\s+(?:think|guess)"
     r"|mistake|miscalculat\w*|miscount\w*|wrong|incorrect|re-?check\w*|double[- ]check\w*|hold\s+on"
     r"|scratch\s+that|correction|could\s+(?:also\s+)?be|or\s+(?:maybe|possibly|perhaps|it|\$?[-+]?\d))\b"
 )
 _HEDGE_BEFORE_RE = re.compile(
-    r"(?i)\b(?:not\s+(?:sure|certain|confident)|unsure|i\s+guess|maybe|perhaps|possibly|probably|might\s+be)\b"
+    r"(?i)\b(?:not\s+(?:\w+%?\s+)?(?:sure|certain|confident)|unsure|i\s+guess|maybe|perhaps|possibly|probably|might\s+be)\b"
 )
 # An explicit self-correction between a box and the box that replaces it
 _CORRECTION_RE = re.compile(
