@@ -262,6 +262,13 @@ CASES += [
     ("2 labels", box(r"P(A) = \frac{1}{2}"), r"\frac{1}{2}", T, T),
     ("2 labels", box("a_n = 5"), "5", T, T),
 ]
+CASES += [  # prose after the box that is no hedge, and a bare second value
+    ("3 multi-box", P + r"So $\boxed{5}$. Double-check: $2 + 3 = 5$.", "5", T, T),
+    ("3 multi-box", P + r"So $\boxed{5}$. Either way, the sum is 5.", "5", T, T),
+    ("3 multi-box", P + r"So $\boxed{5}$. A common mistake is to forget the sign.", "5", T, T),
+    ("3 multi-box", P + r"So $\boxed{86}$. That is wrong, it is 87.", "86", F, T),
+    ("3 multi-box", P + r"So $\boxed{86}$, or 87.", "86", F, T),
+]
 CLASSES = sorted({c[0] for c in CASES})
 
 
@@ -320,7 +327,7 @@ def _big(chunk: str, n: int) -> str:
 
 @pytest.mark.parametrize("n", [10_000, 60_000, 450_000, 2_000_000])
 def test_every_path_is_bounded_whatever_the_gold_or_response_holds(monkeypatch, n):
-    """In-process work (math-verify answered at once) stays well under a second per call, up to 2 MB."""
+    """In-process work (math-verify answered at once) stays well under a second of CPU per call, up to 2 MB."""
     from sspo.reward import compute_score, compute_score_evaluation, score
     from sspo.reward import math_verify_pool as mvp
 
@@ -335,21 +342,21 @@ def test_every_path_is_bounded_whatever_the_gold_or_response_holds(monkeypatch, 
             ("m", "\\boxed{" + big + "}", big + "!"),  # both, and a factorial after a digit run
         ]:
             for f in (compute_score, compute_score_evaluation):
-                t0 = time.perf_counter()
+                t0 = time.thread_time()  # CPU time of this thread: a busy machine does not inflate it
                 f(*args, timeout=2)
-                worst = max(worst, (time.perf_counter() - t0, repr(chunk)))
-    assert worst[0] < 1.5, worst
+                worst = max(worst, (time.thread_time() - t0, repr(chunk)))
+    assert worst[0] < 1.0, worst
 
 
 def test_screen_is_linear_in_the_gold():
     """The factorial pattern no longer backtracks over digit runs (60k digits took 66 s, 2 MB never returned)."""
     from sspo.reward import math_verify_pool as mvp
 
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     assert mvp.complexity("7" * 2_000_000)["factorial_digits"] == 0
     assert mvp.screen("5", ["7" * 60_000]) is not None
     assert mvp.complexity("12! + 345}!")["factorial_digits"] == 3
-    assert time.perf_counter() - t0 < 2.0
+    assert time.thread_time() - t0 < 2.0
 
 
 @pytest.mark.parametrize("gold", [None, "", "   ", [], "$$", "7" * 200_000])

@@ -757,12 +757,14 @@ def expand_golds(golds: list[str]) -> list[str]:
 
 
 # Prose that takes the final box back or offers another value ("wait, it is 87", "though 61 might work")
+# A verification after the box ("double-check: 2 + 3 = 5") or a remark ("either way", "a common mistake is")
+# is no hedge; a retraction names the box wrong ("that is wrong") or doubts it ("wait", "actually", "might").
 _HEDGE_AFTER_RE = re.compile(
     r"(?i)\b(?:wait|hmm+|actually|though|although|might|maybe|perhaps|possibly|probably|alternatively|unless"
-    r"|instead|otherwise|another\s+(?:possibility|option|candidate|answer)|either"
-    r"|not\s+(?:\w+%?\s+)?(?:sure|certain|confident)|unsure|uncertain|on\s+second\s+thought|i\s+(?:think|guess)"
-    r"|mistake|miscalculat\w*|miscount\w*|wrong|incorrect|re-?check\w*|double[- ]check\w*|hold\s+on"
-    r"|scratch\s+that|correction|could\s+(?:also\s+)?be|or\s+(?:maybe|possibly|perhaps|it|\$?[-+]?\d))\b"
+    r"|instead|another\s+(?:possibility|option|candidate|answer)|not\s+(?:\w+%?\s+)?(?:sure|certain|confident)"
+    r"|unsure|uncertain|on\s+second\s+thought|i\s+guess|hold\s+on|scratch\s+that|correction"
+    r"|(?:that|this|it|i)\W+(?:\w+\W+){0,2}(?:wrong|incorrect|a\s+mistake|miscalculated|miscounted)"
+    r"|could\s+(?:also\s+)?be|or\s+(?:maybe|possibly|perhaps|it|\$?[-+]?\d+))\b"
 )
 _HEDGE_BEFORE_RE = re.compile(
     r"(?i)\b(?:not\s+(?:\w+%?\s+)?(?:sure|certain|confident)|unsure|i\s+guess|maybe|perhaps|possibly|probably|might\s+be)\b"
