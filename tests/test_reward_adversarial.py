@@ -63,6 +63,16 @@ def _swap_sum(gold: str) -> str | None:
     return f"{b} + {a}" if a and b and not b.startswith("-") else None
 
 
+def _prime_factors(n: int) -> set[int]:
+    out, d = set(), 2
+    while d * d <= n:
+        while n % d == 0:
+            out.add(d)
+            n //= d
+        d += 1
+    return out | ({n} if n > 1 else set())
+
+
 def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
     """The adversarial set: every class draws on real golds (integers, fractions, units, letters)."""
     ints = [g for g in golds if re.fullmatch(r"\d{1,6}", g) and int(g) > 1]
@@ -149,7 +159,10 @@ def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
         value = Fraction(int(num), int(den))
         add("units", 0, _box(f"{float(value)}\\%"), g)
         add("units", 0, _box(f"{g}\\%"), g)
-        add("units", 1, _box(f"{float(value)}"), g)
+        # a decimal is the fraction only when it terminates; 4.666666666666667 for 14/3 is an approximation
+        terminating = all(p in (2, 5) for p in _prime_factors(value.denominator))
+        add("approximation", 1 if terminating else 0, _box(f"{float(value)}"), g)
+        add("approximation", 0, _box(f"{float(value) + 1e-9:.12f}"), g)
         if (100 * value).denominator == 1:
             add("units", 1, _box(f"{100 * value}\\%"), g)
     marked = [  # (golds, their mark, other marks: 0, the same mark spelled otherwise or none: 1)
@@ -238,6 +251,7 @@ CLASSES = (
     "math-verify piece",
     "float notation",
     "choice",
+    "approximation",
 )
 
 

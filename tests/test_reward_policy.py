@@ -19,7 +19,9 @@ HBAR = r"\hbar \omega(v+1 / 2)-\frac{E_{0}^{2} e^{2}}{2 m \omega^{2}}"
 @pytest.mark.parametrize(
     ("rule", "response", "gold"),
     [
-        ("ignore_hidden_boxes", "I am unsure.\n% \\boxed{204}", "204"),
+        ("ignore_hidden_boxes", "I am done.\n% \\boxed{204}", "204"),
+        ("reject_hedges", "\\boxed{204}, though 203 might also work", "204"),
+        ("exact_numbers", "\\boxed{1.41421356}", "\\sqrt{2}"),
         ("single_value", r"\boxed{203 \lor 204}", "204"),
         ("reject_invisible", r"\boxed{\phantom{204}}", "204"),
         ("units", r"\boxed{8^\circ}", r"8\%"),

@@ -37,6 +37,16 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from sspo.reward.forms import (
+    compare_powers,
+    expand_pm,
+    is_label,
+    label_value,
+    list_items,
+    repeating_decimal,
+    unwrap_visible,
+)
+
 
 @dataclass(frozen=True)
 class GradingPolicy:
@@ -47,6 +57,8 @@ class GradingPolicy:
     reject_invisible: bool = True
     units: bool = True
     guard_math_verify: bool = True
+    exact_numbers: bool = True
+    reject_hedges: bool = True
 
 
 TRAINING = GradingPolicy()
@@ -56,10 +68,16 @@ EVALUATION = GradingPolicy(
     reject_invisible=False,
     units=False,
     guard_math_verify=False,
+    exact_numbers=False,
+    reject_hedges=False,
 )
 POLICIES = {"training": TRAINING, "evaluation": EVALUATION}
 
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)")
+_BARE_BOX_RE = re.compile(r"[^\s$]+")
+_BRACE_RE = re.compile(r"[{}]")
+MAX_RESPONSE_CHARS = 500_000  # a longer response scores 0 unread (verl's responses are far shorter)
+MAX_GOLD_CHARS = 100_000  # a longer gold string is no usable gold (reported by compute_score)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,7 +88,12 @@ def boxed_answers(text: str) -> list[str | None]:
 
     An empty box gives ``""``; a box whose braces never close (a truncated response) gives ``None``.
     """
-    out: list[str | None] = []
+    return [b for _, _, b in box_spans(text)]
+
+
+def box_spans(text: str) -> list[tuple[int, int, str | None]]:
+    """(start, end, content) of every box in ``text``, in order (content as in ``boxed_answers``)."""
+    out: list[tuple[int, int, str | None]] = []
     n = len(text)
     pos = 0
     while True:
@@ -81,27 +104,23 @@ def boxed_answers(text: str) -> list[str | None]:
         while i < n and text[i] == " ":
             i += 1
         if i >= n:
-            out.append(None)
+            out.append((m.start(), n, None))
             return out
         if text[i] != "{":  # "\boxed 5": the answer runs to the next space, "$" or end
-            w = re.match(r"[^\s$]+", text[i:])
-            out.append(w.group(0).rstrip(".") if w else "")
+            w = _BARE_BOX_RE.match(text, i)
+            out.append((m.start(), w.end() if w else i, w.group(0).rstrip(".") if w else ""))
             pos = i
             continue
-        depth, j = 0, i
-        while j < n:
-            c = text[j]
-            if c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-                if depth == 0:
-                    break
-            j += 1
+        depth, j = 0, n
+        for b in _BRACE_RE.finditer(text, i):
+            depth += 1 if b.group(0) == "{" else -1
+            if depth == 0:
+                j = b.start()
+                break
         if j >= n:
-            out.append(None)  # unclosed: truncated mid-answer
+            out.append((m.start(), n, None))  # unclosed: truncated mid-answer
             return out
-        out.append(text[i + 1 : j].strip())
+        out.append((m.start(), j + 1, text[i + 1 : j].strip()))
         pos = j + 1
 
 
@@ -116,19 +135,58 @@ def last_boxed_answer(text: str) -> str | None:
     return boxes[-1] or None if boxes else None
 
 
-_FENCE_RE = re.compile(r"```.*?(?:```|\Z)", re.S)
+_FENCE_RE = re.compile(r"```([^\n`]*)(.*?)(?:```|\Z)", re.S)
+_SHOWN_FENCES = ("latex", "tex", "math", "katex", "markdown", "md")  # a fence that typesets its box
 _INLINE_CODE_RE = re.compile(r"`[^`\n]*`")
-_QUOTE_LINE_RE = re.compile(r"^[ \t]*>.*$", re.M)
+_VERB_RE = re.compile(r"\\verb\*?([^\sA-Za-z*])[^\n]*?\1")
+_QUOTE_MARK_RE = re.compile(r"^[ \t]*>[> \t]*", re.M)
 # a LaTeX comment: "%" at a line start or after a space, not "\%" nor "20%" (a percentage in prose)
 _COMMENT_RE = re.compile(r"(?:^[ \t]*|(?<=[^\d\s{\\])[ \t]+)%.*$", re.M)
 
 
+_TEMPLATE_WORDS_RE = re.compile(
+    r"(?i)\b(?:template|format(?:ted)?|example|e\.g\.|for\s+instance|placeholder|fill\s+in|replace)\b"
+)
+_HTML_CODE_RE = re.compile(r"<(code|pre|tt)>.*?(?:</\1>|\Z)", re.S)
+
+
+def _fence(m: re.Match) -> str:
+    """A fenced block: its text when it is LaTeX/Markdown (shown typeset) and no template, else nothing."""
+    lang = m.group(1).strip().lower()
+    if lang not in _SHOWN_FENCES:
+        return " "
+    before = m.string[max(0, m.start() - 80) : m.start()]
+    if _TEMPLATE_WORDS_RE.search(before[max(before.rfind(". "), before.rfind(".\n")) + 1 :] + m.group(2)):
+        return " "  # presented as a template or an example of the format
+    return " " + m.group(2) + "\n"
+
+
 def visible_text(response: str) -> str:
-    """``response`` without code, markdown quotes and LaTeX comments: boxes there are not answers."""
-    text = _FENCE_RE.sub(" ", response)
+    """``response`` as a reader sees it: no code (fenced, inline, ``\\verb``, HTML), no LaTeX comments; the
+    text of ```latex fences (unless a template) and of Markdown blockquotes stays (a box there is shown)."""
+    text = _FENCE_RE.sub(_fence, response)
+    text = _HTML_CODE_RE.sub(" ", text)
+    text = _VERB_RE.sub(" ", text)
     text = _INLINE_CODE_RE.sub(" ", text)
-    text = _QUOTE_LINE_RE.sub(" ", text)
+    text = _QUOTE_MARK_RE.sub(" ", text)
     return _COMMENT_RE.sub(" ", text)
+
+
+# A box that only shows the required format ("write it like \boxed{42}", "use this template: ..."): the
+# instruction runs up to the box, with nothing but quotes, colons, "$" or a fence opener in between.
+_EXAMPLE_RE = re.compile(
+    r"(?i)(?:\bin\s+the\s+(?:form|format)|\bformat(?:ted)?|\btemplate|\be\.g\.|\bfor\s+(?:example|instance)"
+    r"|\bsuch\s+as|\bexample|(?<!looks )(?<!look )\blike(?:\s+this)?|\bas\s+follows"
+    r"|\b(?:put|write|enter|enclose|give|format)\s+(?:it|them|your\s+(?:final\s+)?answer|the\s+(?:final\s+)?answer)"
+    r"(?:\s+(?:in|as|inside|like))?)\s*(?:this|the\s+following)?\s*[:,\-]?[\s\"'“‘`$(]*$"
+)
+
+
+def is_example_box(text: str, start: int, prev_end: int = 0) -> bool:
+    """Whether the box at ``text[start]`` is a format example (the sentence before it asks for a format)."""
+    window = text[max(prev_end, start - 80) : start]
+    cut = max(window.rfind(". "), window.rfind(".\n"))
+    return bool(_EXAMPLE_RE.search(window[cut + 1 :] if cut >= 0 else window))
 
 
 def _skip_group(s: str, i: int) -> int:
@@ -179,6 +237,17 @@ def _strip_dollars(s: str) -> str:
     return re.sub(r"(?<!\\)\$", "", s).strip()
 
 
+def _gold_boxes(s: str) -> str | None:
+    """The answer a boxed gold states: its box, or all its boxes together (``\\boxed{3}`` and ``\\boxed{-5}``
+    -> ``3, -5``; a tuple ``(2, 5)`` when the boxes stand inside parentheses or the text says "ordered")."""
+    boxes = [b for b in boxed_answers(s) if b]
+    if len(boxes) < 2:
+        return last_boxed_answer(s)
+    joined = ", ".join(dict.fromkeys(boxes))
+    ordered = re.search(r"(?<!\\)\(\s*\$?\s*\\(?:boxed|fbox)", s) or re.search(r"(?i)\bordered\b", s)
+    return f"({joined})" if ordered else joined
+
+
 def gold_answers(raw: Any) -> list[str]:
     """Turn a dataset's raw answer into a list of answer strings (alternatives, first = canonical).
 
@@ -200,7 +269,7 @@ def gold_answers(raw: Any) -> list[str]:
                 if ans not in out:
                     out.append(ans)
         return out
-    if not isinstance(raw, str):
+    if not isinstance(raw, str) or len(raw) > MAX_GOLD_CHARS:
         return []
     s = raw.strip()
     if len(s) >= 2 and s[0] == "[" and s[-1] == "]":
@@ -212,7 +281,7 @@ def gold_answers(raw: Any) -> list[str]:
         if isinstance(parsed, list | tuple) and parsed and all(isinstance(x, str) for x in parsed):
             return gold_answers(list(parsed))
     if _BOX_RE.search(s):
-        boxed = last_boxed_answer(s)
+        boxed = _gold_boxes(s)
         if boxed is not None:
             s = boxed
     if s.count("$") >= 4 and re.fullmatch(r"\s*\$[^$]+\$(\s*,\s*\$[^$]+\$)+\s*", s):
@@ -318,6 +387,7 @@ _SPACES_RE = re.compile(r"\\[,;:! ]|\\quad|\\qquad|~|\s+")
 _FRAC_SHORT_RE = re.compile(r"\\frac(\d)(\d)")
 _FRAC_HALF_RE = re.compile(r"\\frac\{([^{}]+)\}(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt(\d+)")
+_SPACED_COMMA_RE = re.compile(r",(?:\s|\\[,;: ]|~)")
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?$")
 _SCI_RE = re.compile(r"^(?:([+-]?(?:\d+(?:\.\d*)?|\.\d+))\\(?:times|cdot))?10\^\{?([+-]?\d{1,3})\}?$")
@@ -345,7 +415,9 @@ def canonical(s: str) -> str:
     s = _strip_dollars(s)
     s = s.replace("\\left", "").replace("\\right", "").replace("\\displaystyle", "")
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    s = unwrap_visible(s)
     s = _strip_trailing_unit(s)
+    spaced_comma = "," in s and _SPACED_COMMA_RE.search(s)  # "12, 500" is a list of two, not 12500
     s = _SPACES_RE.sub("", s)
     for deg in ("^{\\circ}", "^\\circ", "°", "\\%", "%", "\\$"):
         s = s.replace(deg, "")
@@ -356,7 +428,7 @@ def canonical(s: str) -> str:
     if s.startswith("\\text{") and s.endswith("}") and s.count("{") == 1:
         s = s[6:-1]
     s = s.rstrip(".")
-    if _THOUSANDS_RE.match(s):
+    if not spaced_comma and _THOUSANDS_RE.match(s):
         s = s.replace(",", "")
     if s.startswith("."):
         s = "0" + s
@@ -390,6 +462,8 @@ def as_rational(c: str) -> Fraction | None:
     d = _as_number(c)
     if d is not None:
         return Fraction(d)
+    if "." in c and ("\\" in c or "(" in c):
+        return repeating_decimal(c)
     m = _LATEX_FRAC_RE.match(c)
     if m:
         sign, num, den = m.groups()
@@ -417,8 +491,82 @@ def choice_letter(s: str) -> tuple[str, str] | None:
     return (m.group(1), m.group(2).strip()) if m.group(1) else (m.group(3), "")
 
 
-def fast_compare(gold: str, pred: str) -> bool | None:
-    """True/False when decided without math-verify, None when math-verify must decide."""
+_ARCMIN_RE = re.compile(r"\d\s*(?:'|\^\s*\{?\s*\\prime)")
+_TUPLE_RE = re.compile(r"^(?:\\left)?\((.*)(?:\\right)?\)$", re.S)
+_SET_LITERAL_RE = re.compile(r"^(?:\\left)?\\\{(.*?)(?:\\right)?\\\}$", re.S)
+MAX_LIST_ITEMS = 50
+
+
+def _outer(s: str) -> tuple[str, str]:
+    """(kind, inside) of a list: ``tuple`` for ``(...)`` spanning ``s``, ``set`` for ``\\{...\\}``, else ``list``."""
+    s = s.strip()
+    for kind, rx in (("tuple", _TUPLE_RE), ("set", _SET_LITERAL_RE)):
+        m = rx.match(s)
+        if m and _balanced(m.group(1)):
+            return kind, m.group(1)
+    return "list", s
+
+
+def _balanced(s: str) -> bool:
+    """Whether the brackets of ``s`` never close below depth 0 (so ``(a),(b)`` is no tuple)."""
+    depth = 0
+    for c in s:
+        depth += (c in "([{") - (c in ")]}")
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def compare_lists(gold: str, pred: str, exact: bool = False) -> bool | None:
+    """Lists, tuples and sets item by item (a tuple in order); None when not both lists or undecided.
+
+    ``12, 500`` is two items (no thousands mark after a space), an unordered set is no ordered tuple.
+    """
+    (gk, gin), (pk, pin) = _outer(gold), _outer(pred)
+    gi, pi = list_items(gin), list_items(pin)
+    if len(gi) > 1 and "=" in gin and "=" not in pin:  # "a=2, b=9" answered "2, 9": the values, in order
+        values = label_value(gin)
+        if values is not None:
+            (gk, gin), gi = _outer(values), list_items(_outer(values)[1])
+    if gk == "tuple" and pk == "set" and len(gi) > 1:
+        return False
+    if (len(gi) > 1) != (len(pi) > 1):  # one value against several: decided when the single one is a number
+        single = pin if len(pi) == 1 else gin
+        return False if as_rational(canonical(single)) is not None else None
+    if len(gi) < 2 or len(gi) > MAX_LIST_ITEMS or len(pi) > MAX_LIST_ITEMS:
+        return None
+    if len(gi) != len(pi):
+        return False if all(as_rational(canonical(x)) is not None for x in gi + pi) else None
+    if gk == "tuple" and pk != "set":
+        verdicts = [fast_compare(g, p, exact) for g, p in zip(gi, pi, strict=True)]
+        return False if False in verdicts else (True if all(verdicts) else None)
+    unused, undecided = list(gi), False
+    for p in pi:  # unordered: every item matches a distinct gold item
+        verdicts = [fast_compare(g, p, exact) for g in unused]
+        if True in verdicts:
+            unused.pop(verdicts.index(True))
+        elif None in verdicts:
+            undecided = True
+        else:
+            return False
+    return None if undecided else True
+
+
+def _strip_label(p: str) -> str:
+    """``x=5`` / ``p+q=125`` / ``|PQ|=7`` -> the value (one label, one ``=``); else ``p``."""
+    m = _SIMPLE_LHS_RE.match(p)
+    if m:
+        return m.group(1)
+    sides = p.split("=")
+    return sides[1] if len(sides) == 2 and sides[1] and is_label(sides[0]) else p
+
+
+def fast_compare(gold: str, pred: str, exact: bool = False) -> bool | None:
+    """True/False when decided without math-verify, None when math-verify must decide.
+
+    ``exact``: two different numbers are different (``0.333333`` is not 1/3); otherwise near-equal ones
+    go to math-verify's rounding.
+    """
     g, p = canonical(gold), canonical(pred)
     if not p:
         return False
@@ -428,17 +576,27 @@ def fast_compare(gold: str, pred: str) -> bool | None:
     if gc is not None and not gc[1]:  # a multiple-choice gold: the letter decides
         pc = choice_letter(pred)
         return pc is not None and pc[0] == gc[0] and not re.search(r"\([A-E]\)", pc[1])
-    if "=" not in g:  # "x = 5" answers "5"
-        m = _SIMPLE_LHS_RE.match(p)
-        if m:
-            p = m.group(1)
-            if g == p:
-                return True
+    if "=" not in g and "=" in p:  # "x = 5", "p+q = 125" answer "5", "125"
+        p = _strip_label(p)
+        if g == p:
+            return True
+    if ("," in gold or ";" in gold or "," in pred or ";" in pred) and len(gold) + len(pred) < 2000:
+        lists = compare_lists(gold, _strip_label(pred) if p != canonical(pred) else pred, exact)
+        if lists is not None:
+            return lists
     gn, pn = as_rational(g), as_rational(p)
     if gn is not None and pn is not None:
+        if gn == pn:
+            return True
         scale = max(Fraction(1), abs(gn), abs(pn))
         # clearly different numbers are decided here; near-equal ones go to math-verify's rounding
-        return True if gn == pn else (None if abs(gn - pn) <= scale * Fraction(1, 10**6) else False)
+        return None if not exact and abs(gn - pn) <= scale * Fraction(1, 10**6) else False
+    if "^" in g or "^" in p:
+        powers = compare_powers(g, p)
+        if powers is not None:
+            return powers
+    if _ARCMIN_RE.search(p) and not _ARCMIN_RE.search(g):
+        return False  # arcminutes (30') are not the gold's unit
     return None
 
 
@@ -487,35 +645,42 @@ def _several_values(gold: str) -> bool:
     return bool(re.search(r"[,;]", canonical(gold)))
 
 
+def _is_name(s: str) -> bool:
+    """A side of an equation that names the quantity (``x``, ``f(x)``, ``\\angle A``, ``p+q``, ``|PQ|``)."""
+    return bool(_NAME_RE.match(s)) or is_label(s)
+
+
 def offered_values(pred: str, golds: list[str]) -> list[str] | None:
     """Every value ``pred`` offers as the answer (each must equal the gold); None: offers two by ``\\pm``."""
     gold_text = " ".join(golds)
     if _PM_RE.search(pred) and not _PM_RE.search(gold_text):
         return None
+    pred = _strip_dollars(pred)  # "$" inside a box is no part of the value
     values = [pred]
     one_value = not any(_several_values(g) for g in golds)  # a list gold may be answered "2 or 3"
-    if not one_value and not any(_RELATION_RE.search(g) for g in golds):
+    relation = any(_RELATION_RE.search(g) and label_value(g) is None for g in golds)  # "|PQ| = 7" is 7
+    if not one_value and not relation:
         # "x = 2 \text{ or } x = 3" answers the list "2, 3": one value, the list of right-hand sides
         items = [q for p in _split_top_level(pred, _OR_RE) for q in _split_top_level(p, _LIST_SEP_RE)]
         sides = [_split_top_level(q, _RELATION_RE) for q in items]
-        if len(items) > 1 and all(len(x) == 1 or (len(x) == 2 and _NAME_RE.match(x[0])) for x in sides):
-            return [", ".join(x[-1] for x in sides)]
+        if len(items) > 1 and all(len(x) == 1 or (len(x) == 2 and _is_name(x[0])) for x in sides):
+            return [", ".join("=".join(x) for x in sides)]  # labels kept: "b=9, a=2" is "a=2, b=9"
     if one_value and not _OR_RE.search(gold_text):
         values = [v for p in values for v in _split_top_level(p, _OR_RE)]
     if one_value:
         unwrapped = []
         for v in values:
-            inner = re.fullmatch(r"\\(?:left)?\\\{(.*)\\(?:right)?\\\}", v.strip(), re.S)
+            inner = _SET_LITERAL_RE.match(v.strip())
             if inner:
                 v = inner.group(1)
             unwrapped += _split_top_level(v, _LIST_SEP_RE)
         values = unwrapped
-    if not any(_RELATION_RE.search(g) for g in golds):
+    if not relation:
         sides = []
         for v in values:
             parts = _split_top_level(v, _RELATION_RE)
-            # "x = 5", "f(x) = 5", "\angle A = 30^\circ": a name on the left; any other side is a value
-            sides += [p for p in parts[:-1] if not _NAME_RE.match(p)] + parts[-1:]
+            # "x = 5", "f(x) = 5", "p+q = 125": a name on the left; any other side is a value
+            sides += [p for p in parts[:-1] if not _is_name(p)] + parts[-1:]
         values = sides
     return [v for v in values if v] or [""]
 
@@ -523,7 +688,8 @@ def offered_values(pred: str, golds: list[str]) -> list[str] | None:
 # --------------------------------------------------------------------------------------------------
 # The one code path
 # --------------------------------------------------------------------------------------------------
-Verifier = Callable[[list[str], str, bool], bool]  # (golds, pred, guard) -> equal (math-verify, bounded)
+Verifier = Callable[..., bool]  # (golds, pred, guard, exact) -> equal (math-verify, bounded)
+MAX_ANSWER_CHARS = 1000  # a longer answer or gold is compared as text only (no normalisation, no math-verify)
 
 
 @dataclass(frozen=True)
@@ -535,58 +701,165 @@ class Grade:
     reason: str = ""
 
 
+def _is_percent(s: str) -> bool:
+    """Whether ``s`` ends in a percent sign (``12.5\\%``, ``12.5%``, ``12.5 \\text{ percent}``)."""
+    t = s.rstrip().rstrip("}").rstrip()
+    return t.endswith("%") or t.endswith("percent")
+
+
+def _percent_equal(g: str, p: str, gold_pct: bool, pred_pct: bool) -> bool:
+    """One side a percentage, the other its value: ``12.5\\%`` = ``0.125`` = ``\\frac{1}{8}`` (Qwen2.5-Math)."""
+    if gold_pct == pred_pct:
+        return False
+    gn, pn = as_rational(canonical(g)), as_rational(canonical(p))
+    if gn is None or pn is None:
+        return False
+    return pn == gn / 100 if gold_pct else pn / 100 == gn
+
+
 def equal_one(golds: list[str], pred: str, policy: GradingPolicy, verify: Verifier) -> bool:
     """Whether the single value ``pred`` equals any gold under ``policy`` (in-process first, then ``verify``)."""
-    p, ptags = split_units(pred) if policy.units else (pred, frozenset())
+    if len(pred) > MAX_ANSWER_CHARS:
+        return any(_squash(g) == _squash(pred) for g in golds)
+    p, ptags = split_units(pred) if policy.units else (pred, frozenset("%" if _is_percent(pred) else ""))
     if not p:
         return False
     undecided: list[str] = []
     for gold in golds:
-        g, gtags = split_units(gold) if policy.units else (gold, frozenset())
+        g, gtags = split_units(gold) if policy.units else (gold, frozenset("%" if _is_percent(gold) else ""))
         if not units_compatible(gtags, ptags):
             continue
-        if "%" in ptags and "%" not in gtags:  # "50\\%" is the number 0.5 for a gold without "%"
-            gn, pn = as_rational(canonical(g)), as_rational(canonical(p))
-            if gn is not None and pn is not None and gn == pn / 100:
-                return True
-            continue
-        fast = fast_compare(g, p)
+        if _percent_equal(g, p, "%" in gtags, "%" in ptags):
+            return True
+        if policy.units and "%" in ptags and "%" not in gtags:
+            continue  # strict: "50\\%" is the number 0.5 for a gold without "%", never 50
+        fast = fast_compare(g, p, policy.exact_numbers)
         if fast is True:
             return True
         if fast is None:
             undecided.append(g)
-    return bool(undecided) and verify(undecided, p, policy.guard_math_verify)
+    return bool(undecided) and verify(undecided, p, policy.guard_math_verify, policy.exact_numbers)
+
+
+def _squash(s: str) -> str:
+    return "".join(s.split())
+
+
+def expand_golds(golds: list[str]) -> list[str]:
+    """``golds`` plus the forms they state: a labelled gold's value, a ``\\pm`` gold's values written out."""
+    out = []
+    for g in golds:
+        value = label_value(g)
+        for form in (g, value, expand_pm(g), expand_pm(value) if value else None):
+            if form and form not in out:
+                out.append(form)
+    return out
+
+
+# Prose that takes the final box back or offers another value ("wait, it is 87", "though 61 might work")
+# A verification after the box ("double-check: 2 + 3 = 5") or a remark ("either way", "a common mistake is")
+# is no hedge; a retraction names the box wrong ("that is wrong") or doubts it ("wait", "actually", "might").
+_HEDGE_AFTER_RE = re.compile(
+    r"(?i)\b(?:wait|hmm+|actually|though|although|might|maybe|perhaps|possibly|probably|alternatively|unless"
+    r"|instead|another\s+(?:possibility|option|candidate|answer)|not\s+(?:\w+%?\s+)?(?:sure|certain|confident)"
+    r"|unsure|uncertain|on\s+second\s+thought|i\s+guess|hold\s+on|scratch\s+that|correction"
+    r"|(?:that|this|it|i)\W+(?:\w+\W+){0,2}(?:wrong|incorrect|a\s+mistake|miscalculated|miscounted)"
+    r"|could\s+(?:also\s+)?be|or\s+(?:maybe|possibly|perhaps|it|\$?[-+]?\d+))\b"
+)
+_HEDGE_BEFORE_RE = re.compile(
+    r"(?i)\b(?:not\s+(?:\w+%?\s+)?(?:sure|certain|confident)|unsure|i\s+guess|maybe|perhaps|possibly|probably|might\s+be)\b"
+)
+# An explicit self-correction between a box and the box that replaces it
+_CORRECTION_RE = re.compile(
+    r"(?i)\b(?:wait|actually|mistake|miscount\w*|miscalculat\w*|error|wrong|incorrect|oops|correct(?:ed|ion)?"
+    r"|redo\w*|re-?calculat\w*|re-?comput\w*|recount\w*|re-?check\w*|reconsider\w*|second\s+thought"
+    r"|should\s+(?:be|have\s+been)|instead|fix\w*)\b"
+)
+
+
+def hedged(text: str, spans: list[tuple[int, int, str | None]]) -> bool:
+    """Whether prose next to the final box hedges it: a retraction or another value after it, doubt before."""
+    start, end, _ = spans[-1]
+    after = text[end : end + 400]
+    before = text[max(start - 60, spans[-2][1] if len(spans) > 1 else 0) : start]
+    return bool(_HEDGE_AFTER_RE.search(after) or _HEDGE_BEFORE_RE.search(before))
+
+
+def corrected_from(text: str, spans: list[tuple[int, int, str | None]], boxes: list[str]) -> int:
+    """Index of the first box that counts: after the last explicit self-correction to the final value, else 0."""
+    final = canonical(boxes[-1])
+    j = len(boxes) - 2
+    while j >= 0 and canonical(boxes[j]) == final:
+        j -= 1
+    if j < 0:
+        return 0
+    between = text[spans[j][1] : spans[j + 1][0]]
+    return j + 1 if _CORRECTION_RE.search(between[-600:]) else 0
+
+
+def _answer_spans(response: str, policy: GradingPolicy) -> tuple[str, list[tuple[int, int, str | None]]]:
+    """(the text read, the boxes that are answers): hidden boxes and format examples dropped (strict)."""
+    if not policy.ignore_hidden_boxes:
+        return response, box_spans(response)
+    text = visible_text(response)
+    spans, prev = [], 0
+    for span in box_spans(text):
+        if not is_example_box(text, span[0], prev):
+            spans.append(span)
+        prev = span[1]
+    return text, spans
 
 
 def grade(response: Any, golds: list[str], policy: GradingPolicy, verify: Verifier) -> Grade:
     """Grade ``response`` against ``golds`` under ``policy``; ``verify`` is asked only what strings cannot decide."""
     if not isinstance(response, str):
         return Grade(False, "", "response is not a string")
-    text = visible_text(response) if policy.ignore_hidden_boxes else response
-    boxes = boxed_answers(text)
-    if not boxes or boxes[-1] is None:
-        return Grade(False, "", "no boxed answer" if not boxes else "last box never closes (truncated)")
-    pred = boxes[-1]
+    if len(response) > MAX_RESPONSE_CHARS:
+        return Grade(False, "", f"response longer than {MAX_RESPONSE_CHARS} characters")
+    text, spans = _answer_spans(response, policy)
+    if not spans or spans[-1][2] is None:
+        return Grade(False, "", "no boxed answer" if not spans else "last box never closes (truncated)")
+    boxes = [b for _, _, b in spans]
     if policy.reject_invisible:
-        boxes = [remove_invisible(b) for b in boxes if b is not None]
-        pred = boxes[-1]
-        if not re.sub(r"\\[,;:! ]|\\quad|\\qquad|~|\s|\{|\}|\\text|\\mathrm", "", pred):
-            return Grade(False, pred, "empty or invisible answer")
+        boxes = [remove_invisible(b) for b in boxes]
+        if not re.sub(r"\\[,;:! ]|\\quad|\\qquad|~|\s|\{|\}|\\text|\\mathrm", "", boxes[-1]):
+            return Grade(False, boxes[-1], "empty or invisible answer")
+    boxes = [unwrap_visible(b) if len(b) <= MAX_ANSWER_CHARS else b for b in boxes]
+    pred = boxes[-1]
     if not pred:
         return Grade(False, "", "empty box")
     if not golds:
         return Grade(False, pred, "no gold answer")
-    if not policy.single_value:
+    if any(_squash(g) == _squash(pred) for g in golds if len(g) > MAX_ANSWER_CHARS):
+        return Grade(True, pred)  # an overlong gold is compared as text only
+    golds = expand_golds([g for g in golds if len(g) <= MAX_ANSWER_CHARS])
+    if not golds:
+        return Grade(False, pred, f"gold longer than {MAX_ANSWER_CHARS} characters: compared as text only")
+    several = any(_several_values(g) for g in golds)
+    if not policy.single_value:  # the standard last box; a list gold may be answered one box per item
         ok = equal_one(golds, pred, policy, verify)
+        if not ok and several and len({canonical(b) for b in boxes if b}) > 1:
+            ok = equal_one(golds, ", ".join(b for b in boxes if b), policy, verify)
         return Grade(ok, pred, "" if ok else "not equal")
-    distinct = list(dict.fromkeys(canonical(b) for b in boxes if b))
+    if policy.reject_hedges and hedged(text, spans):
+        return Grade(False, pred, "hedged: prose next to the final box takes it back or offers another value")
+    boxes = [b for b in boxes[corrected_from(text, spans, boxes) :] if b]
+    return _grade_offered(golds, boxes, several, policy, verify)
+
+
+def _grade_offered(
+    golds: list[str], boxes: list[str], several: bool, policy: GradingPolicy, verify: Verifier
+) -> Grade:
+    """Strict: every value the boxes offer equals the gold (or the boxes together are the list gold)."""
+    pred = boxes[-1]
+    distinct = list(dict.fromkeys(canonical(b) for b in boxes))
     if len(distinct) > 1:
-        joined = ", ".join(b for b in boxes if b)
-        if any(_several_values(g) for g in golds) and equal_one(golds, joined, policy, verify):
+        joined = ", ".join(boxes)
+        if several and equal_one(golds, joined, policy, verify):
             return Grade(True, joined)  # a list gold answered one box per item
-    answers = list(dict.fromkeys(b for b in boxes if b)) if len(distinct) > 1 else [pred]
+    answers = list(dict.fromkeys(boxes)) if len(distinct) > 1 else [pred]
     for answer in answers:
-        values = offered_values(answer, golds)
+        values = offered_values(answer, golds) if len(answer) <= MAX_ANSWER_CHARS else [answer]
         if values is None:
             return Grade(False, pred, "\\pm offers two values")
         for v in values:

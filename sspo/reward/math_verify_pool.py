@@ -79,7 +79,7 @@ SCREEN_LIMITS = {
     "literal_digits": 400,
 }
 _EXP_LITERAL_RE = re.compile(r"\^\s*\{?\s*[+-]?(\d+)")
-_FACTORIAL_RE = re.compile(r"(\d+)\s*\}?\s*!")
+_FACTORIAL_RE = re.compile(r"(?<!\d)(\d+)\s*\}?\s*!")  # only from a digit run's start: linear
 _DIGITS_RE = re.compile(r"\d+")
 
 
@@ -125,7 +125,9 @@ def screen(pred: str, golds: list[str]) -> str | None:
     cost = complexity(pred)
     if cost["tower"] > MAX_TOWER:
         return f"power tower of height {cost['tower'] + 1}"
-    gold_cost = [complexity(g) for g in golds]
+    gold_cost = [complexity(g) for g in golds if len(g) <= MAX_VERIFY_CHARS]  # longer golds are never sent
+    if not gold_cost:
+        return f"every gold is longer than {MAX_VERIFY_CHARS} characters"
     for key, limit in SCREEN_LIMITS.items():
         allowed = max([limit] + [c[key] for c in gold_cost])
         if cost[key] > allowed:
@@ -206,7 +208,8 @@ def _worker_main() -> None:  # runs in the worker process
                     g = parse("\\boxed{" + gold + "}", configs, parsing_timeout=soft)
                     if req["guard"] and not parse_keeps_variables(gold, g):
                         continue
-                    if g and verify(g, target, timeout_seconds=soft):
+                    rounding = 12 if req.get("exact") else 6  # exact: a decimal approximation is no match
+                    if g and verify(g, target, float_rounding=rounding, timeout_seconds=soft):
                         equal = True
                         break
             reply = {"eq": equal}
@@ -274,13 +277,15 @@ class _Worker:
                 _log_start_failure(self)
         return self.ready
 
-    def ask(self, golds: list[str], pred: str, guard: bool, deadline: float) -> bool | None:
+    def ask(
+        self, golds: list[str], pred: str, guard: bool, deadline: float, exact: bool = False
+    ) -> bool | None:
         """math-verify's verdict, or None on timeout/crash (then the worker must be killed)."""
         if not self.wait_ready(deadline):
             return None
         try:
             self.proc.stdin.write(
-                (json.dumps({"golds": golds, "pred": pred, "guard": guard}) + "\n").encode()
+                (json.dumps({"golds": golds, "pred": pred, "guard": guard, "exact": exact}) + "\n").encode()
             )
             self.proc.stdin.flush()
         except OSError:
@@ -493,7 +498,9 @@ def shutdown() -> None:
 atexit.register(shutdown)
 
 
-def ask(golds: list[str], pred: str, guard: bool, timeout: float) -> tuple[bool | None, bool]:
+def ask(
+    golds: list[str], pred: str, guard: bool, timeout: float, exact: bool = False
+) -> tuple[bool | None, bool]:
     """(math-verify's verdict or None, whether a worker overran and was killed); at most ``timeout`` s."""
     deadline = time.monotonic() + timeout
     pool = get_pool()
@@ -511,7 +518,7 @@ def ask(golds: list[str], pred: str, guard: bool, timeout: float) -> tuple[bool 
         return None, False
     verdict = None
     try:
-        verdict = worker.ask(golds, pred, guard, deadline)
+        verdict = worker.ask(golds, pred, guard, deadline, exact)
     finally:
         pool.release(worker, healthy=verdict is not None)
     if verdict is None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -46,6 +47,7 @@ from typing import Any
 from sspo.reward import math_verify_pool as _mv
 from sspo.reward.grading import (  # noqa: F401  (re-exported: sspo.tools.data and users import them from here)
     EVALUATION,
+    MAX_GOLD_CHARS,
     POLICIES,
     TRAINING,
     GradingPolicy,
@@ -65,21 +67,28 @@ from sspo.reward.math_verify_pool import (  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-_verdicts: dict[tuple[tuple[str, ...], str, bool], bool] = {}
+_DECIMAL_RE = re.compile(r"\d\.\d")
+_verdicts: dict[tuple[tuple[str, ...], str, bool, bool], bool] = {}
 _VERDICTS_MAX = 65536
-_in_flight: dict[tuple[tuple[str, ...], str, bool], threading.Event] = {}
+_in_flight: dict[tuple[tuple[str, ...], str, bool, bool], threading.Event] = {}
 _in_flight_lock = threading.Lock()
 
 
 def math_verify_equal(
-    golds: list[str], pred: str, guard: bool = True, timeout: float = DEFAULT_TIMEOUT_S
+    golds: list[str], pred: str, guard: bool = True, timeout: float = DEFAULT_TIMEOUT_S, exact: bool = False
 ) -> bool:
-    """math-verify's (guarded) verdict for ``pred`` against any of ``golds``: screened, memoised, bounded."""
+    """math-verify's (guarded) verdict for ``pred`` against any of ``golds``: screened, memoised, bounded.
+
+    ``exact``: numbers are compared to 12 decimals, not math-verify's default 6 (``1.41421356`` is not
+    ``\\sqrt{2}``).
+    """
     reason = screen(pred, golds)
     if reason is not None:
         logger.debug("answer screened out before math-verify (%s): scoring 0; pred=%r", reason, pred[:80])
         return False
-    key = (tuple(golds), pred, guard)
+    golds = [g for g in golds if len(g) <= _mv.MAX_VERIFY_CHARS]
+    exact = exact and "." in pred and bool(_DECIMAL_RE.search(pred))  # rounding only matters for decimals
+    key = (tuple(golds), pred, guard, exact)
     hit = _verdicts.get(key)
     if hit is not None:
         return hit
@@ -92,7 +101,9 @@ def math_verify_equal(
         if hit is not None:
             return hit
     try:
-        verdict, overran = _mv.ask(list(golds), pred, guard, timeout)
+        # ``exact`` only when set: the four-argument form stays what it was (tests replace ``ask``)
+        args = (list(golds), pred, guard, timeout)
+        verdict, overran = _mv.ask(*args, exact=True) if exact else _mv.ask(*args)
         # An overrun is remembered as False, so a pathological answer costs the bound once, not once per
         # sample; a deadline passed while waiting for a worker is not the answer's fault: not remembered.
         if verdict is not None or overran:
@@ -140,11 +151,32 @@ def _bounded_verifier(timeout: float):
     """A ``grading.Verifier`` whose calls together take at most ``timeout`` seconds from now."""
     deadline = time.monotonic() + timeout
 
-    def verify(golds: list[str], pred: str, guard: bool) -> bool:
+    def verify(golds: list[str], pred: str, guard: bool, exact: bool = False) -> bool:
         left = deadline - time.monotonic()
-        return left > 0 and math_verify_equal(golds, pred, guard, left)
+        return left > 0 and math_verify_equal(golds, pred, guard, left, exact)
 
     return verify
+
+
+_reported_sources: set[str] = set()
+
+
+def _report_missing_gold(data_source: Any, ground_truth: Any) -> None:
+    """Warn (once per data source) that a row has no usable gold: its responses all score 0."""
+    source = str(data_source)
+    if source in _reported_sources:
+        return
+    _reported_sources.add(source)
+    shown = repr(ground_truth)
+    logger.warning(
+        "data_source %r: a row's ground_truth has no usable answer (%s%s): its responses all score 0. "
+        "Check reward_model.ground_truth in the data (None, empty, or over %d characters); "
+        "python -m sspo.tools.data prepares it. Reported once per data source.",
+        source,
+        shown[:80],
+        "..." if len(shown) > 80 else "",
+        MAX_GOLD_CHARS,
+    )
 
 
 def compute_score(
@@ -181,6 +213,8 @@ def compute_score(
         for alt in gold_answers(info.get("answer_alternatives")):
             if alt not in golds:
                 golds.append(alt)
+        if not golds:
+            _report_missing_gold(data_source, ground_truth)
         t = DEFAULT_TIMEOUT_S if timeout is None else float(timeout)
         verdict = grade(solution_str, golds, chosen, _bounded_verifier(t))
         pred = verdict.pred

@@ -524,6 +524,7 @@ def prepare(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise DataError(f"--out-dir {out_dir} is a file: pass a folder (created if missing)")
+    check_writable(out_dir)
     local_dir = Path(local_dir) if local_dir is not None else None
     if local_dir is not None and not local_dir.is_dir():
         raise DataError(f"--local-dir {local_dir} is not a directory: pass the folder holding the data files")
@@ -655,6 +656,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail now, naming the fix, when ``out_dir`` cannot be created or written: a probe file is written (and
+    removed) in its nearest existing folder, so nothing is left behind when a later check fails."""
+    import tempfile
+
+    existing = out_dir.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is a file")
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".sspo-write-check-"):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise DataError(
+            f"--out-dir {out_dir}: cannot write there ({reason}). Pass a folder you can write to, e.g. "
+            "--out-dir data (created if missing), or fix its permissions (ls -ld the folder and its parents)."
+        ) from None
 
 
 def hydra_list_override(key: str, paths: list[str]) -> str:

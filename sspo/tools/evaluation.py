@@ -530,6 +530,32 @@ def parse_runs(items: list[str]) -> dict[str, str]:
     return runs
 
 
+def check_benchmark_names(
+    samples: list[Sample], path: str | Path, known: set[str], data_dir: str | None
+) -> None:
+    """Fail early on a benchmark name that is a misspelling of a known one (``math5000``), or, with
+    ``--data-dir``, on any name that has no ``<name>.parquet`` there; other names are new columns."""
+    import difflib
+
+    bad = {}
+    for s in samples:
+        if s.benchmark in known or s.benchmark in bad:
+            continue
+        close = difflib.get_close_matches(s.benchmark, sorted(known), n=1, cutoff=0.75)
+        if close or data_dir is not None:
+            bad[s.benchmark] = close
+    if bad:
+        shown = "; ".join(
+            f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else "") for name, close in bad.items()
+        )
+        where = f"no <name>.parquet in --data-dir {data_dir}" if data_dir is not None else "a misspelling"
+        raise EvalError(
+            f"{path}: unknown benchmark name(s) {shown}: {where}. Known: {sorted(known)}. Fix the "
+            '"benchmark" field of those rows (e.g. with sed), or prepare that benchmark with '
+            "python -m sspo.tools.data --out-dir <data-dir>."
+        )
+
+
 def score_runs(
     runs: dict[str, str],
     data_dir: str | None,
@@ -547,7 +573,7 @@ def score_runs(
         raise EvalError(f"--k {k}: pass@k needs k >= 1 (or leave --k out: k = samples per problem)")
     if timeout is not None and not timeout > 0:
         raise EvalError(f"--timeout {timeout}: must be > 0 seconds (or leave it out: the reward's default)")
-    problems = None
+    problems, known = None, set(DISPLAY)
     if data_dir is not None:
         if not Path(data_dir).is_dir():
             raise EvalError(
@@ -559,11 +585,13 @@ def score_runs(
         # the paper's benchmarks, and any other benchmark file there (e.g. the CPU demo's tiny_add.parquet)
         others = sorted(p.stem for p in Path(data_dir).glob("*.parquet") if p.stem not in BENCHMARKS)
         problems = BenchmarkProblems.load(data_dir, [b for b in BENCHMARKS if b != other_amc] + others)
+        known |= set(BENCHMARKS) | set(others)
     # every run's file is found before any is scored: a typo in the last --run loses no scoring time
     paths = {name: resolve_generations_path(path) for name, path in runs.items()}
     table, notes = {}, []
     for name, path in paths.items():
         samples, report = read_generations(path, problems)
+        check_benchmark_names(samples, path, known, data_dir)
         notes += report.lines()
         table[name] = score_samples(samples, k=k, timeout=timeout, policy=policy)
     return table, notes
