@@ -86,7 +86,7 @@ ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point; ARGS
 	$(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(ARGS)
 
 submit: install  ## ray job submit one table row (RAY_ADDRESS=http://head:8265 OUTPUT_DIR=/shared/... EXPERIMENT=...)
-	PATH=$(abspath $(BIN)):$$PATH RAY_ADDRESS=$(RAY_ADDRESS) OUTPUT_DIR=$(OUTPUT_DIR) DATA_DIR=$(DATA_DIR) \
+	PATH=$(abspath $(BIN)):$$PATH RAY_ADDRESS=$(RAY_ADDRESS) OUTPUT_DIR=$(abspath $(OUTPUT_DIR)) DATA_DIR=$(abspath $(DATA_DIR)) \
 	  recipe/scripts/submit.sh experiment=$(EXPERIMENT) $(ARGS)
 
 eval: install  ## score the runs' validation dumps into the five-benchmark table (TABLE=..., EVAL_RUNS=...)

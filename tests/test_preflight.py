@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -331,3 +332,29 @@ def test_data_file_formats_verl_cannot_read_fail_early(env):
     train_json = env / "train.json"
     train_json.write_text(json.dumps([{"prompt": "p"}] * 3))
     assert "data files" not in failures(f"data.train_files={train_json}")
+
+
+def test_an_unreachable_ray_address_fails_in_seconds_naming_it(env, monkeypatch):
+    """Pre-flight used to wait ~14 minutes in ray.init for a closed port."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    start = time.monotonic()
+    results = {r.name: r for r in preflight.run_checks(cli.compose_config([ROW]), ray_address="127.0.0.1:1")}
+    assert time.monotonic() - start < 60
+    assert results["GPUs"].status == "fail" and "no Ray cluster answers at RAY_ADDRESS=127.0.0.1:1" in results["GPUs"].detail
+    with pytest.raises(ValueError, match="is a dashboard URL"):
+        preflight.check_ray_reachable("http://127.0.0.1:8265")
+    with pytest.raises(ValueError, match="not host:port"):
+        preflight.check_ray_reachable("localhost")
+
+
+def test_bad_loss_agg_mode_lists_the_valid_ones(env):
+    got = failures("actor_rollout_ref.actor.loss_agg_mode=bogus")
+    assert "loss_agg_mode='bogus' is unknown: use one of ['token-mean', 'token-sum'" in got["sspo config"]
+
+
+@pytest.mark.parametrize("arg, fix", [("sspo_cpu", "write experiment=sspo_cpu"), ("sspo_cpuu", "write experiment=sspo_cpu")])
+def test_a_row_without_experiment_names_the_fix(arg, fix, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--dry-run", arg]) == 2
+    err = capsys.readouterr().err
+    assert fix in err and "missing EQUAL" not in err, err

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +70,21 @@ def test_submit_refuses_relative_shared_paths(var, tmp_path):
     )
     assert result.returncode == 2
     assert f"{var}=outputs must be an absolute path" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "address, hint",
+    [("http://127.0.0.1:1", "Set RAY_ADDRESS to the dashboard URL"), ("127.0.0.1:6379", "looks like the `ray start` address")],
+)
+def test_submit_to_an_unreachable_cluster_says_so_in_one_line(address, hint, tmp_path):
+    """Not Ray's 116 lines of tracebacks: one line naming the address and the form `ray job submit` expects."""
+    env = {**os.environ, "RAY_ADDRESS": address, "OUTPUT_DIR": str(tmp_path)}
+    start = time.monotonic()
+    result = subprocess.run(
+        [str(REPO / "recipe" / "scripts" / "submit.sh"), "experiment=sspo_qwen2.5-math-1.5b"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2 and time.monotonic() - start < 30
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"RAY_ADDRESS={address}" in lines[0] and hint in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

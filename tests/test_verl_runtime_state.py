@@ -127,3 +127,14 @@ def test_vllm_server_full_determinism_sets_batch_invariance_and_defaults_the_see
     generate = inspect.getsource(vLLMHttpServer.generate)
     assert 'sampling_params.setdefault("seed", self.replica_rank + self.config.seed)' in generate
     assert "self.config.full_determinism" in generate
+
+
+def test_loss_agg_modes_are_verls():
+    """``config_checks.LOSS_AGG_MODES`` lists the modes verl's ``ActorConfig`` accepts (its error lists none)."""
+    from verl.workers.config import ActorConfig
+
+    from sspo.verl_plugin.config_checks import LOSS_AGG_MODES
+
+    source = inspect.getsource(ActorConfig.__post_init__)
+    assert all(f'"{mode}"' in source for mode in LOSS_AGG_MODES)
+    assert source.count('"seq-mean-') + source.count('"token-') == len(LOSS_AGG_MODES)

@@ -34,6 +34,23 @@ done
 SUBMISSION_ID="${SUBMISSION_ID:-sspo-$(date +%Y%m%d-%H%M%S)-$RANDOM}"
 PYTHON="${PYTHON:-python}"
 
+# one line, within 10 s, instead of Ray's tracebacks when the dashboard is not there
+if ! "$PYTHON" - "$RAY_ADDRESS" <<'PY'
+import sys, urllib.request
+address = sys.argv[1]
+url = address if "://" in address else f"http://{address}"
+try:
+    urllib.request.urlopen(f"{url.rstrip('/')}/api/version", timeout=10).read()
+except Exception as err:
+    hint = (" (that looks like the `ray start` address: jobs go to the dashboard, e.g. http://HEAD:8265)"
+            if address.rstrip("/").endswith(":6379") else "")
+    sys.exit(f"submit.sh: no Ray dashboard answers at RAY_ADDRESS={address} within 10 s ({type(err).__name__}){hint}. "
+             "Set RAY_ADDRESS to the dashboard URL http://HEAD:8265 and check the cluster with `ray status` on the head.")
+PY
+then
+  exit 2
+fi
+
 runtime_env="$("$PYTHON" - <<'PY'
 import json, os
 

@@ -218,6 +218,16 @@ def explain_config_error(error: Exception, overrides: Sequence[str], args: argpa
     import re
 
     message = str(error).strip()
+    bare = [o for o in overrides if "=" not in o and not o.startswith(("~", "+"))]
+    rows = sorted(p.stem for p in (recipe_config_dir(args.config_dir) / "experiment").glob("*.yaml"))
+    if bare:  # e.g. `sspo-train sspo_cpu`: Hydra's lexer error says only "missing EQUAL"
+        close = {o: difflib.get_close_matches(o, rows, n=1, cutoff=0.8) for o in bare}
+        fix = [f"experiment={o}" if o in rows else f"experiment={close[o][0]}" if close[o] else f"{o}=<value>"
+               for o in bare]  # fmt: skip
+        return (
+            f"config error: {' '.join(bare)} is not an override (key=value): write {' '.join(fix)}"
+            + (f" (the rows: {', '.join(rows)})" if any(o not in rows for o in bare) else "")
+        )
     typo = re.search(r"Could not override '([^']+)'", message)
     if typo and "." in typo.group(1):
         parent, leaf = typo.group(1).rsplit(".", 1)

@@ -420,12 +420,45 @@ class Node:
 DRIVER_SIDE_CPUS = 2
 
 
+#: seconds a pre-flight waits for a Ray cluster to answer (ray.init itself waits for minutes)
+RAY_CONNECT_TIMEOUT_S = 10.0
+
+
+def check_ray_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) -> None:
+    """ValueError within ``timeout_s`` unless something listens at the Ray (GCS) ``address`` (``host:port``).
+
+    The driver joins with the ``ray start --head`` address (default port 6379); the dashboard URL
+    (``http://host:8265``) is what ``ray job submit`` / ``make submit`` take instead.
+    """
+    import socket
+
+    how = f"check the cluster with `ray status --address {address}`"
+    if address.startswith(("http://", "https://")):
+        raise ValueError(
+            f"RAY_ADDRESS={address} is a dashboard URL: the driver joins a cluster at the address `ray start --head` "
+            f"printed (host:6379); the dashboard URL is for `ray job submit` / `make submit RAY_ADDRESS=...`"
+        )
+    if address == "auto" or address.startswith("ray://"):
+        return  # Ray resolves these itself
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"RAY_ADDRESS={address!r} is not host:port (e.g. 10.0.0.1:6379, the address `ray start --head` printed)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ValueError(
+            f"no Ray cluster answers at RAY_ADDRESS={address} within {timeout_s:.0f} s ({err}): start one with "
+            f"`ray start --head`, fix the address, or unset RAY_ADDRESS to let verl start a local one; {how}"
+        ) from None
+
+
 def ray_nodes(address: str) -> list[Node]:
     """GPUs and CPUs of each alive node of the Ray cluster at ``address`` (connects, reads, disconnects)."""
     import ray
 
     owned = not ray.is_initialized()
     if owned:
+        check_ray_reachable(address)
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
     try:
         return [

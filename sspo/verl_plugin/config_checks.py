@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 ACTOR_KEY = "actor_rollout_ref.actor"
+#: verl 0.9.1's loss aggregation modes (``ActorConfig.__post_init__``; pinned in tests/test_verl_runtime_state.py)
+LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 _SSPO_NAMES = ", ".join(f"{TRAINER_PREFIX}{mode}" for mode in VERL_TRAINER_MODES)
 
 HOW_TO_REGISTER = (
@@ -114,6 +116,9 @@ def validate_config(cfg: Any) -> None:
     low = select(cfg, f"{ACTOR_KEY}.clip_ratio_low", clip_ratio)
     high = select(cfg, f"{ACTOR_KEY}.clip_ratio_high", clip_ratio)
     check_clip_keys(loss_mode, low, high)
+    agg = select(cfg, f"{ACTOR_KEY}.loss_agg_mode", "token-mean")
+    if agg not in LOSS_AGG_MODES:
+        raise ValueError(f"{ACTOR_KEY}.loss_agg_mode={agg!r} is unknown: use one of {list(LOSS_AGG_MODES)}")
 
     poll_s = select(cfg, "sspo.replay_poll_interval_s")
     if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or not poll_s > 0):
