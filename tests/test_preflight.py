@@ -358,3 +358,9 @@ def test_a_row_without_experiment_names_the_fix(arg, fix, capsys, tmp_path, monk
     assert cli.main(["--dry-run", arg]) == 2
     err = capsys.readouterr().err
     assert fix in err and "missing EQUAL" not in err, err
+
+
+def test_full_determinism_is_refused_while_it_makes_a_groups_samples_identical(env):
+    got = failures("actor_rollout_ref.rollout.full_determinism=true")
+    assert "full_determinism=true with actor_rollout_ref.rollout.n=8" in got["sspo config"]
+    assert "'det-0'" in got["sspo config"] and "Leave actor_rollout_ref.rollout.full_determinism=false" in got["sspo config"]

