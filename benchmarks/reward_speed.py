@@ -247,6 +247,7 @@ def load_batch(golds: list[str], n: int = 512, seed: int = 0) -> list[tuple[str,
 def _score_timed(batch, timeout: float, threads: int) -> tuple[list[float], list[float], float]:
     """(scores, per-call seconds, wall seconds) of sspo's training reward, ``threads`` callers (0: one by one)."""
     from sspo.reward import score as reward
+    from sspo.reward import warmup
 
     def one(item):
         t = time.perf_counter()
@@ -254,7 +255,7 @@ def _score_timed(batch, timeout: float, threads: int) -> tuple[list[float], list
         return score, time.perf_counter() - t
 
     reward._verdicts.clear()  # every run computes its verdicts (no memo carried over)
-    reward.warmup(max(1, threads))  # steady state, as in training: one started worker per caller thread
+    warmup(max(1, threads))  # steady state, as in training: one started worker per caller thread
     t0 = time.perf_counter()
     if threads:
         with ThreadPoolExecutor(max_workers=threads) as ex:
@@ -285,10 +286,10 @@ def _ray_scores(batch, timeout: float, threads: int) -> tuple[list[float], list[
 def load(golds: list[str], timeout: float, threads: int, with_ray: bool) -> None:
     from verl.utils.reward_score import math_verify
 
-    from sspo.reward import score as reward
+    from sspo.reward import warmup
 
     batch = load_batch(golds)
-    reward.warmup(1)
+    warmup(1)
     runs = {
         "one at a time": _score_timed(batch, timeout, 0),
         f"{threads} threads": _score_timed(batch, timeout, threads),

@@ -136,7 +136,7 @@ def test_never_raises_even_on_base_exceptions(monkeypatch):
 
 def test_hard_time_bound_from_a_non_main_thread():
     """A pathological answer: the worker is killed at the bound, the call returns 0, the next call works."""
-    reward.warmup()
+    mvp.warmup()
     pool = mvp.get_pool()
     before = pool.timeouts
     results = {}
@@ -169,7 +169,7 @@ def test_worker_that_cannot_start_degrades_to_string_match(monkeypatch, caplog):
     assert out["score"] == 0.0  # needed math-verify
     assert "exited at start (code 3)" in caplog.text and "No module named math_verify" in caplog.text
     assert compute_score("m", r"\boxed{\dfrac12}", r"\frac{1}{2}")["score"] == 1.0  # string match still works
-    reward.shutdown()
+    mvp.shutdown()
 
 
 def test_worker_limit_reached_scores_zero_logged_and_not_remembered(monkeypatch, caplog):
@@ -313,7 +313,7 @@ def test_quality_bar_on_all_1560_benchmark_problems(shared_data):
             j = (j + 1) % len(rows)
         pairs.append((bench, raw, golds[j][0]))
     # threads share the worker pool, as in verl's reward loop (one thread per worker: nobody waits)
-    with ThreadPoolExecutor(max_workers=max(1, min(4, reward.MAX_WORKERS))) as ex:
+    with ThreadPoolExecutor(max_workers=max(1, min(4, mvp.MAX_WORKERS))) as ex:
         accepted = list(ex.map(lambda p: compute_score(p[0], TEMPLATE % p[2], p[1])["acc"], pairs))
     false_pos = [p for p, acc in zip(pairs, accepted, strict=True) if acc]
     assert len(false_pos) / len(rows) <= 0.001, false_pos

@@ -45,25 +45,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from sspo.reward import math_verify_pool as _mv
-from sspo.reward.grading import (  # noqa: F401  (re-exported: sspo.tools.data and users import them from here)
-    EVALUATION,
-    MAX_GOLD_CHARS,
-    POLICIES,
-    TRAINING,
-    GradingPolicy,
-    canonical,
-    gold_answers,
-    grade,
-    last_boxed_answer,
-)
-from sspo.reward.math_verify_pool import (  # noqa: F401
-    DEFAULT_TIMEOUT_S,
-    MAX_WORKERS,
-    WARM_WORKERS,
-    screen,
-    shutdown,
-    warmup,
-)
+from sspo.reward.grading import MAX_GOLD_CHARS, POLICIES, GradingPolicy, gold_answers, grade
+from sspo.reward.math_verify_pool import DEFAULT_TIMEOUT_S, screen
 
 logger = logging.getLogger(__name__)
 
