@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from verl_batches import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
+from helpers import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
 
 from sspo.monitor import MONITOR_PREFIX, clip_monitor, monitor_clip_range
 from sspo.verl_plugin import SSPOTrainer, build_actor_config, sspo_ppo_loss
