@@ -110,17 +110,26 @@ EXTRA_CA_CERTS ?=
 WHEELS ?=
 DOCKER_BUILD_ARGS ?=
 DOCKER_BUILD = DOCKER_BUILDKIT=1 $(strip $(DOCKER) build -f docker/Dockerfile $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) $(DOCKER_BUILD_ARGS))
-.PHONY: docker-context docker-cpu docker-base docker-test
+# the CPU variant's base: BASE_IMAGE if given, else the local base `make docker-base` made (when it exists),
+# else the Dockerfile's default (a registry image)
+CPU_BASE_IMAGE = $(or $(BASE_IMAGE),$(shell $(DOCKER) image inspect $(LOCAL_BASE_IMAGE) >/dev/null 2>&1 && echo $(LOCAL_BASE_IMAGE)))
+.PHONY: docker-context docker-cpu docker-base docker-test docker-buildkit
+
+docker-buildkit:  ## check that DOCKER can build with BuildKit (a Docker 23+ client needs buildx for it)
+	@v=$$($(DOCKER) version -f '{{.Client.Version}}' 2>/dev/null || true); \
+	if [ -z "$$v" ]; then echo "make: no Docker client at DOCKER=$(DOCKER)" >&2; exit 2; fi; \
+	if ! $(DOCKER) buildx version >/dev/null 2>&1; then case "$$v" in 1[0-9].*|20.*|21.*|22.*) ;; \
+	  *) echo "make: DOCKER=$(DOCKER) (client $$v) has no buildx, and a Docker 23+ client builds with BuildKit only through it. Fix: install the buildx plugin (apt-get install docker-buildx, or docker-buildx-plugin from Docker's repository), or name a client that has it or is older than 23: DOCKER=/usr/bin/docker" >&2; exit 2;; esac; fi
 
 docker-context:  ## copy EXTRA_CA_CERTS and WHEELS into the build context (docker/ca-certificates, docker/wheels)
 	$(if $(strip $(EXTRA_CA_CERTS)),cp -f $(EXTRA_CA_CERTS) docker/ca-certificates/)
 	$(if $(strip $(WHEELS)),for w in $(addsuffix /*.whl,$(WHEELS)); do ln -f "$$w" docker/wheels/ 2>/dev/null || cp -f "$$w" docker/wheels/; done)
 
-docker: docker-context  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
+docker: docker-buildkit docker-context  ## build the GPU image (needs a Docker engine; IMAGE=sspo-verl:0.1.0)
 	$(DOCKER_BUILD) -t $(IMAGE) .
 
-docker-cpu: docker-context  ## build the CPU image (CPU_IMAGE=sspo-verl:cpu; BASE_IMAGE, EXTRA_CA_CERTS, WHEELS)
-	$(DOCKER_BUILD) --build-arg VARIANT=cpu -t $(CPU_IMAGE) .
+docker-cpu: docker-buildkit docker-context  ## build the CPU image (CPU_IMAGE=sspo-verl:cpu; BASE_IMAGE, EXTRA_CA_CERTS, WHEELS)
+	$(DOCKER_BUILD) --build-arg VARIANT=cpu $(if $(CPU_BASE_IMAGE),--build-arg BASE_IMAGE=$(CPU_BASE_IMAGE)) -t $(CPU_IMAGE) .
 
 docker-base:  ## make a local Debian bookworm base image (LOCAL_BASE_IMAGE) with debootstrap (root; no registry)
 	DOCKER="$(DOCKER)" docker/make-base.sh $(LOCAL_BASE_IMAGE)

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
 TEXT = DOCKERFILE.read_text()
@@ -152,3 +154,35 @@ def test_copied_paths_exist_and_make_docker_builds_this_file():
     )
     cpu = subprocess.run(["make", "-n", "docker-cpu"], cwd=REPO, capture_output=True, text=True).stdout
     assert "docker build -f docker/Dockerfile" in cpu and "--build-arg VARIANT=cpu -t sspo-verl:cpu ." in cpu
+
+
+def _fake_docker(tmp_path: Path, version: str, buildx: bool, local_base: bool) -> Path:
+    """A stand-in Docker client: its version, whether `buildx` works, whether the local base image exists."""
+    script = tmp_path / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in version) echo {version};; buildx) exit {0 if buildx else 1};; '
+        f"image) exit {0 if local_base else 1};; *) echo \"docker $*\";; esac\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_make_docker_cpu_names_the_fix_for_a_client_without_buildkit(tmp_path):
+    """Docker 23+ builds with BuildKit only through buildx: `make docker-cpu` says so before building."""
+    fake = _fake_docker(tmp_path, "28.2.2", buildx=False, local_base=False)
+    result = subprocess.run(["make", "-s", "docker-cpu", f"DOCKER={fake}"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "has no buildx" in result.stderr and "DOCKER=/usr/bin/docker" in result.stderr
+    old = _fake_docker(tmp_path, "20.10.24", buildx=False, local_base=False)  # Debian's client: BuildKit built in
+    assert subprocess.run(["make", "-s", "docker-buildkit", f"DOCKER={old}"], cwd=REPO, timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("local_base", [True, False])
+def test_make_docker_cpu_uses_the_local_base_when_it_exists(local_base, tmp_path):
+    """After `make docker-base`, `make docker-cpu` / `make docker-test` build on it without BASE_IMAGE again."""
+    fake = _fake_docker(tmp_path, "28.2.2", buildx=True, local_base=local_base)
+    result = subprocess.run(["make", "-n", "docker-cpu", f"DOCKER={fake}"], cwd=REPO, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert ("--build-arg BASE_IMAGE=sspo-base:bookworm" in result.stdout) == local_base, result.stdout
