@@ -129,7 +129,7 @@ docker: docker-buildkit docker-context  ## build the GPU image (needs a Docker e
 	$(DOCKER_BUILD) -t $(IMAGE) .
 
 docker-cpu: docker-buildkit docker-context  ## build the CPU image (CPU_IMAGE=sspo-verl:cpu; BASE_IMAGE, EXTRA_CA_CERTS, WHEELS)
-	$(DOCKER_BUILD) --build-arg VARIANT=cpu $(if $(CPU_BASE_IMAGE),--build-arg BASE_IMAGE=$(CPU_BASE_IMAGE)) -t $(CPU_IMAGE) .
+	$(DOCKER_BUILD) --build-arg VARIANT=cpu$(if $(CPU_BASE_IMAGE), --build-arg BASE_IMAGE=$(CPU_BASE_IMAGE)) -t $(CPU_IMAGE) .
 
 docker-base:  ## make a local Debian bookworm base image (LOCAL_BASE_IMAGE) with debootstrap (root; no registry)
 	DOCKER="$(DOCKER)" docker/make-base.sh $(LOCAL_BASE_IMAGE)

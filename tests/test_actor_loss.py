@@ -3,6 +3,8 @@ and the one registration path (no engine, no Ray)."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from helpers import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
@@ -115,13 +117,14 @@ def test_other_loss_modes_are_exactly_verls_ppo_loss(configs, tiny_tokenizer, mo
 
     config = configs[mode]
     data, log_probs, entropy = _micro_batch(config.model_config.tokenizer)
-    ours = _run(sspo_ppo_loss, config, data, log_probs, entropy)
     verls = _run(ppo_loss, config, data, log_probs, entropy)
-    assert (
-        torch.equal(ours[0], verls[0]) and torch.equal(ours[1], verls[1]) and torch.equal(ours[2], verls[2])
-    )
-    assert ours[3].keys() == verls[3].keys() and "actor/entropy_loss" in ours[3] and "kl_loss" in ours[3]
-    assert ours[3] == verls[3]
+    for monitor in (False, True):  # the clip monitor only adds its own metrics (tests/test_monitor.py)
+        ours = _run(functools.partial(sspo_ppo_loss, monitor=monitor), config, data, log_probs, entropy)
+        assert all(torch.equal(a, b) for a, b in zip(ours[:3], verls[:3], strict=True))
+        mine = {k: v for k, v in ours[3].items() if not k.startswith("actor/monitor/")}
+        assert mine.keys() == verls[3].keys() and "actor/entropy_loss" in mine and "kl_loss" in mine
+        assert mine == verls[3]
+        assert any(k.startswith("actor/monitor/") for k in ours[3]) == monitor
 
 
 @pytest.mark.parametrize("sspo_mode, builtin", [("sspo_token", "vanilla"), ("sspo_sequence", "gspo")])

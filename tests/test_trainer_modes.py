@@ -342,7 +342,8 @@ def test_on_init_end_installs_the_wrapper_then_runs_verls_sync_hook(tiny_model_d
     assert [name for name, _ in calls] == ["set_loss_fn", "update_weights"]  # loss, then verl's weight sync
     assert calls[1][1] == 7
     fn = calls[0][1]
-    assert isinstance(fn, functools.partial) and fn.func is sspo_ppo_loss and list(fn.keywords) == ["config"]
+    assert isinstance(fn, functools.partial) and fn.func is sspo_ppo_loss and list(fn.keywords) == ["config", "monitor"]
+    assert fn.keywords["monitor"] is True  # sspo.monitor defaults to on
     actor_config = fn.keywords["config"]
     assert isinstance(actor_config, ActorConfig) and actor_config.clip_ratio_high == 0.28
     policy_loss = actor_config.policy_loss
