@@ -92,11 +92,12 @@ def test_cpu_dp2_is_the_cpu_preset_in_the_gpu_rows_layout(monkeypatch, tmp_path)
     assert two["trainer"]["n_gpus_per_node"] == two["ray_kwargs"]["ray_init"]["num_gpus"] == 2
     actor, rollout, ref = (two["actor_rollout_ref"][k] for k in ("actor", "rollout", "ref"))
     assert actor["use_dynamic_bsz"] and rollout["log_prob_use_dynamic_bsz"] and ref["log_prob_use_dynamic_bsz"]
+    assert two["actor_rollout_ref"]["model"]["use_remove_padding"] and actor["use_remove_padding"]  # packed rows
     # a rank's share of a mini-batch (12 responses of up to 152 tokens) spans several token-budget micro-batches
     assert 152 <= actor["ppo_max_token_len_per_gpu"] < 12 * 152
     # the rest is the CPU preset: only these keys (and what verl's config derives from them) differ
     differ = {key for key in _flat(one).keys() | _flat(two).keys() if _flat(one).get(key) != _flat(two).get(key)}
-    layout = ("n_gpus_per_node", "num_gpus", "use_dynamic_bsz", "max_token_len_per_gpu")
+    layout = ("n_gpus_per_node", "num_gpus", "use_dynamic_bsz", "max_token_len_per_gpu", "use_remove_padding")
     assert differ and all(any(word in key for word in layout) for key in differ), sorted(differ)
 
 

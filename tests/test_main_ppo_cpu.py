@@ -5,7 +5,7 @@ real run per algorithm, each bounded in time (``helpers.run_bounded``):
 
 * GRPO: ``python -m sspo.launch.cli experiment=grpo_cpu`` joining the head;
 * SSPO: in the GPU rows' layout (``cluster=cpu_dp2``: 2 data-parallel FSDP ranks, 2 vLLM-CPU replicas,
-  token-budget micro-batches), killed with SIGKILL once its first checkpoint is written, then run again:
+  token-budget micro-batches, packed sequences), killed with SIGKILL once its first checkpoint is written, then run again:
   it must continue from that checkpoint (step counter, data order, metrics);
 * GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed), in
   verl's ``colocate_async`` trainer mode (``test_trainer_modes_cpu.py`` kills and resumes SSPO in that mode);
@@ -71,7 +71,8 @@ def grpo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="module")
 def sspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
-    """SSPO in the GPU rows' layout (``cluster=cpu_dp2``: 2 FSDP ranks, 2 vLLM-CPU replicas, dynamic micro-batches),
+    """SSPO in the GPU rows' layout (``cluster=cpu_dp2``: 2 FSDP ranks, 2 vLLM-CPU replicas, dynamic micro-batches,
+    packed sequences),
     killed (SIGKILL of the driver's process group) right after its first checkpoint, then rerun."""
     out = tmp_path_factory.mktemp("sspo_cpu")
     return killed_then_rerun(
@@ -125,6 +126,8 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
         assert all(k in m and 0.0 <= m[k] <= 1.0 for k in SSPO_KEYS), (s, sorted(m))
         assert m["actor/sspo/units_per_response"] > 1.0  # real subsentences of the tiny model's answers
         assert round(m["perf/total_num_tokens"] / m["global_seqlen/mean"]) == 2  # two data-parallel ranks
+        # packed rows: the actor's log-probs of the sampled tokens are vLLM's (rows that saw each other would not be)
+        assert m["training/rollout_probs_diff_max"] < 1e-3, (s, m["training/rollout_probs_diff_max"])
         # layout invariance: every micro-batch on every rank clipped with the H_ref of the whole update batch,
         # computed on the driver (the loss reports the mean of what it received)
         assert m["actor/sspo/entropy_ref"] == pytest.approx(m["actor/sspo/entropy_ref_batch"], rel=1e-5), s
