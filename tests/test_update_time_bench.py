@@ -36,8 +36,9 @@ def test_ratios_are_paired_per_repetition(bench, capsys):
     assert "x0.500   IQR [x0.500, x0.500]   of minima x0.500" in line
 
 
-def test_gpu_shape_paths_run_every_loss_with_and_without_the_monitor(bench):
-    times = bench.gpu_shape_times(batch=2, length=64, reps=2)
+def test_gpu_shape_paths_run_every_loss_with_and_without_the_monitor(bench, shared_data):
+    texts = shared_data / "benchmarks" / "qwen_eval" / "math500.jsonl"
+    times = bench.gpu_shape_times(batch=2, length=64, reps=2, texts=texts)
     assert set(times) == {
         "vanilla", "vanilla + monitor", "gspo", "gspo + monitor", "sspo", "sspo + monitor", "segmentation alone"
     }  # fmt: skip
