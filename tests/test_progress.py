@@ -177,3 +177,28 @@ def test_cpu_preset_silences_the_known_harmless_warnings_at_their_source():
     )
     assert "engine is not available" not in result.stderr and "Disabled critic" not in result.stderr
     assert "something else" in result.stderr  # other warnings still show
+
+
+def test_rows_side_by_side_each_log_their_own_console_and_end_with_their_summary(tmp_path):
+    screen = io.StringIO()
+    rows = []
+    for name in ("grpo_cpu", "gspo_cpu"):
+        (tmp_path / name).mkdir()
+        rows.append(progress.RowSpec(name, _replay(tmp_path / name, 0 if name == "grpo_cpu" else 2)))
+    codes = progress.run_rows(rows, jobs=2, live=True, stream=screen)
+    assert codes == {"grpo_cpu": 0, "gspo_cpu": 2}
+    for name in ("grpo_cpu", "gspo_cpu"):
+        assert "step:10 - " in (tmp_path / name / "run" / "console.log").read_text(encoding="utf-8")
+    text = screen.getvalue()
+    assert "\x1b[1A\x1b[K" in text  # two live lines redrawn together
+    assert "grpo_cpu: 10/30 steps" in text and "error: " in text and progress.RESUME_HINT in text
+
+
+def test_main_runs_a_command_template_once_per_row(tmp_path, capsys):
+    script = "import sys; print('[sspo] run ' + sys.argv[1] + ': ' + sys.argv[2] + ' (3 steps)')"
+    cmd = [sys.executable, "-c", script, "{row}", str(tmp_path / "{row}")]
+    code = progress.main(["--jobs", "2", "--row", "a", "--row", "b", "--live", "off", "--", *cmd])
+    assert code == 0
+    assert (tmp_path / "a" / "console.log").read_text().endswith(f"[sspo] run a: {tmp_path / 'a'} (3 steps)\n")
+    assert (tmp_path / "b" / "console.log").is_file()
+    assert "a: 0/3 steps" in capsys.readouterr().out

@@ -19,9 +19,9 @@ stdout is a terminal (``--progress off`` or ``VERBOSE=1`` restores verl's own co
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -238,57 +238,69 @@ def error_report(lines: Sequence[str], log_path: Path | None, tail: int = 15, wi
 
 
 class Screen:
-    """Where a row's view is drawn: one line redrawn in place on a terminal, plain lines otherwise."""
+    """Where the rows' views are drawn: on a terminal, one line per running row redrawn in place below the
+    permanent lines; otherwise plain lines (at validations, every ``every`` steps and the last)."""
 
     def __init__(self, stream: IO[str], live: bool, every: int = 10) -> None:
         self.stream, self.live, self.every = stream, live, every
-        self._drawn = False
-        self._printed_step = -1
+        self.views: list[RowView] = []  # the running rows, one live line each
+        self._drawn = 0  # live lines now on the screen
+        self._printed: dict[int, int] = {}  # id(view) -> last step printed (no terminal)
 
     def line(self, text: str) -> None:
-        """A permanent line (above the live one, if any)."""
-        if self.live and self._drawn:
-            self.stream.write("\r\x1b[K")
-            self._drawn = False
+        """A permanent line (above the live ones, if any)."""
+        self._erase()
         self.stream.write(text + "\n")
+        self._draw()
         self.stream.flush()
 
-    def update(self, view: RowView, new_validation: bool = False) -> None:
-        """Redraw the live line; without a terminal, print it at validations, every ``every`` steps and the last."""
-        text = view.render()
+    def update(self, view: RowView | None = None, new_validation: bool = False) -> None:
+        """Redraw the live lines; without a terminal, print ``view``'s line when it is due."""
         if self.live:
-            width = _terminal_width()
-            self.stream.write("\r\x1b[K" + (text if len(text) < width else text[: width - 2] + "…"))
+            self._erase()
+            self._draw()
             self.stream.flush()
-            self._drawn = True
             return
-        if not view.training or view.step == self._printed_step:
+        if view is None or not view.training or view.step == self._printed.get(id(view)):
             return
         if new_validation or view.step % self.every == 0 or view.step == view.total:
-            self._printed_step = view.step
-            self.line("  " + text)
+            self._printed[id(view)] = view.step
+            self.line("  " + view.render())
 
-    def finish(self) -> None:
-        """End the live line (the cursor moves to a fresh line)."""
-        if self.live and self._drawn:
-            self.stream.write("\n")
+    def finish(self, view: RowView) -> None:
+        """``view``'s row has ended: its live line goes."""
+        if view in self.views:
+            self._erase()
+            self.views.remove(view)
+            self._draw()
             self.stream.flush()
-            self._drawn = False
+
+    def _erase(self) -> None:
+        """Clear the live lines (the cursor ends where the first one was)."""
+        if self.live and self._drawn:
+            self.stream.write("\r\x1b[K" + "\x1b[1A\x1b[K" * (self._drawn - 1))
+            self._drawn = 0
+
+    def _draw(self) -> None:
+        """Write one live line per running row, each cut to the terminal's width."""
+        if not self.live or not self.views:
+            return
+        width = _terminal_width()
+        texts = [text if len(text) < width else text[: width - 2] + "…" for text in (v.render() for v in self.views)]
+        self.stream.write("\n".join(texts))
+        self._drawn = len(texts)
 
 
 def _terminal_width() -> int:
-    """Columns of the terminal (80 when unknown)."""
-    try:
-        return os.get_terminal_size().columns
-    except OSError:
-        return 80
+    """Columns of the terminal ($COLUMNS, else the terminal's, else 100 when it reports none)."""
+    return shutil.get_terminal_size(fallback=(100, 24)).columns
 
 
-def _pump(stream: IO[bytes], lines: queue.Queue[str | None]) -> None:
-    """Read the child's output line by line into ``lines``; None at its end."""
+def _pump(stream: IO[bytes], lines: queue.Queue[tuple[int, str | None]], key: int) -> None:
+    """Read a child's output line by line into ``lines`` as (key, line); (key, None) at its end."""
     for raw in iter(stream.readline, b""):
-        lines.put(raw.decode("utf-8", errors="replace"))
-    lines.put(None)
+        lines.put((key, raw.decode("utf-8", errors="replace")))
+    lines.put((key, None))
 
 
 def _open_log(path: Path, held: Sequence[str], cmd: Sequence[str]) -> IO[str]:
@@ -307,6 +319,7 @@ class _Row:
     def __init__(self, name: str, cmd: Sequence[str], log_path: Path | None, total: int | None, screen: Screen):
         self.cmd, self.log_path, self.screen = list(cmd), log_path, screen
         self.view = RowView(name, total=total)
+        screen.views.append(self.view)
         self.held: list[str] = []  # lines before the log's path is known
         self.tail: list[str] = []
         self.log = _open_log(log_path, [], cmd) if log_path else None
@@ -346,12 +359,71 @@ class _Row:
         """Close the log; print the row's summary, or the error report on a failure."""
         if self.log:
             self.log.close()
-        self.screen.finish()
+        self.screen.finish(self.view)
         if code == 0:
             self.screen.line(self.view.summary())
             return
         for text in error_report(self.tail, self.log_path):
             self.screen.line(text)
+
+
+@dataclass
+class RowSpec:
+    """One command to run under the view: its name on the screen, its log (default: from its first line)."""
+
+    name: str
+    cmd: list[str]
+    log_path: Path | None = None
+    total: int | None = None
+
+
+def run_rows(
+    rows: Sequence[RowSpec],
+    jobs: int = 1,
+    live: bool | None = None,
+    every: int = 10,
+    stream: IO[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict[str, int]:
+    """Run the rows, ``jobs`` at a time, each under a :class:`RowView` (one live line each on a terminal);
+    returns each row's exit code. A row that fails prints :func:`error_report`; the others go on."""
+    stream = stream or sys.stdout
+    screen = Screen(stream, stream.isatty() if live is None else live, every)
+    lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+    pending, running, codes = list(enumerate(rows)), {}, {}
+    try:
+        while pending or running:
+            while pending and len(running) < max(1, jobs):
+                key, spec = pending.pop(0)
+                running[key] = _start(spec, screen, lines, key, env)
+            try:
+                key, line = lines.get(timeout=1.0)
+            except queue.Empty:
+                screen.update()
+                continue
+            row, child = running[key]
+            if line is None:
+                codes[row.view.name] = child.wait()
+                row.close(codes[row.view.name])
+                del running[key]
+            else:
+                row.handle(line)
+    except KeyboardInterrupt:
+        for row, child in running.values():
+            row.tail.append("KeyboardInterrupt: stopped by Ctrl-C\n")
+            codes[row.view.name] = _stop(child) or 130
+            row.close(codes[row.view.name])
+    return codes
+
+
+def _start(
+    spec: RowSpec, screen: Screen, lines: queue.Queue[tuple[int, str | None]], key: int, env: dict[str, str] | None
+) -> tuple[_Row, subprocess.Popen[bytes]]:
+    """Start one row's command, its output read into ``lines`` under ``key``."""
+    row = _Row(spec.name, spec.cmd, spec.log_path, spec.total, screen)
+    child = subprocess.Popen(spec.cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    threading.Thread(target=_pump, args=(child.stdout, lines, key), daemon=True).start()
+    return row, child
 
 
 def run_with_progress(
@@ -370,32 +442,8 @@ def run_with_progress(
     (``<trainer.default_local_dir>/console.log``), the lines before it held until then. Returns the exit
     code of ``cmd``; on a failure, prints :func:`error_report`.
     """
-    stream = stream or sys.stdout
-    screen = Screen(stream, stream.isatty() if live is None else live, every)
-    row = _Row(name, cmd, log_path, total, screen)
-    child = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_pump, args=(child.stdout, lines), daemon=True).start()
-    try:
-        while (line := _next(lines, row)) is not None:
-            row.handle(line)
-        code = child.wait()
-    except KeyboardInterrupt:
-        code = _stop(child)
-        row.tail.append("KeyboardInterrupt: stopped by Ctrl-C\n")
-        code = code or 130
-    row.close(code)
-    return code
-
-
-def _next(lines: queue.Queue[str | None], row: _Row) -> str | None:
-    """The child's next line (None at its end), redrawing the live line each second while it is quiet."""
-    while True:
-        try:
-            return lines.get(timeout=1.0)
-        except queue.Empty:
-            if row.screen.live:
-                row.screen.update(row.view)
+    codes = run_rows([RowSpec(name, list(cmd), log_path, total)], 1, live, every, stream, env)
+    return codes.get(name, 130)
 
 
 def _stop(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> int:
@@ -412,14 +460,19 @@ def _stop(child: subprocess.Popen[bytes], grace_s: float = 30.0) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m sspo.tools.progress [--name N] [--log PATH] [--total N] -- command...``"""
+    """``python -m sspo.tools.progress [--name N | --row A --row B --jobs 2] [--log PATH] -- command...``
+
+    With ``--row``, the command is a template run once per row, ``{row}`` replaced by the row's name.
+    Exit code: the command's, or with rows the first failed row's (0 when all succeed)."""
     parser = argparse.ArgumentParser(prog="python -m sspo.tools.progress", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--name", default="run", help="the row's name on the screen")
+    parser.add_argument("--name", default="run", help="the run's name on the screen (one command)")
+    parser.add_argument("--row", action="append", default=[], help="a row: the command with {row} = this name")
+    parser.add_argument("--jobs", type=int, default=1, help="rows at a time (default 1: one after another)")
     parser.add_argument("--log", type=Path, default=None,
                         help="the console log (default: console.log in the run directory sspo-train names)")
     parser.add_argument("--total", type=int, default=None, help="training steps (default: from the log)")
     parser.add_argument("--live", choices=("auto", "on", "off"), default="auto",
-                        help="redraw one line in place (default: when stdout is a terminal)")
+                        help="redraw the progress lines in place (default: when stdout is a terminal)")
     parser.add_argument("--every", type=int, default=10, help="without a terminal: a progress line every N steps")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (after --)")
     args = parser.parse_args(argv)
@@ -427,7 +480,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not cmd:
         parser.error("no command given (put it after --)")
     live = None if args.live == "auto" else args.live == "on"
-    return run_with_progress(cmd, args.name, args.log, args.total, live, args.every)
+    if not args.row:
+        return run_with_progress(cmd, args.name, args.log, args.total, live, args.every)
+    if args.log:
+        parser.error("--log names one run's log: with --row each row logs into its run directory")
+    specs = [RowSpec(row, [part.replace("{row}", row) for part in cmd], None, args.total) for row in args.row]
+    codes = run_rows(specs, args.jobs, live, args.every)
+    return next((codes.get(row, 130) for row in args.row if codes.get(row, 130)), 0)
 
 
 if __name__ == "__main__":
