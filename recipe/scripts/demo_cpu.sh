@@ -5,16 +5,15 @@
 #
 # The screen shows one progress line per row (sspo.tools.progress); each row's full verl console goes to
 # <run>/console.log, whose path is printed. VERBOSE=1 shows verl's console as it is instead (rows one
-# after another). Rows run side by side, each on its own local Ray cluster, as many at once as the
-# machine's free memory holds (about 7 GB a row, JOBS_ROW_GB) and at most JOBS; one after another when
-# only one fits.
+# after another). With 8+ cores and 15+ GB free, two rows run side by side, each on its own local Ray
+# cluster (about 7 GB a row); otherwise one after another. JOBS=N sets it.
 #
 # Ctrl-C (or a kill) stops the rows; running the same command again resumes each from its last
 # checkpoint (trainer.resume_mode=auto) and skips the rows already finished.
 #
 # Environment: TINY_DIR (assets, default runs/tiny), DEMO_DIR (report + table, default runs/demo),
 # SSPO_OUTPUT_DIR (runs, default outputs: <dir>/sspo/<algo>_cpu), ALGOS (default "grpo gspo sspo"),
-# VERBOSE (1: verl's full console on the screen), JOBS (rows at once; default: what memory allows, <= 2).
+# VERBOSE (1: verl's full console on the screen), JOBS (rows at once; default: what memory and cores allow, <= 2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python}"
@@ -42,18 +41,21 @@ for algo in $ALGOS; do
   runs+=("$algo=$run/tensorboard"); dumps+=(--run "$algo=$run/validation_generations")
 done
 
-# rows at once: JOBS, else as many as the free memory holds (JOBS_ROW_GB each, 1 GB kept free), at most 2
-# (three rows at ~7 GB would pass 16 GB, and two cores gain little from a third)
+# rows at once: JOBS, else as many as both the free memory (JOBS_ROW_GB each, 1 GB kept free) and the cores
+# (4 a row) hold, at most 2: a row keeps about two cores busy, so on 2 cores two rows side by side took as
+# long as one after another (measured 5 Dec 2026), and three rows at ~7 GB would pass 16 GB
 avail_gb=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 0)
+cores=$(nproc 2>/dev/null || echo 1)
 if [[ -n "${JOBS:-}" ]]; then
   jobs=$JOBS
 else
   jobs=$(( (avail_gb - 1) / ${JOBS_ROW_GB:-7} ))
+  (( jobs > cores / 4 )) && jobs=$(( cores / 4 ))
   (( jobs > 2 )) && jobs=2
 fi
 (( jobs >= 1 )) || jobs=1
 if (( ${#todo[@]} )); then
-  echo "== training ${todo[*]}: ${jobs} at a time ($(( avail_gb )) GB free)   [$(( SECONDS - start )) s]"
+  echo "== training ${todo[*]}: ${jobs} at a time ($avail_gb GB free, $cores cores)   [$(( SECONDS - start )) s]"
   if (( verbose )); then
     for row in "${todo[@]}"; do "$PYTHON" -m sspo.launch.cli --progress off "experiment=$row" "$@"; done
   else
