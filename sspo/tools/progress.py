@@ -316,7 +316,9 @@ def _open_log(path: Path, held: Sequence[str], cmd: Sequence[str]) -> IO[str]:
 class _Row:
     """One child run: its log file, its view, its screen, and the last lines for an error report."""
 
-    def __init__(self, name: str, cmd: Sequence[str], log_path: Path | None, total: int | None, screen: Screen):
+    def __init__(
+        self, name: str, cmd: Sequence[str], log_path: Path | None, total: int | None, screen: Screen
+    ) -> None:
         self.cmd, self.log_path, self.screen = list(cmd), log_path, screen
         self.view = RowView(name, total=total)
         screen.views.append(self.view)
