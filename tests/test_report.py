@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 
+from sspo.tools import report
 from sspo.tools.report import ReportError, load_run, main, make_report
 
 STEPS = 6
@@ -169,3 +170,23 @@ def test_bad_input_is_named(tmp_path, monkeypatch, capsys):
         make_report([str(a), str(a)], tmp_path / "out")
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_text_chart_places_each_run_and_marks_overlaps():
+    chart = report.text_chart({"up": ([1, 2, 3], [0.0, 0.5, 1.0]), "down": ([1, 2, 3], [1.0, 0.5, 0.0])},
+                              width=21, height=5)
+    rows = chart.splitlines()
+    assert rows[0].startswith("  1.00 |x") and rows[0].endswith("o")  # down starts high, up ends high
+    assert rows[4].startswith("  0.00 |o") and rows[4].endswith("x")
+    assert rows[2][8 + 10] == "+"  # both at 0.5 at step 2 (after the 8-character axis)
+    assert "o up" in rows[-1] and "x down" in rows[-1] and "+ overlap" in rows[-1]
+    assert report.text_chart({"empty": ([], [])}) == "(no data to chart)"
+    assert report._moving_mean([0.0, 1.0, 2.0, 3.0], 2) == [0.0, 0.5, 1.5, 2.5]
+
+
+def test_terminal_table_shows_start_to_end():
+    row = {"run": "sspo", "last step": 30, "reward start": 0.3, "reward end": 0.6, "acc start": float("nan"),
+           "acc end": float("nan"), "clip frac (mean)": 0.0412}
+    table = report.terminal_table([row]).splitlines()
+    assert table[2].split() == ["sspo", "30", "0.30", "->", "0.60", "-", "0.041"]
+    assert math.isnan(row["acc start"])

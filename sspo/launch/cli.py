@@ -29,6 +29,8 @@ CONFIG_NAME = "sspo_trainer"
 # recipe/config beside the package (editable install, a git checkout, or a Ray job's working_dir)
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipe" / "config"
 RESOLVED_HEADER = "===== resolved config ====="
+# the first line of a run, read by sspo.tools.progress (the run's directory: where its console log goes)
+RUN_MARKER = "[sspo] run {name}: {dir} ({total} steps)"
 CHECKS_HEADER = "===== pre-flight checks ====="
 # keys holding local paths that Ray workers (other cwd) must see as absolute paths
 PATH_KEYS = (
@@ -66,6 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-name", default=CONFIG_NAME, help="primary config name (default: %(default)s)")
     p.add_argument(
         "--name-suffix", default="", help="append to trainer.experiment_name (set per point by --multirun)"
+    )
+    p.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="one progress line on the screen, verl's full console in <run dir>/console.log (default: on when "
+        "stdout is a terminal and VERBOSE is unset; off: verl's console as it is)",
     )
     p.add_argument(
         "--ray-address",
@@ -271,6 +280,9 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
         )
         print(RESOLVED_HEADER)
         print(preflight.to_yaml(cfg))
+    if not args.dry_run:
+        total = OmegaConf.select(cfg, "trainer.total_training_steps", default=None)
+        print(RUN_MARKER.format(name=cfg.trainer.experiment_name, dir=cfg.trainer.default_local_dir, total=total or "?"))
     results = check(cfg, args.ray_address, args.dry_run)
     failed = [r for r in results if r.status == "fail"]
     if failed:
@@ -285,9 +297,36 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
     return 0
 
 
+def wants_progress(args: argparse.Namespace, isatty: bool | None = None) -> bool:
+    """Show the progress view (sspo.tools.progress) rather than verl's console: ``--progress on``, or ``auto``
+    with stdout a terminal and ``VERBOSE`` unset or 0; never for --dry-run, --print-key or --multirun (whose
+    runs each decide for themselves)."""
+    if args.dry_run or args.print_key or args.multirun or args.progress == "off":
+        return False
+    if args.progress == "on":
+        return True
+    verbose = os.environ.get("VERBOSE", "").strip().lower() not in ("", "0", "false", "no")
+    return (sys.stdout.isatty() if isatty is None else isatty) and not verbose
+
+
+def run_in_view(argv: Sequence[str], args: argparse.Namespace) -> int:
+    """Run this same command (``--progress off``) as a child under the progress view; its exit code.
+
+    The child prints :data:`RUN_MARKER` first, naming the run directory where its console log goes.
+    """
+    from sspo.tools import progress
+
+    cmd = [sys.executable, "-m", "sspo.launch.cli", *argv, "--progress", "off"]
+    name = next((o.split("=", 1)[1] for o in args.overrides if o.startswith("experiment=")), "sspo-train")
+    return progress.run_with_progress(cmd, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point (``sspo-train`` / ``python -m sspo.launch.cli``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    if wants_progress(args):
+        return run_in_view(argv, args)
     if not args.multirun:
         return run_one(args.overrides, args)
     points, swept = sweep_points(args.overrides)
@@ -300,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             codes.append(run_one(point, args))
         else:  # a fresh process per run: verl's Ray actors and GPU memory are released between runs
             cmd = [sys.executable, "-m", "sspo.launch.cli", "--config-name", args.config_name]
-            cmd += ["--name-suffix", args.name_suffix, *point]
+            cmd += ["--name-suffix", args.name_suffix, "--progress", args.progress, *point]
             if args.config_dir:
                 cmd += ["--config-dir", str(args.config_dir)]
             codes.append(subprocess.call(cmd))

@@ -257,6 +257,85 @@ def markdown_table(rows: Sequence[dict[str, float | int | str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+CHART_MARKS = "ox^*#"
+
+
+def text_chart(
+    series: dict[str, tuple[Sequence[int], Sequence[float]]], width: int = 60, height: int = 10, smooth: int = 1
+) -> str:
+    """A terminal chart of several step series: one mark per run (``+`` where runs overlap), y axis labelled.
+
+    ``smooth`` > 1 plots the moving mean over that many steps (the direction of a noisy per-step reward).
+    """
+    series = {name: (list(steps), _moving_mean(list(values), smooth)) for name, (steps, values) in series.items()}
+    points = [(s, v) for steps, values in series.values() for s, v in zip(steps, values, strict=True) if math.isfinite(v)]
+    if not points:
+        return "(no data to chart)"
+    lo_s, hi_s = min(p[0] for p in points), max(p[0] for p in points)
+    lo_v, hi_v = min(p[1] for p in points), max(p[1] for p in points)
+    if hi_v - lo_v < 1e-9:
+        lo_v, hi_v = lo_v - 0.5, hi_v + 0.5
+    grid = [[" "] * width for _ in range(height)]
+    for mark, (steps, values) in zip(CHART_MARKS * 10, series.values(), strict=False):
+        for s, v in zip(steps, values, strict=True):
+            if not math.isfinite(v):
+                continue
+            col = round((s - lo_s) / max(1, hi_s - lo_s) * (width - 1))
+            row = height - 1 - round((v - lo_v) / (hi_v - lo_v) * (height - 1))
+            grid[row][col] = mark if grid[row][col] in (" ", mark) else "+"
+    labels = {0: f"{hi_v:.2f}", height - 1: f"{lo_v:.2f}", (height - 1) // 2: f"{(hi_v + lo_v) / 2:.2f}"}
+    lines = [f"{labels.get(i, ''):>6} |{''.join(row)}" for i, row in enumerate(grid)]
+    lines.append(" " * 7 + "+" + "-" * width)
+    lines.append(" " * 8 + f"step {lo_s}" + f"step {hi_s}".rjust(width - len(f"step {lo_s}")))
+    legend = "   ".join(f"{m} {name}" for m, name in zip(CHART_MARKS * 10, series, strict=False))
+    lines.append(" " * 8 + legend + ("   + overlap" if any("+" in "".join(r) for r in grid) else ""))
+    return "\n".join(lines)
+
+
+def _moving_mean(values: list[float], k: int) -> list[float]:
+    """Trailing mean over ``k`` values (fewer at the start); ``k`` <= 1 returns the values."""
+    if k <= 1:
+        return values
+    return [sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1]) for i in range(len(values))]
+
+
+def terminal_table(rows: Sequence[dict[str, float | int | str]]) -> str:
+    """The summary rows that fit a terminal: steps, reward and validation accuracy start -> end, clip fraction."""
+
+    def arrow(row: dict[str, float | int | str], column: str) -> str:
+        start, end = row[f"{column} start"], row[f"{column} end"]
+        if isinstance(start, float) and math.isnan(start):
+            return "-"
+        return f"{start:.2f} -> {end:.2f}"
+
+    header = f"{'run':<10} {'steps':>5}  {'training reward':<16} {'validation acc':<16} {'clip frac':>9}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        clip = row["clip frac (mean)"]
+        clip_text = "-" if isinstance(clip, float) and math.isnan(clip) else f"{clip:.3f}"
+        lines.append(f"{str(row['run']):<10} {row['last step']:>5}  {arrow(row, 'reward'):<16} "
+                     f"{arrow(row, 'acc'):<16} {clip_text:>9}")
+    return "\n".join(lines)
+
+
+def terminal_report(result: dict[str, object], runs: Sequence[Run]) -> str:
+    """What the demo shows at its end: the table, the reward chart, the PNG paths."""
+    chart = text_chart(
+        {r.name: (s[1], s[2]) for r in runs if (s := r.series("reward"))}, smooth=3
+    )
+    lines = [
+        "training summary (start/end: mean of the first/last fifth of the steps; clip frac: mean per step)",
+        terminal_table(result["rows"]),  # type: ignore[arg-type]
+        "",
+        "training reward per step (3-step moving mean)",
+        chart,
+        "",
+        "plots: " + str(Path(result["summary"]).parent),  # type: ignore[arg-type]
+    ]
+    lines += [f"  {p}" for p in result["pngs"]]  # type: ignore[attr-defined]
+    return "\n".join(lines)
+
+
 def plot(runs: Sequence[Run], out: Path) -> list[Path]:
     """One PNG per panel plus ``overview.png`` (all panels), one line per run. Returns the files."""
     import matplotlib
@@ -356,7 +435,7 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
         + "".join(f"![{p.stem}]({p.name})\n" for p in pngs[:1]),
         encoding="utf-8",
     )
-    return {"pngs": pngs, "summary": summary, "rows": rows}
+    return {"pngs": pngs, "summary": summary, "rows": rows, "runs": runs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -364,12 +443,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sspo.tools.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders or log files, optionally NAME=PATH")
     parser.add_argument("--out", required=True, help="folder for the PNGs and summary.md")
+    parser.add_argument("--terminal", action="store_true",
+                        help="print a terminal-sized table, a text chart of the reward and the PNG paths "
+                        "(default: summary.md as written)")
     args = parser.parse_args(argv)
     try:
         result = make_report(args.runs, args.out)
     except ReportError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.terminal:
+        print(terminal_report(result, result["runs"]))
+        return 0
     print(Path(result["summary"]).read_text(encoding="utf-8"))
     print("plots:", ", ".join(str(p) for p in result["pngs"]))
     return 0
