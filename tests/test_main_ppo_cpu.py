@@ -59,8 +59,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def grpo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
     out = tmp_path_factory.mktemp("grpo_cpu")
+    cmd = command("grpo_cpu", out)
+    cmd.insert(cmd.index("sspo.launch.cli") + 1, "--progress=on")  # the progress view, as on a terminal
     result = run_bounded(
-        command("grpo_cpu", out),
+        cmd,
         log=out / "run.log",
         timeout=RUN_TIMEOUT_S,
         env=run_env(ray_head, tiny_assets),
@@ -107,6 +109,11 @@ def gspo_job(ray_head, tiny_assets, tmp_path_factory) -> tuple[Path, str, str]:
 
 
 def test_grpo_row_runs_every_step_without_sspo_metrics(grpo_run):
+    # under the progress view: a short screen, verl's whole console in the run's log file
+    screen = grpo_run.outputs[0].splitlines()
+    assert len(screen) < 80 and not any("Training Progress" in line for line in screen), screen[-20:]
+    console = (grpo_run.out / "console.log").read_text()
+    assert "step:12 - " in console and len(console.splitlines()) > 10 * len(screen)
     metrics = grpo_run.metrics
     assert grpo_run.training_steps() == list(range(1, STEPS + 1))
     assert all(not any(k.startswith("actor/sspo/") for k in metrics[s]) for s in metrics)
