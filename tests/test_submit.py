@@ -52,7 +52,7 @@ def test_submit_dry_run_job_to_a_local_ray_head(ray_head, tmp_path_factory, shar
     assert f"default_local_dir: {tmp_path / 'shared_outputs' / 'sspo' / 'sspo_qwen2.5-math-1.5b'}" in logs
     # the driver of the job registered the loss, and checked GPUs against this very cluster
     assert "[ok  ] sspo config: loss 'sspo', trainer 'sspo' -> SSPOSyncTrainer" in logs
-    assert "(VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin)" in logs  # the runtime env reached the job
+    assert "via VERL_USE_EXTERNAL_MODULES=sspo.verl_plugin)" in logs  # the runtime env reached the job
     assert "[ok  ] GPUs: trainer.nnodes=1 x trainer.n_gpus_per_node=1 fit the Ray cluster at" in logs
     assert "dry run OK: sspo_qwen2.5-math-1.5b" in logs
 
