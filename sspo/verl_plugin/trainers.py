@@ -53,7 +53,9 @@ class SSPOTrainerMixin:
       ``trainer.v1.get(self.trainer_mode)`` settings are those of the mode this trainer extends;
     * ``_init_resource_pool_mgr``: the CPU workers of :mod:`sspo.cpu.workers` when ``trainer.device=cpu``;
     * ``on_init_end``: installs :func:`sspo_ppo_loss` on every actor worker and bounds every weight sync
-      (:class:`sspo.verl_plugin.weight_sync.BoundedWeightSync`), then runs verl's hook (the first weight sync).
+      (:class:`sspo.verl_plugin.weight_sync.BoundedWeightSync`), then runs verl's hook (the first weight sync);
+    * ``_build_replay_buffer``: ``sspo.replay_poll_interval_s`` when set;
+    * ``_update_actor``: H_ref of the whole update batch to every micro-batch's loss (adaptive clip only).
     """
 
     verl_mode: str  # set by each trainer class below
