@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from sspo.tools.report import parse_console_line
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Ray prefixes a worker's lines with "(ActorName pid=123, ip=...) "; nested for vLLM's own workers
 RAY_PREFIX = re.compile(r"^(?:\((?:[\w.:-]+ )?pid=\d+(?:, ip=[\d.]+)?\) ?)+")
-STEP_LINE = re.compile(r"(?:^|\s)step:(\d+) - (.*)$")
-NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
 TOTAL_STEPS = re.compile(r"Total training steps: (\d+)")
 # the line `sspo-train` prints once the config is composed (sspo.launch.cli.RUN_MARKER)
 RUN_LINE = re.compile(r"^\[sspo\] run (?P<name>\S+): (?P<dir>.+?) \((?P<total>\d+|\?) steps\)$")
@@ -63,30 +63,9 @@ def clean(line: str) -> str:
     return RAY_PREFIX.sub("", ANSI.sub("", line)).rstrip()
 
 
-def _number(text: str) -> float | None:
-    """A metric value as verl's console logger prints it (``pprint`` of a number, numpy scalars included)."""
-    text = text.strip()
-    match = NUMPY_SCALAR.match(text)
-    if match:
-        text = match.group(1)
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def parse_step_line(line: str) -> tuple[int, dict[str, float]] | None:
-    """(step, metrics) of one verl console-logger line (``step:N - key:value - ...``), else None."""
-    match = STEP_LINE.search(clean(line))
-    if not match:
-        return None
-    metrics: dict[str, float] = {}
-    for item in match.group(2).split(" - "):
-        key, sep, value = item.partition(":")
-        number = _number(value) if sep else None
-        if number is not None:
-            metrics[key.strip()] = number
-    return int(match.group(1)), metrics
+    """(step, metrics) of one verl console-logger line, Ray's prefixes and colours removed (report's parser)."""
+    return parse_console_line(clean(line))
 
 
 def _duration(seconds: float) -> str:

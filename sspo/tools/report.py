@@ -161,17 +161,27 @@ def read_tensorboard(path: Path, run: Run) -> None:
                 run.add(event.step, tag, event.value)
 
 
+def parse_console_line(line: str) -> tuple[int, dict[str, float]] | None:
+    """(step, numeric metrics) of one verl ``console`` logger line (``step:N - key:value - ...``), else None."""
+    match = _CONSOLE_STEP.search(line.rstrip())
+    if not match:
+        return None
+    metrics = {}
+    for item in match.group(2).split(" - ")[1:]:
+        key, sep, value = item.rpartition(":")
+        number = _as_float(value) if sep and key else None
+        if number is not None:
+            metrics[key.strip()] = number
+    return int(match.group(1)), metrics
+
+
 def read_console(path: Path, run: Run) -> None:
     """verl ``console`` logger lines: ``step:N - key:value - key:value`` (other lines are ignored)."""
     for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        match = _CONSOLE_STEP.search(line.rstrip())
-        if not match:
-            continue
-        step = int(match.group(1))
-        for item in match.group(2).split(" - ")[1:]:
-            key, sep, value = item.rpartition(":")
-            if sep and key:
-                run.add(step, key.strip(), value)
+        parsed = parse_console_line(line)
+        if parsed:
+            for key, value in parsed[1].items():
+                run.add(parsed[0], key, value)
 
 
 def load_run(spec: str) -> Run:
