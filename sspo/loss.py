@@ -166,7 +166,8 @@ def sspo_token_losses(
         segment_ids: LongTensor[B, T], subsentence ids contiguous from 0 per row, -1 on padding; required at
             ``subsentence`` granularity, else optional (feeds ``clipfrac_at_subsentence``).
         entropy: FloatTensor[B, T], old-policy per-token entropy (no gradient); required iff ``adaptive_clip``.
-        entropy_ref: H_ref (a number, a 0-dim tensor, or FloatTensor[B] per row); None: over this batch.
+        entropy_ref: H_ref (a number or 0-dim tensor; :func:`entropy_reference` of the whole update batch); None:
+            over this batch (layout-dependent: SSPO's trainers always pass it).
 
     Returns:
         (FloatTensor[B, T] per-token loss, 0 on padding; metrics: verl's ``actor/pg_clipfrac``, ``ppo_kl``,
@@ -241,13 +242,12 @@ def _adaptive_scale(
     if entropy_ref is None:
         h_ref = entropy_reference(ent, mask)  # [] this batch only: depends on how the batch was split
     else:
-        h_ref = torch.as_tensor(entropy_ref, device=mask.device).to(torch.promote_types(ent.dtype, torch.float32))
-    h_ref_rows = h_ref.reshape(-1, 1) if h_ref.dim() == 1 else h_ref  # [B, 1] or []
-    rel = unit_mean(ent, mask, settings.granularity, segment_ids) / h_ref_rows.clamp(min=1e-8)  # [B, T] H_k / H_ref
+        h_ref = torch.as_tensor(float(entropy_ref), dtype=torch.promote_types(ent.dtype, torch.float32), device=mask.device)
+    rel = unit_mean(ent, mask, settings.granularity, segment_ids) / h_ref.clamp(min=1e-8)  # [B, T] H_k / H_ref
     a = settings.adaptive_alpha
     f = rel.pow(a) if settings.adaptive_map == "power" else 1.0 + a * (rel - 1.0)
-    f = torch.where(h_ref_rows > 1e-8, f.clamp(settings.adaptive_min, settings.adaptive_max), 1.0)  # H_ref 0: f = 1
-    return f, h_ref.mean()
+    f = torch.where(h_ref > 1e-8, f.clamp(settings.adaptive_min, settings.adaptive_max), 1.0)  # H_ref 0: f = 1
+    return f, h_ref
 
 
 # ----------------------------------------------------------------------------------------------

@@ -433,6 +433,13 @@ def make_actor_batch(
     }
     if old_log_probs is not None:
         fields["old_log_probs"] = nested(old_log_probs, torch.float32)
+    non_tensor: dict[str, Any] = {"temperature": temperature}
     if entropy is not None:
         fields["entropy"] = nested(entropy, torch.float32)
-    return tu.get_tensordict(fields, non_tensor_dict={"temperature": temperature})
+        # what SSPO's trainer adds before the update: H_ref over the whole (here: this) batch
+        from sspo.loss import entropy_reference
+        from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY
+
+        padded = tu.get_tensordict({"e": fields["entropy"], "m": fields["response_mask"]}).to_padded_tensor()
+        non_tensor[ENTROPY_REF_KEY] = float(entropy_reference(padded["e"], padded["m"]))
+    return tu.get_tensordict(fields, non_tensor_dict=non_tensor)

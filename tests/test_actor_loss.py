@@ -179,7 +179,7 @@ def test_sspo_loss_receives_segment_ids_and_old_entropy(configs, monkeypatch, mo
     assert int(expected.max()) >= 2  # the punctuation really splits responses
     assert torch.isfinite(loss) and grad.abs().sum() > 0
     assert metrics["actor/sspo/units_per_response"][1][0] > 1
-    assert policy_loss._LOSS_INPUTS.get() is None  # nothing leaks out of the call
+    assert policy_loss._LOSS_CALL.get() is None  # nothing leaks out of the call
 
 
 def test_verls_default_wrapper_cannot_feed_sspo(configs):
@@ -237,3 +237,26 @@ def test_installed_loss_fn_survives_rays_pickling(configs):
     expected = fn(model_output={"log_probs": log_probs, "entropy": entropy}, data=data)[0]
     got = shipped(model_output={"log_probs": log_probs, "entropy": entropy}, data=data)[0]
     assert torch.equal(got, expected) and torch.isfinite(got)
+
+
+def test_without_the_update_batchs_entropy_reference_the_loss_refuses(configs):
+    """A micro-batch's own mean entropy would make the adaptive clip depend on how the batch was split."""
+    from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY
+
+    data, log_probs, entropy = _micro_batch(configs["sspo"].model_config.tokenizer)
+    del data[ENTROPY_REF_KEY]
+    with pytest.raises(ValueError, match=f"carries no '{ENTROPY_REF_KEY}'.*sspo_sync"):
+        sspo_ppo_loss(configs["sspo"], {"log_probs": log_probs, "entropy": entropy}, data)
+
+
+def test_minima_and_maxima_are_reduced_by_min_and_max_not_averaged(configs):
+    """verl averages every policy-loss metric over micro-batches; the loss's extremes leave as MIN/MAX metrics."""
+    from verl.utils.metric import AggregationType, Metric
+
+    data, log_probs, entropy = _micro_batch(configs["sspo"].model_config.tokenizer)
+    _, metrics = sspo_ppo_loss(configs["sspo"], {"log_probs": log_probs, "entropy": entropy}, data)
+    for key in ("actor/sspo/ratio_min", "actor/sspo/ratio_max", "actor/sspo/adaptive_scale_max"):
+        metric = metrics[key]
+        assert isinstance(metric, Metric), key
+        assert metric.aggregation == (AggregationType.MIN if key.endswith("_min") else AggregationType.MAX), key
+    assert Metric.aggregate_dp([Metric(AggregationType.MAX, 1.0), Metric(AggregationType.MAX, 3.0)]) == 3.0

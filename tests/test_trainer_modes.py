@@ -194,6 +194,13 @@ def test_replay_poll_interval_reaches_each_modes_replay_buffer(tiny_model_dir, t
     assert get_trainer_cls(trainer_mode)(config=cfg).replay_buffer.poll_interval == 0.25
 
 
+@pytest.mark.parametrize("bad", ["0", "-1", "slow", "null"])
+def test_bad_weight_sync_timeout_is_refused_at_config_time_not_when_the_workers_are_up(tiny_model_dir, bad):
+    with pytest.raises(ValueError, match=r"sspo\.weight_sync_timeout_s=.*need seconds > 0"):
+        validate_config(_config(tiny_model_dir, "sspo_sync", f"+sspo.weight_sync_timeout_s={bad}"))
+    validate_config(_config(tiny_model_dir, "sspo_sync", "+sspo.weight_sync_timeout_s=30"))
+
+
 @pytest.mark.parametrize("bad", ["0", "-1", "fast"])
 def test_bad_replay_poll_interval_is_refused_at_config_time(tiny_model_dir, bad):
     with pytest.raises(ValueError, match=r"sspo\.replay_poll_interval_s=.*need seconds > 0"):

@@ -11,6 +11,7 @@ the clip monitor (:mod:`sspo.monitor`) to the metrics, under ``actor/monitor/``,
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,13 @@ import torch
 
 from sspo.monitor import MONITOR_PREFIX, clip_monitor, monitor_clip_range
 from sspo.segmentation import SubsentenceSegmenter
-from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig, policy_loss_inputs
+from sspo.verl_plugin.policy_loss import (
+    LOSS_MODE,
+    POLICY_LOSS_KEY,
+    clip_range,
+    policy_loss_inputs,
+    sspo_settings,
+)
 
 __all__ = [
     "ENTROPY_REF_KEY",
@@ -54,34 +61,33 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
     """
     from verl.utils import tensordict_utils as tu
 
-    settings = _settings(config)
-    # Segment ids at EVERY granularity: the token/sequence losses ignore them but report
-    # ``actor/sspo/clipfrac_at_subsentence``, so granularity ablations log all three clip fractions.
-    fields = ["response_mask", "responses"]
-    if settings.adaptive_clip:
-        if "entropy" not in data.keys():
-            raise ValueError(
-                f"{POLICY_LOSS_KEY}.adaptive_clip=true needs the old policy's per-token entropy in the batch "
-                "(key 'entropy', written by verl's trainer in _compute_old_log_prob); it is missing -- "
-                "algorithm.rollout_correction.bypass_mode=true skips it: set bypass_mode=false or adaptive_clip=false"
-            )
-        fields.append("entropy")
+    settings = sspo_settings(config)
+    # Segment ids at EVERY granularity: the token/sequence losses ignore them, the clip monitor reads them.
+    fields = ["response_mask", "responses"] + (["entropy"] if settings.adaptive_clip else [])
+    if settings.adaptive_clip and "entropy" not in data.keys():
+        raise ValueError(
+            f"{POLICY_LOSS_KEY}.adaptive_clip=true needs the old policy's per-token entropy in the batch (key "
+            "'entropy', written by verl's _compute_old_log_prob, which bypass mode skips): set "
+            "algorithm.rollout_correction.bypass_mode=false or adaptive_clip=false"
+        )
     padded = data.select(*fields).to_padded_tensor()
     inputs: dict[str, Any] = {"segment_ids": _segment_ids(config, padded["responses"], padded["response_mask"].bool())}
     if settings.adaptive_clip:
+        entropy_ref = tu.get(data, ENTROPY_REF_KEY, default=None)
+        if entropy_ref is None:  # a micro-batch's own mean would make the clip depend on the layout: refuse
+            raise ValueError(
+                f"{POLICY_LOSS_KEY}.adaptive_clip=true: the micro-batch carries no {ENTROPY_REF_KEY!r} (the update "
+                "batch's reference entropy, set by SSPO's trainers in _update_actor); run one of SSPO's trainers "
+                "(trainer.v1.trainer_mode=sspo_sync | sspo_colocate_async | sspo_separate_async)"
+            )
         inputs["entropy"] = padded["entropy"].detach()
-        inputs["entropy_ref"] = tu.get(data, ENTROPY_REF_KEY, default=None)
+        inputs["entropy_ref"] = float(entropy_ref)
     return inputs
-
-
-def _settings(config: Any) -> SSPOPolicyLossConfig:
-    """The run's SSPO settings; SSPO's defaults (segmentation included) for the other loss modes."""
-    return config.policy_loss if isinstance(config.policy_loss, SSPOPolicyLossConfig) else SSPOPolicyLossConfig()
 
 
 def _segment_ids(config: Any, responses: Any, response_mask: Any) -> Any:
     """Subsentence ids [B, T] of padded ``responses`` with the run's delimiters and cap (-1 on padding)."""
-    settings = _settings(config)
+    settings = sspo_settings(config)
     delimiters = tuple(settings.delimiters) if settings.delimiters is not None else None
     return _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)(responses, response_mask)
 
@@ -101,12 +107,7 @@ def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any 
     mask = padded["response_mask"].bool()
     if segment_ids is None:
         segment_ids = _segment_ids(config, padded["responses"], mask)
-    clip_ratio = config.get("clip_ratio", 0.2)
-    low, high = (config.get(k) for k in ("clip_ratio_low", "clip_ratio_high"))
-    lower, upper = monitor_clip_range(
-        config.policy_loss.get("loss_mode", "vanilla"), clip_ratio if low is None else low,
-        clip_ratio if high is None else high,
-    )  # fmt: skip
+    lower, upper = monitor_clip_range(config.policy_loss.get("loss_mode", "vanilla"), *clip_range(config))
     log_prob = _response_log_probs(model_output["log_probs"], data, mask.shape[1])
     values = clip_monitor(padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper)
 
@@ -115,7 +116,8 @@ def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any 
             return AggregationType.MIN
         return AggregationType.MAX if name.startswith("ratio_max_") else AggregationType.MEAN
 
-    return {f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value) for name, value in values.items()}
+    return {f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value) for name, value in values.items()
+            if not math.isnan(value)}  # a micro-batch without valid tokens has no extremes: it reports none
 
 
 def _response_log_probs(log_probs: Any, data: Any, width: int) -> Any:
@@ -145,11 +147,21 @@ def sspo_ppo_loss(
     from verl.workers.utils.losses import ppo_loss
 
     inputs = sspo_loss_inputs(config, data) if config.policy_loss.get("loss_mode", "vanilla") == LOSS_MODE else {}
-    with policy_loss_inputs(**inputs):
+    with policy_loss_inputs(**inputs) as extremes:
         loss, metrics = ppo_loss(config, model_output, data, dp_group)
+    metrics.update(_extreme_metrics(extremes))
     if monitor:
         metrics.update(monitor_metrics(config, model_output, data, inputs.get("segment_ids")))
     return loss, metrics
+
+
+def _extreme_metrics(extremes: dict[str, float]) -> dict[str, Any]:
+    """The loss's ``*_min`` / ``*_max`` metrics as verl ``Metric`` objects reduced by min / max over micro-batches and
+    ranks (verl would average them); NaN (a micro-batch without units) reports nothing."""
+    from verl.utils.metric import AggregationType, Metric
+
+    return {key: Metric(AggregationType.MIN if key.endswith("_min") else AggregationType.MAX, value)
+            for key, value in extremes.items() if not math.isnan(value)}  # fmt: skip
 
 
 def make_actor_loss_fn(actor_config: Any, monitor: bool = True) -> Callable[..., Any]:

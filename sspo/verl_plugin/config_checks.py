@@ -28,6 +28,7 @@ __all__ = [
     "check_clip_keys",
     "registration_status",
     "select",
+    "uses_adaptive_clip",
     "validate_config",
     "validate_trainer_mode",
 ]
@@ -121,9 +122,8 @@ def validate_config(cfg: Any) -> None:
     if agg not in LOSS_AGG_MODES:
         raise ValueError(f"{ACTOR_KEY}.loss_agg_mode={agg!r} is unknown: use one of {list(LOSS_AGG_MODES)}")
 
-    poll_s = select(cfg, "sspo.replay_poll_interval_s")
-    if poll_s is not None and (isinstance(poll_s, bool) or not isinstance(poll_s, (int, float)) or not poll_s > 0):
-        raise ValueError(f"sspo.replay_poll_interval_s={poll_s!r}: need seconds > 0, or null for verl's 2 s")
+    _check_seconds(cfg, "sspo.replay_poll_interval_s", "or null for verl's 2 s")
+    _check_seconds(cfg, "sspo.weight_sync_timeout_s", "(default 600)")
     monitor = select(cfg, "sspo.monitor", True)
     if not isinstance(monitor, bool):
         raise ValueError(f"sspo.monitor={monitor!r}: need true (log actor/monitor/* for every loss) or false")
@@ -176,6 +176,19 @@ def _refuse_full_determinism(cfg: Any) -> None:
         )
 
 
+def _check_seconds(cfg: Any, key: str, default: str) -> None:
+    """``key``, when the config sets it, is a number of seconds > 0 (checked here, not when the workers are up)."""
+    from omegaconf import OmegaConf
+
+    if OmegaConf.select(cfg, key, default="<absent>") == "<absent>":
+        return
+    value = OmegaConf.select(cfg, key)
+    if key.endswith("replay_poll_interval_s") and value is None:
+        return
+    if isinstance(value, bool) or not is_real_number(value) or not value > 0:
+        raise ValueError(f"{key}={value!r}: need seconds > 0 {default}")
+
+
 def _assert_registered(loss_mode: str, trainer_mode: str) -> None:
     """Both registrations checked, both problems named in one error (one dry run shows every problem)."""
     problems = []
@@ -216,6 +229,13 @@ def _validate_sspo(cfg: Any, low: float, high: float) -> None:
             "distillation.enabled=true with loss_mode=sspo: verl's distillation loss calls ppo_loss directly and "
             "cannot feed SSPO's inputs; disable distillation or use another loss mode"
         )
+
+
+def uses_adaptive_clip(cfg: Any) -> bool:
+    """The run's loss is ``sspo`` and its settings (as the worker builds them) have the adaptive clip on."""
+    if select(cfg, f"{POLICY_LOSS_KEY}.loss_mode", "vanilla") != LOSS_MODE:
+        return False
+    return _sspo_settings(cfg).adaptive_clip
 
 
 def _sspo_settings(cfg: Any) -> SSPOPolicyLossConfig:

@@ -15,9 +15,10 @@ Registration happens in :func:`sspo.verl_plugin.register`, nowhere else.
 from __future__ import annotations
 
 import contextvars
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -26,7 +27,15 @@ from verl.workers.config import PolicyLossConfig
 
 from sspo.loss import SSPOSettings, sspo_token_losses
 
-__all__ = ["LOSS_MODE", "POLICY_LOSS_KEY", "SSPOPolicyLossConfig", "compute_policy_loss_sspo", "policy_loss_inputs"]
+__all__ = [
+    "LOSS_MODE",
+    "POLICY_LOSS_KEY",
+    "SSPOPolicyLossConfig",
+    "clip_range",
+    "compute_policy_loss_sspo",
+    "policy_loss_inputs",
+    "sspo_settings",
+]
 
 LOSS_MODE = "sspo"
 POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
@@ -55,18 +64,42 @@ class SSPOPolicyLossConfig(PolicyLossConfig, SSPOSettings):
         SSPOSettings.__post_init__(self)
 
 
-_LOSS_INPUTS: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("sspo_loss_inputs", default=None)
+def sspo_settings(actor_config: Any) -> SSPOSettings:
+    """The run's SSPO settings: ``actor_config.policy_loss``, or SSPO's defaults for a plain ``PolicyLossConfig``."""
+    policy_loss = actor_config.policy_loss
+    return policy_loss if isinstance(policy_loss, SSPOSettings) else SSPOPolicyLossConfig()
+
+
+def clip_range(actor_config: Any) -> tuple[float, float]:
+    """(clip_ratio_low, clip_ratio_high) as verl reads them: each falls back to ``clip_ratio`` when null."""
+    clip_ratio = actor_config.get("clip_ratio", 0.2)
+    low, high = (actor_config.get(k) for k in ("clip_ratio_low", "clip_ratio_high"))
+    return (clip_ratio if low is None else low), (clip_ratio if high is None else high)
+
+
+@dataclass
+class _LossCall:
+    """One call of verl's ``ppo_loss`` under SSPO's actor loss: the loss's extra inputs in, its min/max metrics out
+    (verl averages every policy-loss metric over micro-batches; a minimum or maximum must not be averaged)."""
+
+    inputs: dict[str, Any]
+    extremes: dict[str, float] = field(default_factory=dict)
+
+
+_LOSS_CALL: contextvars.ContextVar[_LossCall | None] = contextvars.ContextVar("sspo_loss_call", default=None)
 
 
 @contextmanager
-def policy_loss_inputs(**inputs: Any) -> Iterator[None]:
+def policy_loss_inputs(**inputs: Any) -> Iterator[dict[str, float]]:
     """Within this block :func:`compute_policy_loss_sspo` receives ``inputs`` (``segment_ids``, ``entropy``,
-    ``entropy_ref``) when its caller, verl's ``ppo_loss``, does not pass them."""
-    token = _LOSS_INPUTS.set(inputs)
+    ``entropy_ref``) when its caller, verl's ``ppo_loss``, does not pass them; yields the dict into which it puts
+    its ``*_min`` / ``*_max`` metrics instead of returning them to verl's averaging."""
+    call = _LossCall(inputs)
+    token = _LOSS_CALL.set(call)
     try:
-        yield
+        yield call.extremes
     finally:
-        _LOSS_INPUTS.reset(token)
+        _LOSS_CALL.reset(token)
 
 
 def compute_policy_loss_sspo(
@@ -99,15 +132,16 @@ def compute_policy_loss_sspo(
     unknown = set(sspo_inputs) - {"segment_ids", "entropy", "entropy_ref"}
     if unknown:
         raise TypeError(f"compute_policy_loss_sspo got unexpected inputs {sorted(unknown)}")
-    inputs = {**(_LOSS_INPUTS.get() or {}), **sspo_inputs}
-    settings = config.policy_loss if isinstance(config.policy_loss, SSPOSettings) else SSPOPolicyLossConfig()
-    clip_ratio = config.get("clip_ratio", 0.2)
-    low, high = (config.get(k) for k in ("clip_ratio_low", "clip_ratio_high"))
+    call = _LOSS_CALL.get()
+    inputs = {**(call.inputs if call else {}), **sspo_inputs}
     pg_losses, metrics = sspo_token_losses(
-        old_log_prob, log_prob, advantages, response_mask, settings,
-        clip_ratio if low is None else low, clip_ratio if high is None else high, config.get("clip_ratio_c", 3.0),
-        rollout_is_weights=rollout_is_weights, **inputs,
+        old_log_prob, log_prob, advantages, response_mask, sspo_settings(config), *clip_range(config),
+        config.get("clip_ratio_c", 3.0), rollout_is_weights=rollout_is_weights, **inputs,
     )  # fmt: skip
+    if call is not None:  # under SSPO's actor loss: the extremes go out as MIN/MAX metrics (sspo_ppo_loss)
+        for key in [k for k in metrics if k.endswith(("_min", "_max"))]:
+            call.extremes[key] = metrics.pop(key)
+        metrics = {k: v for k, v in metrics.items() if not math.isnan(v)}  # no units here: no unit means
     pg_loss = agg_loss(
         loss_mat=pg_losses, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **config.global_batch_info
     )

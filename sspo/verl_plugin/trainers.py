@@ -64,6 +64,8 @@ class SSPOTrainerMixin:
         from sspo.verl_plugin import config_checks
 
         config_checks.validate_config(config)  # before any worker, rollout or GPU time
+        # the loss's own settings, built as the worker builds them: the driver and the workers agree
+        self.sspo_adaptive_clip = config_checks.uses_adaptive_clip(config)
         if self.verl_mode == "separate_async":  # its weight sync to the standalone rollout
             config_checks.assert_checkpoint_engine_available(config)
         super().__init__(config)  # type: ignore[call-arg]
@@ -136,17 +138,11 @@ class SSPOTrainerMixin:
         micro-batches, and carried to every micro-batch's loss as ``batch.extra_info[ENTROPY_REF_KEY]``. So
         the same row clips the same way on 1 or 16 GPUs, with fixed or token-budget micro-batches.
         """
-        if _uses_adaptive_clip(self.config):
+        if self.sspo_adaptive_clip:
             batch.extra_info[ENTROPY_REF_KEY] = _batch_entropy_ref(batch)
             # the loss reports what reached it as actor/sspo/entropy_ref: equal unless the value was lost on the way
             metrics["actor/sspo/entropy_ref_batch"] = batch.extra_info[ENTROPY_REF_KEY]
         return super()._update_actor(batch, metrics)  # type: ignore[misc]
-
-
-def _uses_adaptive_clip(cfg: Any) -> bool:
-    """The run's loss is ``sspo`` with the entropy-adaptive clip on (its default)."""
-    policy_loss = cfg.actor_rollout_ref.actor.policy_loss
-    return policy_loss.get("loss_mode") == "sspo" and bool(policy_loss.get("adaptive_clip", True))
 
 
 def _batch_entropy_ref(batch: Any) -> float:
