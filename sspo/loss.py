@@ -122,9 +122,9 @@ def check_clip_range(low: Any, high: Any, clip_ratio_c: Any, dual_clip: bool, ke
 def entropy_reference(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """H_ref: token-mean old-policy entropy over the valid tokens of ``entropy`` [B, T] (0-dim, at least fp32).
 
-    OUR CHOICE (layout invariance): the SSPO trainer takes it over the whole step's batch, before it is split
-    into mini-, micro- and data-parallel batches, and hands it to the loss as ``entropy_ref``; the loss falls
-    back to its own micro-batch only when none is given.
+    OUR CHOICE (layout invariance): SSPO's trainers take it over the whole update batch (one ``_update_actor``
+    call), before verl splits it into mini-, micro- and data-parallel batches, and hand it to the loss as
+    ``entropy_ref``; called directly without one, the loss uses the batch it is given.
     """
     ent = torch.where(mask.bool(), entropy.detach().to(torch.promote_types(entropy.dtype, torch.float32)), 0.0)
     return ent.sum() / mask.sum().clamp(min=1)
