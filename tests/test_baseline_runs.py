@@ -21,7 +21,7 @@ def test_make_ablate_runs_an_algo_list(tmp_path_factory, shared_data, monkeypatc
     """The command `make ablate ABLATION_GRID=algo=...` runs (as make prints it), dry-run: one run per loss."""
     make = subprocess.run(
         ["make", "-n", "-C", str(REPO), "ablate", f"ABLATION_GRID=algo={','.join(ALGOS)}", "ARGS=--dry-run"],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     command = shlex.split(next(line for line in make.stdout.splitlines() if "sspo.launch.cli" in line))
     args = command[command.index("sspo.launch.cli") + 1 :]

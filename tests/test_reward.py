@@ -214,7 +214,7 @@ def test_bad_environment_value_fails_at_import_naming_it(name, value):
         "s.loader.exec_module(importlib.util.module_from_spec(s))"
     )
     env = dict(os.environ, **{name: value})
-    proc = subprocess.run([sys.executable, "-c", load, mvp.__file__], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", load, mvp.__file__], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert f"environment variable {name}={value!r}: expected a positive" in proc.stderr
 
