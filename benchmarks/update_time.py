@@ -141,9 +141,9 @@ def sample_step(model: torch.nn.Module, tokenizer: object, tiny_dir: Path) -> tu
 
 def record_update_batches(model: torch.nn.Module, tokenizer: object, tiny_dir: Path, seed: int = 0) -> list:
     """One step's mini-batches as verl's v1 trainer hands them to the actor (see the module docstring)."""
+    from helpers import make_actor_batch
     from verl.utils import tensordict_utils as tu
     from verl.workers.utils.padding import no_padding_2_padding
-    from helpers import make_actor_batch
 
     from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY
 
