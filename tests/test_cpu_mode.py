@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
+import os
 import subprocess
 import sys
 import tarfile
@@ -227,3 +228,13 @@ def test_tiny_task_rejects_bad_settings_before_building(args, message, tmp_path)
     )  # fmt: skip
     assert result.returncode == 2 and message in result.stderr
     assert not (tmp_path / "a").exists()
+
+
+def test_demo_stops_on_a_bad_override_before_building_anything(tmp_path):
+    """The rows' configs are composed first: a typo costs seconds, not the tiny model's minutes of warm-up."""
+    env = {**os.environ, "PYTHON": sys.executable, "TINY_DIR": str(tmp_path / "tiny"),
+           "SSPO_OUTPUT_DIR": str(tmp_path / "out"), "DEMO_DIR": str(tmp_path / "demo")}  # fmt: skip
+    result = subprocess.run([str(REPO / "recipe" / "scripts" / "demo_cpu.sh"), "trainer.total_training_stepz=3"],
+                            env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert result.returncode != 0 and "Could not override 'trainer.total_training_stepz'" in result.stderr
+    assert not (tmp_path / "tiny").exists()

@@ -353,9 +353,10 @@ def test_bad_loss_agg_mode_lists_the_valid_ones(env):
 @pytest.mark.parametrize("arg, fix", [("sspo_cpu", "write experiment=sspo_cpu"), ("sspo_cpuu", "write experiment=sspo_cpu")])
 def test_a_row_without_experiment_names_the_fix(arg, fix, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["--dry-run", arg]) == 2
-    err = capsys.readouterr().err
-    assert fix in err and "missing EQUAL" not in err, err
+    for multirun in ([], ["--multirun"]):  # also where the sweep is parsed first
+        assert cli.main(["--dry-run", *multirun, arg]) == 2
+        err = capsys.readouterr().err
+        assert fix in err and "missing EQUAL" not in err and "Traceback" not in err, err
 
 
 def test_full_determinism_is_refused_while_it_makes_a_groups_samples_identical(env):

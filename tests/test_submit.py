@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -88,3 +89,14 @@ def test_submit_to_an_unreachable_cluster_says_so_in_one_line(address, hint, tmp
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and f"RAY_ADDRESS={address}" in lines[0] and hint in lines[0], result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_submit_checks_the_overrides_here_before_uploading(tmp_path):
+    """A typo in the row is found on the submitting machine, before any upload (the address is never contacted)."""
+    env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:1", "OUTPUT_DIR": str(tmp_path), "PYTHON": sys.executable}
+    result = subprocess.run(
+        [str(REPO / "recipe" / "scripts" / "submit.sh"), "experiment=sspo_qwen2.5-math-1.5bb"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "Could not find 'experiment/sspo_qwen2.5-math-1.5bb'" in result.stderr
+    assert "no Ray dashboard answers" not in result.stderr

@@ -26,9 +26,6 @@ case "${VERBOSE:-0}" in ""|0|false|no) verbose=0 ;; *) verbose=1 ;; esac
 lookup=(env PYTHONWARNINGS=ignore VERL_LOGGING_LEVEL=ERROR "$PYTHON" -m sspo.launch.cli --print-key)
 start=$SECONDS
 
-echo "== tiny model and task -> $SSPO_TINY_DIR"
-"$PYTHON" -m sspo.tools.tiny_task --out "$SSPO_TINY_DIR"
-
 todo=(); runs=(); dumps=()
 for algo in $ALGOS; do
   run="$OUT/${algo}_cpu"
@@ -44,6 +41,10 @@ done
 # rows at once: JOBS, else as many as both the free memory (JOBS_ROW_GB each, 1 GB kept free) and the cores
 # (4 a row) hold, at most 2: a row keeps about two cores busy, so on 2 cores two rows side by side took as
 # long as one after another (measured 5 Dec 2026), and three rows at ~7 GB would pass 16 GB
+# after the rows and overrides composed above: a typo stops the demo before minutes of model building
+echo "== tiny model and task -> $SSPO_TINY_DIR"
+"$PYTHON" -m sspo.tools.tiny_task --out "$SSPO_TINY_DIR"
+
 avail_gb=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 0)
 cores=$(nproc 2>/dev/null || echo 1)
 if [[ -n "${JOBS:-}" ]]; then

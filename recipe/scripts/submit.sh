@@ -34,6 +34,15 @@ done
 SUBMISSION_ID="${SUBMISSION_ID:-sspo-$(date +%Y%m%d-%H%M%S)-$RANDOM}"
 PYTHON="${PYTHON:-python}"
 
+# the overrides compose here before anything is uploaded (a typo is found now, not on the cluster);
+# skipped where this Python cannot import the project (submitting from a bare checkout)
+if "$PYTHON" -c "import sspo.launch.cli" 2>/dev/null; then
+  if ! composed=$("$PYTHON" -m sspo.launch.cli --print-key trainer.experiment_name "$@" 2>&1 > /dev/null); then
+    echo "$composed" >&2  # the config error (and verl's import chatter, printed only when it fails)
+    exit 2
+  fi
+fi
+
 # one line, within 10 s, instead of Ray's tracebacks when the dashboard is not there
 if ! "$PYTHON" - "$RAY_ADDRESS" <<'PY'
 import sys, urllib.request

@@ -329,7 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_in_view(argv, args)
     if not args.multirun:
         return run_one(args.overrides, args)
-    points, swept = sweep_points(args.overrides)
+    from hydra.errors import HydraException
+
+    try:
+        points, swept = sweep_points(args.overrides)
+    except HydraException as error:  # e.g. a row without experiment=, a mistyped sweep: one message, exit 2
+        print(explain_config_error(error, args.overrides, args), file=sys.stderr)
+        return 2
     print(f"multirun: {len(points)} run(s) over {swept or 'no sweep'}")
     codes = []
     for i, point in enumerate(points):
