@@ -185,10 +185,9 @@ def sspo_token_losses(
 
     log_prob = torch.where(mask, log_prob, 0.0)  # [B, T] padding ignored, even NaN/inf
     log_ratio = torch.where(mask, log_prob.detach() - old_log_prob.detach(), 0.0)  # [B, T] log w_t
-    units = ("token", "sequence") if segment_ids is None else ("token", "subsentence", "sequence")
-    log_unit_ratio = {g: unit_mean(log_ratio, mask, g, segment_ids) for g in units}  # [B, T] log s_k
+    log_unit_ratio = unit_mean(log_ratio, mask, settings.granularity, segment_ids)  # [B, T] log s_k
 
-    log_s = log_prob - log_prob.detach() + log_unit_ratio[settings.granularity]  # [B, T] GSPO-token form
+    log_s = log_prob - log_prob.detach() + log_unit_ratio  # [B, T] GSPO-token form
     ratio = torch.exp(torch.clamp(log_s, *LOG_RATIO_CLAMP[settings.granularity]))  # [B, T] s_t
     f, h_ref = 1.0, None  # f_k [B, T] and H_ref, with the adaptive clip
     if settings.adaptive_clip:
@@ -206,9 +205,8 @@ def sspo_token_losses(
         pg_losses = pg_losses * rollout_is_weights
 
     clipped = (pg_losses2 > pg_losses1) & mask  # [B, T] as verl's pg_clipfrac
-    at_base_range = clipfracs_at_base_range(log_unit_ratio, advantages, mask, 1 - clip_low, 1 + clip_high)
     metrics = _metrics(settings.granularity, mask, segment_ids, advantages, log_ratio, ratio, f, h_ref, clipped,
-                       dual_clipped, at_base_range)  # fmt: skip
+                       dual_clipped)  # fmt: skip
     return pg_losses, metrics
 
 
@@ -307,29 +305,6 @@ def _check_inputs(settings: SSPOSettings, mask: torch.Tensor, inputs: dict[str, 
 
 
 @torch.no_grad()
-def clipfracs_at_base_range(
-    log_unit_ratio: dict[str, torch.Tensor],
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    low: float,
-    high: float,
-) -> dict[str, torch.Tensor]:
-    """Per granularity: the share of valid tokens PPO's clip would cut at the base range [low, high] with the
-    ratio taken per token, subsentence (only with ``segment_ids``) or response, whatever the loss's own.
-
-    verl's ``pg_clipfrac`` definition: A > 0 and ratio > high, or A < 0 and ratio < low; clamps as the built-ins.
-    Token and sequence equal ``vanilla``'s and ``gspo``'s ``pg_clipfrac``: the paper's diagnostic in one run.
-    """
-    fracs = {}
-    above, below = (advantages > 0) & mask, (advantages < 0) & mask  # [B, T] valid tokens with A > 0, A < 0
-    for granularity, log_ratio in log_unit_ratio.items():
-        ratio = torch.exp(torch.clamp(log_ratio, *LOG_RATIO_CLAMP[granularity]))  # [B, T]
-        cut = (above & (ratio > high)) | (below & (ratio < low))  # [B, T]
-        fracs[granularity] = cut.sum() / mask.sum().clamp(min=1)
-    return fracs
-
-
-@torch.no_grad()
 def _metrics(
     granularity: str,
     mask: torch.Tensor,
@@ -341,15 +316,14 @@ def _metrics(
     h_ref: torch.Tensor | None,
     clipped: torch.Tensor,
     dual_clipped: torch.Tensor,
-    at_base_range: dict[str, torch.Tensor],
 ) -> dict[str, float]:
     """verl's three policy-loss metrics plus the ``actor/sspo/*`` diagnostics, fetched with one host sync.
 
     ``*_token`` fractions are over valid tokens (``clipfrac_token`` is ``pg_clipfrac``); ``*_unit`` ones are the
     mean over units of the share of the unit's tokens concerned. high: clipped at 1 + eps_high * f (A > 0); low: at
     1 - eps_low * f (A < 0). ``pg_clipfrac_lower``: verl's dual-clip fraction. Ratio s_k and scale f_k: min, mean,
-    max over units (NaN when there is none). ``clipfrac_at_*``: see :func:`clipfracs_at_base_range`;
-    ``entropy_ref``: H_ref (adaptive clip only).
+    max over units (NaN when there is none); ``entropy_ref``: H_ref (adaptive clip only). The same-range clip
+    fractions at every granularity are the clip monitor's (:mod:`sspo.monitor`), for every loss.
     """
     valid = mask.to(torch.promote_types(ratio.dtype, torch.float32))  # [B, T]
     n_tokens, n_responses = valid.sum(), mask.any(1).sum()
@@ -385,7 +359,6 @@ def _metrics(
         values[f"actor/sspo/{name}_mean"] = mean_over_units(x)
         values[f"actor/sspo/{name}_max"] = torch.where(mask, x, -torch.inf).amax()
         unit_stats += [f"actor/sspo/{name}_{stat}" for stat in ("min", "mean", "max")]
-    values.update({f"actor/sspo/clipfrac_at_{g}": frac for g, frac in at_base_range.items()})
     if h_ref is not None:
         values["actor/sspo/entropy_ref"] = h_ref
     metrics = dict(zip(values, torch.stack([v.double() for v in values.values()]).tolist(), strict=True))

@@ -1,7 +1,7 @@
 """The clip monitor: the paper's clip-by-granularity diagnostic for ANY policy loss, in plain PyTorch.
 
 In every update, for the run's own base clip range, the share of valid tokens PPO's clip would cut with the
-importance ratio taken per token, per subsentence and per response (:func:`sspo.loss.clipfracs_at_base_range`),
+importance ratio taken per token, per subsentence and per response (:func:`clipfracs_at_base_range`),
 and the extreme unit ratios at each granularity. It reads only the update's inputs (old and current log-probs,
 advantages, mask, subsentence ids), never the loss, so GRPO, GSPO, GMPO, CISPO ... runs report the same numbers
 on the same footing. SSPO's actor loss (:mod:`sspo.verl_plugin.actor_loss`) logs them under
@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from sspo.loss import GRANULARITIES, LOG_RATIO_CLAMP, clipfracs_at_base_range, unit_mean
+from sspo.loss import GRANULARITIES, LOG_RATIO_CLAMP, unit_mean
 
-__all__ = ["MONITOR_PREFIX", "clip_monitor", "monitor_clip_range"]
+__all__ = ["MONITOR_PREFIX", "clip_monitor", "clipfracs_at_base_range", "monitor_clip_range"]
 
 #: every monitor metric is logged as ``actor/monitor/<name>``
 MONITOR_PREFIX = "actor/monitor/"
@@ -37,6 +37,29 @@ def monitor_clip_range(loss_mode: str, clip_low: float, clip_high: float) -> tup
     if loss_mode in _LOG_SPACE_CLIP:
         return math.exp(-clip_low), math.exp(clip_high)
     return 1.0 - clip_low, 1.0 + clip_high
+
+
+@torch.no_grad()
+def clipfracs_at_base_range(
+    log_unit_ratio: dict[str, torch.Tensor],
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    low: float,
+    high: float,
+) -> dict[str, torch.Tensor]:
+    """Per granularity: the share of valid tokens PPO's clip would cut at the base range [low, high] with the
+    ratio taken per token, subsentence (only with ``segment_ids``) or response, whatever the loss's own.
+
+    verl's ``pg_clipfrac`` definition: A > 0 and ratio > high, or A < 0 and ratio < low; clamps as the built-ins.
+    Token and sequence equal ``vanilla``'s and ``gspo``'s ``pg_clipfrac``: the paper's diagnostic in one run.
+    """
+    fracs = {}
+    above, below = (advantages > 0) & mask, (advantages < 0) & mask  # [B, T] valid tokens with A > 0, A < 0
+    for granularity, log_ratio in log_unit_ratio.items():
+        ratio = torch.exp(torch.clamp(log_ratio, *LOG_RATIO_CLAMP[granularity]))  # [B, T]
+        cut = (above & (ratio > high)) | (below & (ratio < low))  # [B, T]
+        fracs[granularity] = cut.sum() / mask.sum().clamp(min=1)
+    return fracs
 
 
 @torch.no_grad()

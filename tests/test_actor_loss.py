@@ -139,7 +139,7 @@ def test_sspo_through_the_wrapper_reproduces_the_builtin(configs, sspo_mode, bui
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
     assert ours[0] != 0
     # segment ids are fed at every granularity, for the same-range subsentence clip diagnostic
-    assert "actor/sspo/clipfrac_at_subsentence" in ours[3]
+    assert "actor/monitor/clipfrac_at_subsentence" in ours[3]
 
 
 def _record_core_inputs(monkeypatch) -> list[dict]:
