@@ -373,3 +373,74 @@ def test_missing_gold_is_reported_once_per_data_source(monkeypatch, caplog, gold
     with caplog.at_level("WARNING", logger="sspo.reward.score"):
         compute_score("other_source", r"\boxed{5}", gold)
     assert any("other_source" in r.getMessage() for r in caplog.records)
+
+
+def _nested_box(n: int) -> str:
+    return "\\boxed{" + "{" * n + "1" + "}" * n + "}"
+
+
+def _distinct_verbs(n: int) -> str:  # each \verb opened with a delimiter that never closes it on the line
+    return "".join(f"\\verb{chr(0x4E00 + i)}x " for i in range(n)) + " \\boxed{5}"
+
+
+@pytest.mark.parametrize("build", [_nested_box, _distinct_verbs])
+def test_structures_that_grew_quadratically_stay_linear(monkeypatch, build):
+    """A box nested 100k braces deep (canonical's brace peeling) and 50k \\verb openers with distinct delimiters
+    (the \\verb pattern's scan): each took minutes before; both policies answer in well under a second of CPU."""
+    from sspo.reward import compute_score, compute_score_evaluation
+    from sspo.reward import math_verify_pool as mvp
+
+    monkeypatch.setattr(mvp, "ask", lambda *a, **k: (False, False))
+    for f in (compute_score, compute_score_evaluation):
+        t0 = time.thread_time()
+        f("m", build(100_000 if build is _nested_box else 50_000), "5", timeout=2)
+        assert time.thread_time() - t0 < 1.0, (build.__name__, f.__name__)
+
+
+@pytest.mark.parametrize("bad", ["5", float("nan"), -1.0, 0, float("inf"), True])
+def test_a_bad_timeout_is_a_configuration_error_not_a_zero_per_sample(bad):
+    from sspo.reward import compute_score
+
+    with pytest.raises(ValueError, match=r"reward timeout=.*reward_kwargs.timeout"):
+        compute_score("m", "\\boxed{5}", "5", timeout=bad)
+    assert compute_score("m", "\\boxed{5}", "5", timeout=2.5)["score"] == 1.0
+
+
+def test_closeness_reads_golds_and_truncation_as_the_exact_reward_does():
+    from sspo.reward.closeness import compute_score
+
+    for gold in ("72", ["72"], "\\boxed{72}", "['72']"):  # every gold form gold_answers reads
+        assert 0.45 < compute_score("g", "It is 71.", gold)["score"] < 0.5, gold
+    assert compute_score("g", "It is 71.", "99", {"answer_alternatives": ["72"]})["score"] > 0.45
+    for info in ({"truncated": True}, {"finish_reason": "length"}):  # cut at the length limit: nothing
+        assert compute_score("g", "It is 71.", "72", info) == {"score": 0.0, "acc": False, "pred": ""}
+
+
+def test_a_caller_waiting_for_anothers_verdict_stays_within_its_own_timeout(monkeypatch):
+    """Two callers on the same pair: the second waits for the first's verdict; when none comes (no worker in time)
+    it gets only what is left of its timeout, not a second full one."""
+    import threading
+
+    from sspo.reward import math_verify_pool as mvp
+    from sspo.reward import score
+
+    def no_worker_in_time(golds, pred, guard, timeout, **kwargs):
+        time.sleep(timeout)
+        return None, False
+
+    monkeypatch.setattr(mvp, "ask", no_worker_in_time)
+    monkeypatch.setattr(score, "_verdicts", {})
+    took = []
+
+    def call() -> None:
+        t0 = time.monotonic()
+        score.math_verify_equal(["x^2"], "x*x", timeout=1.0)
+        took.append(time.monotonic() - t0)
+
+    threads = [threading.Thread(target=call) for _ in range(2)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(10)
+    assert len(took) == 2 and max(took) < 1.6, took

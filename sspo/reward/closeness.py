@@ -21,7 +21,7 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from sspo.reward.grading import last_boxed_answer
+from sspo.reward.grading import gold_answers, last_boxed_answer
 from sspo.reward.score import compute_score as exact_score
 
 __all__ = ["PARTIAL", "last_number", "compute_score"]
@@ -56,6 +56,9 @@ def compute_score(
 
     ``kwargs`` (e.g. ``timeout``) go to :func:`sspo.reward.compute_score`, which decides exact equality.
     """
+    info = extra_info if isinstance(extra_info, dict) else {}
+    if info.get("truncated") is True or info.get("finish_reason") == "length":
+        return {"score": 0.0, "acc": False, "pred": ""}  # cut at the length limit: no credit, as the exact reward
     boxed = last_boxed_answer(solution_str)
     pred = boxed if boxed is not None else last_number(solution_str)
     if pred is None:
@@ -63,7 +66,7 @@ def compute_score(
     exact = exact_score(data_source, f"\\boxed{{{pred}}}", ground_truth, extra_info, **kwargs)
     if exact["acc"]:
         return {"score": 1.0, "acc": True, "pred": pred}
-    golds = ground_truth if isinstance(ground_truth, list | tuple) else [ground_truth]
+    golds = gold_answers(ground_truth) + gold_answers(info.get("answer_alternatives"))  # as the exact reward reads them
     p = _decimal(pred)
     closeness = [
         max(Decimal(0), 1 - abs(p - g) / max(abs(g), Decimal(1)))

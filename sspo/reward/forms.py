@@ -227,10 +227,26 @@ def unwrap_visible(s: str) -> str:
         else:  # \color{red} 58, \large 58: a switch, nothing to unwrap
             s = s[: m.start()] + s[m.end() :]
         pos = m.start()
-    t = s.strip()
-    while len(t) > 1 and t[0] == "{" and t[-1] == "}" and _group_end(t, 0) == len(t):
-        t = t[1:-1].strip()
-    return t
+    return _peel_outer_braces(s.strip())
+
+
+def _peel_outer_braces(t: str) -> str:
+    """``t`` without every outer ``{...}`` pair that encloses all of it (spaces between the layers dropped), in
+    one pass: the matching brace of each opening one is found once (a nested box is never quadratic)."""
+    match, stack = {}, []
+    for j, ch in enumerate(t):
+        if ch == "{":
+            stack.append(j)
+        elif ch == "}" and stack:
+            match[stack.pop()] = j
+    i, j = 0, len(t) - 1
+    while i < j and t[i] == "{" and match.get(i) == j:
+        i, j = i + 1, j - 1
+        while i <= j and t[i].isspace():
+            i += 1
+        while j >= i and t[j].isspace():
+            j -= 1
+    return t[i : j + 1]
 
 
 def _group_end(t: str, i: int) -> int:

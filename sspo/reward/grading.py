@@ -138,7 +138,7 @@ def last_boxed_answer(text: str) -> str | None:
 _FENCE_RE = re.compile(r"```([^\n`]*)(.*?)(?:```|\Z)", re.S)
 _SHOWN_FENCES = ("latex", "tex", "math", "katex", "markdown", "md")  # a fence that typesets its box
 _INLINE_CODE_RE = re.compile(r"`[^`\n]*`")
-_VERB_RE = re.compile(r"\\verb\*?([^\sA-Za-z*])[^\n]*?\1")
+_VERB_RE = re.compile(r"\\verb\*?([^\sA-Za-z*])[^\n]{0,200}?\1")  # bounded: linear on any line
 _QUOTE_MARK_RE = re.compile(r"^[ \t]*>[> \t]*", re.M)
 # a LaTeX comment: "%" at a line start or after a space, not "\%" nor "20%" (a percentage in prose)
 _COMMENT_RE = re.compile(r"(?:^[ \t]*|(?<=[^\d\s{\\])[ \t]+)%.*$", re.M)

@@ -78,14 +78,17 @@ def math_verify_equal(
     with _in_flight_lock:  # the same pair already being verified (GRPO repeats answers): wait for it
         first = key not in _in_flight
         done = _in_flight.setdefault(key, threading.Event())
+    deadline = time.monotonic() + timeout  # the whole call, the wait for another caller's verdict included
     if not first:
         done.wait(timeout)
         hit = _verdicts.get(key)
         if hit is not None:
             return hit
+        if time.monotonic() >= deadline:
+            return False  # not remembered: the other caller found no worker in time either
     try:
         # ``exact`` only when set: the four-argument form stays what it was (tests replace ``ask``)
-        args = (list(golds), pred, guard, timeout)
+        args = (list(golds), pred, guard, max(0.0, deadline - time.monotonic()))
         verdict, overran = _mv.ask(*args, exact=True) if exact else _mv.ask(*args)
         # An overrun is remembered as False, so a pathological answer costs the bound once, not once per
         # sample; a deadline passed while waiting for a worker is not the answer's fault: not remembered.
@@ -162,6 +165,24 @@ def _report_missing_gold(data_source: Any, ground_truth: Any) -> None:
     )
 
 
+#: the most a caller may allow one response (a reward call that waits longer stalls a training step)
+MAX_TIMEOUT_S = 600.0
+
+
+def resolve_timeout(timeout: Any) -> float:
+    """``timeout`` in seconds (None: the default), or ValueError naming the value: a configuration error, raised
+    before any sample is scored, not a 0 for every sample."""
+    if timeout is None:
+        return DEFAULT_TIMEOUT_S
+    value = timeout if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else None
+    if value is None or not 0 < value <= MAX_TIMEOUT_S:
+        raise ValueError(
+            f"reward timeout={timeout!r}: need seconds in (0, {MAX_TIMEOUT_S:g}] "
+            "(reward.custom_reward_function.reward_kwargs.timeout), or leave it unset for the default"
+        )
+    return float(value)
+
+
 def compute_score(
     data_source: str | None,
     solution_str: str,
@@ -187,6 +208,7 @@ def compute_score(
         **kwargs: whatever else verl passes (e.g. ``reward_router_address``): ignored.
     """
     chosen = resolve_policy(policy, rules)
+    t = resolve_timeout(timeout)
     pred = ""
     try:
         info = extra_info if isinstance(extra_info, dict) else {}
@@ -198,7 +220,6 @@ def compute_score(
                 golds.append(alt)
         if not golds:
             _report_missing_gold(data_source, ground_truth)
-        t = DEFAULT_TIMEOUT_S if timeout is None else float(timeout)
         verdict = grade(solution_str, golds, chosen, _bounded_verifier(t))
         pred = verdict.pred
         return {"score": 1.0 if verdict.correct else 0.0, "acc": verdict.correct, "pred": pred}

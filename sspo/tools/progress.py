@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sspo.tools.report import parse_console_line
+from sspo.tools.report import VAL_ACC, parse_console_line
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Ray prefixes a worker's lines with "(ActorName pid=123, ip=...) "; nested for vLLM's own workers
@@ -43,7 +43,6 @@ RUN_LINE = re.compile(r"^\[sspo\] run (?P<name>\S+): (?P<dir>.+?) \((?P<total>\d
 REWARD_KEYS = ("critic/score/mean", "critic/rewards/mean")
 CLIP_KEY = "actor/pg_clipfrac"
 STEP_TIME_KEY = "timing_s/step"
-VAL_ACC = re.compile(r"^val-core/.+/acc/mean@\d+$")
 # start-up stages: (label, pattern of the line that marks its END), in the order they pass on a verl run
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("pre-flight", re.compile(r"^\[(?:ok  |warn|fail)\] ")),

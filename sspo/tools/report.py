@@ -48,7 +48,7 @@ GRANULARITY_TITLE = "clip fraction at each run's base clip range, by granularity
 GRANULARITY_KEYS: dict[str, tuple[str, ...]] = {
     g: (f"actor/monitor/clipfrac_at_{g}", f"actor/sspo/clipfrac_at_{g}") for g in ("token", "subsentence", "sequence")
 }
-_VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@(?P<n>\d+)$")
+VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@(?P<n>\d+)$")
 _CONSOLE_STEP = re.compile(r"(?:^|\s)step:(\d+)((?: - [^\n]*)?)$")
 _NUMPY_SCALAR = re.compile(r"^np\.\w+\((.*)\)$")
 
@@ -93,7 +93,7 @@ class Run:
 
     def _mean_val_accuracy(self) -> tuple[str, list[int], list[float]] | None:
         """verl's ``val-core/<source>/acc/mean@N``, averaged over sources at steps where all are present."""
-        keys = [k for k in self.metrics if _VAL_ACC.match(k)]
+        keys = [k for k in self.metrics if VAL_ACC.match(k)]
         if not keys:
             return None
         steps = sorted(set.intersection(*(set(self.metrics[k]) for k in keys)))
