@@ -60,21 +60,24 @@ def _layouts() -> dict[str, list[list[list[int]]]]:
     }
 
 
-def _update(loss: str, cfg: ActorConfig, batch: dict, ranks: list[list[list[int]]], entropy_ref) -> tuple:
+def _update(
+    loss: str, cfg: ActorConfig, batch: dict, ranks: list[list[list[int]]], entropy_ref, scale_factor: int | None = T
+) -> tuple:
     """(loss, gradient on log_prob, H_ref metric) of one mini-batch run in the given layout."""
     fn = get_policy_loss_fn(loss)
     mask = batch["response_mask"]
     log_prob = batch["log_prob"].clone().requires_grad_(True)
     cfg.global_batch_info.update(dp_size=len(ranks), batch_num_tokens=int(mask.sum()), global_batch_size=B,
-                                 loss_scale_factor=None)  # fmt: skip
+                                 loss_scale_factor=scale_factor)  # fmt: skip
     total, h_refs = 0.0, []
     for micro_batches in ranks:
         for rows in micro_batches:
+            width = int(mask[rows].sum(1).max())  # each micro-batch padded to its own longest response, as in verl
+            cut = {k: v[rows, :width] for k, v in batch.items()}
             extra = {}
             if loss == "sspo":
-                extra = {"segment_ids": batch["segment_ids"][rows], "entropy": batch["entropy"][rows],
-                         "entropy_ref": entropy_ref}  # fmt: skip
-            value, metrics = fn(batch["old_log_prob"][rows], log_prob[rows], batch["advantages"][rows], mask[rows],
+                extra = {"segment_ids": cut["segment_ids"], "entropy": cut["entropy"], "entropy_ref": entropy_ref}
+            value, metrics = fn(cut["old_log_prob"], log_prob[rows, :width], cut["advantages"], cut["response_mask"],
                                 cfg.loss_agg_mode, cfg, None, **extra)  # fmt: skip
             (value / len(ranks)).backward()  # data parallelism averages the ranks' gradients
             total = total + value.detach() / len(ranks)
@@ -121,3 +124,12 @@ def test_a_micro_batch_h_ref_would_depend_on_the_split(agg):
     assert not torch.allclose(split[0], full[0], rtol=1e-3)  # clipped tokens' values move with f_k
     assert not torch.allclose(split[1], full[1], rtol=1e-4, atol=1e-6)  # and which tokens are clipped
     assert len({round(h, 6) for h in split[2]}) == 3  # each micro-batch its own H_ref
+
+
+def test_seq_mean_token_sum_norm_needs_a_fixed_horizon():
+    """verl's "-norm" mode divides by ``loss_scale_factor``, or, when it is null, by each micro-batch's padded width:
+    then even verl's ``vanilla`` changes with the split (why the config checks refuse a null factor with it)."""
+    batch, agg = _batch(), "seq-mean-token-sum-norm"
+    full = _update("vanilla", _config("vanilla", agg), batch, _layouts()["one pass"], None, scale_factor=None)
+    split = _update("vanilla", _config("vanilla", agg), batch, _layouts()["token budget"], None, scale_factor=None)
+    assert not torch.allclose(split[1], full[1])

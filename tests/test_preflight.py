@@ -363,3 +363,12 @@ def test_full_determinism_is_refused_while_it_makes_a_groups_samples_identical(e
     got = failures("actor_rollout_ref.rollout.full_determinism=true")
     assert "full_determinism=true with actor_rollout_ref.rollout.n=8" in got["sspo config"]
     assert "'det-0'" in got["sspo config"] and "Leave actor_rollout_ref.rollout.full_determinism=false" in got["sspo config"]
+
+
+def test_norm_aggregation_without_a_fixed_horizon_is_refused(env):
+    """With a null loss_scale_factor verl divides by each micro-batch's padded width: layout-dependent."""
+    got = failures("actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm")
+    assert "loss_scale_factor=null" in got["sspo config"] and "data.max_response_length" in got["sspo config"]
+    assert "sspo config" not in failures(
+        "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm", "actor_rollout_ref.actor.loss_scale_factor=3000"
+    )

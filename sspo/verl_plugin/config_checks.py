@@ -121,6 +121,12 @@ def validate_config(cfg: Any) -> None:
     agg = select(cfg, f"{ACTOR_KEY}.loss_agg_mode", "token-mean")
     if agg not in LOSS_AGG_MODES:
         raise ValueError(f"{ACTOR_KEY}.loss_agg_mode={agg!r} is unknown: use one of {list(LOSS_AGG_MODES)}")
+    if agg == "seq-mean-token-sum-norm" and select(cfg, f"{ACTOR_KEY}.loss_scale_factor") is None:
+        raise ValueError(
+            f"{ACTOR_KEY}.loss_agg_mode=seq-mean-token-sum-norm with {ACTOR_KEY}.loss_scale_factor=null: verl then "
+            "divides each micro-batch's loss by its own padded width, so the update changes with the micro-batch "
+            f"size and dynamic batching. Set {ACTOR_KEY}.loss_scale_factor=${{data.max_response_length}} (a fixed horizon)"
+        )
 
     _check_seconds(cfg, "sspo.replay_poll_interval_s", "or null for verl's 2 s")
     _check_seconds(cfg, "sspo.weight_sync_timeout_s", "(default 600)")
