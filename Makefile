@@ -59,10 +59,11 @@ PYTEST = @$(BIN)/pytest $(1) $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 test: install  ## the whole test suite (CPU only, ~25 min): what CI runs; fails if no test ran
-	$(call PYTEST,)
+	$(call PYTEST,-m "not slow" -n auto)
+	$(call PYTEST,-m "slow and not extra")
 
-test-fast: install  ## every test without a verl main_ppo run or Ray cluster (~3 min): the developer's loop
-	$(call PYTEST,-m "not slow")
+test-fast: install  ## every test without a verl main_ppo run or Ray cluster (~3.5 min on 2 cores): the developer's loop
+	$(call PYTEST,-m "not slow" -n auto)
 
 test-extra: install  ## e2e check beyond CI's budget (~4 min): the lr-0 control, which must fail the reward check
 	$(call PYTEST,-m extra tests/test_reward_control_cpu.py)
