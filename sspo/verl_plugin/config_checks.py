@@ -18,6 +18,7 @@ from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 
 from sspo.loss import check_clip_range, is_real_number
 from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig
+from sspo.verl_plugin.seeded_rollout import AGENT_LOOP
 from sspo.verl_plugin.trainers import SSPO_TRAINERS, TRAINER_PREFIX, VERL_TRAINER_MODES, verl_trainer_mode
 
 __all__ = [
@@ -35,7 +36,13 @@ __all__ = [
 
 ACTOR_KEY = "actor_rollout_ref.actor"
 #: verl 0.9.1's loss aggregation modes (``ActorConfig.__post_init__``; pinned in tests/test_verl_runtime_state.py)
-LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+LOSS_AGG_MODES = (
+    "token-mean",
+    "token-sum",
+    "seq-mean-token-sum",
+    "seq-mean-token-mean",
+    "seq-mean-token-sum-norm",
+)
 _SSPO_NAMES = ", ".join(f"{TRAINER_PREFIX}{mode}" for mode in VERL_TRAINER_MODES)
 
 HOW_TO_REGISTER = (
@@ -86,7 +93,9 @@ def assert_trainer_registered(trainer_mode: str) -> None:
     if trainer_mode in TRAINER_REGISTRY:
         return
     if trainer_mode.startswith(TRAINER_PREFIX) and trainer_mode not in SSPO_TRAINERS:
-        raise ValueError(f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}")
+        raise ValueError(
+            f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}"
+        )
     hint = HOW_TO_REGISTER if trainer_mode in SSPO_TRAINERS else f"SSPO's trainers: {_SSPO_NAMES}"
     raise RuntimeError(
         f"trainer {trainer_mode!r} (trainer.v1.trainer_mode) is not registered in verl in process "
@@ -117,7 +126,7 @@ def validate_config(cfg: Any) -> None:
     low = select(cfg, f"{ACTOR_KEY}.clip_ratio_low", clip_ratio)
     high = select(cfg, f"{ACTOR_KEY}.clip_ratio_high", clip_ratio)
     check_clip_keys(loss_mode, low, high)
-    _refuse_full_determinism(cfg)
+    _check_full_determinism(cfg)
     agg = select(cfg, f"{ACTOR_KEY}.loss_agg_mode", "token-mean")
     if agg not in LOSS_AGG_MODES:
         raise ValueError(f"{ACTOR_KEY}.loss_agg_mode={agg!r} is unknown: use one of {list(LOSS_AGG_MODES)}")
@@ -169,16 +178,18 @@ def check_clip_keys(loss_mode: str, low: Any, high: Any) -> None:
             )
 
 
-def _refuse_full_determinism(cfg: Any) -> None:
-    """verl 0.9.1's ``rollout.full_determinism`` makes the n samples of a prompt identical (see the message)."""
+def _check_full_determinism(cfg: Any) -> None:
+    """verl 0.9.1's ``rollout.full_determinism`` alone makes the n samples of a prompt identical (see the message)."""
     rollout = "actor_rollout_ref.rollout"
     n = select(cfg, f"{rollout}.n", 1)
-    if select(cfg, f"{rollout}.full_determinism", False) and n > 1:
+    agent_loop = select(cfg, f"{rollout}.agent.default_agent_loop", "single_turn_agent")
+    if select(cfg, f"{rollout}.full_determinism", False) and n > 1 and agent_loop != AGENT_LOOP:
         raise ValueError(
-            f"{rollout}.full_determinism=true with {rollout}.n={n}: verl 0.9.1 then gives every rollout request the "
-            "same sampling seed (replica_rank + seed) and, in its v1 agent loop, the same request id 'det-0', so the "
-            "n samples of a prompt come out identical and every group advantage is 0 (seen on CPU: one distinct "
-            f"response per group of 8). Leave {rollout}.full_determinism=false (docs/gpu-settings.md: reproducibility)"
+            f"{rollout}.full_determinism=true with {rollout}.n={n} and {rollout}.agent.default_agent_loop="
+            f"{agent_loop}: verl 0.9.1 then gives every rollout request of a replica the same sampling seed "
+            "(replica_rank + seed), so the n samples of a prompt come out identical and every group advantage is 0. "
+            f"Set {rollout}.agent.default_agent_loop={AGENT_LOOP} (verl's single-turn loop with a seed per sample; "
+            "the recipe's default), or leave full_determinism=false"
         )
 
 

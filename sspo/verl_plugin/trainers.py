@@ -55,6 +55,7 @@ class SSPOTrainerMixin:
     * ``on_init_end``: installs :func:`sspo_ppo_loss` on every actor worker and bounds every weight sync
       (:class:`sspo.verl_plugin.weight_sync.BoundedWeightSync`), then runs verl's hook (the first weight sync);
     * ``_build_replay_buffer``: ``sspo.replay_poll_interval_s`` when set;
+    * ``_balance_batch``: under ``rollout.full_determinism``, the step's samples in a fixed order first;
     * ``_update_actor``: H_ref of the whole update batch to every micro-batch's loss (adaptive clip only).
     """
 
@@ -128,7 +129,19 @@ class SSPOTrainerMixin:
 
         if not is_distillation_enabled(self.config.get("distillation")):
             monitor = bool(self.config.get("sspo", {}).get("monitor", True))
-            self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config), monitor=monitor))
+            self.actor_rollout_wg.set_loss_fn(
+                make_actor_loss_fn(build_actor_config(self.config), monitor=monitor)
+            )
+
+    def _balance_batch(self, batch: Any, metrics: dict, **kwargs: Any) -> Any:
+        """verl's balancing over data-parallel ranks; under ``rollout.full_determinism`` the batch is first put in
+        a fixed order (by its token ids). verl's replay buffer hands over a step's samples in the order they
+        finished, which changes from run to run, and the mini-batches follow that order: with several mini-batches
+        per step the same rollouts would give a different update. (Seeds per sample: ``seeded_rollout``.)
+        """
+        if self.config.actor_rollout_ref.rollout.get("full_determinism", False):
+            batch.reorder(_content_order(batch))
+        return super()._balance_batch(batch, metrics, **kwargs)  # type: ignore[misc]
 
     def _update_actor(self, batch: Any, metrics: dict) -> Any:
         """verl's actor update; with SSPO's adaptive clip, H_ref of the whole update batch goes with it.
@@ -151,9 +164,23 @@ def _batch_entropy_ref(batch: Any) -> float:
 
     from sspo.loss import entropy_reference
 
-    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"])
+    data = tq.kv_batch_get(
+        keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"]
+    )
     padded = data.to_padded_tensor()
     return float(entropy_reference(padded["entropy"], padded["response_mask"]))
+
+
+def _content_order(batch: Any) -> list[int]:
+    """The batch's positions sorted by (prompt ids, response ids): an order that depends only on the samples."""
+    import transfer_queue as tq
+
+    data = tq.kv_batch_get(
+        keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses"]
+    )
+    prompts, responses = data["prompts"].unbind(0), data["responses"].unbind(0)  # nested or padded rows
+    rows = [(tuple(p.tolist()), tuple(r.tolist())) for p, r in zip(prompts, responses, strict=True)]
+    return sorted(range(len(rows)), key=rows.__getitem__)
 
 
 def _refuse_unknown_cpu_workers(role_worker_mapping: dict[Any, Any], verl_mode: str) -> None:
@@ -197,4 +224,3 @@ SSPO_TRAINERS: dict[str, type[SSPOTrainerMixin]] = {
     for cls in (SSPOSyncTrainer, SSPOColocateAsyncTrainer, SSPOSeparateAsyncTrainer)
 }
 SSPO_TRAINERS[LEGACY_TRAINER_MODE] = SSPOSyncTrainer
-
