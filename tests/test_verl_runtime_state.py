@@ -49,7 +49,10 @@ def test_update_batch_extra_info_reaches_the_loss_micro_batch():
     from verl.workers.utils.losses import ppo_loss
 
     update = inspect.getsource(PPOTrainer._update_actor)
-    assert '"global_batch_size": ppo_mini_batch_size' in update and "batch.extra_info.update(extra_info)" in update
+    assert (
+        '"global_batch_size": ppo_mini_batch_size' in update
+        and "batch.extra_info.update(extra_info)" in update
+    )
     assert 'data["global_batch_size"]' in inspect.getsource(ppo_loss)
 
 
@@ -117,18 +120,27 @@ def test_worker_pools_ask_each_node_for_gpu_bundles_of_max_colocate_count_cpus()
     assert "ray.get([pg.ready() for pg in pgs])" in source  # no timeout: an unplaceable pool hangs the run
 
 
-def test_full_determinism_gives_every_sample_of_a_prompt_the_same_seed_and_request_id():
-    """Why ``config_checks`` refuses ``rollout.full_determinism=true`` with n > 1: verl 0.9.1 seeds every request
-    of a replica alike, and its v1 agent loop runs a prompt's n samples with no per-sample priority, so every
-    request id is ``det-0``: the n samples of a prompt are identical (seen on CPU: 1 distinct response in 8)."""
-    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+def test_full_determinism_seeds_every_request_alike_unless_the_request_brings_its_seed():
+    """Why ``sspo_single_turn`` sets a seed per sample: verl 0.9.1 seeds every request of a replica alike, keeping a
+    seed the request already has (``setdefault``); its v1 agent loop runs a prompt's n samples as ``session_id``
+    0..n-1 with the step in ``global_steps``, which the loop's seed is made from."""
     from verl.trainer.ppo.v1 import agent_loop_tq
     from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer
 
     generate = inspect.getsource(vLLMHttpServer.generate)
     assert 'sampling_params.setdefault("seed", self.replica_rank + self.config.seed)' in generate
-    assert 'f"det-{priority}"' in inspect.getsource(SingleTurnAgentLoop.run)
-    assert "session_id=i, **prompt" in inspect.getsource(agent_loop_tq)  # no per-sample priority
+    assert "session_id=i, **prompt" in inspect.getsource(agent_loop_tq)
+    assert 'kwargs["global_steps"]' in inspect.getsource(agent_loop_tq)
+
+
+def test_the_replay_buffer_hands_over_a_steps_samples_in_the_order_they_finished():
+    """Why ``SSPOTrainerMixin._balance_batch`` sorts the batch under full determinism: verl's batch order is the
+    replay buffer's snapshot order (finish order), and mini-batches are cut from it."""
+    from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    assert "for key, tag in partition_snapshot.items():" in inspect.getsource(ReplayBuffer._materialize_batch)
+    assert "batch = self._balance_batch(batch, metrics=metrics)" in inspect.getsource(PPOTrainer._step_once)
 
 
 def test_loss_agg_modes_are_verls():
