@@ -1,13 +1,19 @@
 """The same SSPO step on four layouts through verl's ``main_ppo``: same samples, same update (``make test-extra``).
 
 With ``rollout.full_determinism=true`` (seeded samples, fixed batch order) the SSPO row's first step runs as
-1 rank with 1 micro-batch, 1 rank with 4, 1 rank with token-budget micro-batches, and 2 ranks (one per node of the session's two-node
-cluster) on 2 vLLM replicas with token-budget micro-batches and packed sequences (``cluster=cpu_dp2``). Each step is one
-mini-batch trained for two epochs: the second epoch's ratios leave 1, so the clip fractions are not trivially
-0. (With several mini-batches per step, verl itself cuts them differently for 1 and 2 ranks: its DP balancing
-gives each rank its own share of every mini-batch, so the samples in mini-batch k differ by layout, for every
-loss.) Left out of ``make test`` for CI's time budget (four runs of ~2 min); CI's SSPO job checks the same
-seeding run-to-run on two ranks (``test_main_ppo_cpu.py::test_the_step_run_twice_repeats_exactly``).
+1 rank with 1 micro-batch, 1 rank with 4, 1 rank with token-budget micro-batches, and 2 ranks (one per node
+of the session's two-node cluster) on 2 vLLM replicas with token-budget micro-batches and packed sequences
+(``cluster=cpu_dp2``). Each step is one mini-batch trained for two epochs: the second epoch's ratios leave 1,
+so the clip fractions are not trivially 0.
+
+Measured (step 1, local Ray): ``pg_loss`` -0.00137344 on every layout (largest relative difference 1.4e-6),
+``grad_norm`` 0.290174 (3.1e-7), ``entropy_ref`` 0.203962 (7e-8); ``pg_clipfrac`` 0.0769 / 0.0766 / 0.0753 /
+0.0753 (a mean of micro-batch fractions: ``CLIP_FRACTIONS``).
+
+With several mini-batches per step verl itself cuts them differently for 1 and 2 ranks, for every loss: its
+DP balancing gives each rank its own share of every mini-batch, so mini-batch k holds other samples. Left out
+of ``make test`` for CI's time budget (four runs of ~2 min); CI's SSPO job checks the seeding run to run on
+two ranks (``test_main_ppo_cpu.py::test_the_step_run_twice_repeats_exactly``).
 """
 
 from __future__ import annotations
@@ -30,9 +36,12 @@ LAYOUTS = {
     "1 rank, token budget 320": ("actor_rollout_ref.actor.use_dynamic_bsz=true", "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=320"),
     "2 ranks on 2 nodes (cpu_dp2)": ("cluster=cpu_dp2", "trainer.nnodes=2", "trainer.n_gpus_per_node=1"),
 }  # fmt: skip
-#: step-1 metrics that must agree across layouts (relative; absolute for values near 0)
-SAME = ("actor/pg_loss", "actor/grad_norm", "actor/pg_clipfrac", "actor/sspo/clipfrac_unit",
-        "actor/sspo/entropy_ref", "actor/entropy", "critic/score/mean")  # fmt: skip
+#: step-1 metrics of the update, which must agree across layouts (relative; absolute near 0)
+SAME = ("actor/pg_loss", "actor/grad_norm", "actor/sspo/entropy_ref", "actor/entropy", "critic/score/mean")
+#: clip fractions: verl reports each as the mean of its micro-batches' fractions (its own ``pg_clipfrac`` too),
+#: so they move with the micro-batching although the update does not (measured: up to 2% relative)
+CLIP_FRACTIONS = ("actor/pg_clipfrac", "actor/sspo/clipfrac_unit", "actor/monitor/clipfrac_at_token",
+                  "actor/monitor/clipfrac_at_sequence")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +77,8 @@ def test_every_layout_makes_the_same_update(runs):
     for name, metrics in step1.items():
         for key in SAME:
             assert metrics[key] == pytest.approx(reference[key], rel=1e-3, abs=1e-6), (name, key)
+        for key in CLIP_FRACTIONS:
+            assert metrics[key] == pytest.approx(reference[key], rel=0.05), (name, key)
     assert (
         round(
             step1["2 ranks on 2 nodes (cpu_dp2)"]["perf/total_num_tokens"]
