@@ -15,6 +15,7 @@ import pytest
 from helpers import check_lines, recipe_data_dir
 
 from sspo.launch import cli, preflight
+from sspo.verl_plugin.config_checks import validate_config
 
 ROW = "experiment=sspo_qwen2.5-math-1.5b"
 
@@ -389,3 +390,16 @@ def test_norm_aggregation_without_a_fixed_horizon_is_refused(env):
         "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm",
         "actor_rollout_ref.actor.loss_scale_factor=3000",
     )
+
+
+def test_sequence_parallelism_without_flash_attention_is_refused(monkeypatch, tmp_path):
+    """verl's Ulysses all-to-all lives in the flash-attention forward only; eager attention (the CPU preset)
+    would attend over each rank's slice of the sequence (measured: probabilities off by up to 0.99, no error)."""
+    monkeypatch.chdir(tmp_path)
+    sp = "actor_rollout_ref.actor.ulysses_sequence_parallel_size=2"
+    cpu = cli.compose_config(["experiment=sspo_cpu", "cluster=cpu_dp2", sp])
+    with pytest.raises(ValueError, match="ulysses_sequence_parallel_size=2 with .*attn_implementation=eager"):
+        validate_config(cpu)
+    validate_config(
+        cli.compose_config(["experiment=sspo_qwen2.5-math-7b", sp])
+    )  # flash attention (verl's default)
