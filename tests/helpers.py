@@ -303,28 +303,29 @@ def submit(ray_head: RayHead, env: dict[str, str], job_id: str, args: Sequence[s
 
 
 def stopped_then_resubmitted(
-    ray_head: RayHead, env: dict[str, str], args: Sequence[str], out: Path, *, stop_after: int, timeout: float
+    ray_head: RayHead, env: dict[str, str], args: Sequence[str], out: Path, *, save_freq: int, timeout: float
 ) -> Run:
-    """Submit a job, ``ray job stop`` it once its first checkpoint is written and step ``stop_after`` is logged,
-    then submit the same command again (a new job id, as a user resubmits) and wait for its end. ``out``: the
-    run's folder; ``metrics_run1.jsonl`` and ``rollouts_run1/`` keep what the first job wrote there."""
+    """Submit a job, stop it (the job API's stop, as ``ray job stop``) once checkpoint ``save_freq`` is written and
+    the step after it logged, then submit the same command again (a new job id, as a user resubmits) and wait for
+    its end. ``out``: the run's folder; ``metrics_run1.jsonl`` and ``rollouts_run1/`` keep what the first job
+    wrote there. Fails if the next checkpoint was written before the stop landed (the resumed step would differ)."""
     first, second = f"sspo-stop-{os.getpid()}", f"sspo-resubmit-{os.getpid()}"
     submit(ray_head, env, first, args)
     deadline = time.monotonic() + timeout
     marker = out / "latest_checkpointed_iteration.txt"
-    while not (marker.is_file() and logged(out / "metrics.jsonl", stop_after)):
+    while not (marker.is_file() and logged(out / "metrics.jsonl", save_freq + 1)):
         status = rest(ray_head.dashboard, f"/api/jobs/{first}")["status"]
         if status not in ("PENDING", "RUNNING") or time.monotonic() > deadline:
             logs = rest(ray_head.dashboard, f"/api/jobs/{first}/logs")["logs"]
-            pytest.fail(f"job {first} is {status} before step {stop_after}:\n{logs[-4000:]}")
-        time.sleep(1)
-    stop = subprocess.run(
-        ["ray", "job", "stop", "--address", ray_head.dashboard, first],
-        env=ray_head.env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    assert stop.returncode == 0, stop.stdout + stop.stderr
+            pytest.fail(f"job {first} is {status} before step {save_freq + 1}:\n{logs[-4000:]}")
+        time.sleep(0.5)
+    request = urllib.request.Request(f"{ray_head.dashboard}/api/jobs/{first}/stop", method="POST")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert json.load(response)["stopped"], first
     status, logs1 = wait_for_job(ray_head.dashboard, first, timeout=120)
     assert status == "STOPPED", logs1[-4000:]
+    checkpoint = marker.read_text().strip()
+    assert checkpoint == str(save_freq), f"the job wrote checkpoint {checkpoint} before it stopped: a later stop"
     shutil.copy(out / "metrics.jsonl", out / "metrics_run1.jsonl")
     shutil.copytree(out / "rollouts", out / "rollouts_run1")
     wait_for_free_gpus(ray_head)
@@ -352,9 +353,7 @@ def wait_for_free_gpus(ray_head: RayHead, timeout: float = 120) -> None:
         time.sleep(2)
 
 
-def reward_rise(
-    scores: dict[int, float], *, steps_per_pass: int, samples_per_pass: int
-) -> tuple[float, float]:
+def reward_rise(scores: dict[int, float], *, steps_per_pass: int, samples_per_pass: int) -> tuple[float, float]:
     """(gain, z) of a run's training reward (``critic/score/mean`` per step, a 0/1 score).
 
     gain: the mean over the last pass through the training problems minus the mean over the first (each

@@ -64,10 +64,7 @@ def test_gpu_rows_compose_exactly_as_before_the_cpu_mode(row, old_config_dir, mo
         old_loss["_target_"] = new_loss["_target_"]
     # the recipe's agent loop: verl's single-turn loop, with a seed per sample under full_determinism
     old_agent, new_agent = (c["actor_rollout_ref"]["rollout"]["agent"] for c in (old, new))
-    assert (old_agent["default_agent_loop"], new_agent["default_agent_loop"]) == (
-        "single_turn_agent",
-        "sspo_single_turn",
-    )
+    assert (old_agent["default_agent_loop"], new_agent["default_agent_loop"]) == ("single_turn_agent", "sspo_single_turn")
     old_agent["default_agent_loop"] = new_agent["default_agent_loop"]
     assert new == old
 
@@ -87,10 +84,7 @@ def test_cpu_rows_are_the_gpu_rows_algorithms_on_the_cpu_preset(row, monkeypatch
     assert cpu.trainer.device == "cpu" and cpu.ray_kwargs.ray_init.num_gpus == 1
     env = cpu.ray_kwargs.ray_init.runtime_env.env_vars
     assert env.VERL_USE_EXTERNAL_MODULES.split(",") == ["sspo.cpu.bootstrap", "sspo.verl_plugin"]
-    assert (
-        cpu.actor_rollout_ref.rollout.name == "vllm"
-        and cpu.actor_rollout_ref.rollout.enable_sleep_mode is False
-    )
+    assert cpu.actor_rollout_ref.rollout.name == "vllm" and cpu.actor_rollout_ref.rollout.enable_sleep_mode is False
     assert cpu.sspo.replay_poll_interval_s == 0.25 and "replay_poll_interval_s" not in gpu.sspo
 
 
@@ -102,18 +96,12 @@ def test_cpu_dp2_is_the_cpu_preset_in_the_gpu_rows_layout(monkeypatch, tmp_path)
     two = OmegaConf.to_container(cli.compose_config(["experiment=sspo_cpu", "cluster=cpu_dp2"]))
     assert two["trainer"]["n_gpus_per_node"] == two["ray_kwargs"]["ray_init"]["num_gpus"] == 2
     actor, rollout, ref = (two["actor_rollout_ref"][k] for k in ("actor", "rollout", "ref"))
-    assert (
-        actor["use_dynamic_bsz"] and rollout["log_prob_use_dynamic_bsz"] and ref["log_prob_use_dynamic_bsz"]
-    )
-    assert (
-        two["actor_rollout_ref"]["model"]["use_remove_padding"] and actor["use_remove_padding"]
-    )  # packed rows
+    assert actor["use_dynamic_bsz"] and rollout["log_prob_use_dynamic_bsz"] and ref["log_prob_use_dynamic_bsz"]
+    assert two["actor_rollout_ref"]["model"]["use_remove_padding"] and actor["use_remove_padding"]  # packed rows
     # a rank's share of a mini-batch (12 responses of up to 152 tokens) spans several token-budget micro-batches
     assert 152 <= actor["ppo_max_token_len_per_gpu"] < 12 * 152
     # the rest is the CPU preset: only these keys (and what verl's config derives from them) differ
-    differ = {
-        key for key in _flat(one).keys() | _flat(two).keys() if _flat(one).get(key) != _flat(two).get(key)
-    }
+    differ = {key for key in _flat(one).keys() | _flat(two).keys() if _flat(one).get(key) != _flat(two).get(key)}
     layout = ("n_gpus_per_node", "num_gpus", "use_dynamic_bsz", "max_token_len_per_gpu", "use_remove_padding")
     assert differ and all(any(word in key for word in layout) for key in differ), sorted(differ)
 
@@ -172,9 +160,7 @@ def test_preflight_counts_the_cpu_presets_fake_gpus(monkeypatch, tmp_path, tiny_
 def test_preflight_names_the_tiny_task_command_for_missing_cpu_assets(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SSPO_TINY_DIR", str(tmp_path / "no_assets"))
-    results = {
-        r.name: r for r in preflight.run_checks(cli.compose_config(["experiment=sspo_cpu"]), dry_run=True)
-    }
+    results = {r.name: r for r in preflight.run_checks(cli.compose_config(["experiment=sspo_cpu"]), dry_run=True)}
     for name in ("model", "data files"):
         assert results[name].status == "fail"
         assert f"python -m sspo.tools.tiny_task --out {tmp_path / 'no_assets'}" in results[name].detail, name
@@ -196,10 +182,7 @@ def test_preflight_names_the_missing_cpp_compiler(monkeypatch, tmp_path):
     cfg = cli.compose_config(["experiment=grpo_cpu"])
     monkeypatch.delenv("CXX", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler in it
-    with pytest.raises(
-        ValueError,
-        match=r"no C\+\+ compiler found \(g\+\+, clang\+\+, c\+\+ on PATH\).*apt-get install g\+\+",
-    ):
+    with pytest.raises(ValueError, match=r"no C\+\+ compiler found \(g\+\+, clang\+\+, c\+\+ on PATH\).*apt-get install g\+\+"):
         preflight.check_cxx_compiler(cfg)
     fake = tmp_path / "my-cxx"
     fake.write_text("#!/bin/sh\n")
@@ -210,14 +193,10 @@ def test_preflight_names_the_missing_cpp_compiler(monkeypatch, tmp_path):
 
 def test_preflight_catches_micro_batches_that_do_not_tile(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    cfg = cli.compose_config(
-        ["experiment=grpo_cpu", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64"]
-    )
+    cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64"])
     with pytest.raises(ValueError, match=r"log_prob_micro_batch_size_per_gpu=64 does not divide 96"):
         preflight.check_batch_sizes(cfg)
-    cfg = cli.compose_config(
-        ["experiment=grpo_cpu", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16"]
-    )
+    cfg = cli.compose_config(["experiment=grpo_cpu", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=16"])
     with pytest.raises(ValueError, match=r"ppo_micro_batch_size_per_gpu=16 does not divide 24"):
         preflight.check_batch_sizes(cfg)
 
@@ -238,19 +217,13 @@ def test_tiny_task_assets(tiny_assets):
     passes = [train[i : i + len(problems)] for i in range(0, len(train), len(problems))]
     assert all(set(p) == problems for p in passes) and len({tuple(p) for p in passes}) == cfg.passes
     val = pq.read_table(tiny_assets / "tiny_add.parquet").to_pylist()
-    assert {r["extra_info"]["problem"] for r in val} == problems and {r["data_source"] for r in val} == {
-        "tiny_add"
-    }
+    assert {r["extra_info"]["problem"] for r in val} == problems and {r["data_source"] for r in val} == {"tiny_add"}
     assert (tiny_assets / "model" / "config.json").is_file()
 
 
 @pytest.mark.parametrize(
     "args, message",
-    [
-        (["--max-operand", "10"], "single digits"),
-        (["--passes", "0"], "--passes=0"),
-        (["--warmup-lr", "0"], "--warmup-lr"),
-    ],
+    [(["--max-operand", "10"], "single digits"), (["--passes", "0"], "--passes=0"), (["--warmup-lr", "0"], "--warmup-lr")],
 )
 def test_tiny_task_rejects_bad_settings_before_building(args, message, tmp_path):
     result = subprocess.run(

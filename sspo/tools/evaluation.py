@@ -398,9 +398,7 @@ def build_generation_plan(args: argparse.Namespace) -> dict[str, Any]:
     for b in benchmarks:
         f = data_dir / f"{b}.parquet"
         if not f.exists():
-            raise EvalError(
-                f"{f}: not found; prepare it with `python -m sspo.tools.data --out-dir {data_dir}`"
-            )
+            raise EvalError(f"{f}: not found; prepare it with `python -m sspo.tools.data --out-dir {data_dir}`")
         for row in pq.read_table(f).to_pylist():
             problems.append(
                 {

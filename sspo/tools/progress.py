@@ -52,9 +52,7 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("rollout server", re.compile(r"ready to fit")),
     ("validation", re.compile(r"step:\d+ - .*val-core/")),
 )
-ERROR_LINE = re.compile(
-    r"^(?:[\w.]+(?:Error|Exception|Interrupt|Exit)\b.*|\d+ pre-flight check\(s\) failed.*|config error: .*)$"
-)
+ERROR_LINE = re.compile(r"^(?:[\w.]+(?:Error|Exception|Interrupt|Exit)\b.*|\d+ pre-flight check\(s\) failed.*|config error: .*)$")
 RESUME_HINT = "run the same command to resume: it continues from the last checkpoint"
 TESTING_TIME_KEY = "timing_s/testing"
 
@@ -208,11 +206,7 @@ def error_report(lines: Sequence[str], log_path: Path | None, tail: int = 15, wi
     """What to show when a run fails: its error line, the log's last lines, the log's path, how to resume."""
     cleaned = [clean(line) for line in lines if clean(line)]
     errors = [line for line in cleaned if ERROR_LINE.match(line.strip())]
-    out = [
-        f"error: {errors[-1].strip()}"
-        if errors
-        else "error: the run stopped with no error line (see the log)"
-    ]
+    out = [f"error: {errors[-1].strip()}" if errors else "error: the run stopped with no error line (see the log)"]
     out.append(f"last lines of the log{f' ({log_path})' if log_path else ''}:")
     out += [f"  | {line[:width]}{' …' if len(line) > width else ''}" for line in cleaned[-tail:]]
     if log_path:
@@ -270,10 +264,7 @@ class Screen:
         if not self.live or not self.views:
             return
         width = _terminal_width()
-        texts = [
-            text if len(text) < width else text[: width - 2] + "…"
-            for text in (v.render() for v in self.views)
-        ]
+        texts = [text if len(text) < width else text[: width - 2] + "…" for text in (v.render() for v in self.views)]
         self.stream.write("\n".join(texts))
         self._drawn = len(texts)
 
@@ -326,10 +317,8 @@ class _Row:
             self.screen.line(f"  {self.view.name}: {stage} done [{_duration(self.view.stages[-1][1])}]")
         if self.view.training and not self.announced:
             self.announced = True
-            self.screen.line(
-                f"  {self.view.name}: started in {_duration(time.monotonic() - self.view.started)}"
-                f" ({self.view.startup_line()})"
-            )
+            self.screen.line(f"  {self.view.name}: started in {_duration(time.monotonic() - self.view.started)}"
+                             f" ({self.view.startup_line()})")
         self.screen.update(self.view, new_validation=len(self.view.val_acc) > validations)
 
     def _write(self, line: str) -> None:
@@ -408,11 +397,7 @@ def run_rows(
 
 
 def _start(
-    spec: RowSpec,
-    screen: Screen,
-    lines: queue.Queue[tuple[int, str | None]],
-    key: int,
-    env: dict[str, str] | None,
+    spec: RowSpec, screen: Screen, lines: queue.Queue[tuple[int, str | None]], key: int, env: dict[str, str] | None
 ) -> tuple[_Row, subprocess.Popen[bytes]]:
     """Start one row's command, its output read into ``lines`` under ``key``."""
     row = _Row(spec.name, spec.cmd, spec.log_path, spec.total, screen)
@@ -459,30 +444,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     With ``--row``, the command is a template run once per row, ``{row}`` replaced by the row's name.
     Exit code: the command's, or with rows the first failed row's (0 when all succeed)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m sspo.tools.progress", description=__doc__.split("\n\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m sspo.tools.progress", description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", default="run", help="the run's name on the screen (one command)")
-    parser.add_argument(
-        "--row", action="append", default=[], help="a row: the command with {row} = this name"
-    )
+    parser.add_argument("--row", action="append", default=[], help="a row: the command with {row} = this name")
     parser.add_argument("--jobs", type=int, default=1, help="rows at a time (default 1: one after another)")
-    parser.add_argument(
-        "--log",
-        type=Path,
-        default=None,
-        help="the console log (default: console.log in the run directory sspo-train names)",
-    )
+    parser.add_argument("--log", type=Path, default=None,
+                        help="the console log (default: console.log in the run directory sspo-train names)")
     parser.add_argument("--total", type=int, default=None, help="training steps (default: from the log)")
-    parser.add_argument(
-        "--live",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="redraw the progress lines in place (default: when stdout is a terminal)",
-    )
-    parser.add_argument(
-        "--every", type=int, default=10, help="without a terminal: a progress line every N steps"
-    )
+    parser.add_argument("--live", choices=("auto", "on", "off"), default="auto",
+                        help="redraw the progress lines in place (default: when stdout is a terminal)")
+    parser.add_argument("--every", type=int, default=10, help="without a terminal: a progress line every N steps")
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="the command (after --)")
     args = parser.parse_args(argv)
     cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd

@@ -151,9 +151,7 @@ def prepare_assets(out: str | Path, cfg: AssetsConfig | None = None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sspo.tools.real_lm_assets --out DIR [--prompts N --seed S --gsm8k PATH --max-prompt-tokens T]``."""
     d = AssetsConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m sspo.tools.real_lm_assets", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m sspo.tools.real_lm_assets", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train.parquet)")
     parser.add_argument("--gsm8k", default=d.gsm8k, help=f"GSM8K train JSONL (default {d.gsm8k})")
     parser.add_argument("--prompts", type=int, default=d.prompts, help=f"prompts drawn (default {d.prompts})")

@@ -46,8 +46,7 @@ PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
 GRANULARITY_PANEL = "clip_by_granularity"
 GRANULARITY_TITLE = "clip fraction at each run's base clip range, by granularity\n(the clip monitor)"
 GRANULARITY_KEYS: dict[str, tuple[str, ...]] = {
-    g: (f"actor/monitor/clipfrac_at_{g}", f"actor/sspo/clipfrac_at_{g}")
-    for g in ("token", "subsentence", "sequence")
+    g: (f"actor/monitor/clipfrac_at_{g}", f"actor/sspo/clipfrac_at_{g}") for g in ("token", "subsentence", "sequence")
 }
 VAL_ACC = re.compile(r"^val-core/(?P<source>.+)/acc/mean@(?P<n>\d+)$")
 _CONSOLE_STEP = re.compile(r"(?:^|\s)step:(\d+)((?: - [^\n]*)?)$")
@@ -272,24 +271,14 @@ CHART_MARKS = "ox^*#"
 
 
 def text_chart(
-    series: dict[str, tuple[Sequence[int], Sequence[float]]],
-    width: int = 60,
-    height: int = 10,
-    smooth: int = 1,
+    series: dict[str, tuple[Sequence[int], Sequence[float]]], width: int = 60, height: int = 10, smooth: int = 1
 ) -> str:
     """A terminal chart of several step series: one mark per run (``+`` where runs overlap), y axis labelled.
 
     ``smooth`` > 1 plots the moving mean over that many steps (the direction of a noisy per-step reward).
     """
-    series = {
-        name: (list(steps), _moving_mean(list(values), smooth)) for name, (steps, values) in series.items()
-    }
-    points = [
-        (s, v)
-        for steps, values in series.values()
-        for s, v in zip(steps, values, strict=True)
-        if math.isfinite(v)
-    ]
+    series = {name: (list(steps), _moving_mean(list(values), smooth)) for name, (steps, values) in series.items()}
+    points = [(s, v) for steps, values in series.values() for s, v in zip(steps, values, strict=True) if math.isfinite(v)]
     if not points:
         return "(no data to chart)"
     lo_s, hi_s = min(p[0] for p in points), max(p[0] for p in points)
@@ -317,10 +306,7 @@ def _moving_mean(values: list[float], k: int) -> list[float]:
     """Trailing mean over ``k`` values (fewer at the start); ``k`` <= 1 returns the values."""
     if k <= 1:
         return values
-    return [
-        sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1])
-        for i in range(len(values))
-    ]
+    return [sum(values[max(0, i - k + 1) : i + 1]) / len(values[max(0, i - k + 1) : i + 1]) for i in range(len(values))]
 
 
 def terminal_table(rows: Sequence[dict[str, float | int | str]]) -> str:
@@ -337,16 +323,16 @@ def terminal_table(rows: Sequence[dict[str, float | int | str]]) -> str:
     for row in rows:
         clip = row["clip frac (mean)"]
         clip_text = "-" if isinstance(clip, float) and math.isnan(clip) else f"{clip:.3f}"
-        lines.append(
-            f"{str(row['run']):<10} {row['last step']:>5}  {arrow(row, 'reward'):<16} "
-            f"{arrow(row, 'acc'):<16} {clip_text:>9}"
-        )
+        lines.append(f"{str(row['run']):<10} {row['last step']:>5}  {arrow(row, 'reward'):<16} "
+                     f"{arrow(row, 'acc'):<16} {clip_text:>9}")
     return "\n".join(lines)
 
 
 def terminal_report(result: dict[str, object], runs: Sequence[Run]) -> str:
     """What the demo shows at its end: the table, the reward chart, the PNG paths."""
-    chart = text_chart({r.name: (s[1], s[2]) for r in runs if (s := r.series("reward"))}, smooth=3)
+    chart = text_chart(
+        {r.name: (s[1], s[2]) for r in runs if (s := r.series("reward"))}, smooth=3
+    )
     lines = [
         "training summary (start/end: mean of the first/last fifth of the steps; clip frac: mean per step)",
         terminal_table(result["rows"]),  # type: ignore[arg-type]
@@ -467,12 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sspo.tools.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders or log files, optionally NAME=PATH")
     parser.add_argument("--out", required=True, help="folder for the PNGs and summary.md")
-    parser.add_argument(
-        "--terminal",
-        action="store_true",
-        help="print a terminal-sized table, a text chart of the reward and the PNG paths "
-        "(default: summary.md as written)",
-    )
+    parser.add_argument("--terminal", action="store_true",
+                        help="print a terminal-sized table, a text chart of the reward and the PNG paths "
+                        "(default: summary.md as written)")
     args = parser.parse_args(argv)
     try:
         result = make_report(args.runs, args.out)

@@ -28,9 +28,7 @@ CHAT_TEMPLATE = (
 def default_corpus(n: int = 400, seed: int = 0) -> list[str]:
     """Short math-flavoured texts with punctuation, numbers, LaTeX and ``\\boxed{}`` answers."""
     rng = random.Random(seed)
-    words = (
-        "the answer is so we add subtract multiply divide first then next finally sum of and to get".split()
-    )
+    words = "the answer is so we add subtract multiply divide first then next finally sum of and to get".split()
     texts = []
     for _ in range(n):
         a, b = rng.randint(0, 99), rng.randint(0, 99)
@@ -76,9 +74,7 @@ def build_tokenizer(corpus: Iterable[str] | None = None, vocab_size: int = 384) 
     return fast
 
 
-def build_model(
-    tokenizer: Any, hidden_size: int = 64, num_layers: int = 2, seed: int = 0, **config_overrides: Any
-) -> Any:
+def build_model(tokenizer: Any, hidden_size: int = 64, num_layers: int = 2, seed: int = 0, **config_overrides: Any) -> Any:
     """A randomly initialised ``Qwen2ForCausalLM`` sized for ``tokenizer`` (about 0.1M parameters)."""
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
@@ -102,9 +98,7 @@ def build_model(
     return Qwen2ForCausalLM(config)
 
 
-def save_tiny_model(
-    path: str | Path, corpus: Iterable[str] | None = None, vocab_size: int = 384, **model_kwargs
-) -> Path:
+def save_tiny_model(path: str | Path, corpus: Iterable[str] | None = None, vocab_size: int = 384, **model_kwargs) -> Path:
     """Build the tokenizer and model and save both to ``path`` (loadable by verl as ``model.path``)."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

@@ -54,11 +54,7 @@ class TinyTaskConfig:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be an integer >= 1")
         if self.max_operand > 9:
             raise ValueError(f"--max-operand={self.max_operand}: single digits only (<= 9)")
-        if (
-            isinstance(self.warmup_steps, bool)
-            or not isinstance(self.warmup_steps, int)
-            or self.warmup_steps < 0
-        ):
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"--warmup-steps={self.warmup_steps!r} must be an integer >= 0")
         if not self.warmup_lr > 0:
             raise ValueError(f"--warmup-lr={self.warmup_lr!r} must be > 0")
@@ -118,16 +114,12 @@ def _warmup_model(cfg: TinyTaskConfig, path: Path) -> None:
     from sspo.tools.tiny import CHAT_TEMPLATE, build_model, build_tokenizer
 
     problems = all_problems(cfg.max_operand)
-    corpus = [
-        "\n".join(m["content"] for m in build_prompt(p.question)) + "\n" + p.solution for p in problems * 4
-    ]
+    corpus = ["\n".join(m["content"] for m in build_prompt(p.question)) + "\n" + p.solution for p in problems * 4]
     tokenizer = build_tokenizer(corpus + [CHAT_TEMPLATE], vocab_size=cfg.vocab_size)
     model = build_model(tokenizer, hidden_size=cfg.hidden_size, num_layers=cfg.num_layers, seed=cfg.seed)
 
     def encode(p: Problem) -> tuple[list[int], list[int]]:
-        prompt = tokenizer.apply_chat_template(
-            build_prompt(p.question), add_generation_prompt=True, tokenize=False
-        )
+        prompt = tokenizer.apply_chat_template(build_prompt(p.question), add_generation_prompt=True, tokenize=False)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(p.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         return prompt_ids + answer_ids, [-100] * len(prompt_ids) + answer_ids  # loss on the answer only
@@ -139,9 +131,7 @@ def _warmup_model(cfg: TinyTaskConfig, path: Path) -> None:
     for _ in range(cfg.warmup_steps):
         ids, labels = zip(*(encoded[rng.choice(problems)] for _ in range(cfg.warmup_batch)), strict=True)
         pad = torch.nn.utils.rnn.pad_sequence
-        input_ids = pad(
-            [torch.tensor(x) for x in ids], batch_first=True, padding_value=tokenizer.pad_token_id
-        )
+        input_ids = pad([torch.tensor(x) for x in ids], batch_first=True, padding_value=tokenizer.pad_token_id)
         batch = {
             "input_ids": input_ids,
             "attention_mask": pad([torch.ones(len(x), dtype=torch.long) for x in ids], batch_first=True),
@@ -169,11 +159,7 @@ def prepare_assets(out: str | Path, cfg: TinyTaskConfig | None = None) -> Path:
     out = Path(out)
     marker = out / "assets.json"
     outputs = (out / "model" / "config.json", out / "train.parquet", out / f"{DATA_SOURCE}.parquet")
-    if (
-        marker.is_file()
-        and json.loads(marker.read_text()) == asdict(cfg)
-        and all(p.is_file() for p in outputs)
-    ):
+    if marker.is_file() and json.loads(marker.read_text()) == asdict(cfg) and all(p.is_file() for p in outputs):
         return out
     if out.exists():
         shutil.rmtree(out)
@@ -192,12 +178,8 @@ def prepare_assets(out: str | Path, cfg: TinyTaskConfig | None = None) -> Path:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sspo.tools.tiny_task --out DIR [--warmup-steps N ...]``."""
     defaults = TinyTaskConfig()
-    parser = argparse.ArgumentParser(
-        prog="python -m sspo.tools.tiny_task", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument(
-        "--out", type=Path, required=True, help="assets folder (model/, train.parquet, tiny_add.parquet)"
-    )
+    parser = argparse.ArgumentParser(prog="python -m sspo.tools.tiny_task", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train.parquet, tiny_add.parquet)")
     for name, value in asdict(defaults).items():
         parser.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     args = vars(parser.parse_args(argv))

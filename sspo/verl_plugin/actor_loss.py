@@ -71,9 +71,7 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
             "algorithm.rollout_correction.bypass_mode=false or adaptive_clip=false"
         )
     padded = data.select(*fields).to_padded_tensor()
-    inputs: dict[str, Any] = {
-        "segment_ids": _segment_ids(config, padded["responses"], padded["response_mask"].bool())
-    }
+    inputs: dict[str, Any] = {"segment_ids": _segment_ids(config, padded["responses"], padded["response_mask"].bool())}
     if settings.adaptive_clip:
         entropy_ref = tu.get(data, ENTROPY_REF_KEY, default=None)
         if entropy_ref is None:  # a micro-batch's own mean would make the clip depend on the layout: refuse
@@ -91,9 +89,7 @@ def _segment_ids(config: Any, responses: Any, response_mask: Any) -> Any:
     """Subsentence ids [B, T] of padded ``responses`` with the run's delimiters and cap (-1 on padding)."""
     settings = sspo_settings(config)
     delimiters = tuple(settings.delimiters) if settings.delimiters is not None else None
-    return _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)(
-        responses, response_mask
-    )
+    return _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)(responses, response_mask)
 
 
 def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any = None) -> dict[str, Any]:
@@ -113,20 +109,15 @@ def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any 
         segment_ids = _segment_ids(config, padded["responses"], mask)
     lower, upper = monitor_clip_range(config.policy_loss.get("loss_mode", "vanilla"), *clip_range(config))
     log_prob = _response_log_probs(model_output["log_probs"], data, mask.shape[1])
-    values = clip_monitor(
-        padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper
-    )
+    values = clip_monitor(padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper)
 
     def aggregation(name: str) -> AggregationType:
         if name.startswith("ratio_min_"):
             return AggregationType.MIN
         return AggregationType.MAX if name.startswith("ratio_max_") else AggregationType.MEAN
 
-    return {
-        f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value)
-        for name, value in values.items()
-        if not math.isnan(value)
-    }  # a micro-batch without valid tokens has no extremes: it reports none
+    return {f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value) for name, value in values.items()
+            if not math.isnan(value)}  # a micro-batch without valid tokens has no extremes: it reports none
 
 
 def _response_log_probs(log_probs: Any, data: Any, width: int) -> Any:
@@ -140,9 +131,7 @@ def _response_log_probs(log_probs: Any, data: Any, width: int) -> Any:
         return no_padding_2_padding(log_probs, data)
     values = log_probs.values() if log_probs.is_nested else log_probs  # [sum of sample lengths]
     response_lens = data["responses"].offsets().diff()  # [B]
-    ends = (data["prompts"].offsets().diff() + response_lens).cumsum(
-        0
-    )  # [B] end of each sample in ``values``
+    ends = (data["prompts"].offsets().diff() + response_lens).cumsum(0)  # [B] end of each sample in ``values``
     position = torch.arange(width, device=values.device)  # [T]
     index = (ends - response_lens - 1).unsqueeze(1) + position  # [B, T]
     valid = position < response_lens.unsqueeze(1)  # [B, T]
@@ -157,9 +146,7 @@ def sspo_ppo_loss(
     gradient are ``ppo_loss``'s."""
     from verl.workers.utils.losses import ppo_loss
 
-    inputs = (
-        sspo_loss_inputs(config, data) if config.policy_loss.get("loss_mode", "vanilla") == LOSS_MODE else {}
-    )
+    inputs = sspo_loss_inputs(config, data) if config.policy_loss.get("loss_mode", "vanilla") == LOSS_MODE else {}
     with policy_loss_inputs(**inputs) as extremes:
         loss, metrics = ppo_loss(config, model_output, data, dp_group)
     metrics.update(_extreme_metrics(extremes))

@@ -36,13 +36,7 @@ __all__ = [
 
 ACTOR_KEY = "actor_rollout_ref.actor"
 #: verl 0.9.1's loss aggregation modes (``ActorConfig.__post_init__``; pinned in tests/test_verl_runtime_state.py)
-LOSS_AGG_MODES = (
-    "token-mean",
-    "token-sum",
-    "seq-mean-token-sum",
-    "seq-mean-token-mean",
-    "seq-mean-token-sum-norm",
-)
+LOSS_AGG_MODES = ("token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 _SSPO_NAMES = ", ".join(f"{TRAINER_PREFIX}{mode}" for mode in VERL_TRAINER_MODES)
 
 HOW_TO_REGISTER = (
@@ -93,9 +87,7 @@ def assert_trainer_registered(trainer_mode: str) -> None:
     if trainer_mode in TRAINER_REGISTRY:
         return
     if trainer_mode.startswith(TRAINER_PREFIX) and trainer_mode not in SSPO_TRAINERS:
-        raise ValueError(
-            f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}"
-        )
+        raise ValueError(f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}")
     hint = HOW_TO_REGISTER if trainer_mode in SSPO_TRAINERS else f"SSPO's trainers: {_SSPO_NAMES}"
     raise RuntimeError(
         f"trainer {trainer_mode!r} (trainer.v1.trainer_mode) is not registered in verl in process "
@@ -199,14 +191,14 @@ def _check_sequence_parallel_attention(cfg: Any) -> None:
     forward only (``monkey_patch.apply_monkey_patch``); with eager or sdpa attention each rank attends over its
     own slice of the sequence. Measured on CPU (eager, 2 ranks): actor vs vLLM token probabilities apart by up
     to 0.99, and no error."""
-    attention = select(
-        cfg, "actor_rollout_ref.model.override_config.attn_implementation", "flash_attention_2"
-    )
+    attention = select(cfg, "actor_rollout_ref.model.override_config.attn_implementation", "flash_attention_2")
     for role in ("actor", "ref"):
-        sp = select(cfg, f"actor_rollout_ref.{role}.ulysses_sequence_parallel_size", 1) or 1
+        # verl's engine reads fsdp_config's key; the role's own (older) key is copied there when > 1
+        keys = [f"actor_rollout_ref.{role}.{k}ulysses_sequence_parallel_size" for k in ("", "fsdp_config.")]
+        key, sp = max(((k, select(cfg, k, 1) or 1) for k in keys), key=lambda kv: kv[1])
         if sp > 1 and attention not in ("flash_attention_2", "flash_attention_3"):
             raise ValueError(
-                f"actor_rollout_ref.{role}.ulysses_sequence_parallel_size={sp} with "
+                f"{key}={sp} with "
                 f"actor_rollout_ref.model.override_config.attn_implementation={attention}: verl 0.9.1 splits the "
                 "sequence over ranks only inside flash attention, so each rank would attend over its own slice of "
                 "every sequence (wrong log-probs, no error). Use flash_attention_2 (GPU), or sequence parallel size 1"

@@ -129,11 +129,11 @@ class SSPOTrainerMixin:
 
         if not is_distillation_enabled(self.config.get("distillation")):
             monitor = bool(self.config.get("sspo", {}).get("monitor", True))
-            self.actor_rollout_wg.set_loss_fn(
-                make_actor_loss_fn(build_actor_config(self.config), monitor=monitor)
-            )
+            self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config), monitor=monitor))
 
-    def _balance_batch(self, batch: Any, metrics: dict, **kwargs: Any) -> Any:
+    def _balance_batch(
+        self, batch: Any, metrics: dict, logging_prefix: str = "global_seqlen", keep_minibatch: bool = False
+    ) -> Any:
         """verl's balancing over data-parallel ranks; under ``rollout.full_determinism`` the batch is first put in
         a fixed order (by its token ids). verl's replay buffer hands over a step's samples in the order they
         finished, which changes from run to run, and the mini-batches follow that order: with several mini-batches
@@ -141,7 +141,9 @@ class SSPOTrainerMixin:
         """
         if self.config.actor_rollout_ref.rollout.get("full_determinism", False):
             batch.reorder(_content_order(batch))
-        return super()._balance_batch(batch, metrics, **kwargs)  # type: ignore[misc]
+        return super()._balance_batch(  # type: ignore[misc]
+            batch, metrics, logging_prefix=logging_prefix, keep_minibatch=keep_minibatch
+        )
 
     def _update_actor(self, batch: Any, metrics: dict) -> Any:
         """verl's actor update; with SSPO's adaptive clip, H_ref of the whole update batch goes with it.
@@ -164,22 +166,20 @@ def _batch_entropy_ref(batch: Any) -> float:
 
     from sspo.loss import entropy_reference
 
-    data = tq.kv_batch_get(
-        keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"]
-    )
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"])
     padded = data.to_padded_tensor()
     return float(entropy_reference(padded["entropy"], padded["response_mask"]))
 
 
 def _content_order(batch: Any) -> list[int]:
-    """The batch's positions sorted by (prompt ids, response ids): an order that depends only on the samples."""
+    """The batch's positions sorted by (prompt ids, response ids, session, output index): an order that depends only
+    on the samples (a key is ``<uid>_<session>_<output index>``; the uid is random, the rest breaks ties)."""
     import transfer_queue as tq
 
-    data = tq.kv_batch_get(
-        keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses"]
-    )
+    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses"])
     prompts, responses = data["prompts"].unbind(0), data["responses"].unbind(0)  # nested or padded rows
-    rows = [(tuple(p.tolist()), tuple(r.tolist())) for p, r in zip(prompts, responses, strict=True)]
+    places = [tuple(int(part) for part in key.rsplit("_", 2)[1:]) for key in batch.keys]
+    rows = [(tuple(p.tolist()), tuple(r.tolist()), place) for p, r, place in zip(prompts, responses, places, strict=True)]
     return sorted(range(len(rows)), key=rows.__getitem__)
 
 
