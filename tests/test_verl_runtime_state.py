@@ -145,6 +145,13 @@ def test_the_replay_buffer_hands_over_a_steps_samples_in_the_order_they_finished
     assert "batch = self._balance_batch(batch, metrics=metrics)" in inspect.getsource(PPOTrainer._step_once)
 
 
+def test_a_samples_key_ends_in_its_session_and_output_index():
+    """``trainers._content_order`` breaks ties with the last two parts of a sample's TransferQueue key."""
+    from verl.trainer.ppo.v1 import agent_loop_tq
+
+    assert 'keys.append(f"{uid}_{session_id}_{i}")' in inspect.getsource(agent_loop_tq)
+
+
 def test_loss_agg_modes_are_verls():
     """``config_checks.LOSS_AGG_MODES`` lists the modes verl's ``ActorConfig`` accepts (its error lists none)."""
     from verl.workers.config import ActorConfig
