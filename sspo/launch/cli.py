@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and the checks, then exit"
     )
-    p.add_argument("--print-key", metavar="KEY", help="print one key of the resolved config (e.g. for scripts) and exit")
+    p.add_argument(
+        "--print-key",
+        metavar="KEY",
+        help="print one key of the resolved config (e.g. for scripts) and exit; with --multirun one line per "
+        "point, in order, and nothing else",
+    )
     p.add_argument(
         "-m",
         "--multirun",
@@ -336,6 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HydraException as error:  # e.g. a row without experiment=, a mistyped sweep: one message, exit 2
         print(explain_config_error(error, args.overrides, args), file=sys.stderr)
         return 2
+    if args.print_key:  # one composing process for every point: the values only, for scripts
+        codes = []
+        for point in points:
+            args.name_suffix = run_suffix(point, swept)
+            codes.append(run_one(point, args))
+            if codes[-1]:
+                return codes[-1]
+        return 0
     print(f"multirun: {len(points)} run(s) over {swept or 'no sweep'}")
     codes = []
     for i, point in enumerate(points):

@@ -364,16 +364,22 @@ def run_rows(
     every: int = 10,
     stream: IO[str] | None = None,
     env: dict[str, str] | None = None,
+    stagger: bool = False,
 ) -> dict[str, int]:
     """Run the rows, ``jobs`` at a time, each under a :class:`RowView` (one live line each on a terminal);
-    returns each row's exit code. A row that fails prints :func:`error_report`; the others go on."""
+    returns each row's exit code. A row that fails prints :func:`error_report`; the others go on.
+
+    ``stagger``: a row starts only once every running row has logged a training step, so start-ups (mostly
+    one core: process starts and imports) overlap other rows' training rather than each other."""
     stream = stream or sys.stdout
     screen = Screen(stream, stream.isatty() if live is None else live, every)
     lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
     pending, running, codes = list(enumerate(rows)), {}, {}
     try:
         while pending or running:
-            while pending and len(running) < max(1, jobs):
+            while pending and len(running) < max(1, jobs) and not (
+                stagger and any(not row.view.training for row, _ in running.values())
+            ):
                 key, spec = pending.pop(0)
                 running[key] = _start(spec, screen, lines, key, env)
             try:
@@ -448,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", default="run", help="the run's name on the screen (one command)")
     parser.add_argument("--row", action="append", default=[], help="a row: the command with {row} = this name")
     parser.add_argument("--jobs", type=int, default=1, help="rows at a time (default 1: one after another)")
+    parser.add_argument("--stagger", action="store_true",
+                        help="start a row only once the running ones are training (start-ups one at a time)")
     parser.add_argument("--log", type=Path, default=None,
                         help="the console log (default: console.log in the run directory sspo-train names)")
     parser.add_argument("--total", type=int, default=None, help="training steps (default: from the log)")
@@ -465,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.log:
         parser.error("--log names one run's log: with --row each row logs into its run directory")
     specs = [RowSpec(row, [part.replace("{row}", row) for part in cmd], None, args.total) for row in args.row]
-    codes = run_rows(specs, args.jobs, live, args.every)
+    codes = run_rows(specs, args.jobs, live, args.every, stagger=args.stagger)
     return next((codes.get(row, 130) for row in args.row if codes.get(row, 130)), 0)
 
 
