@@ -151,8 +151,9 @@ def test_print_key_over_a_sweep_prints_one_value_per_point_in_order_and_nothing_
         "sspo_cpu__experiment-sspo_cpu__test_freq-3", "sspo_cpu__experiment-sspo_cpu__test_freq-4",
         "grpo_cpu__experiment-grpo_cpu__test_freq-3", "grpo_cpu__experiment-grpo_cpu__test_freq-4",
     ]  # fmt: skip
-    assert cli.main(["--multirun", "--print-key", "trainer.test_freq", "experiment=sspo_cpu,nope_cpu"]) == 2
-    assert capsys.readouterr().out.splitlines() == ["8"]  # the first point's value, then the error and exit 2
+    argv = ["--multirun", "--print-key", "trainer.test_freq", "experiment=sspo_cpu,nope_cpu", "trainer.test_freq=5"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().out.splitlines() == ["5"]  # the first point's value, then the error and exit 2
 
 
 # ------------------------------------------------------------------------------------------ pre-flight

@@ -38,7 +38,9 @@ case "$INSTALLER" in
     if [[ -f "$cert" ]]; then export SSL_CERT_FILE="${SSL_CERT_FILE:-$cert}"; fi
     # pip's choice among indexes (the best version anywhere), not uv's default (the first index that has the name)
     export UV_INDEX_STRATEGY="${UV_INDEX_STRATEGY:-unsafe-best-match}"
-    install() { "$PY" -m uv pip install -q --python "$PY" "$@"; }
+    # bytecode compiled at install, as pip does: with PYTHONDONTWRITEBYTECODE set, or a read-only venv, every
+    # process would compile torch, vLLM and verl again at import (a CPU run's start-up took twice as long)
+    install() { "$PY" -m uv pip install -q --compile-bytecode --python "$PY" "$@"; }
     uninstall() { "$PY" -m uv pip uninstall -q --python "$PY" "$@"; } ;;
   pip)
     "$PY" -m pip install -q --upgrade "$PIP_PIN"

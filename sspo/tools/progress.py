@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sspo.tools.report import VAL_ACC, parse_console_line
+from sspo.tools.report import VAL_ACC, parse_console_line, window_mean
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Ray prefixes a worker's lines with "(ActorName pid=123, ip=...) "; nested for vLLM's own workers
@@ -191,11 +191,13 @@ class RowView:
         return "  ".join(parts)
 
     def summary(self, now: float | None = None) -> str:
-        """The row's last line: steps done, reward and validation accuracy first -> last, wall time."""
+        """The row's last line: steps done, training reward (means of the first/last fifth of the steps, as
+        the report's table) and validation accuracy first -> last, wall time."""
         now = time.monotonic() if now is None else now
         parts = [f"{self.name}: {self.step}/{self.total if self.total is not None else '?'} steps"]
         if len(self.reward) > 1:
-            parts.append(f"reward {self.reward[0][1]:.2f} -> {self.reward[-1][1]:.2f}")
+            rewards = [r for _, r in self.reward]
+            parts.append(f"reward {window_mean(rewards, True):.2f} -> {window_mean(rewards, False):.2f}")
         if len(self.val_acc) > 1:
             parts.append(f"val acc {self.val_acc[0][1]:.2f} -> {self.val_acc[-1][1]:.2f}")
         parts.append(f"in {_duration(now - self.started)}")
