@@ -312,3 +312,15 @@ def test_score_uses_the_evaluation_policy_unless_told(tmp_path):
     assert score_runs({"a": str(f)}, None)[0]["a"]["aime24"].pass1 == 1.0
     assert score_runs({"a": str(f)}, None, policy="training")[0]["a"]["aime24"].pass1 == 0.5
     assert build_parser().parse_args(["score", "--run", f"a={f}"]).policy == "evaluation"
+
+
+def test_table_of_runs_without_any_of_the_five_benchmarks_shows_only_what_they_have():
+    """The CPU demo's table: its task alone, no empty paper columns and no five-benchmark average."""
+    from sspo.tools.evaluation import score_groups
+
+    table = {"grpo": {"tiny_add": score_groups({0: [True, False], 1: [True, True]}, "tiny_add")}}
+    header, rule, pass1, passk, *_ = to_markdown(table).splitlines()
+    assert header == "| run | metric | tiny_add |" and rule == "|---|---|---|"
+    assert pass1 == "| grpo | pass@1 (avg@k) | 75.0 |" and passk == "| grpo | pass@2 | 100.0 |"
+    table["grpo"]["aime24"] = score_groups({0: [False, False]}, "aime24")
+    assert "Avg (5)" in to_markdown(table) and "AMC" in to_markdown(table)  # one of the five: all five shown

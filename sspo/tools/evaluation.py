@@ -311,16 +311,19 @@ def five_average(scores: dict[str, BenchmarkScore], amc: str = "amc") -> tuple[f
 
 
 def _columns(runs: dict[str, dict[str, BenchmarkScore]], amc: str) -> list[str]:
+    """The five benchmarks (all of them, so a missing one shows, unless no run has any: e.g. the CPU demo's
+    task alone), then the other benchmarks the runs have."""
     five = [amc if b == "amc" else b for b in FIVE]
-    extra = sorted({b for s in runs.values() for b in s} - set(five))
-    return five + extra
+    present = {b for s in runs.values() for b in s}
+    return (five if present & set(five) else []) + sorted(present - set(five))
 
 
 def to_markdown(runs: dict[str, dict[str, BenchmarkScore]], amc: str = "amc") -> str:
     """Paper-style Markdown: one row per run and metric, benchmarks as columns, five-benchmark average."""
     cols = _columns(runs, amc)
-    header = "| run | metric | " + " | ".join(DISPLAY.get(c, c) for c in cols) + " | Avg (5) |"
-    lines = [header, "|" + "---|" * (len(cols) + 3)]
+    with_avg = bool(set(cols) & {amc if b == "amc" else b for b in FIVE})
+    header = "| run | metric | " + " | ".join(DISPLAY.get(c, c) for c in cols) + (" | Avg (5) |" if with_avg else " |")
+    lines = [header, "|" + "---|" * (len(cols) + 2 + with_avg)]
     for run, scores in runs.items():
         avg = five_average(scores, amc)
         ks = sorted({s.k for s in scores.values()})
@@ -333,7 +336,7 @@ def to_markdown(runs: dict[str, dict[str, BenchmarkScore]], amc: str = "amc") ->
                 )
             a = "—" if avg is None else f"{100 * (avg[0] if metric == 'pass@1' else avg[1]):.1f}"
             label = "pass@1 (avg@k)" if metric == "pass@1" else "pass@" + "/".join(map(str, ks))
-            lines.append(f"| {run} | {label} | " + " | ".join(cells) + f" | {a} |")
+            lines.append(f"| {run} | {label} | " + " | ".join(cells) + (f" | {a} |" if with_avg else " |"))
     samples = {run: {c: (s.n_problems, s.n_samples) for c, s in sc.items()} for run, sc in runs.items()}
     lines.append("")
     lines.append("Problems x samples per benchmark: " + "; ".join(

@@ -142,6 +142,9 @@ def _warmup_model(cfg: TinyTaskConfig, path: Path) -> None:
         loss.backward()
         optimizer.step()
     model.eval()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" for one tiny shard: noise on the demo's screen
     tokenizer.save_pretrained(path)
     model.save_pretrained(path)
 
