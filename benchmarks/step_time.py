@@ -2,14 +2,16 @@
 
     python benchmarks/step_time.py                 # the three CPU rows, 12 steps each (about 9 min here)
     python benchmarks/step_time.py --steps 20 -- actor_rollout_ref.actor.ppo_epochs=2
-    python benchmarks/step_time.py --from-runs outputs/sspo    # the rows `make demo` ran (30 steps each)
+    python benchmarks/step_time.py --from-runs outputs/sspo    # the rows `JOBS=1 make demo` ran, one at a time
 
 Runs ``python -m sspo.launch.cli experiment={grpo,gspo,sspo}_cpu`` (verl's ``main_ppo``, vLLM-CPU rollout)
 one after another with the same steps, data and seed, reads verl's own ``timing_s/*`` metrics from its
 file logger, and prints, per row, the median over the steps after the first (warm-up) of the update
 phase (``timing_s/update_actor``) and of the whole step (``timing_s/step``), and the ratios SSPO/GRPO
 and GSPO/GRPO. The tiny model makes the loss a LARGE share of the update, so the update ratio here is
-an upper bound for real models, where the model's forward and backward dominate. Needs ``make install``.
+an upper bound for real models, where the model's forward and backward dominate. ``--from-runs`` compares
+rows only if they ran one at a time: ``make demo`` runs two side by side where memory allows, and those share
+the cores. Needs ``make install``.
 """
 
 from __future__ import annotations
