@@ -73,6 +73,7 @@ def test_real_tokenizer_segments_a_worked_answer_into_its_clauses(real_lm_assets
 
 
 @pytest.mark.slow
+@pytest.mark.extra  # about 3 min: beyond CI's 30-minute budget (make test-extra); the assets' tests above stay in CI
 def test_one_step_through_main_ppo_logs_the_three_clip_fractions(real_lm_assets, ray_head, tmp_path):
     """A non-paper baseline (GMPO, ``algo=geo_mean``) through verl's trainer on real LM text: the clip monitor
     reports the paper's diagnostic for it as for SSPO (whose own runs are in test_main_ppo_cpu.py)."""
