@@ -43,13 +43,14 @@ from helpers import (
     run_env,
     stopped_then_resubmitted,
 )
+from omegaconf import OmegaConf
 
 CLIP_MONITOR_KEYS = (
     "actor/monitor/clipfrac_at_token",
     "actor/monitor/clipfrac_at_subsentence",
     "actor/monitor/clipfrac_at_sequence",
 )
-VAL_N = 4  # validation samples per problem (dataset/tiny_add.yaml)
+VAL_N = OmegaConf.load(REPO / "recipe/config/dataset/tiny_add.yaml").actor_rollout_ref.rollout.val_kwargs.n
 VAL_ACC = f"val-core/tiny_add/acc/mean@{VAL_N}"
 STALENESS = "training/off_policy/trajectory_staleness_worst/max"  # model versions a trajectory lags behind
 PROBLEM = re.compile(r"What is (\d) \+ (\d)\?")
