@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import io
+import json
 import os
 import subprocess
 import sys
@@ -257,3 +258,11 @@ def test_demo_stops_on_a_bad_override_before_building_anything(tmp_path):
                             env=env, capture_output=True, text=True, timeout=180)  # fmt: skip
     assert result.returncode != 0 and "Could not override 'trainer.total_training_stepz'" in result.stderr
     assert not (tmp_path / "tiny").exists()
+
+
+def test_print_key_over_a_sweep_prints_a_mapping_on_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--multirun", "--print-key", "actor_rollout_ref.rollout.val_kwargs", "experiment=sspo_cpu,grpo_cpu"]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all(json.loads(line)["temperature"] == 1.0 for line in lines)

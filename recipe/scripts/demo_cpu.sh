@@ -56,6 +56,13 @@ echo "== tiny model and task -> $SSPO_TINY_DIR   [$(( SECONDS - start )) s]"
 # at most one a core. Staggered, two rows on 2 cores took 542 s against about 690 s one after another, peak
 # 14.2 GB in use (measured 5 Dec 2026); all three at once would pass 16 GB
 avail_gb=$(awk '/^MemAvailable:/ {print int($2 / 1048576)}' /proc/meminfo 2>/dev/null || echo 0)
+# in a container, /proc/meminfo is the host's: its memory limit (cgroup v2, else v1) caps that
+for limit in /sys/fs/cgroup/memory.max /sys/fs/cgroup/memory/memory.limit_in_bytes; do
+  if [[ -r "$limit" ]] && [[ "$(cat "$limit")" =~ ^[0-9]+$ ]]; then
+    (( $(cat "$limit") / 1073741824 < avail_gb )) && avail_gb=$(( $(cat "$limit") / 1073741824 ))
+    break
+  fi
+done
 cores=$(nproc 2>/dev/null || echo 1)
 if [[ -n "${JOBS:-}" ]]; then
   jobs=$JOBS

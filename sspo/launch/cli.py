@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -277,7 +278,10 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
         if value is missing:
             print(f"config error: no key {args.print_key!r} in the resolved config", file=sys.stderr)
             return 2
-        print(OmegaConf.to_yaml(value).strip() if isinstance(value, (DictConfig, ListConfig)) else value)
+        if isinstance(value, (DictConfig, ListConfig)):  # with --multirun one line per point: JSON
+            container = OmegaConf.to_container(value, resolve=True)
+            value = json.dumps(container) if args.multirun else OmegaConf.to_yaml(value).strip()
+        print(value)
         return 0
     if args.dry_run:
         print(

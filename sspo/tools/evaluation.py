@@ -322,8 +322,8 @@ def to_markdown(runs: dict[str, dict[str, BenchmarkScore]], amc: str = "amc") ->
     """Paper-style Markdown: one row per run and metric, benchmarks as columns, five-benchmark average."""
     cols = _columns(runs, amc)
     with_avg = bool(set(cols) & {amc if b == "amc" else b for b in FIVE})
-    header = "| run | metric | " + " | ".join(DISPLAY.get(c, c) for c in cols) + (" | Avg (5) |" if with_avg else " |")
-    lines = [header, "|" + "---|" * (len(cols) + 2 + with_avg)]
+    names = ["run", "metric", *(DISPLAY.get(c, c) for c in cols), *(["Avg (5)"] if with_avg else [])]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
     for run, scores in runs.items():
         avg = five_average(scores, amc)
         ks = sorted({s.k for s in scores.values()})
@@ -336,7 +336,7 @@ def to_markdown(runs: dict[str, dict[str, BenchmarkScore]], amc: str = "amc") ->
                 )
             a = "—" if avg is None else f"{100 * (avg[0] if metric == 'pass@1' else avg[1]):.1f}"
             label = "pass@1 (avg@k)" if metric == "pass@1" else "pass@" + "/".join(map(str, ks))
-            lines.append(f"| {run} | {label} | " + " | ".join(cells) + (f" | {a} |" if with_avg else " |"))
+            lines.append("| " + " | ".join([run, label, *cells, *([a] if with_avg else [])]) + " |")
     samples = {run: {c: (s.n_problems, s.n_samples) for c, s in sc.items()} for run, sc in runs.items()}
     lines.append("")
     lines.append("Problems x samples per benchmark: " + "; ".join(

@@ -457,7 +457,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--row", action="append", default=[], help="a row: the command with {row} = this name")
     parser.add_argument("--jobs", type=int, default=1, help="rows at a time (default 1: one after another)")
     parser.add_argument("--stagger", action="store_true",
-                        help="start a row only once the running ones are training (start-ups one at a time)")
+                        help="start a row only once the running ones have logged a training step (start-ups one "
+                        "at a time; a row that never logs one holds the rest until it ends)")
     parser.add_argument("--log", type=Path, default=None,
                         help="the console log (default: console.log in the run directory sspo-train names)")
     parser.add_argument("--total", type=int, default=None, help="training steps (default: from the log)")
