@@ -10,7 +10,6 @@ import torch
 from helpers import ACTOR_OVERRIDES, compose_ppo_config, make_actor_batch
 
 from sspo import verl_plugin
-from sspo.segmentation import SubsentenceSegmenter
 from sspo.verl_plugin import (
     SSPOTrainer,
     build_actor_config,
@@ -31,6 +30,30 @@ TEXTS = [
     "so we add",
     "Finally, 3.14 is pi. Done.",
 ]
+# The tiny tokenizer's pieces of TEXTS (asserted in the test, so that the ids below stay readable off them).
+PIECES = [
+    ["First", ",", " add", " ", "2", " and", " ", "3", ".", " Then", ",", " the", " answer", ":", " ", "5", "!"],
+    ["W", "e", " multiply", ";", " so", " the", " sum", " is", " ", "1", "2", ".", "\n", "\n", "Check", ":", " ",
+     "1", ",", "0", "0", "0", " ", "o", "k", "?"],
+    ["s", "o", " we", " add"],
+    ["F", "in", "ally", ",", " ", "3", ".", "1", "4", " is", " ", "p", "i", ".", " ", "D", "o", "n", "e", "."],
+]  # fmt: skip
+# Segment ids written by hand from the rules in docs/sspo.md: a delimiter closes (and belongs to) its subsentence;
+# "." / "," between digits ("3.14", "1,000") does not split; "12." before a newline does; each "\n" closes one.
+SEGMENT_IDS = {
+    "sspo": [  # default delimiters, no cap
+        [0, 0, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4, 4],
+        [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 3, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5],
+        [0, 0, 0, 0],
+        [0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2],
+    ],
+    "sspo_capped": [  # delimiters [";"], max_subsentence_len 3: runs of 3 tokens, ";" closes "We multiply;" early
+        [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5],
+        [0, 0, 0, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6, 7, 7, 7, 8, 8, 8, 9],
+        [0, 0, 0, 1],
+        [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6],
+    ],
+}  # fmt: skip
 # exercise the whole of ppo_loss: entropy bonus and KL loss too
 FULL_PPO = [
     "actor_rollout_ref.actor.entropy_coeff=0.01",
@@ -169,14 +192,16 @@ def test_sspo_loss_receives_segment_ids_and_old_entropy(configs, monkeypatch, mo
     assert len(seen) == 1
     padded = data.select("responses", "response_mask", "entropy").to_padded_tensor()
     mask = padded["response_mask"].bool()
-    pl = config.policy_loss
-    expected = SubsentenceSegmenter.from_tokenizer(tokenizer, pl.delimiters, pl.max_subsentence_len)(
-        padded["responses"], mask
-    )
-    assert torch.equal(seen[0]["segment_ids"], expected)
+    pieces = [
+        [tokenizer.decode([int(i)]) for i in row[m]] for row, m in zip(padded["responses"], mask, strict=True)
+    ]
+    assert pieces == PIECES
+    width = mask.shape[1]
+    expected = torch.tensor([ids + [-1] * (width - len(ids)) for ids in SEGMENT_IDS[mode]])  # -1 on padding
+    assert mask.sum(1).tolist() == [len(ids) for ids in SEGMENT_IDS[mode]]
+    assert seen[0]["segment_ids"].tolist() == expected.tolist()
     assert torch.equal(seen[0]["response_mask"], mask)
     assert torch.equal(seen[0]["entropy"], padded["entropy"])  # the OLD policy's entropy, not the current one
-    assert int(expected.max()) >= 2  # the punctuation really splits responses
     assert torch.isfinite(loss) and grad.abs().sum() > 0
     assert metrics["actor/sspo/units_per_response"][1][0] > 1
     assert policy_loss._LOSS_CALL.get() is None  # nothing leaks out of the call
