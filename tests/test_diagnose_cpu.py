@@ -8,6 +8,7 @@ asserted (one step of a 135M model says nothing about it; ``make diagnose`` is t
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from helpers import read_metrics, run_bounded
 
 CLIPFRAC_KEYS = tuple(f"actor/monitor/clipfrac_at_{g}" for g in ("token", "subsentence", "sequence"))
 PROMPTS = 8
+INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
 RUN_TIMEOUT_S = 900  # start-up about 2-3 min, then one step of 16 short responses of a 135M model
 
 
@@ -28,12 +30,13 @@ def real_lm_assets(tmp_path_factory, shared_data) -> Path:
     return prepare_assets(tmp_path_factory.mktemp("smollm2") / "assets", cfg)
 
 
-def test_assets_hold_the_converted_model_and_fitting_gsm8k_prompts(real_lm_assets):
+def test_assets_hold_the_converted_model_and_fitting_gsm8k_prompts(real_lm_assets, shared_data):
     import pyarrow.parquet as pq
     from transformers import AutoConfig, AutoTokenizer
 
-    from sspo.tools.data import build_prompt
-
+    source = shared_data / "train" / "gsm8k_train.jsonl"
+    with source.open(encoding="utf-8") as lines:  # not splitlines(): problems may hold U+2028 and the like
+        problems = {json.loads(line)["problem"].strip() for line in lines if line.strip()}
     config = AutoConfig.from_pretrained(real_lm_assets / "model")
     assert (config.model_type, config.num_hidden_layers, config.vocab_size) == ("llama", 30, 49152)
     tokenizer = AutoTokenizer.from_pretrained(real_lm_assets / "model")
@@ -41,7 +44,13 @@ def test_assets_hold_the_converted_model_and_fitting_gsm8k_prompts(real_lm_asset
     rows = pq.read_table(real_lm_assets / "train.parquet").to_pylist()
     assert len(rows) == PROMPTS and len({r["extra_info"]["problem"] for r in rows}) == PROMPTS
     for row in rows:
-        assert row["prompt"] == build_prompt(row["extra_info"]["problem"])
+        problem = row["extra_info"]["problem"]
+        assert problem in problems  # a GSM8K training problem, word for word (outer spaces stripped)
+        # the recipe's template (qwen25-math): the instruction as the system turn, the problem as the user turn
+        assert row["prompt"] == [
+            {"role": "system", "content": INSTRUCTION},
+            {"role": "user", "content": problem},
+        ]
         ids = tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True)
         assert len(ids["input_ids"] if isinstance(ids, dict) else ids) <= 256
 
