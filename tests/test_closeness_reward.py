@@ -14,12 +14,16 @@ def test_last_number_takes_the_last_one_without_separators():
 
 
 @pytest.mark.parametrize(
-    "response",
-    ["So she sold 72 clips.", "The answer is \\boxed{72}.", "Total: 72.0", "\\boxed{72} but then I wrote 10"],
+    "response, pred",
+    [
+        ("So she sold 72 clips.", "72"),  # the last number, its full stop dropped
+        ("The answer is \\boxed{72}.", "72"),
+        ("Total: 72.0", "72.0"),  # as written: the exact check decides 72.0 == 72
+        ("\\boxed{72} but then I wrote 10", "72"),  # a boxed answer wins over later numbers
+    ],
 )
-def test_right_answer_scores_one(response):
-    result = compute_score("gsm8k", response, "72")
-    assert result == {"score": 1.0, "acc": True, "pred": result["pred"]}
+def test_right_answer_scores_one(response, pred):
+    assert compute_score("gsm8k", response, "72") == {"score": 1.0, "acc": True, "pred": pred}
 
 
 def test_wrong_numbers_score_by_relative_closeness():
