@@ -185,8 +185,16 @@ def test_text_chart_places_each_run_and_marks_overlaps():
 
 
 def test_terminal_table_shows_start_to_end():
-    row = {"run": "sspo", "last step": 30, "reward start": 0.3, "reward end": 0.6, "acc start": float("nan"),
-           "acc end": float("nan"), "clip frac (mean)": 0.0412}
-    table = report.terminal_table([row]).splitlines()
-    assert table[2].split() == ["sspo", "30", "0.30", "->", "0.60", "-", "0.041"]
-    assert math.isnan(row["acc start"])
+    nan = float("nan")
+    rows = [
+        {"run": "sspo", "last step": 30, "reward start": 0.3, "reward end": 0.6, "acc start": 0.1, "acc end": 0.25,
+         "clip frac (mean)": 0.0412},
+        {"run": "grpo", "last step": 12, "reward start": 0.3, "reward end": 0.45, "acc start": nan, "acc end": nan,
+         "clip frac (mean)": nan},  # no validation, no clip fraction logged: "-" cells
+    ]  # fmt: skip
+    assert report.terminal_table(rows).splitlines() == [
+        "run        steps  training reward  validation acc   clip frac",
+        "-" * 61,
+        "sspo          30  0.30 -> 0.60     0.10 -> 0.25         0.041",
+        "grpo          12  0.30 -> 0.45     -                        -",
+    ]
