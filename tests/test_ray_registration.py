@@ -41,15 +41,11 @@ def _probe_registration(import_project_first: bool = False) -> dict:
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """One local CPU Ray cluster for this module."""
-    import ray
+    """One private local CPU Ray for this module (never a cluster another process started: helpers.private_ray)."""
+    from helpers import private_ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield ray
-    if started:
-        ray.shutdown()
+    with private_ray(num_cpus=2) as ray:
+        yield ray
 
 
 ROUTES = {
