@@ -47,15 +47,85 @@ PORT_FLAGS = (
 )
 
 
+#: where :func:`free_ports` picks: above Ray's worker ports (10002-19999), below the kernel's ephemeral range
+PORT_POOL = range(20000, 32768)
+
+
 def free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1."""
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
+    """``n`` distinct TCP ports on 127.0.0.1, free now, drawn at random from :data:`PORT_POOL`.
+
+    Not from the kernel's ephemeral range (``bind(0)``): every other process's outgoing connection and
+    ``bind(0)`` draws from that range, so a port closed here would soon be handed to someone else before Ray
+    binds it. A port outside it is taken only by a process that names it; :func:`ray_head` still retries
+    with fresh ports when its head loses that race.
+    """
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = PORT_POOL.stop
+    candidates = random.SystemRandom().sample(range(PORT_POOL.start, min(PORT_POOL.stop, low)), 64 + n)
+    held: list[socket.socket] = []
+    try:
+        for port in candidates:
+            if len(held) == n:
+                break
+            sock = socket.socket()
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                sock.close()
+                continue
+            held.append(sock)
+        if len(held) < n:
+            raise RuntimeError(f"found {len(held)} free ports of {n} in {PORT_POOL} on 127.0.0.1")
+        return [sock.getsockname()[1] for sock in held]
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@contextmanager
+def closed_port() -> Iterator[int]:
+    """A 127.0.0.1 port that refuses connections for as long as the ``with`` lasts: bound here, never listening.
+
+    For tests of "nothing answers at this address": a fixed port (1, 6379, ...) may be open on a shared machine.
+    """
+    sock = socket.socket()
+    try:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+@contextmanager
+def private_ray(num_cpus: int) -> Iterator[Any]:
+    """``ray.init`` of a new local Ray for this process only, whatever else runs on the machine; shut down after.
+
+    ``address="local"`` and no ``RAY_ADDRESS``: never joins a cluster another process started (Ray would
+    join one named by ``RAY_ADDRESS`` or recorded in ``/tmp/ray``, and reject ``num_cpus``). Its own temp dir
+    (sessions, sockets); token authentication off (``RAY_AUTH_MODE=disabled``), else Ray writes
+    ``~/.ray/auth_token``. Fails if Ray is already initialised here: it shuts down only what it started.
+    """
+    import ray
+
+    if ray.is_initialized():
+        pytest.fail("Ray is already initialised in this process: the test needs its own private Ray")
+    temp_dir = tempfile.mkdtemp(prefix="sspo_ray_", dir="/tmp")  # short: Ray's socket paths are length-limited
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("RAY_ADDRESS", raising=False)
+        env.setenv("RAY_AUTH_MODE", "disabled")
+        try:
+            ray.init(
+                address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
+                _temp_dir=temp_dir,
+            )  # fmt: skip
+            yield ray
+        finally:
+            ray.shutdown()
+            shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def rest(address: str, path: str) -> dict:
@@ -88,62 +158,91 @@ class RayHead:
 NODE_PORT_FLAGS = PORT_FLAGS[3:]
 
 
+#: how many times a Ray node is started on fresh ports after it exited at start-up (another process took a port)
+NODE_START_TRIES = 3
+
+
 @contextmanager
 def ray_head(num_cpus: int = 8, num_gpus: int = 1, nodes: int = 1) -> Iterator[RayHead]:
     """``ray start --head --block`` in its own process group, on free ports and a private temp dir, and
     ``nodes - 1`` more raylets joining it (``ray start --address``): a cluster of ``nodes`` nodes on this machine.
 
-    Each node has ``num_cpus`` CPUs and ``num_gpus`` fake GPUs (the CPU mode's worker slots). Teardown signals
-    those process groups only (``ray stop`` would also stop other Ray clusters on the machine). Token
-    authentication is off for this private localhost cluster (``RAY_AUTH_MODE=disabled``): Ray turns it on by
-    itself once any local ``ray.init()`` wrote ``~/.ray/auth_token``, which would make tests depend on their order.
+    Each node has ``num_cpus`` CPUs and ``num_gpus`` fake GPUs (the CPU mode's worker slots). A node that exits
+    while starting (a port taken by another process between :func:`free_ports` and Ray's bind) is started
+    again on fresh ports, :data:`NODE_START_TRIES` times at most. Teardown signals those process groups only
+    (``ray stop`` would also stop other Ray clusters on the machine). Token authentication is off for this
+    private localhost cluster (``RAY_AUTH_MODE=disabled``): Ray turns it on by itself once any local
+    ``ray.init()`` wrote ``~/.ray/auth_token``, which would make tests depend on their order.
     """
-    ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
-    temp_dir = tempfile.mkdtemp(
-        prefix="sspo_ray_", dir="/tmp"
-    )  # short: Ray's socket paths are length-limited
+    temp_dir = tempfile.mkdtemp(prefix="sspo_ray_", dir="/tmp")  # short: Ray's socket paths are length-limited
     env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    gcs = f"127.0.0.1:{ports['--port']}"
     node = ["--block", f"--num-cpus={num_cpus}", f"--num-gpus={num_gpus}", "--disable-usage-stats"]
-    head_cmd = [
-        "ray", "start", "--head", *node, "--include-dashboard=true", "--dashboard-host=127.0.0.1",
-        f"--temp-dir={temp_dir}", *(f"{flag}={port}" for flag, port in ports.items()),
-    ]  # fmt: skip
-    dashboard = f"http://127.0.0.1:{ports['--dashboard-port']}"
+    head: dict[str, int] = {}
     raylets: list[subprocess.Popen] = []
+
+    def head_cmd() -> list[str]:
+        head.clear()
+        head.update(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
+        return [
+            "ray", "start", "--head", *node, "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+            f"--temp-dir={temp_dir}", *(f"{flag}={port}" for flag, port in head.items()),
+        ]  # fmt: skip
+
+    def node_cmd(i: int) -> list[str]:
+        ports = free_ports(len(NODE_PORT_FLAGS))
+        return [
+            "ray", "start", f"--address=127.0.0.1:{head['--port']}", *node, f"--temp-dir={temp_dir}/node{i}",
+            *(f"{flag}={port}" for flag, port in zip(NODE_PORT_FLAGS, ports, strict=True)),
+        ]  # fmt: skip
+
     try:
         for i in range(nodes):
-            cmd = head_cmd if i == 0 else [
-                "ray", "start", f"--address={gcs}", *node, f"--temp-dir={temp_dir}/node{i}",
-                *(f"{flag}={port}" for flag, port in zip(NODE_PORT_FLAGS, free_ports(len(NODE_PORT_FLAGS)), strict=True)),
-            ]  # fmt: skip
-            log_path = Path(temp_dir) / f"node{i}.log"
-            with log_path.open("w") as log:
-                raylets.append(
-                    subprocess.Popen(
-                        cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-                    )
-                )
-            _wait_for_nodes(dashboard, i + 1, raylets[-1], log_path)
-        yield RayHead(dashboard, gcs, env)
+            raylets.append(_start_node(head_cmd if i == 0 else lambda i=i: node_cmd(i), i, head, env, temp_dir))
+        yield RayHead(f"http://127.0.0.1:{head['--dashboard-port']}", f"127.0.0.1:{head['--port']}", env)
     finally:
         for raylet in reversed(raylets):
             _kill_group(raylet, graceful_s=5)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for_nodes(dashboard: str, count: int, raylet: subprocess.Popen, log_path: Path) -> None:
-    """Until the dashboard answers and ``count`` nodes are alive (2 min at most, fails with the raylet's log)."""
-    deadline = time.monotonic() + 120
+def _start_node(
+    cmd: Callable[[], list[str]], i: int, head: dict[str, int], env: dict[str, str], temp_dir: str
+) -> subprocess.Popen:
+    """Start node ``i`` (``cmd()`` draws fresh ports each try) until the cluster has ``i + 1`` nodes alive."""
+    logs = []
+    for attempt in range(NODE_START_TRIES):
+        argv = cmd()
+        port = int(next(a for a in argv if a.startswith("--node-manager-port=")).split("=")[1])
+        log_path = Path(temp_dir) / f"node{i}.try{attempt}.log"
+        with log_path.open("w") as log:
+            raylet = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        if _wait_for_nodes(f"http://127.0.0.1:{head['--dashboard-port']}", i + 1, raylet, port):
+            return raylet
+        exited = raylet.poll() is not None
+        _kill_group(raylet)  # its children (raylet, GCS, ...) live in its process group
+        logs.append(f"try {attempt + 1}: {' '.join(argv)}\n{log_path.read_text()[-2000:]}")
+        if not exited:
+            break  # alive but not up in time: not a lost port
+    pytest.fail(f"Ray node {i + 1} did not come up:\n" + "\n".join(logs))
+
+
+def _wait_for_nodes(dashboard: str, count: int, raylet: subprocess.Popen, node_manager_port: int,
+                    timeout: float = 120) -> bool:
+    """Whether ``count`` nodes are alive, this node (``node_manager_port``) among them, before ``raylet`` exits
+    or ``timeout`` s pass. The port check: a dashboard answering at our port is ours, not another cluster's
+    that took the port first."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
-            if alive_nodes(dashboard) >= count:
-                return
+            summary = rest(dashboard, "/nodes?view=summary")["data"]["summary"]
+            alive = [n["raylet"] for n in summary if n["raylet"]["state"] == "ALIVE"]
+            if len(alive) >= count and any(int(n["nodeManagerPort"]) == node_manager_port for n in alive):
+                return True
         except Exception:
             pass
         if raylet.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"Ray node {count} did not come up: {log_path.read_text()[-2000:]}")
+            return False
         time.sleep(0.5)
 
 
