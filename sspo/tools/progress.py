@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from sspo.tools.report import VAL_ACC, parse_console_line, window_mean
+from sspo.tools import stats
+from sspo.tools.report import VAL_ACC, parse_console_line
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 # Ray prefixes a worker's lines with "(ActorName pid=123, ip=...) "; nested for vLLM's own workers
@@ -191,15 +192,27 @@ class RowView:
         return "  ".join(parts)
 
     def summary(self, now: float | None = None) -> str:
-        """The row's last line: steps done, training reward (means of the first/last fifth of the steps, as
-        the report's table) and validation accuracy first -> last, wall time."""
+        """The row's last line: steps done, training reward and validation accuracy at the first and last
+        policy each saw (``sspo.tools.stats``: like with like), with 95% intervals over problems where the
+        run directory holds verl's per-sample dumps, wall time."""
         now = time.monotonic() if now is None else now
         parts = [f"{self.name}: {self.step}/{self.total if self.total is not None else '?'} steps"]
-        if len(self.reward) > 1:
-            rewards = [r for _, r in self.reward]
-            parts.append(f"reward {window_mean(rewards, True):.2f} -> {window_mean(rewards, False):.2f}")
-        if len(self.val_acc) > 1:
-            parts.append(f"val acc {self.val_acc[0][1]:.2f} -> {self.val_acc[-1][1]:.2f}")
+        dirs = stats.find_dump_dirs(Path(self.run_dir)) if self.run_dir else {}
+        for label, series, validation, kind, field_name in (
+            ("reward", self.reward, False, "rollouts", "score"), ("val acc", self.val_acc, True, "validation", "acc")
+        ):
+            if len(series) < 2:
+                continue
+            files = stats.dump_files(dirs.get(kind))
+            try:
+                ends = stats.endpoints(label, dict(series), validation,
+                                       lambda s, f=files, k=field_name: stats.read_dump(f[s], k) if s in f else None)
+            except stats.StatsError:  # an unreadable dump: the numbers without intervals
+                ends = stats.endpoints(label, dict(series), validation)
+            if ends is not None:
+                note = "" if ends.change.computable else "; no interval: per-step means"
+                parts.append(f"{label} {ends.start.text()} -> {ends.end.text()} "
+                             f"({ends.change.text(signed=True)}; {ends.versions}{note})")
         parts.append(f"in {_duration(now - self.started)}")
         return ", ".join(parts)
 

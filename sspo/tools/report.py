@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sspo.tools import stats
+
 # Panel name -> (y label, metric keys tried in order; the first one a run has is plotted).
 PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
     "reward": ("training reward (mean score)", ("critic/score/mean", "critic/rewards/mean")),
@@ -223,24 +225,49 @@ def load_run(spec: str) -> Run:
 # ----------------------------------------------------------------------------------------------
 # Summary and plots
 # ----------------------------------------------------------------------------------------------
-def window_mean(values: Sequence[float], first: bool, k: int | None = None) -> float:
-    """Mean of the first (or last) ``k`` finite values; ``k`` defaults to a fifth of the run (1 to 5)."""
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return float("nan")
-    k = k or max(1, min(5, len(finite) // 5))
-    chunk = finite[:k] if first else finite[-k:]
-    return sum(chunk) / len(chunk)
+def is_validation(key: str) -> bool:
+    """A series measured on the validation set (logged at step s for the policy pi_s), not on the rollouts."""
+    return key.startswith(("val-core/", "val-aux/", "mean of "))
 
 
-def summarize(run: Run) -> dict[str, float | int | str]:
-    """One table row: start/end reward and accuracy, mean clip fraction, entropy, length."""
+def versions(key: str, steps: Sequence[int]) -> list[int]:
+    """The policy versions behind a series' steps (:func:`sspo.tools.stats.policy_version`): the x of every plot."""
+    return [stats.policy_version(s, is_validation(key)) for s in steps]
+
+
+def run_endpoints(run: Run) -> dict[str, stats.Endpoints]:
+    """Start/end of the training reward, the validation accuracy and the entropy by policy version, with
+    95% intervals where the run's per-sample dumps are found beside its logs (``stats.find_dump_dirs``)."""
+    dirs = stats.find_dump_dirs(Path(run.source))
+    out = {}
+    for panel, measure, kind, field_name in (("reward", "training reward", "rollouts", "score"),
+                                             ("accuracy", "validation accuracy", "validation", "acc"),
+                                             ("entropy", "entropy", None, None)):  # fmt: skip
+        series = run.series(panel)
+        validation = bool(series) and is_validation(series[0])
+        files = stats.dump_files(dirs.get(kind)) if kind and (validation or kind == "rollouts") else {}
+        per_step = dict(zip(series[1], series[2], strict=True)) if series else {}
+        found = stats.endpoints(
+            measure, per_step, validation,
+            (lambda step, f=files, k=field_name: stats.read_dump(f[step], k) if step in f else None),
+            dump_steps=sorted(files),
+        )  # fmt: skip
+        if found is not None:
+            out[panel] = found
+    return out
+
+
+def summarize(run: Run, ends: dict[str, stats.Endpoints] | None = None) -> dict[str, float | int | str]:
+    """One table row: reward, accuracy and entropy at the first and last policy each measured (like with
+    like: ``sspo.tools.stats``), mean clip fraction, length, the same-range clip fractions."""
+    ends = run_endpoints(run) if ends is None else ends
     row: dict[str, float | int | str] = {"run": run.name, "last step": max(run.steps, default=0)}
     for panel, column in (("reward", "reward"), ("accuracy", "acc"), ("entropy", "entropy")):
-        series = run.series(panel)
-        values = series[2] if series else []
-        row[f"{column} start"] = window_mean(values, first=True)
-        row[f"{column} end"] = window_mean(values, first=False)
+        found = ends.get(panel)
+        row[f"{column} start"] = found.start.estimate if found else float("nan")
+        row[f"{column} end"] = found.end.estimate if found else float("nan")
+        if panel != "entropy":
+            row[f"{column} policies"] = found.versions if found else ""
     for panel, column in (("clip_fraction", "clip frac (mean)"), ("response_length", "resp len (mean)")):
         series = run.series(panel)
         finite = [v for v in series[2] if math.isfinite(v)] if series else []
@@ -271,7 +298,8 @@ CHART_MARKS = "ox^*#"
 
 
 def text_chart(
-    series: dict[str, tuple[Sequence[int], Sequence[float]]], width: int = 60, height: int = 10, smooth: int = 1
+    series: dict[str, tuple[Sequence[int], Sequence[float]]], width: int = 60, height: int = 10, smooth: int = 1,
+    xlabel: str = "step",
 ) -> str:
     """A terminal chart of several step series: one mark per run (``+`` where runs overlap), y axis labelled.
 
@@ -296,7 +324,7 @@ def text_chart(
     labels = {0: f"{hi_v:.2f}", height - 1: f"{lo_v:.2f}", (height - 1) // 2: f"{(hi_v + lo_v) / 2:.2f}"}
     lines = [f"{labels.get(i, ''):>6} |{''.join(row)}" for i, row in enumerate(grid)]
     lines.append(" " * 7 + "+" + "-" * width)
-    lines.append(" " * 8 + f"step {lo_s}" + f"step {hi_s}".rjust(width - len(f"step {lo_s}")))
+    lines.append(" " * 8 + f"{xlabel} {lo_s}" + f"{xlabel} {hi_s}".rjust(width - len(f"{xlabel} {lo_s}")))
     legend = "   ".join(f"{m} {name}" for m, name in zip(CHART_MARKS * 10, series, strict=False))
     lines.append(" " * 8 + legend + ("   + overlap" if any("+" in "".join(r) for r in grid) else ""))
     return "\n".join(lines)
@@ -328,22 +356,117 @@ def terminal_table(rows: Sequence[dict[str, float | int | str]]) -> str:
     return "\n".join(lines)
 
 
+INTERVAL_NOTE = (
+    "95% intervals: percentile bootstrap (scipy.stats.bootstrap, 9999 resamples, seeded) over PROBLEMS, each with "
+    "all its samples; a change is paired by problem when both ends saw the same problems. Policies: pi_s = after "
+    "s updates; the validation at step s measures pi_s, the training samples of step s come from pi_(s-1) "
+    "(docs/statistics.md)."
+)
+MEASURE_ORDER = ("reward", "accuracy")
+
+
+def interval_rows(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[str]]:
+    """[run, measure, policies, start, end, change] per run and measure, each number with its interval."""
+    rows = []
+    for name, found in ends.items():
+        for panel in MEASURE_ORDER:
+            e = found.get(panel)
+            if e is None:
+                continue
+            change = e.change.text(signed=True) + ("" if e.change.computable else f" ({e.change.note})")
+            rows.append([name, e.measure, e.versions, e.start.text(), e.end.text(), change])
+    return rows
+
+
+def interval_markdown(ends: dict[str, dict[str, stats.Endpoints]]) -> str:
+    """The start -> end table with 95% intervals, as Markdown ("" when no run has a measure)."""
+    rows = interval_rows(ends)
+    if not rows:
+        return ""
+    head = ["run", "measure", "policies", "start [95% CI]", "end [95% CI]", "change [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def interval_terminal(ends: dict[str, dict[str, stats.Endpoints]]) -> str:
+    """The start -> end table with 95% intervals, in aligned columns for the terminal."""
+    rows = [["run", "measure", "policies", "start", "end", "change"], *interval_rows(ends)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows)
+
+
+def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[str]]:
+    """Runs of one row over seeds (names ``<row>__seed-N``): per row and measure the mean and IQM over seeds
+    of the end value and of the start -> end change, each with a bootstrap interval over the seeds; then
+    each row minus the FIRST row (pass the baseline first), seed by seed on the seeds both ran."""
+    by_row: dict[str, dict[int, dict[str, stats.Endpoints]]] = {}
+    for name, found in ends.items():
+        row, seed = stats.split_seed(name)
+        if seed is not None:
+            by_row.setdefault(row, {})[seed] = found
+    if not by_row or max(len(v) for v in by_row.values()) < 2:
+        return []
+    out = []
+    baseline = next(iter(by_row))
+    for panel in MEASURE_ORDER:
+        for what in ("end", "change"):
+            values = {row: {seed: getattr(found[panel], what).estimate for seed, found in runs.items() if panel in found}
+                      for row, runs in by_row.items()}  # fmt: skip
+            for row, per_seed in values.items():
+                if not per_seed:
+                    continue
+                measure = f"{next(iter(by_row[row].values()))[panel].measure} {what}"
+                seeds = ",".join(map(str, sorted(per_seed)))
+                mean = stats.across_seeds(list(per_seed.values()), "mean")
+                iqm = stats.across_seeds(list(per_seed.values()), "iqm")
+                out.append([row, seeds, measure, mean.text(signed=what == "change"), iqm.text(signed=what == "change")])
+                if row != baseline and values[baseline]:
+                    diff = stats.paired_difference(per_seed, values[baseline])
+                    out.append([f"{row} - {baseline}", diff.note, measure, diff.text(signed=True), ""])
+    return out
+
+
+def seed_markdown(table: list[list[str]]) -> str:
+    """:func:`seed_comparison` as Markdown ("" without runs over several seeds)."""
+    if not table:
+        return ""
+    head = ["row", "seeds", "measure", "mean [95% CI over seeds]", "IQM [95% CI]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table]) + "\n"
+
+
 def terminal_report(result: dict[str, object], runs: Sequence[Run]) -> str:
-    """What the demo shows at its end: the table, the reward chart, the PNG paths."""
+    """What the demo shows at its end: the table, the intervals, the seeds' comparison, the reward chart,
+    the PNG paths."""
     chart = text_chart(
-        {r.name: (s[1], s[2]) for r in runs if (s := r.series("reward"))}, smooth=3
-    )
+        {r.name: (versions(s[0], s[1]), s[2]) for r in runs if (s := r.series("reward"))}, smooth=3,
+        xlabel="policy",
+    )  # fmt: skip
+    seeds = result.get("seeds") or []
     lines = [
-        "training summary (start/end: mean of the first/last fifth of the steps; clip frac: mean per step)",
+        "training summary (start: the policy before any update, pi0; end: the last policy each measure saw; "
+        "clip frac: mean per step, no interval: per-step means)",
         terminal_table(result["rows"]),  # type: ignore[arg-type]
         "",
-        "training reward per step (3-step moving mean)",
+        "start -> end with 95% intervals (problems resampled; docs/statistics.md)",
+        interval_terminal(result["ends"]),  # type: ignore[arg-type]
+    ]
+    if seeds:
+        lines += ["", "across seeds (mean, IQM; each row - the first row on common seeds)"]
+        lines += ["  ".join(r) for r in seeds]  # type: ignore[union-attr]
+    lines += [
+        "",
+        "training reward by the policy that drew the samples (step - 1; 3-point moving mean)",
         chart,
         "",
         "plots: " + str(Path(result["summary"]).parent),  # type: ignore[arg-type]
     ]
     lines += [f"  {p}" for p in result["pngs"]]  # type: ignore[attr-defined]
     return "\n".join(lines)
+
+
+# every plot's x: the policy a point measured (validation at step s: pi_s; training metrics of step s: pi_(s-1))
+POLICY_AXIS = "policy (updates applied; training metrics: step - 1)"
 
 
 def plot(runs: Sequence[Run], out: Path) -> list[Path]:
@@ -361,11 +484,11 @@ def plot(runs: Sequence[Run], out: Path) -> list[Path]:
             series = run.series(panel)
             if series is None:
                 continue
-            _, steps, values = series
+            key, steps, values = series
             for a in (ax, ax_all):
-                a.plot(steps, values, marker="." if len(steps) < 40 else None, label=run.name)
+                a.plot(versions(key, steps), values, marker="." if len(steps) < 40 else None, label=run.name)
         for a in (ax, ax_all):
-            a.set_xlabel("step")
+            a.set_xlabel(POLICY_AXIS)
             a.set_ylabel(ylabel)
             a.set_title(panel.replace("_", " "))
             a.grid(alpha=0.3)
@@ -407,8 +530,8 @@ def _plot_granularities(ax: object, runs: Sequence[Run]) -> None:
                 continue
             steps = sorted(series)
             label = granularity if len(logged) == 1 else f"{run.name}: {granularity}"
-            ax.plot(steps, [series[s] for s in steps], style, color=colors[granularity], label=label)
-    ax.set_xlabel("step")
+            ax.plot(versions("", steps), [series[s] for s in steps], style, color=colors[granularity], label=label)
+    ax.set_xlabel(POLICY_AXIS)
     ax.set_ylabel("clip fraction (token-weighted)")
     ax.set_title(GRANULARITY_TITLE, fontsize=10)
     ax.grid(alpha=0.3)
@@ -425,12 +548,20 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
         raise ReportError(f"two runs share a name in {names}: name them with NAME=PATH")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        ends = {r.name: run_endpoints(r) for r in runs}
+    except stats.StatsError as e:
+        raise ReportError(str(e)) from None
     pngs = plot(runs, out)
-    rows = [summarize(r) for r in runs]
+    rows = [summarize(r, ends[r.name]) for r in runs]
+    seeds = seed_comparison(ends)
     summary = out / "summary.md"
     summary.write_text(
         "# Training summary\n\n"
-        "Start/end: mean over the first/last fifth of the logged steps (1 to 5 steps). "
+        "Start/end: the first and the last policy each measure saw (policies: `pi_s` = after s updates; the "
+        "validation at step s measures `pi_s`, the training samples of step s come from `pi_(s-1)`, so the start "
+        "is `pi0` for both and the training reward's end is one update before the validation's; "
+        "docs/statistics.md). "
         "Clip fraction: verl's token-weighted `actor/pg_clipfrac`, averaged over steps; each algorithm has its "
         "own clip range, so these are not comparable across algorithms. Same-range clip @token/@subsentence/"
         "@sequence (the clip monitor, every loss; `sspo.monitor`): the clip fraction the same updates would have "
@@ -439,13 +570,18 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
         "`actor/sspo/clipfrac_at_*` in older `sspo` runs), averaged over steps: the granularities compared on "
         "equal terms.\n\n"
         + markdown_table(rows)
+        + ("\n## Start -> end with 95% intervals\n\n" + INTERVAL_NOTE + " A number without an interval: the run "
+           "has per-step means only (no per-sample dumps beside its logs).\n\n" + interval_markdown(ends))
+        + ("\n## Across seeds\n\nRuns named `<row>__seed-N` grouped by row: mean and IQM over seeds with "
+           "95% percentile-bootstrap intervals over the seeds (too narrow with few seeds); `A - B`: the mean of "
+           "the seed-by-seed differences on the seeds both ran.\n\n" + seed_markdown(seeds) if seeds else "")
         + "\nRuns: "
         + ", ".join(f"`{r.name}` = `{r.source}`" for r in runs)
         + "\n\n"
         + "".join(f"![{p.stem}]({p.name})\n" for p in pngs[:1]),
         encoding="utf-8",
     )
-    return {"pngs": pngs, "summary": summary, "rows": rows, "runs": runs}
+    return {"pngs": pngs, "summary": summary, "rows": rows, "runs": runs, "ends": ends, "seeds": seeds}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
