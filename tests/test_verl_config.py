@@ -31,28 +31,98 @@ def _cfg(*overrides: str):
     return compose_ppo_config(["actor_rollout_ref.model.path=/nonexistent/model", *overrides])
 
 
+LM, TM = f"{PL}.loss_mode", "trainer.v1.trainer_mode"
+# SSPO's loss as verl's worker builds it: (granularity, adaptive_clip, delimiters, max_subsentence_len, dual clip)
+SSPO_DEFAULTS = ("subsentence", True, None, None, True)
+
+
+def _accepted(*overrides: str):
+    """The composed config once validate_config accepted it; the check must leave it as composed."""
+    from omegaconf import OmegaConf
+
+    cfg = _cfg(*overrides)
+    composed = OmegaConf.to_container(cfg)
+    validate_config(cfg)
+    assert OmegaConf.to_container(cfg) == composed
+    return cfg
+
+
+def _holds(cfg, expected: dict) -> None:
+    """Each dotted key of ``expected`` holds its value in ``cfg``."""
+    from omegaconf import OmegaConf
+
+    assert {key: OmegaConf.select(cfg, key) for key in expected} == expected
+
+
+def _sspo_loss(cfg) -> tuple:
+    """The policy loss built with verl's own omega_conf_to_dataclass (as the worker does), as SSPO_DEFAULTS."""
+    from verl.utils.config import omega_conf_to_dataclass
+
+    from sspo.verl_plugin import SSPOPolicyLossConfig
+
+    loss = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor.policy_loss)
+    assert isinstance(loss, SSPOPolicyLossConfig)
+    delimiters = None if loss.delimiters is None else list(loss.delimiters)
+    return loss.granularity, loss.adaptive_clip, delimiters, loss.max_subsentence_len, loss.use_dual_clip
+
+
 @pytest.mark.parametrize(
-    "overrides",
+    "overrides, holds, sspo_loss",
     [
-        [],  # verl's defaults: vanilla with the sync trainer
-        [f"{PL}.loss_mode=gspo"],
-        [f"{PL}.loss_mode=gspo", "trainer.v1.trainer_mode=sspo"],  # one trainer runs every loss mode
-        [f"{PL}.loss_mode=gspo", "trainer.v1.trainer_mode=sspo_colocate_async"],
-        [*SSPO, "trainer.v1.trainer_mode=sspo_sync"],
-        [*SSPO, "trainer.v1.trainer_mode=sspo_colocate_async"],
-        [*SSPO, *SEPARATE],
-        SSPO,
-        [*SSPO, f"+{PL}.granularity=token", f"+{PL}.adaptive_clip=false"],
-        [
-            *SSPO,
-            f"+{PL}.granularity=sequence",
-            f"+{PL}.delimiters=[',','.','。']",
-            f"+{PL}.max_subsentence_len=64",
-        ],
+        ([], {LM: "vanilla", TM: "sync", "trainer.use_v1": True}, None),  # verl's defaults: the sync trainer
+        ([f"{PL}.loss_mode=gspo"], {LM: "gspo", TM: "sync"}, None),
+        # one trainer runs every loss mode
+        ([f"{PL}.loss_mode=gspo", f"{TM}=sspo"], {LM: "gspo", TM: "sspo"}, None),
+        (
+            [f"{PL}.loss_mode=gspo", f"{TM}=sspo_colocate_async"],
+            {LM: "gspo", TM: "sspo_colocate_async"},
+            None,
+        ),
+        ([*SSPO, f"{TM}=sspo_sync"], {LM: "sspo", TM: "sspo_sync"}, SSPO_DEFAULTS),
+        ([*SSPO, f"{TM}=sspo_colocate_async"], {LM: "sspo", TM: "sspo_colocate_async"}, SSPO_DEFAULTS),
+        (
+            [*SSPO, *SEPARATE],
+            {
+                TM: "sspo_separate_async",
+                "data.train_batch_size": 128,
+                "actor_rollout_ref.actor.ppo_mini_batch_size": 64,
+                "trainer.v1.separate_async.parameter_sync_step": 2,  # 128 = 2 x 64
+                f"{RO}.nnodes": 1,
+                f"{RO}.n_gpus_per_node": 8,  # verl's default: the rollout's own GPUs
+                f"{RO}.checkpoint_engine.backend": "nccl",
+            },
+            SSPO_DEFAULTS,
+        ),
+        (
+            SSPO,
+            {LM: "sspo", TM: "sspo", f"{PL}._target_": "sspo.verl_plugin.SSPOPolicyLossConfig"},
+            SSPO_DEFAULTS,
+        ),
+        (
+            [*SSPO, f"+{PL}.granularity=token", f"+{PL}.adaptive_clip=false"],
+            {LM: "sspo"},
+            ("token", False, None, None, True),
+        ),
+        (
+            [
+                *SSPO,
+                f"+{PL}.granularity=sequence",
+                f"+{PL}.delimiters=[',','.','。']",
+                f"+{PL}.max_subsentence_len=64",
+            ],
+            {LM: "sspo"},
+            ("sequence", True, [",", ".", "。"], 64, False),  # GSPO's granularity: no dual clip
+        ),
     ],
 )
-def test_valid_configs_pass(overrides):
-    validate_config(_cfg(*overrides))
+def test_valid_configs_pass(overrides, holds, sspo_loss):
+    from sspo.verl_plugin.config_checks import uses_adaptive_clip
+
+    cfg = _accepted(*overrides)
+    _holds(cfg, holds)
+    if sspo_loss is not None:
+        assert _sspo_loss(cfg) == sspo_loss
+    assert uses_adaptive_clip(cfg) == (sspo_loss is not None and sspo_loss[1])
 
 
 @pytest.mark.parametrize(
@@ -114,13 +184,18 @@ def test_bad_configs_fail_naming_the_key(overrides, key):
 
 def test_sequence_granularity_without_dual_clip_accepts_any_clip_ratio_c():
     # gspo never dual-clips, so clip_ratio_c is irrelevant there
-    validate_config(_cfg(*SSPO, f"+{PL}.granularity=sequence", "actor_rollout_ref.actor.clip_ratio_c=0.5"))
+    cfg = _accepted(*SSPO, f"+{PL}.granularity=sequence", "actor_rollout_ref.actor.clip_ratio_c=0.5")
+    _holds(cfg, {"actor_rollout_ref.actor.clip_ratio_c": 0.5})
+    assert _sspo_loss(cfg) == ("sequence", True, None, None, False)
 
 
 def test_bypass_mode_is_fine_without_adaptive_clip():
-    validate_config(
-        _cfg(*SSPO, f"+{PL}.adaptive_clip=false", "algorithm.rollout_correction.bypass_mode=true")
-    )
+    from sspo.verl_plugin.config_checks import uses_adaptive_clip
+
+    cfg = _accepted(*SSPO, f"+{PL}.adaptive_clip=false", "algorithm.rollout_correction.bypass_mode=true")
+    _holds(cfg, {"algorithm.rollout_correction.bypass_mode": True})
+    assert _sspo_loss(cfg) == ("subsentence", False, None, None, True)
+    assert not uses_adaptive_clip(cfg)  # no old-policy entropy needed, so none missing
 
 
 def test_unregistered_loss_mode_fails_with_the_fix(monkeypatch):
@@ -157,4 +232,14 @@ def test_separate_async_checkpoint_engine_is_looked_up_in_verls_registry():
 
 
 def test_skip_rollout_tq_is_fine_when_the_mode_syncs_every_mini_batch():
-    validate_config(_cfg(*SSPO, "trainer.v1.trainer_mode=sspo_colocate_async", "skip.rollout_tq.enable=true"))
+    cfg = _accepted(*SSPO, f"{TM}=sspo_colocate_async", "skip.rollout_tq.enable=true")
+    # colocate_async has no parameter_sync_step: verl's RolloutTqSkip reads 1 for it, as for the trainer's own key
+    _holds(
+        cfg,
+        {
+            TM: "sspo_colocate_async",
+            "skip.rollout_tq.enable": True,
+            "trainer.v1.colocate_async.parameter_sync_step": None,
+            "trainer.v1.sspo_colocate_async.parameter_sync_step": None,
+        },
+    )
