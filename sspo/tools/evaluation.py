@@ -33,6 +33,10 @@ Metrics per benchmark: pass@1 = mean over problems of (correct samples / samples
 mean over problems of the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` (Chen et al., 2021); and the
 five-benchmark average (AIME24, AMC, MATH500, Minerva Math, OlympiadBench; ``--amc amc23`` uses the
 40-problem AMC 2023 variant instead of the 83-problem AMC 2022+2023 one).
+Each number of the Markdown table has a 95% interval in the row below it: a percentile bootstrap over
+PROBLEMS (a problem's samples are correlated: each problem is resampled with all its samples; for the
+average, problems are resampled within each benchmark), ``scipy.stats.bootstrap``, seeded
+(``sspo.tools.stats``, docs/statistics.md). The CSV keeps the point estimates.
 """
 
 from __future__ import annotations
@@ -85,6 +89,18 @@ class BenchmarkScore:
     k: int
     pass1: float
     passk: float
+    # per-problem values (sorted by problem): avg@k and pass@k, what the intervals resample
+    pass1_problems: tuple[float, ...] = ()
+    passk_problems: tuple[float, ...] = ()
+
+    def interval(self, metric: str) -> tuple[float, float]:
+        """95% interval of ``pass@1`` or ``pass@k`` over this benchmark's problems (cluster bootstrap:
+        ``sspo.tools.stats``); (nan, nan) with fewer than 2 problems."""
+        from sspo.tools import stats
+
+        values = self.pass1_problems if metric == "pass@1" else self.passk_problems
+        found = stats.cluster_mean({i: [v] for i, v in enumerate(values)})
+        return found.low, found.high
 
 
 def score_groups(groups: dict[Any, list[bool]], benchmark: str, k: int | None = None) -> BenchmarkScore:
@@ -97,9 +113,11 @@ def score_groups(groups: dict[Any, list[bool]], benchmark: str, k: int | None = 
         raise EvalError(
             f"{benchmark}: --k {k} but some problems have only {n_min} samples; pass --k {n_min} or generate more"
         )
-    pass1 = sum(sum(v) / len(v) for v in groups.values()) / len(groups)
-    passk = sum(pass_at_k(len(v), sum(v), k_eff) for v in groups.values()) / len(groups)
-    return BenchmarkScore(benchmark, len(groups), n_min, k_eff, pass1, passk)
+    ordered = [groups[key] for key in sorted(groups, key=str)]
+    pass1s = tuple(sum(v) / len(v) for v in ordered)
+    passks = tuple(pass_at_k(len(v), sum(v), k_eff) for v in ordered)
+    pass1, passk = sum(pass1s) / len(groups), sum(passks) / len(groups)
+    return BenchmarkScore(benchmark, len(groups), n_min, k_eff, pass1, passk, pass1s, passks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,6 +328,26 @@ def five_average(scores: dict[str, BenchmarkScore], amc: str = "amc") -> tuple[f
     )
 
 
+def five_average_interval(scores: dict[str, BenchmarkScore], metric: str, amc: str = "amc") -> tuple[float, float]:
+    """95% interval of the five-benchmark average: problems resampled within each benchmark (stratified)."""
+    from sspo.tools import stats
+
+    names = [amc if b == "amc" else b for b in FIVE]
+    if any(b not in scores for b in names):
+        return math.nan, math.nan
+    strata = [scores[b].pass1_problems if metric == "pass@1" else scores[b].passk_problems for b in names]
+    found = stats.stratified_mean(strata)
+    return found.low, found.high
+
+
+def _ci_cell(bounds: tuple[float, float] | None) -> str:
+    """``[40.1, 52.3]`` (percent), ``—`` for a missing benchmark, ``n/a`` when no interval can be computed."""
+    if bounds is None:
+        return "—"
+    low, high = bounds
+    return f"[{100 * low:.1f}, {100 * high:.1f}]" if math.isfinite(low) and math.isfinite(high) else "n/a"
+
+
 def _columns(runs: dict[str, dict[str, BenchmarkScore]], amc: str) -> list[str]:
     """The five benchmarks (all of them, so a missing one shows, unless no run has any: e.g. the CPU demo's
     task alone), then the other benchmarks the runs have."""
@@ -337,8 +375,15 @@ def to_markdown(runs: dict[str, dict[str, BenchmarkScore]], amc: str = "amc") ->
             a = "—" if avg is None else f"{100 * (avg[0] if metric == 'pass@1' else avg[1]):.1f}"
             label = "pass@1 (avg@k)" if metric == "pass@1" else "pass@" + "/".join(map(str, ks))
             lines.append("| " + " | ".join([run, label, *cells, *([a] if with_avg else [])]) + " |")
+        for metric in ("pass@1", "pass@k"):  # the intervals, one row each, after the estimates
+            cis = [_ci_cell(scores[c].interval(metric) if c in scores else None) for c in cols]
+            a = _ci_cell(None if avg is None else five_average_interval(scores, metric, amc))
+            label = f"{metric if metric == 'pass@1' else 'pass@' + '/'.join(map(str, ks))} 95% CI"
+            lines.append("| " + " | ".join([run, label, *cis, *([a] if with_avg else [])]) + " |")
     samples = {run: {c: (s.n_problems, s.n_samples) for c, s in sc.items()} for run, sc in runs.items()}
     lines.append("")
+    lines.append("95% CI: percentile bootstrap over problems (each with all its samples; the average: problems "
+                 "resampled within each benchmark), scipy.stats.bootstrap, seeded (docs/statistics.md).")
     lines.append("Problems x samples per benchmark: " + "; ".join(
         f"{run}: " + ", ".join(f"{DISPLAY.get(c, c)} {p}x{n}" for c, (p, n) in sorted(d.items()))
         for run, d in samples.items()

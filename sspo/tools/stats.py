@@ -96,7 +96,7 @@ def bootstrap_interval(
     if any(a.size < 2 for a in arrays):
         return math.nan, math.nan
     result = bootstrap(
-        arrays, statistic, n_resamples=N_RESAMPLES, vectorized=True, paired=paired, axis=-1,
+        arrays, statistic, n_resamples=N_RESAMPLES, batch=1000, vectorized=True, paired=paired, axis=-1,
         confidence_level=CONFIDENCE, method="percentile", rng=np.random.default_rng(seed),
     )  # fmt: skip
     return float(result.confidence_interval.low), float(result.confidence_interval.high)
@@ -144,6 +144,21 @@ def cluster_change(
     low, high = bootstrap_interval([a, b], _shift, paired=paired)
     note = "paired by problem" if paired else "unpaired: different problems at the two ends"
     return Interval(sum(b) / len(b) - sum(a) / len(a), low, high, note)
+
+
+def _mean_of_means(*samples: Any, axis: int = -1) -> Any:
+    import numpy as np
+
+    return np.mean([np.mean(s, axis=axis) for s in samples], axis=0)
+
+
+def stratified_mean(strata: Sequence[Sequence[float]]) -> Interval:
+    """Mean over strata (e.g. benchmarks) of each stratum's mean of per-problem values, the problems resampled
+    within each stratum (a stratified bootstrap: the five-benchmark average)."""
+    if not strata or any(not len(s) for s in strata):
+        return Interval(math.nan, note="a stratum without problems")
+    low, high = bootstrap_interval(strata, _mean_of_means)
+    return Interval(sum(sum(s) / len(s) for s in strata) / len(strata), low, high)
 
 
 def iqm(values: Sequence[float]) -> float:
