@@ -205,46 +205,68 @@ def test_main_runs_a_command_template_once_per_row(tmp_path, capsys):
 
 
 ROW_SCRIPT = """
-import pathlib, sys, time
-name, run, fail = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3] == "fail"
+import json, pathlib, sys, time
+name, run, mode, peers = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], [pathlib.Path(p) for p in sys.argv[4:]]
 run.mkdir(parents=True, exist_ok=True)
-(run / "started").write_text(repr(time.time()))
+# what the other rows had done when this one started (each marker is written before the line that shows it)
+seen = sorted(f"{p.name}/{m}" for p in peers for m in ("started", "training", "ended") if (p / m).exists())
+(run / "seen_at_start").write_text(json.dumps(seen))
+(run / "started").touch()
 print(f"[sspo] run {name}: {run} (2 steps)", flush=True)
-time.sleep(1.5)  # the start-up (long enough for the next row's interpreter to start, on busy cores)
-if fail:
+if mode == "fail":
+    (run / "ended").touch()
     sys.exit("RuntimeError: start-up failed")
-(run / "training").write_text(repr(time.time()))
+if mode.startswith("wait:"):  # the start-up lasts until that row has started too (bounded: a hang fails the row)
+    other, deadline = pathlib.Path(mode[5:]) / "started", time.monotonic() + 120
+    while not other.exists():
+        if time.monotonic() > deadline:
+            sys.exit(f"RuntimeError: {other} never appeared: the rows did not run at the same time")
+        time.sleep(0.05)
+(run / "training").touch()
 print("step:1 - critic/score/mean:0.5 - timing_s/step:0.6", flush=True)
-time.sleep(0.6)
 print("step:2 - critic/score/mean:0.6 - timing_s/step:0.6", flush=True)
+(run / "ended").touch()
 """
 
 
-def _stamp(run: Path, what: str) -> float:
-    return float((run / what).read_text())
+def _row(tmp_path: Path, name: str, mode: str = "ok") -> progress.RowSpec:
+    peers = [str(tmp_path / n) for n in "abc" if n != name]
+    return progress.RowSpec(name, [sys.executable, "-c", ROW_SCRIPT, name, str(tmp_path / name), mode, *peers])
 
 
-@pytest.mark.parametrize("stagger", [True, False])
-def test_staggered_rows_start_once_the_running_ones_train(tmp_path, stagger):
+def _seen(tmp_path: Path, name: str) -> set[str]:
+    import json
+
+    return set(json.loads((tmp_path / name / "seen_at_start").read_text()))
+
+
+def test_staggered_rows_start_once_the_running_ones_train(tmp_path):
     """--stagger: a row's start-up waits until every running row has logged a training step (the start-ups,
-    mostly one core, then overlap other rows' steps); without it, ``jobs`` rows start at once."""
-    rows = [progress.RowSpec(n, [sys.executable, "-c", ROW_SCRIPT, n, str(tmp_path / n), "ok"]) for n in "abc"]
-    codes = progress.run_rows(rows, jobs=2, live=False, stream=io.StringIO(), stagger=stagger)
+    mostly one core, then overlap other rows' steps). Judged by what each row saw of the others when it
+    started (markers written before the lines that show them), not by clocks."""
+    rows = [_row(tmp_path, n) for n in "abc"]
+    codes = progress.run_rows(rows, jobs=2, live=False, stream=io.StringIO(), stagger=True)
     assert codes == {"a": 0, "b": 0, "c": 0}
-    a, b, c = (tmp_path / n for n in "abc")
-    if stagger:
-        assert _stamp(b, "started") >= _stamp(a, "training")
-        assert _stamp(c, "started") >= _stamp(b, "training")
-    else:
-        assert _stamp(b, "started") < _stamp(a, "training")
-    # at most 2 at once either way: c starts after a has ended (a ends 0.6 s after its training step)
-    assert _stamp(c, "started") >= _stamp(a, "training") + 0.5
+    assert _seen(tmp_path, "a") == set()
+    assert "a/training" in _seen(tmp_path, "b")
+    assert "b/training" in _seen(tmp_path, "c")
+    assert {"a/ended", "b/ended"} & _seen(tmp_path, "c")  # at most 2 at once
+
+
+def test_without_stagger_jobs_rows_start_at_once(tmp_path):
+    """Without --stagger, ``jobs`` rows start together: a and b each hold their start-up until the other has
+    started (they finish only if both run at once), and c waits for a free slot."""
+    rows = [_row(tmp_path, "a", f"wait:{tmp_path / 'b'}"), _row(tmp_path, "b", f"wait:{tmp_path / 'a'}"),
+            _row(tmp_path, "c")]  # fmt: skip
+    codes = progress.run_rows(rows, jobs=2, live=False, stream=io.StringIO(), stagger=False)
+    assert codes == {"a": 0, "b": 0, "c": 0}  # one at a time, the first would give up waiting (exit 1)
+    assert {"a/ended", "b/ended"} & _seen(tmp_path, "c")  # at most 2 at once
 
 
 def test_a_row_failing_in_its_startup_does_not_hold_back_the_staggered_rows(tmp_path):
-    rows = [progress.RowSpec("a", [sys.executable, "-c", ROW_SCRIPT, "a", str(tmp_path / "a"), "fail"]),
-            progress.RowSpec("b", [sys.executable, "-c", ROW_SCRIPT, "b", str(tmp_path / "b"), "ok"])]  # fmt: skip
+    rows = [_row(tmp_path, "a", "fail"), _row(tmp_path, "b")]
     screen = io.StringIO()
     codes = progress.run_rows(rows, jobs=2, live=False, stream=screen, stagger=True)
     assert codes == {"a": 1, "b": 0}
+    assert "a/ended" in _seen(tmp_path, "b")  # b was held until a ended, then started
     assert "RuntimeError: start-up failed" in screen.getvalue() and "b: 2/2 steps" in screen.getvalue()
