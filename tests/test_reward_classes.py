@@ -417,30 +417,40 @@ def test_closeness_reads_golds_and_truncation_as_the_exact_reward_does():
 
 
 def test_a_caller_waiting_for_anothers_verdict_stays_within_its_own_timeout(monkeypatch):
-    """Two callers on the same pair: the second waits for the first's verdict; when none comes (no worker in time)
-    it gets only what is left of its timeout, not a second full one."""
+    """Two callers on the same pair: the second waits for the first's verdict; when none comes within its own
+    timeout it returns 0 without asking math-verify itself (not a second full timeout). Judged by events and
+    calls: the first caller is held until the second has returned, so no clock decides the verdict."""
     import threading
 
     from sspo.reward import math_verify_pool as mvp
     from sspo.reward import score
 
-    def no_worker_in_time(golds, pred, guard, timeout, **kwargs):
-        time.sleep(timeout)
-        return None, False
+    entered, release = threading.Event(), threading.Event()
+    asked: list[float] = []
 
-    monkeypatch.setattr(mvp, "ask", no_worker_in_time)
+    def held_until_released(golds, pred, guard, timeout, **kwargs):
+        asked.append(timeout)
+        entered.set()
+        release.wait(120)
+        return None, False  # no worker in time
+
+    monkeypatch.setattr(mvp, "ask", held_until_released)
     monkeypatch.setattr(score, "_verdicts", {})
-    took = []
+    got: dict[str, bool] = {}
 
-    def call() -> None:
-        t0 = time.monotonic()
-        score.math_verify_equal(["x^2"], "x*x", timeout=1.0)
-        took.append(time.monotonic() - t0)
+    def call(name: str, timeout: float) -> None:
+        got[name] = score.math_verify_equal(["x^2"], "x*x", timeout=timeout)
 
-    threads = [threading.Thread(target=call) for _ in range(2)]
-    for t in threads:
-        t.start()
-        time.sleep(0.05)
-    for t in threads:
-        t.join(10)
-    assert len(took) == 2 and max(took) < 1.6, took
+    first = threading.Thread(target=call, args=("first", 60.0))
+    first.start()
+    try:
+        assert entered.wait(60), "the first caller never asked math-verify"
+        second = threading.Thread(target=call, args=("second", 0.2))
+        second.start()
+        second.join(60)  # the first is still held: only the second's own timeout can end its wait
+        assert not second.is_alive(), "the second caller waited past its own timeout for the first's verdict"
+    finally:
+        release.set()
+        first.join(60)
+    assert got == {"first": False, "second": False}
+    assert len(asked) == 1 and asked[0] <= 60.0, asked  # the second never asked math-verify itself
