@@ -46,6 +46,7 @@ from sspo.reward.forms import (
     repeating_decimal,
     unwrap_visible,
 )
+from sspo.reward.question import NO_REQUEST, Request, percent_golds, violation
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class GradingPolicy:
     guard_math_verify: bool = True
     exact_numbers: bool = True
     reject_hedges: bool = True
+    read_question: bool = True
 
 
 TRAINING = GradingPolicy()
@@ -70,6 +72,7 @@ EVALUATION = GradingPolicy(
     guard_math_verify=False,
     exact_numbers=False,
     reject_hedges=False,
+    read_question=False,
 )
 POLICIES = {"training": TRAINING, "evaluation": EVALUATION}
 
@@ -219,14 +222,31 @@ def remove_invisible(s: str) -> str:
 # --------------------------------------------------------------------------------------------------
 # Gold answers: raw dataset values -> list of answer strings (shared with sspo.tools.data)
 # --------------------------------------------------------------------------------------------------
-def _number_to_str(x: float | int) -> str:
+_FLOAT_DIGITS = {2: 3, 4: 6, 8: 15}  # decimal digits a binary float of that many bytes holds (DIG of C)
+
+
+def _number_to_str(x: float | int, digits: int = 15) -> str:
+    """A numeric gold as the decimal it stands for: a float is its value to the ``digits`` significant digits
+    its type holds (``0.1 + 0.2`` -> ``0.3``, ``float32(0.1)`` -> ``0.1``), infinities are ``\\infty``."""
     if isinstance(x, bool | int):
         return str(x)
-    if not math.isfinite(x):
-        return str(x)
+    if math.isinf(x):
+        return "\\infty" if x > 0 else "-\\infty"
     if float(x).is_integer() and abs(x) < 1e16:
         return str(int(x))
-    return repr(float(x))
+    return format(float(x), f".{digits}g")
+
+
+def _float_gold(x: float, digits: int) -> list[str]:
+    """A float gold by value: its decimal to ``digits`` significant digits, and the simple fraction it is the
+    float of when there is one (``1/3`` -> ``0.333333333333333`` and ``\\frac{1}{3}``)."""
+    decimal = _number_to_str(x, digits)
+    out = [decimal]
+    simple = Fraction(x).limit_denominator(10 ** (digits // 2))
+    if simple.denominator > 1 and _number_to_str(float(simple), digits) == decimal and simple != Fraction(decimal):
+        out.append(f"\\frac{{{simple.numerator}}}{{{simple.denominator}}}" if simple > 0
+                   else f"-\\frac{{{-simple.numerator}}}{{{simple.denominator}}}")
+    return out
 
 
 def _strip_dollars(s: str) -> str:
@@ -258,8 +278,23 @@ def gold_answers(raw: Any) -> list[str]:
     """
     if raw is None or isinstance(raw, bool):
         return []
+    if isinstance(raw, float) and raw == raw and math.isfinite(raw) and not raw.is_integer():
+        return _float_gold(raw, 15)
     if isinstance(raw, int | float):
-        return [_number_to_str(raw)] if math.isfinite(raw) else []
+        return [] if raw != raw else [_number_to_str(raw)]  # NaN is no answer
+    if isinstance(raw, bytes | bytearray):
+        try:
+            return gold_answers(bytes(raw).decode("utf-8"))
+        except UnicodeDecodeError:
+            return []
+    if isinstance(raw, Fraction):
+        return gold_answers(str(raw.numerator) if raw.denominator == 1 else f"\\frac{{{raw.numerator}}}{{{raw.denominator}}}")
+    if isinstance(raw, Decimal):
+        return gold_answers(float(raw)) if not raw.is_finite() else [format(raw.normalize(), "f")]
+    dtype = getattr(raw, "dtype", None)
+    if dtype is not None and getattr(dtype, "kind", "") == "f" and getattr(raw, "ndim", 1) == 0:
+        x, digits = float(raw), _FLOAT_DIGITS.get(dtype.itemsize, 18)  # the digits its own precision holds
+        return [] if x != x else _float_gold(x, digits) if math.isfinite(x) and not x.is_integer() else [_number_to_str(x)]
     if hasattr(raw, "tolist") and not isinstance(raw, str):  # numpy arrays / scalars from parquet
         return gold_answers(raw.tolist())
     if isinstance(raw, list | tuple):
@@ -810,8 +845,14 @@ def _answer_spans(response: str, policy: GradingPolicy) -> tuple[str, list[tuple
     return text, spans
 
 
-def grade(response: Any, golds: list[str], policy: GradingPolicy, verify: Verifier) -> Grade:
-    """Grade ``response`` against ``golds`` under ``policy``; ``verify`` is asked only what strings cannot decide."""
+def grade(
+    response: Any, golds: list[str], policy: GradingPolicy, verify: Verifier, request: Request = NO_REQUEST
+) -> Grade:
+    """Grade ``response`` against ``golds`` under ``policy``; ``verify`` is asked only what strings cannot decide.
+
+    ``request``: what the question asks (``sspo.reward.question.read_request``), judged when
+    ``policy.read_question``; the default (no question) grades as before.
+    """
     if not isinstance(response, str):
         return Grade(False, "", "response is not a string")
     if len(response) > MAX_RESPONSE_CHARS:
@@ -844,11 +885,24 @@ def grade(response: Any, golds: list[str], policy: GradingPolicy, verify: Verifi
     if policy.reject_hedges and hedged(text, spans):
         return Grade(False, pred, "hedged: prose next to the final box takes it back or offers another value")
     boxes = [b for b in boxes[corrected_from(text, spans, boxes) :] if b]
-    return _grade_offered(golds, boxes, several, policy, verify)
+    return _grade_offered(golds, boxes, several, policy, verify, request if policy.read_question else NO_REQUEST)
+
+
+def _asked(request: Request, golds: list[str], value: str) -> tuple[list[str], str | None]:
+    """(the golds ``value`` is compared with, why ``value`` does not give what the question asks or None)."""
+    if "percent" in request.forms:  # "12.5" and "12.5\%" answer "what percent"; its value 0.125 does not
+        golds = percent_golds(golds, _is_percent(value), _is_percent)
+    v, vtags = split_units(value)
+    return golds, violation(request, v, vtags, [split_units(g) for g in golds], canonical)
 
 
 def _grade_offered(
-    golds: list[str], boxes: list[str], several: bool, policy: GradingPolicy, verify: Verifier
+    golds: list[str],
+    boxes: list[str],
+    several: bool,
+    policy: GradingPolicy,
+    verify: Verifier,
+    request: Request = NO_REQUEST,
 ) -> Grade:
     """Strict: every value the boxes offer equals the gold (or the boxes together are the list gold)."""
     pred = boxes[-1]
@@ -863,6 +917,9 @@ def _grade_offered(
         if values is None:
             return Grade(False, pred, "\\pm offers two values")
         for v in values:
-            if not equal_one(golds, v, policy, verify):
+            asked_golds, why = _asked(request, golds, v) if request else (golds, None)
+            if why is not None:
+                return Grade(False, pred, why)
+            if not equal_one(asked_golds, v, policy, verify):
                 return Grade(False, pred, f"offered value {v!r} is not the gold")
     return Grade(True, pred)

@@ -47,6 +47,7 @@ from typing import Any
 from sspo.reward import math_verify_pool as _mv
 from sspo.reward.grading import MAX_GOLD_CHARS, POLICIES, GradingPolicy, gold_answers, grade
 from sspo.reward.math_verify_pool import DEFAULT_TIMEOUT_S, screen
+from sspo.reward.question import NO_REQUEST, Request, read_request
 
 logger = logging.getLogger(__name__)
 
@@ -165,6 +166,44 @@ def _report_missing_gold(data_source: Any, ground_truth: Any) -> None:
     )
 
 
+_reported_inputs: set[str] = set()
+
+
+def _report_input_once(kind: str, message: str) -> None:
+    """Warn once per kind of bad input (a training step scores thousands of responses)."""
+    if kind not in _reported_inputs:
+        _reported_inputs.add(kind)
+        logger.warning("%s (reported once)", message)
+
+
+def as_text(response: Any) -> str | None:
+    """The response as text: a ``str``; ``bytes``/``bytearray`` decoded as UTF-8 (verl passes text; a custom
+    caller may pass the raw bytes); None (scored 0, reported once) for undecodable bytes or another type."""
+    if isinstance(response, str):
+        return response
+    if isinstance(response, bytes | bytearray):
+        try:
+            return bytes(response).decode("utf-8")
+        except UnicodeDecodeError as e:
+            _report_input_once(
+                "bytes", f"a response of {len(response)} bytes is not UTF-8 ({e}): scoring 0; decode it first"
+            )
+            return None
+    _report_input_once(
+        type(response).__name__,
+        f"a response of type {type(response).__name__} is not text: scoring 0; pass solution_str as str",
+    )
+    return None
+
+
+def question_request(info: Mapping[str, Any]) -> Request:
+    """What the row's question asks (``extra_info["problem"]``, or ``"question"``); none without one."""
+    question = info.get("problem")
+    if not isinstance(question, str):
+        question = info.get("question")
+    return read_request(question) if isinstance(question, str) else NO_REQUEST
+
+
 #: the most a caller may allow one response (a reward call that waits longer stalls a training step)
 MAX_TIMEOUT_S = 600.0
 
@@ -199,8 +238,10 @@ def compute_score(
         data_source: the row's ``data_source`` (unused: every source is scored as math).
         solution_str: the decoded response.
         ground_truth: the gold answer: a string, a number, or a list of alternative answers.
-        extra_info: the row's ``extra_info``; ``answer_alternatives`` (list of str) adds gold forms and
-            ``truncated=True`` (or ``finish_reason == "length"``) forces 0.
+        extra_info: the row's ``extra_info``; ``answer_alternatives`` (list of str) adds gold forms,
+            ``truncated=True`` (or ``finish_reason == "length"``) forces 0, and ``problem`` (the question, as
+            ``sspo.tools.data`` writes it) lets the training policy check the asked unit, form and variables
+            (``sspo.reward.question``); without it the score is what it was.
         timeout: seconds for the whole call (default ``SSPO_REWARD_TIMEOUT`` or 5.0); past it -> 0.
         policy: ``"training"`` (strict, the default) or ``"evaluation"`` (the standard grader), or a
             ``GradingPolicy``; a bad value raises ValueError.
@@ -214,13 +255,17 @@ def compute_score(
         info = extra_info if isinstance(extra_info, dict) else {}
         if info.get("truncated") is True or info.get("finish_reason") == "length":
             return {"score": 0.0, "acc": False, "pred": ""}
+        text = as_text(solution_str)
+        if text is None:
+            return {"score": 0.0, "acc": False, "pred": ""}
         golds = gold_answers(ground_truth)
         for alt in gold_answers(info.get("answer_alternatives")):
             if alt not in golds:
                 golds.append(alt)
         if not golds:
             _report_missing_gold(data_source, ground_truth)
-        verdict = grade(solution_str, golds, chosen, _bounded_verifier(t))
+        request = question_request(info) if chosen.read_question else NO_REQUEST
+        verdict = grade(text, golds, chosen, _bounded_verifier(t), request)
         pred = verdict.pred
         return {"score": 1.0 if verdict.correct else 0.0, "acc": verdict.correct, "pred": pred}
     except (KeyboardInterrupt, SystemExit):
