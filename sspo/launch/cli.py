@@ -24,12 +24,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
-from sspo.launch import preflight
+from sspo.launch import config_values, preflight
 
 CONFIG_NAME = "sspo_trainer"
 # recipe/config beside the package (editable install, a git checkout, or a Ray job's working_dir)
 DEFAULT_CONFIG_DIR = Path(__file__).resolve().parents[2] / "recipe" / "config"
 RESOLVED_HEADER = "===== resolved config ====="
+POLICY_LOSS_KEY = "actor_rollout_ref.actor.policy_loss"
 # the first line of a run, read by sspo.tools.progress (the run's directory: where its console log goes)
 RUN_MARKER = "[sspo] run {name}: {dir} ({total} steps)"
 CHECKS_HEADER = "===== pre-flight checks ====="
@@ -123,6 +124,7 @@ def compose_config(
         cfg.trainer.experiment_name = f"{cfg.trainer.experiment_name}{name_suffix}"
     if not resolve:
         return cfg
+    config_values.note_derived(cfg)  # a bad value is then named at the key set, not at each copy of it
     OmegaConf.resolve(cfg)
     env_vars = OmegaConf.select(cfg, "ray_kwargs.ray_init.runtime_env.env_vars", default=None)
     for key, value in (env_vars or {}).items():  # Ray accepts strings only; `...env_vars.OMP_NUM_THREADS=2` is an int
@@ -197,9 +199,12 @@ def sweep_points(overrides: Sequence[str]) -> tuple[list[list[str]], list[str]]:
 
 
 def run_suffix(point: Sequence[str], swept: Sequence[str]) -> str:
-    """experiment_name suffix of one multirun point: each swept key's last component and value."""
+    """experiment_name suffix of one multirun point: each swept key's last component and value (characters
+    a folder name cannot hold, e.g. the '/' of a swept path, become '_')."""
+    from sspo.launch.config_values import UNSAFE_NAME
+
     parts = [o.split("=", 1) for o in point if o.split("=", 1)[0] in swept]
-    return "".join(f"__{k.rsplit('.', 1)[-1]}-{v}" for k, v in parts)
+    return UNSAFE_NAME.sub("_", "".join(f"__{k.rsplit('.', 1)[-1]}-{v}" for k, v in parts))
 
 
 def check(cfg: DictConfig, ray_address: str | None, dry_run: bool) -> list[preflight.CheckResult]:
@@ -253,6 +258,11 @@ def explain_config_error(error: Exception, overrides: Sequence[str], args: argpa
             )
         except Exception:  # noqa: BLE001 -- the hint is best effort; Hydra's message stands alone
             node = None
+        if isinstance(node, DictConfig) and parent == POLICY_LOSS_KEY:  # which keys exist for which loss
+            from sspo.verl_plugin.config_checks import policy_loss_key_problem
+
+            if problem := policy_loss_key_problem(node, leaf):
+                return f"config error: {problem}"
         if isinstance(node, DictConfig):
             close = difflib.get_close_matches(leaf, [str(k) for k in node.keys()], n=3, cutoff=0.6)
             if close:
@@ -261,9 +271,60 @@ def explain_config_error(error: Exception, overrides: Sequence[str], args: argpa
     return f"config error: {message}"
 
 
+def refusals(cfg: DictConfig, config_only: bool = False) -> list[str]:
+    """``config error: ...`` lines for a composed config that cannot mean what it says (exit 2, nothing run):
+    its values, names and policy-loss keys (:mod:`sspo.launch.config_values`); with ``config_only`` every
+    check that needs no cluster, data or model (:data:`preflight.CONFIG_CHECKS`: what ``--print-key`` and the
+    multirun points are held to, since no pre-flight follows them in this process)."""
+    from sspo.launch.config_values import config_problems
+
+    problems = preflight.config_check_failures(cfg) if config_only else config_problems(cfg)
+    return [f"config error: {p}" for p in problems]
+
+
+def print_key(cfg: DictConfig, args: argparse.Namespace) -> int:
+    """Print ``args.print_key`` of ``cfg`` (a mapping: YAML, or one JSON line with --multirun); exit code."""
+    missing = object()
+    value = OmegaConf.select(cfg, args.print_key, default=missing)
+    if value is missing:
+        print(f"config error: no key {args.print_key!r} in the resolved config", file=sys.stderr)
+        return 2
+    if isinstance(value, (DictConfig, ListConfig)):  # with --multirun one line per point: JSON
+        container = OmegaConf.to_container(value, resolve=True)
+        value = json.dumps(container) if args.multirun else OmegaConf.to_yaml(value).strip()
+    print(value)
+    return 0
+
+
+def compose_points(points: Sequence[Sequence[str]], swept: Sequence[str], args: argparse.Namespace) -> list[DictConfig] | None:
+    """Every multirun point composed and held to the config checks (:func:`refusals`, config only) BEFORE the
+    first run: a typo in the last value of a sweep is found now, not after the earlier points trained.
+    None (the problems printed, per point) if any point fails."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    cfgs, bad = [], 0
+    for i, point in enumerate(points):
+        try:
+            cfg = compose_config(point, args.config_dir, args.config_name, run_suffix(point, swept))
+            refused = refusals(cfg, config_only=True)
+        except (HydraException, OmegaConfBaseException, FileNotFoundError) as error:
+            cfg, refused = None, [explain_config_error(error, point, args)]
+        if refused:
+            bad += 1
+            print(f"multirun point {i + 1}/{len(points)} ({' '.join(point)}):", file=sys.stderr)
+            print("\n".join(f"  {line}" for line in refused), file=sys.stderr)
+        cfgs.append(cfg)
+    if bad:
+        print(f"multirun: {bad} of {len(points)} point(s) refused: nothing was started.", file=sys.stderr)
+        return None
+    return cfgs
+
+
 def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
     """Compose, check and (unless --dry-run) train one configuration; returns the exit code
-    (0 ok, 1 a pre-flight check failed, 2 the config does not compose)."""
+    (0 ok, 1 a pre-flight check failed, 2 the config does not compose or holds a value outside its meaning;
+    with --print-key, 2 also for any failed config check of :data:`preflight.CONFIG_CHECKS`)."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -272,17 +333,11 @@ def run_one(overrides: Sequence[str], args: argparse.Namespace) -> int:
     except (HydraException, OmegaConfBaseException, FileNotFoundError) as error:
         print(explain_config_error(error, overrides, args), file=sys.stderr)
         return 2
+    if refused := refusals(cfg, config_only=bool(args.print_key)):
+        print("\n".join(refused), file=sys.stderr)
+        return 2
     if args.print_key:
-        missing = object()
-        value = OmegaConf.select(cfg, args.print_key, default=missing)
-        if value is missing:
-            print(f"config error: no key {args.print_key!r} in the resolved config", file=sys.stderr)
-            return 2
-        if isinstance(value, (DictConfig, ListConfig)):  # with --multirun one line per point: JSON
-            container = OmegaConf.to_container(value, resolve=True)
-            value = json.dumps(container) if args.multirun else OmegaConf.to_yaml(value).strip()
-        print(value)
-        return 0
+        return print_key(cfg, args)
     if args.dry_run:
         print(
             f"recipe config: {recipe_config_dir(args.config_dir) / args.config_name}.yaml {' '.join(overrides)}"
@@ -345,13 +400,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HydraException as error:  # e.g. a row without experiment=, a mistyped sweep: one message, exit 2
         print(explain_config_error(error, args.overrides, args), file=sys.stderr)
         return 2
+    cfgs = compose_points(points, swept, args)  # every point checked before the first one runs
+    if cfgs is None:
+        return 2
     if args.print_key:  # one composing process for every point: the values only, for scripts
-        codes = []
-        for point in points:
-            args.name_suffix = run_suffix(point, swept)
-            codes.append(run_one(point, args))
-            if codes[-1]:
-                return codes[-1]
+        for cfg in cfgs:
+            if code := print_key(cfg, args):
+                return code
         return 0
     print(f"multirun: {len(points)} run(s) over {swept or 'no sweep'}")
     codes = []

@@ -109,6 +109,10 @@ def check_verl_config(cfg: DictConfig) -> str:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
+    from sspo.verl_plugin.config_checks import policy_loss_key_problems
+
+    if policy_loss_key_problems(cfg):  # verl would build the loss's config class: the same TypeError again
+        raise Skipped("actor_rollout_ref.actor.policy_loss has keys its config class lacks (named above)")
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         try:
@@ -116,6 +120,17 @@ def check_verl_config(cfg: DictConfig) -> str:
         except AssertionError as err:  # verl states its batch-size rules as asserts
             raise ValueError(f"verl's validate_config: {err}") from None
     return "verl.utils.config.validate_config passed"
+
+
+def check_config_values(cfg: DictConfig) -> str:
+    """Every count, length, rate and temperature inside its meaning, verl's logger names, path-safe run names,
+    policy-loss keys its config class has (:func:`sspo.launch.config_values.config_problems`)."""
+    from sspo.launch.config_values import config_problems
+
+    problems = config_problems(cfg)
+    if problems:
+        raise ValueError(" | ".join(problems))
+    return "counts, lengths, rates, temperatures, logger and run names, policy-loss keys"
 
 
 # ---------------------------------------------------------------- data, reward, model
@@ -606,6 +621,7 @@ def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = 
         return check_gpus(c, inventory, where)
 
     checks: list[tuple[str, Callable[[DictConfig], str]]] = [
+        ("config values", check_config_values),
         ("sspo config", check_sspo_config),
         ("verl config", check_verl_config),
         ("batch sizes", check_batch_sizes),
@@ -621,6 +637,9 @@ def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = 
     ]
     results = []
     for name, fn in checks:
+        if results and results[0].status == "fail":  # the arithmetic below would divide by a bad value
+            results.append(CheckResult(name, "skip", "not run: fix the config values first"))
+            continue
         try:
             results.append(CheckResult(name, "ok", fn(cfg)))
         except Skipped as why:
@@ -628,6 +647,37 @@ def run_checks(cfg: DictConfig, ray_address: str | None = None, dry_run: bool = 
         except Exception as err:  # every failure is reported, the next check still runs
             results.append(CheckResult(name, "fail", f"{type(err).__name__}: {err}"))
     return results
+
+
+#: the checks that need no cluster, data, model or machine, beyond :func:`check_config_values`: what a script
+#: composing a config runs (``sspo-train --print-key``, e.g. submit.sh before uploading) and every multirun
+#: point before the first run
+CONFIG_CHECKS: tuple[tuple[str, Callable[[DictConfig], str]], ...] = (
+    ("sspo config", check_sspo_config),
+    ("verl config", check_verl_config),
+    ("batch sizes", check_batch_sizes),
+)
+
+
+def config_check_failures(cfg: DictConfig) -> list[str]:
+    """One line per problem found with no cluster, data or model: the config values
+    (:func:`sspo.launch.config_values.config_problems`), else each failed :data:`CONFIG_CHECKS` check
+    (after a bad value those would divide by it)."""
+    import contextlib
+    import io
+
+    from sspo.launch.config_values import config_problems
+
+    failed = config_problems(cfg)
+    for name, fn in CONFIG_CHECKS if not failed else ():
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # --print-key's stdout is the value only
+                fn(cfg)
+        except Skipped:
+            continue
+        except Exception as err:  # every failure is reported
+            failed.append(f"{name}: {err}")
+    return failed
 
 
 def raise_on_failure(results: Sequence[CheckResult]) -> None:

@@ -19,20 +19,45 @@ from verl.trainer.ppo.v1.trainer_base import TRAINER_REGISTRY
 from sspo.loss import check_clip_range, is_real_number
 from sspo.verl_plugin.policy_loss import LOSS_MODE, POLICY_LOSS_KEY, SSPOPolicyLossConfig
 from sspo.verl_plugin.seeded_rollout import AGENT_LOOP
-from sspo.verl_plugin.trainers import SSPO_TRAINERS, TRAINER_PREFIX, VERL_TRAINER_MODES, verl_trainer_mode
 
 __all__ = [
     "HOW_TO_REGISTER",
+    "LEGACY_TRAINER_MODE",
+    "SSPO_TRAINER_NAMES",
+    "TRAINER_PREFIX",
+    "VERL_TRAINER_MODES",
     "assert_checkpoint_engine_available",
     "assert_loss_registered",
     "assert_trainer_registered",
     "check_clip_keys",
+    "policy_loss_key_problem",
+    "policy_loss_key_problems",
     "registration_status",
     "select",
     "uses_adaptive_clip",
     "validate_config",
     "validate_trainer_mode",
+    "verl_trainer_mode",
 ]
+
+#: verl 0.9.1's trainer modes (``trainer.v1.trainer_mode``); SSPO's trainer for mode ``m`` is ``sspo_<m>``
+#: (:mod:`sspo.verl_plugin.trainers`, which imports these names from here: this module imports nothing of it)
+VERL_TRAINER_MODES = ("sync", "colocate_async", "separate_async")
+TRAINER_PREFIX = "sspo_"
+#: the first name of SSPO's trainer, kept for old configs: the same trainer as ``sspo_sync``
+LEGACY_TRAINER_MODE = "sspo"
+#: the ``trainer.v1.trainer_mode`` names SSPO's trainers are registered under (``trainers.SSPO_TRAINERS``)
+SSPO_TRAINER_NAMES = (*(f"{TRAINER_PREFIX}{mode}" for mode in VERL_TRAINER_MODES), LEGACY_TRAINER_MODE)
+
+
+def verl_trainer_mode(trainer_mode: str) -> str | None:
+    """verl's mode behind a ``trainer.v1.trainer_mode`` value: ``sspo_<m>`` and verl's ``<m>`` -> ``<m>``,
+    ``sspo`` -> ``sync``; ``None`` for any other name."""
+    if trainer_mode == LEGACY_TRAINER_MODE:
+        return "sync"
+    mode = trainer_mode.removeprefix(TRAINER_PREFIX)
+    return mode if mode in VERL_TRAINER_MODES else None
+
 
 ACTOR_KEY = "actor_rollout_ref.actor"
 #: verl 0.9.1's loss aggregation modes (``ActorConfig.__post_init__``; pinned in tests/test_verl_runtime_state.py)
@@ -66,7 +91,7 @@ def registration_status() -> dict[str, Any]:
     return {
         "pid": os.getpid(),
         "loss": POLICY_LOSS_REGISTRY.get(LOSS_MODE) is not None,
-        "trainer": all(name in TRAINER_REGISTRY for name in SSPO_TRAINERS),
+        "trainer": all(name in TRAINER_REGISTRY for name in SSPO_TRAINER_NAMES),
         "plugin_imported": "sspo.verl_plugin" in sys.modules,
     }
 
@@ -86,9 +111,9 @@ def assert_trainer_registered(trainer_mode: str) -> None:
     """Raise RuntimeError, saying how to fix it, unless ``trainer_mode`` is a registered verl v1 trainer."""
     if trainer_mode in TRAINER_REGISTRY:
         return
-    if trainer_mode.startswith(TRAINER_PREFIX) and trainer_mode not in SSPO_TRAINERS:
+    if trainer_mode.startswith(TRAINER_PREFIX) and trainer_mode not in SSPO_TRAINER_NAMES:
         raise ValueError(f"trainer.v1.trainer_mode={trainer_mode!r} is not one of SSPO's trainers: {_SSPO_NAMES}")
-    hint = HOW_TO_REGISTER if trainer_mode in SSPO_TRAINERS else f"SSPO's trainers: {_SSPO_NAMES}"
+    hint = HOW_TO_REGISTER if trainer_mode in SSPO_TRAINER_NAMES else f"SSPO's trainers: {_SSPO_NAMES}"
     raise RuntimeError(
         f"trainer {trainer_mode!r} (trainer.v1.trainer_mode) is not registered in verl in process "
         f"{os.getpid()}; registered: {sorted(TRAINER_REGISTRY)}. {hint}"
@@ -109,6 +134,8 @@ def validate_config(cfg: Any) -> None:
     loss_mode = select(cfg, f"{POLICY_LOSS_KEY}.loss_mode", "vanilla")
     trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
     _assert_registered(loss_mode, trainer_mode)
+    if key_problems := policy_loss_key_problems(cfg):
+        raise ValueError(" | ".join(key_problems))
     if not select(cfg, "trainer.use_v1", True):
         raise ValueError(
             "trainer.use_v1=false selects verl's deprecated legacy trainer, which cannot run SSPO's trainers: "
@@ -172,8 +199,19 @@ def check_clip_keys(loss_mode: str, low: Any, high: Any) -> None:
 
 
 def _check_full_determinism(cfg: Any) -> None:
-    """verl 0.9.1's ``rollout.full_determinism`` alone makes the n samples of a prompt identical (see the message)."""
+    """``rollout.full_determinism`` promises a bit-for-bit repeat, which holds only in the sync trainer mode (in
+    the async modes the policy version a rollout sees depends on timing); and verl 0.9.1's key alone makes the
+    n samples of a prompt identical (see the messages)."""
     rollout = "actor_rollout_ref.rollout"
+    trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
+    verl_mode = verl_trainer_mode(trainer_mode)
+    if select(cfg, f"{rollout}.full_determinism", False) and verl_mode not in (None, "sync"):
+        raise ValueError(
+            f"{rollout}.full_determinism=true with trainer.v1.trainer_mode={trainer_mode}: a run repeats bit for bit "
+            f"only in the sync mode (in {verl_mode} the policy version each rollout sees depends on timing). Fix: "
+            f"trainer.v1.trainer_mode={TRAINER_PREFIX + 'sync' if trainer_mode.startswith(TRAINER_PREFIX) else 'sync'}, "
+            f"or {rollout}.full_determinism=false"
+        )
     n = select(cfg, f"{rollout}.n", 1)
     agent_loop = select(cfg, f"{rollout}.agent.default_agent_loop", "single_turn_agent")
     if select(cfg, f"{rollout}.full_determinism", False) and n > 1 and agent_loop != AGENT_LOOP:
@@ -234,7 +272,7 @@ def _assert_registered(loss_mode: str, trainer_mode: str) -> None:
 
 def _require_sspo_trainer(trainer_mode: str, verl_mode: str | None) -> None:
     """``loss_mode=sspo`` needs one of SSPO's trainers: verl's own cannot feed the loss its extra inputs."""
-    if trainer_mode not in SSPO_TRAINERS:
+    if trainer_mode not in SSPO_TRAINER_NAMES:
         fix = f"{TRAINER_PREFIX}{verl_mode}" if verl_mode else f"one of {_SSPO_NAMES}"
         raise ValueError(
             f"trainer.v1.trainer_mode={trainer_mode!r} cannot feed {POLICY_LOSS_KEY}.loss_mode=sspo: verl's own "
@@ -258,6 +296,65 @@ def _validate_sspo(cfg: Any, low: float, high: float) -> None:
             "distillation.enabled=true with loss_mode=sspo: verl's distillation loss calls ppo_loss directly and "
             "cannot feed SSPO's inputs; disable distillation or use another loss mode"
         )
+
+
+def _policy_loss_class(target: Any) -> type | None:
+    """The dataclass a ``policy_loss._target_`` names, or None when it does not load (named by other checks)."""
+    import dataclasses
+
+    from hydra.utils import get_class
+
+    try:
+        cls = get_class(str(target))
+    except Exception:  # noqa: BLE001 -- an unloadable target is reported by the loss-mode checks
+        return None
+    return cls if dataclasses.is_dataclass(cls) else None
+
+
+def policy_loss_key_problems(cfg: Any) -> list[str]:
+    """One line per key under ``actor_rollout_ref.actor.policy_loss`` that its config class (``_target_``)
+    lacks: verl would die in the class's constructor with a bare ``TypeError`` (:func:`policy_loss_key_problem`)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    node = OmegaConf.select(cfg, POLICY_LOSS_KEY, default=None)
+    if not isinstance(node, DictConfig):
+        return []
+    problems = (policy_loss_key_problem(node, str(k)) for k in node.keys() if not str(k).startswith("_"))
+    return [p for p in problems if p]
+
+
+def policy_loss_key_problem(policy_loss: Any, key: str) -> str | None:
+    """None if ``key`` exists in the config class of ``policy_loss`` (its ``_target_``), else one line saying
+    which keys exist for which loss: SSPO's keys (:class:`sspo.loss.SSPOSettings`) only with ``loss_mode=sspo``
+    (SSPO's config class); a misspelling gets the closest valid key. Also for a key the config lacks (the
+    recipe's CLI asks it before advising Hydra's ``+``)."""
+    import dataclasses
+    import difflib
+
+    from sspo.loss import SSPOSettings
+
+    cls = _policy_loss_class(policy_loss.get("_target_"))
+    if cls is None:
+        return None
+    valid = [f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")]
+    if key in valid:
+        return None
+    sspo_keys = [f.name for f in dataclasses.fields(SSPOSettings)]
+    loss_mode = policy_loss.get("loss_mode")
+    if key in sspo_keys:
+        return (
+            f"{POLICY_LOSS_KEY}.{key} is one of SSPO's keys ({', '.join(sspo_keys)}), which exist only with "
+            f"loss_mode={LOSS_MODE} (algo=sspo: _target_=sspo.verl_plugin.SSPOPolicyLossConfig); loss_mode="
+            f"{loss_mode} has verl's {cls.__name__}, whose keys are: {', '.join(valid)}. Fix: algo=sspo, or drop {key}"
+        )
+    close = difflib.get_close_matches(key, valid + sspo_keys, n=1, cutoff=0.6)
+    hint = f"did you mean {POLICY_LOSS_KEY}.{close[0]}? " if close else ""
+    if close and close[0] not in valid:
+        hint = f"did you mean {close[0]}? (an SSPO key: only with algo=sspo) "
+    return (
+        f"{POLICY_LOSS_KEY}.{key} is not a key of {cls.__name__} (loss_mode={loss_mode}). Fix: {hint}"
+        f"its keys are: {', '.join(valid)}"
+    )
 
 
 def uses_adaptive_clip(cfg: Any) -> bool:

@@ -13,7 +13,16 @@ from typing import Any
 
 from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync
 
+from sspo.verl_plugin import config_checks
 from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY, build_actor_config, make_actor_loss_fn
+
+# the mode names live with the config checks (which import nothing of this module: one direction only)
+from sspo.verl_plugin.config_checks import (
+    LEGACY_TRAINER_MODE,
+    TRAINER_PREFIX,
+    VERL_TRAINER_MODES,
+    verl_trainer_mode,
+)
 
 __all__ = [
     "LEGACY_TRAINER_MODE",
@@ -27,22 +36,6 @@ __all__ = [
     "SSPOTrainerMixin",
     "verl_trainer_mode",
 ]
-
-
-#: verl 0.9.1's trainer modes (``trainer.v1.trainer_mode``); SSPO's trainer for mode ``m`` is ``sspo_<m>``
-VERL_TRAINER_MODES = ("sync", "colocate_async", "separate_async")
-TRAINER_PREFIX = "sspo_"
-#: the first name of SSPO's trainer, kept for old configs: the same trainer as ``sspo_sync``
-LEGACY_TRAINER_MODE = "sspo"
-
-
-def verl_trainer_mode(trainer_mode: str) -> str | None:
-    """verl's mode behind a ``trainer.v1.trainer_mode`` value: ``sspo_<m>`` and verl's ``<m>`` -> ``<m>``,
-    ``sspo`` -> ``sync``; ``None`` for any other name."""
-    if trainer_mode == LEGACY_TRAINER_MODE:
-        return "sync"
-    mode = trainer_mode.removeprefix(TRAINER_PREFIX)
-    return mode if mode in VERL_TRAINER_MODES else None
 
 
 class SSPOTrainerMixin:
@@ -62,8 +55,6 @@ class SSPOTrainerMixin:
     verl_mode: str  # set by each trainer class below
 
     def __init__(self, config: Any) -> None:
-        from sspo.verl_plugin import config_checks
-
         config_checks.validate_config(config)  # before any worker, rollout or GPU time
         # the loss's own settings, built as the worker builds them: the driver and the workers agree
         self.sspo_adaptive_clip = config_checks.uses_adaptive_clip(config)
