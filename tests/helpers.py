@@ -636,3 +636,21 @@ def make_actor_batch(
         padded = tu.get_tensordict({"e": fields["entropy"], "m": fields["response_mask"]}).to_padded_tensor()
         non_tensor[ENTROPY_REF_KEY] = float(entropy_reference(padded["e"], padded["m"]))
     return tu.get_tensordict(fields, non_tensor_dict=non_tensor)
+
+
+# ---------------------------------------------------------------- the recipe's config tree and dry-run output
+# (shared by test_recipe.py, test_algo_groups.py and test_baseline_runs.py; no test module imports another)
+
+RECIPE_CONFIG = REPO / "recipe" / "config"
+#: every table row, GPU and CPU (recipe/config/experiment/*.yaml)
+ALL_EXPERIMENTS = sorted(p.stem for p in (RECIPE_CONFIG / "experiment").glob("*.yaml"))
+
+
+def printed_config(out: str) -> dict:
+    """The YAML a dry run (``sspo.launch.cli --dry-run``) printed between its two headers, parsed back."""
+    import yaml
+
+    from sspo.launch import cli
+
+    body = out.split(cli.RESOLVED_HEADER, 1)[1].split(cli.CHECKS_HEADER, 1)[0]
+    return yaml.safe_load(body)

@@ -7,11 +7,11 @@ import re
 from pathlib import Path
 
 import pytest
-from test_recipe import ALL_EXPERIMENTS, CONFIG, recipe_data_dir
+from helpers import ALL_EXPERIMENTS, RECIPE_CONFIG, recipe_data_dir
 
 from sspo.launch import cli, preflight
 
-ALGOS = sorted(p.stem for p in (CONFIG / "algo").glob("*.yaml"))
+ALGOS = sorted(p.stem for p in (RECIPE_CONFIG / "algo").glob("*.yaml"))
 #: the loss each algo group selects (dapo: vanilla with DAPO's clip-higher)
 LOSS_MODE = {"grpo": "vanilla", "dapo": "vanilla"}
 #: verl losses with no algo group: dro needs a beta no method paper of the recipe's scope gives; bypass_mode
@@ -47,7 +47,7 @@ def test_one_algo_group_per_verl_policy_loss():
 @pytest.mark.parametrize("algo", ALGOS)
 def test_every_algo_file_cites_its_source(algo):
     """Each group says where its values come from: the method's paper (arXiv id) or verl's docs/examples."""
-    text = (CONFIG / "algo" / f"{algo}.yaml").read_text()
+    text = (RECIPE_CONFIG / "algo" / f"{algo}.yaml").read_text()
     comments = " ".join(line for line in text.splitlines() if line.startswith("#"))
     assert re.search(r"arXiv:\d{4}\.\d{5}|verl's (docs|examples|recipe)|OUR choice|OUR CHOICE", comments), (
         algo

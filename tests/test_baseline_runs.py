@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_recipe import REPO, printed_config, recipe_data_dir
+from helpers import REPO, printed_config, recipe_data_dir
 
 from sspo.launch import cli
 

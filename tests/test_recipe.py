@@ -8,14 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import BENCHMARKS, check_lines, recipe_data_dir
+from helpers import ALL_EXPERIMENTS, BENCHMARKS, REPO, check_lines, printed_config, recipe_data_dir
+from helpers import RECIPE_CONFIG as CONFIG
 from omegaconf import OmegaConf
 
 from sspo.launch import cli, preflight
 
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / "recipe" / "config"
-ALL_EXPERIMENTS = sorted(p.stem for p in (CONFIG / "experiment").glob("*.yaml"))
 EXPERIMENTS = [e for e in ALL_EXPERIMENTS if not e.endswith("_cpu")]  # the paper's table (GPU rows)
 CPU_EXPERIMENTS = [e for e in ALL_EXPERIMENTS if e.endswith("_cpu")]  # tests/test_cpu_mode.py, test_diagnose_cpu.py
 LOSS_MODE = {"grpo": "vanilla", "gspo": "gspo", "sspo": "sspo"}
@@ -34,12 +32,6 @@ def recipe_env(data_dir, tmp_path, monkeypatch) -> Path:
     monkeypatch.setenv("SSPO_OUTPUT_DIR", str(tmp_path / "outputs"))
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     return tmp_path
-
-
-def printed_config(out: str) -> dict:
-    """The YAML the dry run printed between its two headers, parsed back."""
-    body = out.split(cli.RESOLVED_HEADER, 1)[1].split(cli.CHECKS_HEADER, 1)[0]
-    return yaml.safe_load(body)
 
 
 def test_one_experiment_file_per_table_row():
