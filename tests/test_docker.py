@@ -32,8 +32,10 @@ def verl_extra_pins(extra: str) -> dict[str, str]:
     return pins
 
 
-def dockerfile_pins() -> dict[str, str]:
-    return {name.lower(): version for name, version in re.findall(r'"([\w.-]+)==([\w.]+)"', TEXT)}
+def lock_pins() -> dict[str, str]:
+    """name -> version of recipe/gpu/requirements.lock, what the GPU image installs (tests/test_gpu_lock.py)."""
+    lock = (REPO / "recipe/gpu/requirements.lock").read_text()
+    return {name.lower(): version for name, version in re.findall(r"^([\w.-]+)==(\S+)", lock, flags=re.M)}
 
 
 def test_hadolint_passes():
@@ -45,15 +47,17 @@ def test_hadolint_passes():
 def test_torch_vllm_flash_attn_match_verl_extras():
     vllm_extra = verl_extra_pins("vllm")
     flash_extra = verl_extra_pins("flash-attn-cu130torch211")
-    pins = dockerfile_pins()
-    for name in ("torch", "torchvision", "torchaudio"):
+    pins = lock_pins()  # the image installs the lock, made from the project's `gpu` extra = verl[vllm]==0.9.1
+    for name in ("torch", "torchvision", "torchaudio", "vllm", "transformers"):
         assert pins[name] == vllm_extra[name], name
-    assert pins["flash-attn"] == flash_extra["flash-attn"] == "2.8.3"
-    # vLLM itself comes through the project's `gpu` extra = verl[vllm]==0.9.1 (vllm pinned there)
     assert vllm_extra["vllm"] == "0.24.0"
+    flash = re.findall(r"^flash-attn==(\S+)$", (REPO / "recipe/gpu/flash-attn.txt").read_text(), flags=re.M)
+    assert flash == [flash_extra["flash-attn"]] == ["2.8.3"]
     gpu = re.search(r"^gpu = \[(.*)\]$", (REPO / "pyproject.toml").read_text(), flags=re.M)[1]
-    assert '"verl[vllm]==0.9.1"' in gpu
-    assert 'pip install -e ".[gpu]"' in TEXT
+    assert '"verl[vllm]==0.9.1"' in gpu and '"flash-attn==2.8.3"' in gpu
+    assert "pip install -r /tmp/gpu/requirements.lock" in stage("gpu-deps")
+    assert "pip install --no-build-isolation --no-deps -r /tmp/gpu/flash-attn.txt" in stage("gpu-deps")
+    assert "pip install --no-build-isolation --no-deps -e ." in stage("gpu")
 
 
 def stage_bases() -> dict[str, str]:
@@ -203,7 +207,10 @@ def test_install_script_refuses_an_unknown_installer_before_installing_anything(
 def test_install_script_hands_pip_settings_to_uv_environment_first(tmp_path):
     """uv reads no pip.conf: the script passes pip's wheel sources on (PIP_* environment, else pip.conf's
     [install], then [global]), whitespace-separated values on one line."""
-    script = (REPO / "recipe/cpu/install.sh").read_text()
+    install = (REPO / "recipe/cpu/install.sh").read_text()
+    # the logic lives in recipe/uv-from-pip.sh, shared with recipe/gpu/lock.sh; install.sh sources it
+    assert "source recipe/uv-from-pip.sh" in install and re.search(r"^    uv_env_from_pip$", install, flags=re.M)
+    script = (REPO / "recipe/uv-from-pip.sh").read_text()
     function = re.search(r"^pip_setting\(\) \{.*?^\}", script, flags=re.S | re.M).group(0)
     conf = tmp_path / "pip.conf"
     conf.write_text("[global]\nfind-links =\n    /w/a\n    /w/b\nextra-index-url = https://g.invalid/simple\n"
