@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -109,7 +111,9 @@ def test_compute_score_signature_matches_verl_call():
     ],
 )
 def test_compute_score_cases(response, gold, expected):
-    out = compute_score("math", response, gold)
+    # a wide timeout: the first math-verify call may start the workers (slow on a busy machine); the bound
+    # itself is tested below
+    out = compute_score("math", response, gold, timeout=120)
     assert set(out) == {"score", "acc", "pred"}
     assert out["score"] == expected and out["acc"] is (expected == 1.0)
     assert isinstance(out["pred"], str)
@@ -134,25 +138,32 @@ def test_never_raises_even_on_base_exceptions(monkeypatch):
     assert compute_score("m", r"\boxed{2\sqrt{2}}", r"\sqrt{8}") == {"score": 0.0, "acc": False, "pred": ""}
 
 
-def test_hard_time_bound_from_a_non_main_thread():
-    """A pathological answer: the worker is killed at the bound, the call returns 0, the next call works."""
-    mvp.warmup()
+def test_hard_time_bound_from_a_non_main_thread(monkeypatch):
+    """A pathological answer: the worker is killed at the bound, the call returns 0, the next call works.
+
+    Judged by the mechanism (the pool counts the killed worker), with wide wall-clock bounds: the next call
+    may wait for a new worker's start-up, which a busy machine slows."""
+    assert mvp.warmup(timeout=120)  # a started worker: the 1 s bound is spent on the answer, not a start-up
+    monkeypatch.setattr(reward, "_verdicts", {})  # no verdict remembered from another test
     pool = mvp.get_pool()
     before = pool.timeouts
     results = {}
 
     def run():  # math-verify's own signal.alarm timeouts would fail here (not the main thread)
+        start = time.monotonic()
         results["slow"] = compute_score("m", r"\boxed{" + SLOW + "}", "42", timeout=1.0)
+        results["slow_s"] = time.monotonic() - start
         results["next"] = compute_score(
-            "m", r"\boxed{(3,\pi/2)}", r"\left( 3, \frac{\pi}{2} \right)", timeout=10
+            "m", r"\boxed{(3,\pi/2)}", r"\left( 3, \frac{\pi}{2} \right)", timeout=120
         )
 
     t = threading.Thread(target=run)
     t.start()
-    t.join(timeout=60)
+    t.join(timeout=300)
     assert not t.is_alive(), "compute_score hung"
     assert results["slow"] == {"score": 0.0, "acc": False, "pred": SLOW}
     assert pool.timeouts == before + 1  # the overrunning worker was killed and replaced
+    assert results["slow_s"] < 60, results["slow_s"]  # the bound held (math-verify alone takes far longer)
     assert results["next"]["score"] == 1.0
 
 
@@ -234,6 +245,48 @@ def _oat_rows(shared_data):
     return rows
 
 
+def _as_written(raw: object) -> str:
+    """The gold as a solution would box it, derived here without the code under test (not ``gold_answers``):
+    a whole-number float without its ``.0``, the first of a list, math-mode dollars (not ``\\$``) and a trailing
+    period dropped."""
+    if isinstance(raw, float) and raw.is_integer():
+        return str(int(raw))
+    text = raw[0] if isinstance(raw, list) else str(raw)
+    return re.sub(r"(?<!\\)\$", "", text).strip().rstrip(".").strip()
+
+
+def _as_in_the_data(raw: object) -> str:
+    """The gold exactly as the data writes it (first of a list), only the outer whitespace and ``$`` removed."""
+    return (raw[0] if isinstance(raw, list) else str(raw)).strip().strip("$")
+
+
+@pytest.mark.parametrize(
+    ("raw", "boxed", "expected"),
+    [  # golds as the benchmark files hold them; the boxed answers written by hand
+        (142.0, "142", 1.0),  # amc: floats
+        (-4.0, "-4", 1.0),
+        (142.0, "142.5", 0.0),
+        (["56.0\n"], "56", 1.0),  # minerva: a list of strings with newlines
+        (["3.89e-10\n", "3.89e-10"], r"3.89 \times 10^{-10}", 1.0),
+        (["0.01\n", "0.02\n"], "0.02", 1.0),  # the second alternative
+        (["0.01\n", "0.02\n"], "0.03", 0.0),
+        (["4.4e7\n", "4.4 \\times 10^7\n"], r"4.4 \times 10^{7}", 1.0),
+        (["$8$,$4$"], "8, 4", 1.0),  # olympiadbench: several answers, each in dollars
+        (["$8$,$4$"], "8", 0.0),
+        (["$-1$,$2$,$-2$"], "-1, 2, -2", 1.0),
+        (["$\\frac{32}{9}$,$\\frac{1}{2}$"], r"\frac{32}{9}, \frac{1}{2}", 1.0),
+        (["$(-6,6)$, $(2,6)$"], "(-6,6), (2,6)", 1.0),
+        (["$(-\\infty, 0) \\cup\\{1\\}$."], r"(-\infty, 0) \cup \{1\}", 1.0),  # a trailing period
+        ("\\frac{14}{3}", r"\frac{14}{3}", 1.0),  # math500: LaTeX strings
+        ("\\frac{14}{3}", r"\frac{13}{3}", 0.0),
+    ],
+)
+def test_benchmark_gold_forms_score_a_hand_written_answer(raw, boxed, expected):
+    """Each form the benchmark files give golds in, against an answer written by hand (no gold prepared by the
+    code under test)."""
+    assert compute_score("m", TEMPLATE % boxed, raw, timeout=120)["score"] == expected
+
+
 def _key(gold: str) -> str:
     c = canonical(gold)
     return c.split("=", 1)[1] if c.count("=") == 1 and len(c.split("=")[0]) == 1 else c
@@ -243,7 +296,7 @@ def _all_workers_busy(monkeypatch) -> list[str]:
     """Make every math-verify request behave as under full load (no free worker before the deadline)."""
     asked: list[str] = []
 
-    def busy(golds, pred, guard, timeout):
+    def busy(golds, pred, guard, timeout, **kwargs):
         asked.append(pred)
         return None, False
 
@@ -277,11 +330,8 @@ def test_numeric_forms_never_need_a_worker(monkeypatch, pred, gold, expected):
 def test_all_benchmark_golds_are_matched_without_a_worker(shared_data, monkeypatch):
     rows = _oat_rows(shared_data)
     asked = _all_workers_busy(monkeypatch)
-    raw_forms = [(raw[0] if isinstance(raw, list) else str(raw)).strip().strip("$") for _, raw in rows]
-    hits = sum(compute_score(b, TEMPLATE % gold_answers(raw)[0], raw)["acc"] for b, raw in rows)
-    hits += sum(
-        compute_score(b, TEMPLATE % f, raw)["acc"] for (b, raw), f in zip(rows, raw_forms, strict=True)
-    )
+    hits = sum(compute_score(b, TEMPLATE % _as_written(raw), raw)["acc"] for b, raw in rows)
+    hits += sum(compute_score(b, TEMPLATE % _as_in_the_data(raw), raw)["acc"] for b, raw in rows)
     assert (hits, asked) == (2 * len(rows), [])
     # ...while a symbolic equivalence does ask, and scores 0 when no worker is free
     assert compute_score("m", TEMPLATE % r"2\sqrt{2}", r"\sqrt{8}")["score"] == 0.0
@@ -290,28 +340,26 @@ def test_all_benchmark_golds_are_matched_without_a_worker(shared_data, monkeypat
 
 def test_quality_bar_on_all_1560_benchmark_problems(shared_data):
     """Gold boxed in a typical response scores 1 (>= 99.5%); another problem's different gold scores 0
-    (>= 99.9%). Both in the prepared form (ground_truth) and as written in the raw data."""
+    (>= 99.9%). Both as a solution would write it and as written in the raw data (forms derived by the test
+    itself, not by ``gold_answers``)."""
     rows = _oat_rows(shared_data)
     assert len(rows) == 30 + 83 + 500 + 272 + 675
-    golds = [gold_answers(raw) for _, raw in rows]
-    assert all(golds)
+    written = [_as_written(raw) for _, raw in rows]
+    assert all(written)
 
-    hits_prepared = sum(
-        compute_score(b, TEMPLATE % g[0], raw)["acc"] for (b, raw), g in zip(rows, golds, strict=True)
+    hits_written = sum(
+        compute_score(b, TEMPLATE % w, raw)["acc"] for (b, raw), w in zip(rows, written, strict=True)
     )
-    raw_forms = [(raw[0] if isinstance(raw, list) else str(raw)).strip().strip("$") for _, raw in rows]
-    hits_raw = sum(
-        compute_score(b, TEMPLATE % f, raw)["acc"] for (b, raw), f in zip(rows, raw_forms, strict=True)
-    )
-    assert hits_prepared / len(rows) >= 0.995, hits_prepared
+    hits_raw = sum(compute_score(b, TEMPLATE % _as_in_the_data(raw), raw)["acc"] for b, raw in rows)
+    assert hits_written / len(rows) >= 0.995, hits_written
     assert hits_raw / len(rows) >= 0.995, hits_raw
 
     pairs = []
-    for i, ((bench, raw), g) in enumerate(zip(rows, golds, strict=True)):
+    for i, ((bench, raw), w) in enumerate(zip(rows, written, strict=True)):
         j = (i + 1) % len(rows)  # the next problem of the same benchmark with a different answer
-        while rows[j][0] != bench or _key(golds[j][0]) == _key(g[0]):
+        while rows[j][0] != bench or _key(written[j]) == _key(w):
             j = (j + 1) % len(rows)
-        pairs.append((bench, raw, golds[j][0]))
+        pairs.append((bench, raw, written[j]))
     # threads share the worker pool, as in verl's reward loop (one thread per worker: nobody waits)
     with ThreadPoolExecutor(max_workers=max(1, min(4, mvp.MAX_WORKERS))) as ex:
         accepted = list(ex.map(lambda p: compute_score(p[0], TEMPLATE % p[2], p[1])["acc"], pairs))

@@ -276,8 +276,17 @@ def _ids() -> list[str]:
     return [f"{c[0]}-{i}" for i, c in enumerate(CASES)]
 
 
+@pytest.fixture(scope="module")
+def workers_up() -> None:
+    """math-verify workers started before the cases: a start-up (slow on a busy machine) is never spent
+    inside a case's 30 s bound, which then only math-verify's own work can use."""
+    from sspo.reward import math_verify_pool as mvp
+
+    assert mvp.warmup(2, timeout=300), "no math-verify worker started within 300 s"
+
+
 @pytest.mark.parametrize(("cls", "response", "gold", "train", "evaluate"), CASES, ids=_ids())
-def test_class_cases_both_policies(cls, response, gold, train, evaluate):
+def test_class_cases_both_policies(workers_up, cls, response, gold, train, evaluate):
     from sspo.reward import compute_score, compute_score_evaluation
 
     assert compute_score("classes", response, gold, timeout=30)["score"] == train
