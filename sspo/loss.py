@@ -184,7 +184,9 @@ def sspo_token_losses(
     _check_inputs(settings, mask, inputs)
 
     log_prob = torch.where(mask, log_prob, 0.0)  # [B, T] padding ignored, even NaN/inf
-    log_ratio = torch.where(mask, log_prob.detach() - old_log_prob.detach(), 0.0)  # [B, T] log w_t
+    # log w_t in fp32 or better: in bf16 the difference of two far-apart log-probs is rounded (docs/sspo.md, Numerics)
+    wide = torch.promote_types(log_prob.dtype, torch.float32)
+    log_ratio = torch.where(mask, log_prob.detach().to(wide) - old_log_prob.detach().to(wide), 0.0)  # [B, T]
     log_unit_ratio = unit_mean(log_ratio, mask, settings.granularity, segment_ids)  # [B, T] log s_k
 
     log_s = log_prob - log_prob.detach() + log_unit_ratio  # [B, T] GSPO-token form
