@@ -148,7 +148,74 @@ def peak_bytes(fn, device: torch.device) -> int:
     return peak
 
 
+def loss_runs(segment_ids: torch.Tensor, entropy: torch.Tensor) -> dict[str, dict]:
+    """The losses timed, as extra keyword arguments of each call (``"sspo[...]"``: a variant of sspo)."""
+    return {
+        "vanilla": {"config": actor_config(PolicyLossConfig(loss_mode="vanilla"))},
+        "gspo": {"config": actor_config(PolicyLossConfig(loss_mode="gspo"))},
+        "sspo": {"config": actor_config(SSPOPolicyLossConfig()), "segment_ids": segment_ids, "entropy": entropy},
+        # Where the time goes: the same loss without adaptive clipping, and at sequence granularity
+        # (same value as gspo, plus sspo's input checks and its metrics, the same-range clip fractions included).
+        "sspo[no-adaptive]": {
+            "config": actor_config(SSPOPolicyLossConfig(adaptive_clip=False)),
+            "segment_ids": segment_ids,
+        },
+        "sspo[sequence]": {
+            "config": actor_config(SSPOPolicyLossConfig(granularity="sequence", adaptive_clip=False))
+        },
+    }
+
+
+def bench_shape(B: int, T: int, tokenizer, segmenter, device: torch.device, g: torch.Generator, repeats: int) -> None:
+    """Time and measure every loss, the forward-only breakdown and the segmentation at one shape; print them."""
+    ids, mask = realistic_ids(tokenizer, B, T, device, g)
+    segment_ids = segmenter(ids, mask)
+    old = -torch.rand(B, T, generator=g).mul(2).to(device)
+    inputs = dict(
+        old_log_prob=old,
+        log_prob=(old + 0.05 * torch.randn(B, T, generator=g).to(device)).requires_grad_(),
+        advantages=torch.randn(B, 1, generator=g).expand(B, T).contiguous().to(device),
+        response_mask=mask,
+        loss_agg_mode="token-mean",
+    )
+    runs = loss_runs(segment_ids, torch.rand(B, T, generator=g).mul(2).to(device))
+    n_tok = int(mask.sum())
+    units = int((segment_ids.max(dim=1).values + 1).sum())
+    print(f"\n== {B} x {T} ({B * T} positions, {n_tok} valid tokens, {units / B:.1f} subsentences/response)")
+    fns = {n: (lambda n=n, e=e, i=inputs: fwd_bwd(n, i, e)) for n, e in runs.items()}
+    fns["segmentation"] = lambda ids=ids, mask=mask: segmenter(ids, mask)
+    forward_only = ("gspo", "sspo")  # breakdown: forward alone (backward = fwd+bwd - forward)
+    for n in forward_only:
+        fns[f"{n} fwd"] = lambda n=n, i=inputs, e=runs[n]: fwd_bwd(n, i, e, backward=False)
+    times = time_all(fns, repeats, device)
+    seg_time = times.pop("segmentation")
+    fwd_times = {n: times.pop(f"{n} fwd") for n in forward_only}
+    results = {name: (times[name], peak_bytes(fns[name], device)) for name in runs}
+    print_results(results, fwd_times, seg_time, B * T)
+
+
+def print_results(results: dict[str, tuple[float, int]], fwd_times: dict[str, float], seg_time: float,
+                  positions: int) -> None:  # fmt: skip
+    """One line per loss (time and peak memory, ratios to vanilla and gspo), the breakdown, the segmentation."""
+    vanilla, gspo = results["vanilla"], results["gspo"]
+    for name, (sec, mem) in results.items():
+        print(
+            f"{name:18s} fwd+bwd {sec * 1e3:8.2f} ms  x{sec / vanilla[0]:.2f} of vanilla  x{sec / gspo[0]:.2f} "
+            f"of gspo   peak {mem / 2**20:8.1f} MiB  x{mem / gspo[1]:.2f} of gspo  "
+            f"{mem / positions:6.1f} bytes/position"
+        )
+    print(
+        "breakdown (best of each, so the parts need not add up exactly): "
+        + "; ".join(
+            f"{n} forward {fwd_times[n] * 1e3:.2f} ms + backward {(results[n][0] - fwd_times[n]) * 1e3:.2f} ms"
+            for n in fwd_times
+        )
+    )
+    print(f"segmentation {seg_time * 1e3:8.2f} ms  = {seg_time / results['sspo'][0]:.1%} of the sspo loss time")
+
+
 def main() -> None:
+    """Time the losses and the segmentation at every shape of :data:`SHAPES` (module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 timed repeats instead of 15")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -169,67 +236,8 @@ def main() -> None:
     print(
         f"segmenter table build (Qwen2.5, {segmenter.vocab_size} ids): {time.perf_counter() - t0:.2f} s (once)"
     )
-
     for B, T in SHAPES:
-        ids, mask = realistic_ids(tokenizer, B, T, device, g)
-        segment_ids = segmenter(ids, mask)
-        old = -torch.rand(B, T, generator=g).mul(2).to(device)
-        inputs = dict(
-            old_log_prob=old,
-            log_prob=(old + 0.05 * torch.randn(B, T, generator=g).to(device)).requires_grad_(),
-            advantages=torch.randn(B, 1, generator=g).expand(B, T).contiguous().to(device),
-            response_mask=mask,
-            loss_agg_mode="token-mean",
-        )
-        runs = {
-            "vanilla": {"config": actor_config(PolicyLossConfig(loss_mode="vanilla"))},
-            "gspo": {"config": actor_config(PolicyLossConfig(loss_mode="gspo"))},
-            "sspo": {
-                "config": actor_config(SSPOPolicyLossConfig()),
-                "segment_ids": segment_ids,
-                "entropy": torch.rand(B, T, generator=g).mul(2).to(device),
-            },
-            # Where the time goes: the same loss without adaptive clipping, and at sequence granularity
-            # (same value as gspo, plus sspo's input checks and its metrics, the same-range clip fractions included).
-            "sspo[no-adaptive]": {
-                "config": actor_config(SSPOPolicyLossConfig(adaptive_clip=False)),
-                "segment_ids": segment_ids,
-            },
-            "sspo[sequence]": {
-                "config": actor_config(SSPOPolicyLossConfig(granularity="sequence", adaptive_clip=False))
-            },
-        }
-        n_tok = int(mask.sum())
-        units = int((segment_ids.max(dim=1).values + 1).sum())
-        print(
-            f"\n== {B} x {T} ({B * T} positions, {n_tok} valid tokens, {units / B:.1f} subsentences/response)"
-        )
-        fns = {n: (lambda n=n, e=e, i=inputs: fwd_bwd(n, i, e)) for n, e in runs.items()}
-        fns["segmentation"] = lambda ids=ids, mask=mask: segmenter(ids, mask)
-        forward_only = ("gspo", "sspo")  # breakdown: forward alone (backward = fwd+bwd - forward)
-        for n in forward_only:
-            fns[f"{n} fwd"] = lambda n=n, i=inputs, e=runs[n]: fwd_bwd(n, i, e, backward=False)
-        times = time_all(fns, repeats, device)
-        seg_time = times.pop("segmentation")
-        fwd_times = {n: times.pop(f"{n} fwd") for n in forward_only}
-        results = {name: (times[name], peak_bytes(fns[name], device)) for name in runs}
-        vanilla, gspo = results["vanilla"], results["gspo"]
-        for name, (sec, mem) in results.items():
-            print(
-                f"{name:18s} fwd+bwd {sec * 1e3:8.2f} ms  x{sec / vanilla[0]:.2f} of vanilla  x{sec / gspo[0]:.2f} "
-                f"of gspo   peak {mem / 2**20:8.1f} MiB  x{mem / gspo[1]:.2f} of gspo  "
-                f"{mem / (B * T):6.1f} bytes/position"
-            )
-        print(
-            "breakdown (best of each, so the parts need not add up exactly): "
-            + "; ".join(
-                f"{n} forward {fwd_times[n] * 1e3:.2f} ms + backward {(results[n][0] - fwd_times[n]) * 1e3:.2f} ms"
-                for n in forward_only
-            )
-        )
-        print(
-            f"segmentation {seg_time * 1e3:8.2f} ms  = {seg_time / results['sspo'][0]:.1%} of the sspo loss time"
-        )
+        bench_shape(B, T, tokenizer, segmenter, device, g, repeats)
 
 
 if __name__ == "__main__":
