@@ -28,7 +28,10 @@ def _fake_venv(root: Path) -> Path:
     venv = root / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / "bin" / "activate").write_text("")
-    for name, text in (("pytest", FAKE_PYTEST), ("python", "#!/bin/sh\necho 'no install here' >&2\nexit 99\n")):
+    for name, text in (
+        ("pytest", FAKE_PYTEST),
+        ("python", "#!/bin/sh\necho 'no install here' >&2\nexit 99\n"),
+    ):
         (venv / "bin" / name).write_text(text)
         (venv / "bin" / name).chmod(0o755)
     marker = venv / ".installed"
@@ -42,7 +45,9 @@ def _fake_venv(root: Path) -> Path:
 def _make(tmp_path: Path, target: str, rc_fast: int, rc_slow: int) -> tuple[int, str, list[str]]:
     """Run ``make <target>`` on the repository's Makefile with the fake pytest: (exit code, output, pytest calls)."""
     log = tmp_path / "calls.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")
+    }
     env.update(FAKE_PYTEST_LOG=str(log), FAKE_RC_FAST=str(rc_fast), FAKE_RC_SLOW=str(rc_slow))
     done = subprocess.run(
         ["make", "--no-print-directory", "-C", str(REPO), target, f"VENV={_fake_venv(tmp_path)}",
