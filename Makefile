@@ -120,6 +120,7 @@ eval: install  ## score the runs' validation dumps into the five-benchmark table
 
 bench: install  ## speed/memory benchmarks: loss vs verl's vanilla/gspo, update phase per loss, reward vs verl's scorers
 	$(PY) benchmarks/loss_speed.py
+	$(PY) benchmarks/gpu_loss.py  # SSPO vs vanilla/gspo at the GPU rows' micro-batch in bf16; says so and exits 0 without CUDA
 	$(PY) benchmarks/update_time.py --tiny-dir $(TINY_DIR)
 	$(PY) benchmarks/reward_speed.py
 

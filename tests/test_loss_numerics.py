@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks" / "gpu_loss.py"
 LOW = [torch.bfloat16, torch.float16]
 
-# Bounds: ~10x the largest error measured over seeds 0-9 (docs/sspo.md, "Numerics"). Computation: against fp64 on the
+# Bounds: 3x-10x the largest error measured over seeds 0-9 (docs/sspo.md, "Numerics"). Computation: against fp64 on the
 # same rounded inputs (what the loss controls); end to end: against fp64 on the exact inputs (adds input rounding).
 COMPUTATION = {"loss": 1e-6, "metrics": 2e-6, "ppo_kl": 1e-8, "clipfrac": 2e-8}
 END_TO_END = {
@@ -119,7 +119,7 @@ def test_unit_means_accumulate_in_fp32_whatever_the_input_dtype(dtype, kind):
     low, values, mask, seg = long_units(dtype, kind)
     lengths = torch.tensor([4096.0, 3000.0], dtype=torch.float64)
     exact = values.sum(1) / lengths  # by hand, fp64 (padding holds 0)
-    bound = 1e-6  # measured <= 1.5e-7 (fp32 sums of up to 4,096 terms)
+    bound = 5e-6  # measured <= 5.3e-7 (fp32 sums of up to 4,096 terms); input-dtype sums: 0.46 to 1.7
     for granularity in ("subsentence", "sequence"):
         got = unit_mean(low, mask, granularity, seg)
         assert got.dtype == torch.float32, granularity

@@ -198,3 +198,79 @@ def test_terminal_table_shows_start_to_end():
         "sspo          30  0.30 -> 0.60     0.10 -> 0.25         0.041",
         "grpo          12  0.30 -> 0.45     -                        -",
     ]
+
+
+# ---------------------------------------------------------------- like with like, intervals, seeds (issue 32)
+def _dump(folder, step: int, outcomes: dict[str, list[float]], field: str) -> None:
+    """One verl dump ``<step>.jsonl`` as ``RayPPOTrainer._write_generations`` writes it: a row per sample with
+    its prompt ``input``, ``output``, ``gts``, ``score``, ``step`` and the reward's extra infos (``acc``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"input": prompt, "output": "\\boxed{1}", "gts": "1", "score": float(v), "step": step,
+             **({"acc": bool(v)} if field == "acc" else {"uid": f"{prompt}_{i}_0"})}
+            for prompt, values in outcomes.items() for i, v in enumerate(values)]  # fmt: skip
+    (folder / f"{step}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _run_dir(tmp_path, name: str, acc_end: float = 0.5, with_dumps: bool = False):
+    """A run folder: verl file-logger metrics (reward at steps 1-6, validation at steps 0 and 6), and with
+    ``with_dumps`` verl's validation and rollout dumps beside them."""
+    run = tmp_path / name
+    run.mkdir()
+    lines = [{"step": 0, "data": {"val-core/tiny_add/acc/mean@2": 0.3}}]
+    lines += [{"step": s, "data": {"critic/score/mean": 0.1 * s}} for s in range(1, 7)]
+    lines[-1]["data"]["val-core/tiny_add/acc/mean@2"] = acc_end
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if with_dumps:
+        _dump(run / "validation_generations", 0, {f"q{i}": [1.0, 0.0] for i in range(4)}, "acc")
+        _dump(run / "validation_generations", 6, {f"q{i}": [1.0, 1.0] for i in range(4)}, "acc")
+        _dump(run / "rollouts", 1, {"q0": [0.0, 0.0], "q1": [1.0, 1.0]}, "score")
+        _dump(run / "rollouts", 6, {"q2": [1.0, 1.0], "q3": [1.0, 1.0]}, "score")
+    return run
+
+
+def test_start_and_end_pair_by_policy_and_intervals_come_from_the_dumps(tmp_path):
+    run = _run_dir(tmp_path, "sspo", with_dumps=True)
+    result = make_report([f"sspo={run}"], tmp_path / "report")
+    row, ends = result["rows"][0], result["ends"]["sspo"]
+    # start: pi0 for both (validation at step 0, rollouts of step 1); end: the validation after step 6 (pi6),
+    # the rollouts of step 6 (drawn from pi5)
+    assert (row["reward policies"], row["acc policies"]) == ("pi0 -> pi5", "pi0 -> pi6")
+    acc = ends["accuracy"]
+    assert (acc.start.estimate, acc.start.low, acc.start.high) == pytest.approx((0.5, 0.5, 0.5))
+    assert (acc.change.estimate, acc.change.low, acc.change.high) == pytest.approx((0.5, 0.5, 0.5))
+    assert acc.change.note == "paired by problem"  # the same 4 problems at both ends, each up by 0.5
+    reward = ends["reward"]  # step 1: problems right 0 and 1 of the time -> 0.5 [0, 1]; other problems at step 6
+    assert (reward.start.estimate, reward.start.low, reward.start.high) == pytest.approx((0.5, 0.0, 1.0))
+    assert reward.change.note.startswith("unpaired")
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "| sspo | validation accuracy | pi0 -> pi6 | 0.50 [0.50, 0.50] | 1.00 [1.00, 1.00] | +0.50 [+0.50, +0.50] |" in summary
+    screen = report.terminal_report(result, result["runs"])
+    assert "pi0 -> pi5" in screen and "+0.50 [+0.50, +0.50]" in screen
+
+
+def test_without_dumps_the_numbers_are_shown_without_an_interval(tmp_path):
+    run = _run_dir(tmp_path, "grpo")
+    result = make_report([f"grpo={run}"], tmp_path / "report")
+    row, acc = result["rows"][0], result["ends"]["grpo"]["accuracy"]
+    assert row["reward start"] == pytest.approx(0.1) and row["reward end"] == pytest.approx(0.6)  # steps 1 and 6
+    assert row["acc start"] == pytest.approx(0.3) and row["acc end"] == pytest.approx(0.5)
+    assert not acc.change.computable and "per-step means only" in acc.change.note
+    assert "| grpo | validation accuracy | pi0 -> pi6 | 0.30 | 0.50 | +0.20 (no interval" in (
+        tmp_path / "report" / "summary.md"
+    ).read_text()
+
+
+def test_runs_over_seeds_are_aggregated_and_rows_compared_seed_by_seed(tmp_path):
+    ends = {"grpo": (0.4, 0.5, 0.6), "sspo": (0.5, 0.7, 0.6)}  # validation accuracy after step 6, seeds 1-3
+    specs = [f"{row}__seed-{seed}={_run_dir(tmp_path, f'{row}{seed}', acc_end=value)}"
+             for row, values in ends.items() for seed, value in zip((1, 2, 3), values, strict=True)]  # fmt: skip
+    result = make_report(specs, tmp_path / "report")
+    table = {(r[0], r[2]): r for r in result["seeds"]}
+    grpo = table[("grpo", "validation accuracy end")]
+    assert grpo[1] == "1,2,3" and grpo[3].startswith("0.50 [0.40, ") and grpo[4].startswith("0.50 [")
+    # sspo - grpo on each seed: +0.1, +0.2, 0.0 -> mean +0.10
+    diff = table[("sspo - grpo", "validation accuracy end")]
+    assert diff[1] == "3 common seed(s)" and diff[3].startswith("+0.10 [")
+    change = table[("sspo - grpo", "validation accuracy change")]  # the start is 0.3 in every run
+    assert change[3].startswith("+0.10 [")
+    assert "## Across seeds" in (tmp_path / "report" / "summary.md").read_text()

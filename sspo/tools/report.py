@@ -388,11 +388,15 @@ def interval_markdown(ends: dict[str, dict[str, stats.Endpoints]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
+def aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells in left-aligned columns (the last column unpadded), for the terminal."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join([*(c.ljust(w) for c, w in zip(r, widths, strict=False)), r[-1]]).rstrip() for r in rows)
+
+
 def interval_terminal(ends: dict[str, dict[str, stats.Endpoints]]) -> str:
     """The start -> end table with 95% intervals, in aligned columns for the terminal."""
-    rows = [["run", "measure", "policies", "start", "end", "change"], *interval_rows(ends)]
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[5] for r in rows)
+    return aligned([["run", "measure", "policies", "start", "end", "change"], *interval_rows(ends)])
 
 
 def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[str]]:
@@ -453,7 +457,7 @@ def terminal_report(result: dict[str, object], runs: Sequence[Run]) -> str:
     ]
     if seeds:
         lines += ["", "across seeds (mean, IQM; each row - the first row on common seeds)"]
-        lines += ["  ".join(r) for r in seeds]  # type: ignore[union-attr]
+        lines.append(aligned([["row", "seeds", "measure", "mean [95% CI]", "IQM [95% CI]"], *seeds]))  # type: ignore[list-item]
     lines += [
         "",
         "training reward by the policy that drew the samples (step - 1; 3-point moving mean)",

@@ -46,7 +46,7 @@ from typing import Any
 CONFIDENCE = 0.95
 N_RESAMPLES = 9999  # scipy's default
 BOOTSTRAP_SEED = 0
-NO_DUMPS = "no interval: per-step means only (no per-sample dumps)"
+NO_DUMPS = "no interval: per-step means only"
 # folders a run's dumps are found in, beside its logs (sspo_trainer.yaml; dataset/gsm8k_smollm2.yaml)
 VALIDATION_DIRS = ("validation_generations",)
 ROLLOUT_DIRS = ("rollouts", "rollout_generations")
