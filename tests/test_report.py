@@ -274,3 +274,25 @@ def test_runs_over_seeds_are_aggregated_and_rows_compared_seed_by_seed(tmp_path)
     change = table[("sspo - grpo", "validation accuracy change")]  # the start is 0.3 in every run
     assert change[3].startswith("+0.10 [")
     assert "## Across seeds" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_the_demo_screens_row_summary_pairs_by_policy_with_intervals_from_the_run_directory(tmp_path):
+    from sspo.tools.progress import RowView
+
+    run = _run_dir(tmp_path, "sspo_cpu", with_dumps=True)
+    view = RowView("sspo_cpu", total=6, started=0.0)
+    view.feed(f"[sspo] run sspo_cpu: {run} (6 steps)\n")
+    view.feed("step:0 - val-core/tiny_add/acc/mean@2:0.5\n")
+    for step in range(1, 7):
+        view.feed(f"step:{step} - critic/score/mean:{0.1 * step}" + (" - val-core/tiny_add/acc/mean@2:1.0" if step == 6 else "") + "\n")
+    line = view.summary(now=75.0)
+    # the same numbers and intervals as the report's (the dumps: 0.5 [0, 1] at step 1, 1.0 at step 6)
+    assert line == ("sspo_cpu: 6/6 steps, reward 0.50 [0.00, 1.00] -> 1.00 [1.00, 1.00] (+0.50 [+0.00, +1.00]; "
+                    "pi0 -> pi5), val acc 0.50 [0.50, 0.50] -> 1.00 [1.00, 1.00] (+0.50 [+0.50, +0.50]; pi0 -> pi6), "
+                    "in 1m15s")
+    bare = RowView("grpo_cpu", total=6, started=0.0)  # no run directory: the console's per-step means alone
+    for step in range(1, 7):
+        bare.feed(f"step:{step} - critic/score/mean:{0.1 * step}\n")
+    assert bare.summary(now=5.0) == (
+        "grpo_cpu: 6/6 steps, reward 0.10 -> 0.60 (+0.50; pi0 -> pi5; no interval: per-step means), in 5s"
+    )
