@@ -414,9 +414,10 @@ def main(argv: list[str] | None = None) -> int:
         for kind, errs in fp64_check(batch, dtype, segmenter).items():
             if kind != "fp64" or dtype == torch.bfloat16:
                 label = "fp64 sspo vs reference" if kind == "fp64" else f"{str(dtype)[6:]} {kind}"
-                print(f"{label:24s} " + "  ".join(f"{k} {v:.2e}" for k, v in errs.items()))
-        for name, errs in builtin_errors(batch, dtype).items():
-            print(f"{str(dtype)[6:]} {name} (context)".ljust(25) + "  ".join(f"{k} {v:.2e}" for k, v in errs.items()))
+                print(f"{label:28s}" + "  ".join(f"{k} {v:.2e}" for k, v in errs.items()))
+        for name, errs in builtin_errors(batch, dtype).items():  # for scale: verl's formulas, input dtype
+            label = f"{str(dtype)[6:]} {name} end_to_end"
+            print(f"{label:28s}" + "  ".join(f"{k} {v:.2e}" for k, v in errs.items()))
     return 0
 
 
