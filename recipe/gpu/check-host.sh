@@ -13,12 +13,12 @@ fail() { echo "check-host.sh: $*" >&2; exit 1; }
 
 read -r python system machine glibc < <("$PY" -c 'import platform, sys
 print(f"{sys.version_info[0]}.{sys.version_info[1]}", sys.platform, platform.machine(), platform.libc_ver()[1] or "none")')
-case "$python" in 3.11 | 3.12) ;; *) fail "$PY is Python $python; $LOCK is for Python 3.11 and 3.12: use one (PYTHON=python3.12 make install-gpu with a fresh .venv), or resolve one for $python with recipe/gpu/lock.sh" ;; esac
+case "$python" in 3.11 | 3.12) ;; *) fail "$PY is Python $python; $LOCK is for Python 3.11 and 3.12: use one (a fresh .venv: rm -r .venv; make install-gpu PYTHON=python3.12)" ;; esac
 if [[ "$system $machine" != "linux x86_64" ]]; then
-    fail "this host is $system $machine; $LOCK is for Linux x86_64 (aarch64, e.g. GH200, needs its own lock: PLATFORM=aarch64-manylinux_2_28 recipe/gpu/lock.sh OUTPUT)"
+    fail "this host is $system $machine; $LOCK is for Linux x86_64 (an aarch64 host, e.g. GH200, needs a lock of its own: recipe/gpu/lock.sh with PLATFORM=aarch64-manylinux_2_28)"
 fi
 if [[ "$glibc" == none || "$(printf '%s\n' 2.28 "$glibc" | sort -V | head -1)" != 2.28 ]]; then
-    fail "glibc $glibc: the locked wheels (torch 2.11.0 included) are manylinux_2_28, they need glibc >= 2.28"
+    fail "glibc $glibc: the locked wheels are manylinux_2_28 (torch too): they need glibc >= 2.28"
 fi
 
 toolkit=$(grep -oE '^cuda-toolkit==[0-9]+\.[0-9]+' "$LOCK" | cut -d= -f3) || fail "$LOCK pins no cuda-toolkit"
