@@ -60,7 +60,8 @@ def test_gpu_batch_is_realistic_and_exercises_every_clip_branch(bench, gpu_batch
 
 def test_fp64_reference_agrees_with_sspo_in_fp64(bench, gpu_batch):
     """The dense one-hot reference and sspo.loss's scatter sums, both in fp64: the same loss, gradient and metrics."""
-    errors = bench.fp64_check(*gpu_batch[:1], torch.bfloat16, gpu_batch[1])["fp64"]
+    batch, segmenter = gpu_batch
+    errors = bench.fp64_check(batch, torch.bfloat16, segmenter)["fp64"]
     assert max(errors.values()) < 1e-12, errors
 
 
@@ -210,6 +211,7 @@ def test_script_runs_on_cpu_with_torch_and_sspos_core_only():
 
 
 def test_script_without_cuda_says_so_and_exits_0():
+    """No CUDA device visible (any machine): one line saying so, exit status 0, nothing timed."""
     result = run_script(env={"CUDA_VISIBLE_DEVICES": ""})
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.startswith("no CUDA device found")
+    assert result.stdout.startswith("no CUDA device found") and "median" not in result.stdout
