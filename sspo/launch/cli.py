@@ -4,7 +4,9 @@
     python -m sspo.launch.cli --dry-run experiment=grpo_qwen2.5-math-7b cluster=2x8gpu
     python -m sspo.launch.cli --multirun experiment=sspo_qwen2.5-math-1.5b \
         actor_rollout_ref.actor.policy_loss.granularity=token,subsentence,sequence
+    python -m sspo.launch.cli --multirun experiment=sspo_cpu sspo.seed=1,2,3   # runs sspo_cpu__seed-{1,2,3}
 
+``sspo.seed`` sets every seed verl reads (recipe/config/sspo_trainer.yaml; docs/statistics.md).
 The config is ``recipe/config/sspo_trainer.yaml``, which extends verl's real ``ppo_trainer`` config.
 Checks run on the driver (sspo.launch.preflight) before any GPU is touched; then ``verl.trainer.main_ppo.main``
 runs with the composed config (verl's own entry, called through Hydra's config pass-through).
