@@ -301,11 +301,12 @@ def test_multirun_training_runs_each_point_in_its_own_process(env, capfd):
     """Without --dry-run each point is a fresh `python -m sspo.launch.cli` (Ray and GPU memory released between
     runs) with its name suffix; here the point's own pre-flight stops it, on any machine: no node has 1024 GPUs."""
     point = "actor_rollout_ref.actor.policy_loss.granularity=choice(token)"
-    assert cli.main(["--multirun", ROW, "trainer.n_gpus_per_node=1024", point]) == 1
+    (env / "amc.parquet").unlink()  # the config is sound (checked before any point runs); the point's data is not
+    assert cli.main(["--multirun", ROW, point]) == 1
     out, err = capfd.readouterr()
-    assert "multirun: 0/1 run(s) succeeded" in out
+    assert "multirun: 0/1 run(s) succeeded" in out, (out, err)
     assert f"under {env.parent / 'outputs' / 'sspo' / 'sspo_qwen2.5-math-1.5b__granularity-token'}" in out
-    assert "[fail] GPUs: ValueError: trainer.nnodes=1 x trainer.n_gpus_per_node=1024 requested, but this machine" in out
+    assert "[fail] data files: ValueError: data.val_files" in out and "amc.parquet does not exist" in out
     assert "nothing was started" in err
 
 
@@ -313,9 +314,12 @@ def test_config_that_does_not_compose_is_one_clear_message(env, capsys):
     """A misspelled key or an unknown experiment: exit 2, no traceback, the closest keys suggested."""
     assert cli.main(["--dry-run", ROW, "actor_rollout_ref.actor.policy_loss.granularty=token"]) == 2
     err = capsys.readouterr().err
-    assert "config error: Could not override 'actor_rollout_ref.actor.policy_loss.granularty'" in err
-    assert "did you mean: actor_rollout_ref.actor.policy_loss.granularity ?" in err
+    assert "config error: actor_rollout_ref.actor.policy_loss.granularty is not a key of SSPOPolicyLossConfig" in err
+    assert "did you mean actor_rollout_ref.actor.policy_loss.granularity?" in err
     assert "Traceback" not in err
+    assert cli.main(["--dry-run", ROW, "trainer.expriment_name=x"]) == 2  # any other node: Hydra's words + the closest
+    err = capsys.readouterr().err
+    assert "Could not override 'trainer.expriment_name'" in err and "did you mean: trainer.experiment_name" in err
 
     assert cli.main(["--dry-run", "experiment=sspo_qwen2.5-math-15b"]) == 2
     err = capsys.readouterr().err

@@ -9,7 +9,7 @@
 #
 # Environment: REAL_LM_DIR (assets, default runs/smollm2), DIAGNOSE_DIR (report + table, default runs/diagnose),
 # SSPO_OUTPUT_DIR (runs, default outputs: <dir>/sspo/diagnose_<run>), RUNS (default "grpo gspo sspo sspo_narrow
-# sspo_wide"), GSM8K (the GSM8K train JSONL, default ../shared/data/train/gsm8k_train.jsonl).
+# sspo_wide"), GSM8K (required: the GSM8K train split as a local JSONL or parquet file, e.g. the hub's openai/gsm8k).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PYTHON="${PYTHON:-python}"

@@ -20,7 +20,7 @@ with ``--local-file name=path``.
 Usage::
 
     python -m sspo.tools.data --out-dir data                        # MATH L3-5 train + all benchmarks (hub)
-    python -m sspo.tools.data --out-dir data --local-dir ../shared/data --train gsm8k
+    python -m sspo.tools.data --out-dir data --local-dir sources --train gsm8k   # files you downloaded
     python -m sspo.tools.data --out-dir data --train dapo --benchmarks aime24,amc,math500 --overwrite
 
 Rules: output is deterministic (same bytes on every run); existing files are kept unless ``--overwrite``;
@@ -534,7 +534,13 @@ def prepare(
         raise DataError(f"--local-file names {bad} are not sources: use one of {list(SOURCES)}")
 
     targets = ([("train", SOURCES[train])] if train else []) + [(b, SOURCES[b]) for b in benchmarks]
+    if not targets:
+        raise DataError(
+            "nothing to prepare: no training set (--train none) and no benchmark (--benchmarks none or empty). "
+            f"Fix: --train {'/'.join(TRAIN_SOURCES)} and/or --benchmarks all (or a comma list of {', '.join(BENCHMARKS)})"
+        )
     files = {name: out_dir / f"{name}.parquet" for name, _ in targets}
+    _check_kept_template(out_dir, files, template, overwrite)
     # Everything is recomputed when anything is written: the overlap check needs the benchmarks.
     todo = overwrite or any(not p.exists() for p in files.values())
     by_name: dict[str, Report] = {}
@@ -576,6 +582,25 @@ def prepare(
     if written or not manifest.exists():
         _write_manifest(manifest, files, reports, overlap, template)
     return Result(files, written, skipped, reports, overlap, manifest)
+
+
+def _check_kept_template(out_dir: Path, files: dict[str, Path], template: str, overwrite: bool) -> None:
+    """Refuse a ``--template`` that files kept from an earlier run (no ``--overwrite``) were not written with:
+    they would stay as they are, and the manifest would name a template they do not hold."""
+    kept = [p.name for p in files.values() if p.exists()] if not overwrite else []
+    manifest = out_dir / "manifest.json"
+    if not kept or not manifest.is_file():
+        return
+    try:
+        old = json.loads(manifest.read_text(encoding="utf-8")).get("template")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return  # an unreadable manifest is rewritten by this run
+    if old is not None and old != template:
+        raise DataError(
+            f"--template {template}: {', '.join(kept)} in {out_dir} were written with the template {old!r} "
+            f"({manifest}) and would be kept as they are. Fix: add --overwrite to rebuild them with {template!r}, "
+            f"or pass --template {old} (or another --out-dir)"
+        )
 
 
 def _benchmark_drops_message(report: Report) -> str:
@@ -643,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--benchmarks", default="all", help=f"comma list of {', '.join(BENCHMARKS)}; 'all' or 'none'"
     )
     p.add_argument(
-        "--local-dir", help="read sources from this folder instead of the hub (e.g. ../shared/data)"
+        "--local-dir",
+        help="read sources from this folder of files you downloaded instead of the hub (names such as "
+        "gsm8k_train.jsonl, aime24.jsonl: SOURCES in sspo/tools/data.py)",
     )
     p.add_argument(
         "--local-file", action="append", default=[], metavar="NAME=PATH", help="exact file for one source"

@@ -89,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a run's rollout dump folder (verl's trainer.rollout_data_dir): adds the 'varied groups' column",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    from sspo.tools.outputs import OutputPathError, output_file
+
     try:
+        output_file(args.out, "--out")  # made (or refused) before any run is read
         rollouts = {}
         for item in args.rollouts:
             name, sep, folder = item.partition("=")
@@ -97,10 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ReportError(f"--rollouts {item!r}: expected NAME=DIR with an existing folder")
             rollouts[name] = Path(folder)
         table = markdown_table(diagnostic_rows(args.runs, rollouts if args.rollouts else None))
-    except ReportError as e:
+    except (ReportError, OutputPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(table, encoding="utf-8")
     print(table)
     return 0

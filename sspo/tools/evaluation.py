@@ -646,9 +646,16 @@ def score_runs(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: 0 on success, 2 on a usage/data error (message on stderr)."""
+    """CLI entry point: 0 on success, 2 on a usage/data error (message on stderr). Output paths are made
+    (or refused) before any generation or scoring (:mod:`sspo.tools.outputs`)."""
+    from sspo.tools.outputs import OutputPathError, output_file
+
     args = build_parser().parse_args(argv)
     try:
+        outputs = [("--out", args.out)] if args.command == "generate" else [("--markdown", args.markdown), ("--csv", args.csv)]
+        for flag, path in outputs:
+            if path and not getattr(args, "dry_run", False):
+                output_file(path, flag)
         if args.command == "generate":
             plan = build_generation_plan(args)
             if args.dry_run:
@@ -661,7 +668,7 @@ def main(argv: list[str] | None = None) -> int:
         table, notes = score_runs(
             parse_runs(args.run), args.data_dir, args.k, args.timeout, args.amc, args.policy
         )
-    except EvalError as e:
+    except (EvalError, OutputPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     md, cs = to_markdown(table, args.amc), to_csv(table, args.amc)

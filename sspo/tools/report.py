@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sspo.tools import stats
+from sspo.tools.outputs import OutputPathError, output_folder
 
 # Panel name -> (y label, metric keys tried in order; the first one a run has is plotted).
 PANELS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -66,12 +67,30 @@ class Run:
     name: str
     source: str
     metrics: dict[str, dict[int, float]] = field(default_factory=dict)
+    #: metric -> (how many values were not finite numbers, the first of them as (step, value)): said, not hidden
+    skipped: dict[str, tuple[int, tuple[int, object]]] = field(default_factory=dict)
 
     def add(self, step: int, key: str, value: object) -> None:
-        """Record ``value`` if it is a real number (lists, strings, None are skipped). Later steps win."""
+        """Record ``value`` if it is a real number (lists, strings, None are skipped). Later steps win.
+        Values that are not finite numbers (skipped here, or NaN/inf left out of every mean and plot) are
+        counted in :attr:`skipped`, which the CLI reports."""
         number = _as_float(value)
         if number is not None:
             self.metrics.setdefault(key, {})[int(step)] = number
+        if number is None or not math.isfinite(number):
+            count, first = self.skipped.get(key, (0, (int(step), value)))
+            self.skipped[key] = (count + 1, first)
+
+    def skipped_note(self) -> str | None:
+        """One line on the values left out of this run's summary and plots, or None if there were none."""
+        if not self.skipped:
+            return None
+        total = sum(count for count, _ in self.skipped.values())
+        key, (_, (step, value)) = next(iter(self.skipped.items()))
+        return (
+            f"run {self.name}: {total} value(s) of {len(self.skipped)} metric(s) are not finite numbers and are "
+            f"left out of the summary and plots (first: {key} at step {step} = {str(value)[:40]!r})"
+        )
 
     def first_of(self, keys: Sequence[str]) -> dict[int, float]:
         """``step -> value`` of the first of ``keys`` this run logged (empty if none)."""
@@ -598,10 +617,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "(default: summary.md as written)")
     args = parser.parse_args(argv)
     try:
+        output_folder(args.out, "--out")  # made (or refused) before any run is read
         result = make_report(args.runs, args.out)
-    except ReportError as e:
+    except (ReportError, OutputPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for note in filter(None, (run.skipped_note() for run in result["runs"])):
+        print(f"note: {note}", file=sys.stderr)
     if args.terminal:
         print(terminal_report(result, result["runs"]))
         return 0

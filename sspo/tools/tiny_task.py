@@ -191,8 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = TinyTaskConfig(**args)
     except ValueError as error:
         parser.error(str(error))
-    if out.exists() and not out.is_dir():
-        parser.error(f"--out={out} is a file: give a folder")
+    from sspo.tools.outputs import OutputPathError, output_folder
+
+    try:
+        output_folder(out, "--out")  # a file there or above it: refused now, not after the model's warm-up
+    except OutputPathError as error:
+        parser.error(str(error))
     prepare_assets(out, cfg)
     print(f"tiny task assets in {out}: model/, train.parquet, tiny_add.parquet")
     return 0
