@@ -110,6 +110,13 @@ seeds: install  ## seed study, not in CI (~4 min a run on 2 cores): SEED_ROWS x 
 	  experiment=$$row $(call seed_axis,$(or $(SEEDS),5)) $(ARGS) || exit 1; done
 	$(PY) -m sspo.tools.report --out $(SEEDS_DIR)/report $(foreach row,$(SEED_ROWS),$(foreach s,$(subst $(comma), ,$(call seed_list,$(or $(SEEDS),5))),$(row)__seed-$(s)=$(OUTPUT_DIR)/sspo/$(row)__seed-$(s)/tensorboard))
 
+# submit.sh refuses a missing OUTPUT_DIR (it must be a folder every node sees); the default `outputs` above is
+# this machine's, so `make submit` passes OUTPUT_DIR only when the user set it (command line or environment)
+ifneq ($(filter submit,$(MAKECMDGOALS)),)
+ifeq ($(origin OUTPUT_DIR),file)
+$(error make submit: set OUTPUT_DIR=/shared/path, a folder every node of the cluster sees (checkpoints, logs, resume); the default '$(OUTPUT_DIR)' is on this machine only)
+endif
+endif
 submit: install  ## ray job submit one table row (RAY_ADDRESS=http://head:8265 OUTPUT_DIR=/shared/... EXPERIMENT=...)
 	PATH=$(abspath $(BIN)):$$PATH RAY_ADDRESS=$(RAY_ADDRESS) OUTPUT_DIR=$(abspath $(OUTPUT_DIR)) DATA_DIR=$(abspath $(DATA_DIR)) \
 	  recipe/scripts/submit.sh experiment=$(EXPERIMENT) $(ARGS)

@@ -105,3 +105,43 @@ def test_submit_checks_the_overrides_here_before_uploading(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2 and "Could not find 'experiment/sspo_qwen2.5-math-1.5bb'" in result.stderr
     assert "no Ray dashboard answers" not in result.stderr
+
+
+def test_submit_runs_the_config_checks_before_uploading(tmp_path):
+    """--print-key used to skip pre-flight: a bad clip range reached the cluster. Now the config checks run here
+    (not the cluster's resources: the data dir does not exist on this machine and need not)."""
+    env = {**os.environ, "RAY_ADDRESS": "http://127.0.0.1:1", "OUTPUT_DIR": str(tmp_path), "PYTHON": sys.executable,
+           "DATA_DIR": str(tmp_path / "cluster_data")}  # fmt: skip
+    result = subprocess.run(
+        [str(REPO / "recipe" / "scripts" / "submit.sh"), "experiment=sspo_qwen2.5-math-1.5b",
+         "actor_rollout_ref.actor.clip_ratio_low=1.5"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and "clip_ratio_low=1.5 is out of range" in result.stderr
+    assert "no Ray dashboard answers" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_make_submit_needs_an_output_dir_the_cluster_sees():
+    """`make submit` used to pass its default OUTPUT_DIR (outputs, this machine's), so submit.sh's check never fired."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OUTPUT_DIR", "MAKEFLAGS", "MAKELEVEL")}
+    refused = subprocess.run(["make", "-n", "submit", "RAY_ADDRESS=http://h:8265"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert refused.returncode == 2 and "make submit: set OUTPUT_DIR=/shared/path" in refused.stderr
+    assert "submit.sh" not in refused.stdout  # nothing would run
+    for how in (["OUTPUT_DIR=/shared/sspo"], []):  # on the command line, or from the environment
+        run_env = env if how else {**env, "OUTPUT_DIR": "/shared/sspo"}
+        ok = subprocess.run(["make", "-n", "submit", "RAY_ADDRESS=http://h:8265", *how], cwd=REPO, env=run_env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert ok.returncode == 0 and "OUTPUT_DIR=/shared/sspo" in ok.stdout and "submit.sh" in ok.stdout
+
+
+@pytest.mark.parametrize("setting", ["JOBS=abc", "JOBS=2.5", "JOBS=0", "JOBS=-1", "JOBS_ROW_GB=0", "JOBS_ROW_GB=x"])
+def test_demo_refuses_bad_row_settings_before_building_anything(setting, tmp_path):
+    """JOBS=abc used to fail after the tiny model was built, JOBS=2.5 in a bash syntax error, JOBS_ROW_GB=0
+    in a division by zero. PYTHON=false: the refusal must come before any Python runs."""
+    name, value = setting.split("=")
+    env = {**os.environ, name: value, "PYTHON": "false", "TINY_DIR": str(tmp_path / "tiny")}
+    result = subprocess.run([str(REPO / "recipe" / "scripts" / "demo_cpu.sh")], env=env, capture_output=True,
+                            text=True, timeout=30)  # fmt: skip
+    assert result.returncode == 2 and f"demo: {setting} is not a whole number >= 1" in result.stderr
+    assert f"Fix: {name}=" in result.stderr and result.stdout == "" and not (tmp_path / "tiny").exists()

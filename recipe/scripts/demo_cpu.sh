@@ -18,6 +18,13 @@
 # VERBOSE (1: verl's full console on the screen), JOBS (rows at once; default: what memory and cores allow, <= 2).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# the numeric settings, checked before anything is built: a whole number >= 1 each, or unset
+for var in JOBS JOBS_ROW_GB; do
+  if [[ -n "${!var:-}" && ! "${!var}" =~ ^[1-9][0-9]*$ ]]; then
+    echo "demo: $var=${!var} is not a whole number >= 1 (JOBS: rows at once; JOBS_ROW_GB: GB of memory a row needs). Fix: $var=2, or unset it for the default" >&2
+    exit 2
+  fi
+done
 PYTHON="${PYTHON:-python}"
 export SSPO_TINY_DIR="${TINY_DIR:-runs/tiny}"
 DEMO_DIR="${DEMO_DIR:-runs/demo}"

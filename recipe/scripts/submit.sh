@@ -34,8 +34,10 @@ done
 SUBMISSION_ID="${SUBMISSION_ID:-sspo-$(date +%Y%m%d-%H%M%S)-$RANDOM}"
 PYTHON="${PYTHON:-python}"
 
-# the overrides compose here before anything is uploaded (a typo is found now, not on the cluster);
-# skipped where this Python cannot import the project (submitting from a bare checkout)
+# the overrides compose here and pass the config checks before anything is uploaded (a typo, a value outside
+# its meaning, a bad clip range, batch sizes that do not split: found now, not on the cluster); `--print-key`
+# runs every check that needs no cluster, data or model (the job's own pre-flight checks those there).
+# Skipped where this Python cannot import the project (submitting from a bare checkout)
 if "$PYTHON" -c "import sspo.launch.cli" 2>/dev/null; then
   if ! composed=$("$PYTHON" -m sspo.launch.cli --print-key trainer.experiment_name "$@" 2>&1 > /dev/null); then
     echo "$composed" >&2  # the config error (and verl's import chatter, printed only when it fails)
