@@ -33,6 +33,8 @@ def test_endpoints_of_a_synthetic_run_start_at_pi0_and_end_at_the_last_policy_ea
     assert not valid.change.computable and valid.change.note == stats.NO_DUMPS
     assert valid.start.text() == "0.30" and valid.change.text(signed=True) == "+0.20"
     assert stats.endpoints("x", {}, validation=True) is None
+    once = stats.endpoints("validation accuracy", {18: 0.5}, validation=True)  # one validation: no change
+    assert once.versions == "pi18 -> pi18" and once.change.text() == "-" and once.change.note == "one policy only"
 
 
 def test_cluster_interval_of_perfectly_correlated_problems_is_wider_than_the_per_sample_one():

@@ -257,7 +257,9 @@ def endpoints(
         return Interval(float(per_step.get(step, math.nan)), note=NO_DUMPS)
 
     start, end = at(first), at(last)
-    if groups[first] and groups[last]:
+    if first == last:  # one policy measured: no change to speak of
+        change = Interval(math.nan, note="one policy only")
+    elif groups[first] and groups[last]:
         change = cluster_change(groups[first], groups[last])  # type: ignore[arg-type]
     else:
         change = Interval(end.estimate - start.estimate, note=NO_DUMPS)
