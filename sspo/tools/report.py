@@ -365,12 +365,13 @@ def terminal_table(rows: Sequence[dict[str, float | int | str]]) -> str:
             return "-"
         return f"{start:.2f} -> {end:.2f}"
 
-    header = f"{'run':<10} {'steps':>5}  {'training reward':<16} {'validation acc':<16} {'clip frac':>9}"
+    name = max([10, *(len(str(row["run"])) for row in rows)])  # seed runs' names: <row>__seed-N
+    header = f"{'run':<{name}} {'steps':>5}  {'training reward':<16} {'validation acc':<16} {'clip frac':>9}"
     lines = [header, "-" * len(header)]
     for row in rows:
         clip = row["clip frac (mean)"]
         clip_text = "-" if isinstance(clip, float) and math.isnan(clip) else f"{clip:.3f}"
-        lines.append(f"{str(row['run']):<10} {row['last step']:>5}  {arrow(row, 'reward'):<16} "
+        lines.append(f"{str(row['run']):<{name}} {row['last step']:>5}  {arrow(row, 'reward'):<16} "
                      f"{arrow(row, 'acc'):<16} {clip_text:>9}")
     return "\n".join(lines)
 
