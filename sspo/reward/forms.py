@@ -208,7 +208,9 @@ def expand_pm(gold: str) -> str | None:
 # Visible wrappers that do not change the value: \color{red}{58}, \textcolor{blue}{x}, \mathbf{5}
 # --------------------------------------------------------------------------------------------------
 _WRAPPER_RE = re.compile(
-    r"\\(?:textcolor|colorbox)\s*\{[^{}]{0,30}\}\s*(?=\{)|\\color\s*\{[^{}]{0,30}\}\s*"
+    r"\\(?:textcolor|mathcolor|colorbox)\s*(?:\[[^\]]{0,20}\])?\s*\{[^{}]{0,60}\}\s*(?=\{)"
+    r"|\\fcolorbox\s*(?:\[[^\]]{0,20}\])?\s*\{[^{}]{0,60}\}\s*\{[^{}]{0,60}\}\s*(?=\{)"
+    r"|\\color\s*(?:\[[^\]]{0,20}\])?\s*\{[^{}]{0,60}\}\s*"
     r"|\\(?:mathbf|textbf|boldsymbol|bm|underline|mathbold)\s*(?=\{)"
     r"|\\(?:tiny|small|normalsize|large|Large|LARGE|huge|Huge|bf)(?![a-zA-Z])\s*"
 )

@@ -28,6 +28,7 @@ only (the worker processes and ``sspo.tools.data`` import it).
 from __future__ import annotations
 
 import ast
+import bisect
 import math
 import re
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
+from sspo.reward.colours import hide_invisible
 from sspo.reward.forms import (
     compare_powers,
     expand_pm,
@@ -138,9 +140,18 @@ def last_boxed_answer(text: str) -> str | None:
     return boxes[-1] or None if boxes else None
 
 
-_FENCE_RE = re.compile(r"```([^\n`]*)(.*?)(?:```|\Z)", re.S)
+# A fence Markdown accepts: 3+ backticks or tildes at a line's start (any indentation: deeper than 3 spaces it
+# is an indented code block, code just the same; inside a list item or a blockquote too), an optional info
+# string; closed by a line of the same character, at least as long, or by the end.
+# Chat renderers also open a fence at the end of a line of prose ("I think 41. ```latex"): taken as one too.
+_FENCE_OPEN_RE = re.compile(
+    r"(?:^[ \t]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?|(?<=[^\s`~])[ \t]*(?=(?:`{3,}|~{3,})(?:[A-Za-z][\w+-]*)?[ \t]*$))"
+    r"(`{3,}|~{3,})([^\n]*)$",
+    re.M,
+)
+_BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
+_BACKTICKS_RE = re.compile(r"`+")
 _SHOWN_FENCES = ("latex", "tex", "math", "katex", "markdown", "md")  # a fence that typesets its box
-_INLINE_CODE_RE = re.compile(r"`[^`\n]*`")
 _VERB_RE = re.compile(r"\\verb\*?([^\sA-Za-z*])[^\n]{0,200}?\1")  # bounded: linear on any line
 _QUOTE_MARK_RE = re.compile(r"^[ \t]*>[> \t]*", re.M)
 # a LaTeX comment: "%" at a line start or after a space, not "\%" nor "20%" (a percentage in prose)
@@ -153,43 +164,123 @@ _TEMPLATE_WORDS_RE = re.compile(
 _HTML_CODE_RE = re.compile(r"<(code|pre|tt)>.*?(?:</\1>|\Z)", re.S)
 
 
-def _fence(m: re.Match) -> str:
+def _fence(info: str, body: str, before: str) -> str:
     """A fenced block: its text when it is LaTeX/Markdown (shown typeset) and no template, else nothing."""
-    lang = m.group(1).strip().lower()
-    if lang not in _SHOWN_FENCES:
+    words = info.strip().lower().split()
+    lang = words[0].lstrip("{.").rstrip("}") if words else ""
+    if lang not in _SHOWN_FENCES or "`" in info:
         return " "
-    before = m.string[max(0, m.start() - 80) : m.start()]
-    if _TEMPLATE_WORDS_RE.search(before[max(before.rfind(". "), before.rfind(".\n")) + 1 :] + m.group(2)):
+    before = before[-80:]
+    if _TEMPLATE_WORDS_RE.search(before[max(before.rfind(". "), before.rfind(".\n")) + 1 :] + body):
         return " "  # presented as a template or an example of the format
-    return " " + m.group(2) + "\n"
+    return " " + body + "\n"
+
+
+def _closes(line: str, fence: str) -> bool:
+    """Whether ``line`` closes a fence opened by ``fence`` (the same character, at least as many, nothing else)."""
+    t = line.strip()
+    return len(t) >= len(fence) and t == fence[0] * len(t)
+
+
+def remove_fences(text: str) -> str:
+    """``text`` with every fenced block replaced (``_fence``); linear: each line is looked at once or twice."""
+    if "```" not in text and "~~~" not in text:
+        return text
+    out, pos = [], 0
+    while True:
+        m = _FENCE_OPEN_RE.search(text, pos)
+        if m is None or (m.group(1)[0] == "`" and "`" in m.group(2)):  # "```a```" on one line: a code span
+            if m is None:
+                out.append(text[pos:])
+                return "".join(out)
+            out.append(text[pos : m.end()])
+            pos = m.end()
+            continue
+        fence, end, close = m.group(1), len(text), len(text)
+        line_start = m.end() + 1
+        while line_start < len(text):
+            line_end = text.find("\n", line_start)
+            line_end = len(text) if line_end < 0 else line_end
+            if _closes(text[line_start:line_end], fence):
+                end, close = line_start, line_end
+                break
+            line_start = line_end + 1
+        out.append(text[pos : m.start()])
+        out.append(_fence(m.group(2), text[m.end() + 1 : end], "".join(out[-3:])))
+        pos = close
+
+
+def remove_code_spans(text: str) -> str:
+    """``text`` without Markdown code spans: a run of n backticks up to the next run of exactly n (no blank
+    line between), as CommonMark reads them; linear (each run's partner is found in one backward pass)."""
+    runs = list(_BACKTICKS_RE.finditer(text)) if "`" in text else []
+    if not runs:
+        return text
+    partner: list[int | None] = [None] * len(runs)
+    last: dict[int, int] = {}
+    for k in range(len(runs) - 1, -1, -1):
+        n = runs[k].end() - runs[k].start()
+        partner[k], last[n] = last.get(n), k
+    blanks = [b.start() for b in _BLANK_LINE_RE.finditer(text)]
+    out, pos, k = [], 0, 0
+    while k < len(runs):
+        j = partner[k]
+        if j is not None:
+            i = bisect.bisect_left(blanks, runs[k].end())
+            if i == len(blanks) or blanks[i] >= runs[j].start():
+                out += [text[pos : runs[k].start()], " "]
+                pos, k = runs[j].end(), j + 1
+                continue
+        k += 1
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def visible_text(response: str) -> str:
-    """``response`` as a reader sees it: no code (fenced, inline, ``\\verb``, HTML), no LaTeX comments; the
-    text of ```latex fences (unless a template) and of Markdown blockquotes stays (a box there is shown)."""
-    text = _FENCE_RE.sub(_fence, response)
+    """``response`` as a reader sees it: no code (fenced with backticks or tildes, code spans, ``\\verb``,
+    HTML), no LaTeX comments; the text of LaTeX/Markdown fences (unless a template) and of Markdown
+    blockquotes stays (a box there is shown)."""
+    text = _QUOTE_MARK_RE.sub(" ", response)  # first: a fence inside a blockquote is a fence
+    text = remove_fences(text)
     text = _HTML_CODE_RE.sub(" ", text)
     text = _VERB_RE.sub(" ", text)
-    text = _INLINE_CODE_RE.sub(" ", text)
-    text = _QUOTE_MARK_RE.sub(" ", text)
+    text = remove_code_spans(text)
     return _COMMENT_RE.sub(" ", text)
 
 
 # A box that only shows the required format ("write it like \boxed{42}", "use this template: ..."): the
 # instruction runs up to the box, with nothing but quotes, colons, "$" or a fence opener in between.
+# the phrases that introduce a sample of the format, then at most a joining word, "this"/"the following",
+# punctuation, quotes, "$", "\\(", "\\[" or an opening bracket before the box
 _EXAMPLE_RE = re.compile(
-    r"(?i)(?:\bin\s+the\s+(?:form|format)|\bformat(?:ted)?|\btemplate|\be\.g\.|\bfor\s+(?:example|instance)"
-    r"|\bsuch\s+as|\bexample|(?<!looks )(?<!look )\blike(?:\s+this)?|\bas\s+follows"
-    r"|\b(?:put|write|enter|enclose|give|format)\s+(?:it|them|your\s+(?:final\s+)?answer|the\s+(?:final\s+)?answer)"
-    r"(?:\s+(?:in|as|inside|like))?)\s*(?:this|the\s+following)?\s*[:,\-]?[\s\"'“‘`$(]*$"
+    r"(?i)(?:\b(?:in|of)\s+the\s+(?:form|format|style|shape)(?:\s+of)?|\bformat(?:ted|s)?|\btemplate|\be\.?g\.?"
+    r"|\bi\.e\.|\bex\.|\bfor\s+(?:example|instance)|\bsuch\s+as|\bexamples?|\bsample|\bsyntax|\bsay"
+    r"|(?<!looks )(?<!look )\blike(?:\s+(?:this|so))?|\bas\s+(?:follows|in)|\bsomething\s+like"
+    r"|\b(?:put|write|enter|enclose|give|format|present|box|wrap|mark)\s+(?:it|them|your\s+(?:final\s+)?answer"
+    r"|the\s+(?:final\s+)?answer))(?:\s+(?:in|as|inside|like|with|using|within|is|are|would\s+be))?"
+    r"\s*(?:this|the\s+following|below)?\s*[:,\-]?(?:[\s\"'“‘`$(\[]|\\[(\[])*$"
 )
+# a box that holds a placeholder, not a value: "\\boxed{answer}", "\\boxed{...}", "\\boxed{<answer>}"
+_PLACEHOLDER_RE = re.compile(
+    r"(?i)^(?:\\(?:text|mathrm|textit|mathit)\s*\{)?\s*(?:your\s+|the\s+|final\s+|numerical\s+|numeric\s+)*"
+    r"(?:answer|ans|result|solution|value|expression|number)(?:\s+here)?\s*\}?$"
+    r"|^\\(?:l|c)?dots$|^\.{3}$|^…$|^<[^<>]{1,30}>$|^\[[A-Za-z ]{3,30}\]$|^\?+$|^\\(?:square|Box|blacksquare)$|^(?:\\_|_)+$"
+)
+
+
+_SENTENCE_END_RE = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bex)(?<!\beg)(?<!\bvs)\.\s")
+
+
+def is_placeholder(content: str | None) -> bool:
+    """Whether a box's content is a placeholder (``answer``, ``...``, ``<answer>``) rather than a value."""
+    return content is not None and len(content) <= 60 and bool(_PLACEHOLDER_RE.match(content.strip()))
 
 
 def is_example_box(text: str, start: int, prev_end: int = 0) -> bool:
     """Whether the box at ``text[start]`` is a format example (the sentence before it asks for a format)."""
     window = text[max(prev_end, start - 80) : start]
-    cut = max(window.rfind(". "), window.rfind(".\n"))
-    return bool(_EXAMPLE_RE.search(window[cut + 1 :] if cut >= 0 else window))
+    ends = [m.end() for m in _SENTENCE_END_RE.finditer(window)]  # "e.g. ", "i.e. " end no sentence
+    return bool(_EXAMPLE_RE.search(window[ends[-1] :] if ends else window))
 
 
 def _skip_group(s: str, i: int) -> int:
@@ -205,18 +296,10 @@ def _skip_group(s: str, i: int) -> int:
     return len(s)
 
 
-_INVISIBLE_RE = re.compile(
-    r"\\(?:phantom|hphantom|vphantom)\s*(?=\{)|\\(?:textcolor|color)\s*\{\s*white\s*\}\s*(?=\{)"
-)
-
-
 def remove_invisible(s: str) -> str:
-    """``s`` without ``\\phantom{...}`` (and h/v variants) and ``\\color{white}{...}`` groups."""
-    while True:
-        m = _INVISIBLE_RE.search(s)
-        if m is None:
-            return s
-        s = s[: m.start()] + s[_skip_group(s, m.end()) :]
+    """``s`` without what a reader cannot see (phantoms, text coloured like its background): see
+    ``sspo.reward.colours``."""
+    return hide_invisible(s)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -257,12 +340,32 @@ def _strip_dollars(s: str) -> str:
     return re.sub(r"(?<!\\)\$", "", s).strip()
 
 
+# what may stand between the boxes of a gold that are one answer together: punctuation, math delimiters,
+# "and"/"or", spacing, a label ("y = ") -- as math-verify joins boxes separated by ",", "and" or "or"
+_BOX_JOINER_RE = re.compile(
+    r"(?:\s|[,;.&$()]|\\[()\[\],;:! ]|\\q?quad|\\(?:text|mathrm)\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b"
+    r"|[A-Za-z](?:_\{?\w{1,4}\}?)?\s*=)*$"
+)
+
+
+def _joins(between: str) -> bool:
+    """Whether the text between two boxes of a gold makes them one answer: only joiners, or a short phrase
+    with a connective (``\\boxed{4} red and \\boxed{9} blue``)."""
+    return bool(_BOX_JOINER_RE.match(between)) or (len(between) <= 40 and bool(_CONNECTIVE_RE.search(between)))
+
+
+_CONNECTIVE_RE = re.compile(r"[,;&]|\band\b|\bor\b")
+
+
 def _gold_boxes(s: str) -> str | None:
     """The answer a boxed gold states: its box, or all its boxes together (``\\boxed{3}`` and ``\\boxed{-5}``
     -> ``3, -5``; a tuple ``(2, 5)`` when the boxes stand inside parentheses or the text says "ordered")."""
-    boxes = [b for b in boxed_answers(s) if b]
-    if len(boxes) < 2:
+    spans = [(i, j, b) for i, j, b in box_spans(s) if b]
+    if len(spans) < 2:
         return last_boxed_answer(s)
+    if not all(_joins(s[spans[k][1] : spans[k + 1][0]]) for k in range(len(spans) - 1)):
+        return spans[-1][2]  # prose between the boxes ("\\boxed{1} no no \\boxed{2}"): the last one is the answer
+    boxes = [b for _, _, b in spans]
     joined = ", ".join(dict.fromkeys(boxes))
     ordered = re.search(r"(?<!\\)\(\s*\$?\s*\\(?:boxed|fbox)", s) or re.search(r"(?i)\bordered\b", s)
     return f"({joined})" if ordered else joined
@@ -423,6 +526,7 @@ _FRAC_SHORT_RE = re.compile(r"\\frac(\d)(\d)")
 _FRAC_HALF_RE = re.compile(r"\\frac\{([^{}]+)\}(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt(\d+)")
 _SPACED_COMMA_RE = re.compile(r",(?:\s|\\[,;: ]|~)")
+_ZERO_COMMA_RE = re.compile(r"^[+-]?0,\d{3}$")  # "0,111" looks like thousands, but no integer starts "0,"
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?$")
 _SCI_RE = re.compile(r"^(?:([+-]?(?:\d+(?:\.\d*)?|\.\d+))\\(?:times|cdot))?10\^\{?([+-]?\d{1,3})\}?$")
@@ -464,7 +568,7 @@ def canonical(s: str) -> str:
         s = s[6:-1]
     s = s.rstrip(".")
     if not spaced_comma and _THOUSANDS_RE.match(s):
-        s = s.replace(",", "")
+        s = s.replace(",", "") if not _ZERO_COMMA_RE.match(s) else s.replace(",", ".", 1)
     if s.startswith("."):
         s = "0" + s
     elif s.startswith("-."):
@@ -835,11 +939,14 @@ def corrected_from(text: str, spans: list[tuple[int, int, str | None]], boxes: l
 def _answer_spans(response: str, policy: GradingPolicy) -> tuple[str, list[tuple[int, int, str | None]]]:
     """(the text read, the boxes that are answers): hidden boxes and format examples dropped (strict)."""
     if not policy.ignore_hidden_boxes:
-        return response, box_spans(response)
+        text = hide_invisible(response) if policy.reject_invisible else response
+        return text, box_spans(text)
     text = visible_text(response)
+    if policy.reject_invisible:
+        text = hide_invisible(text)  # after the code is gone: a colour command in code shows as text
     spans, prev = [], 0
     for span in box_spans(text):
-        if not is_example_box(text, span[0], prev):
+        if not is_example_box(text, span[0], prev) and not is_placeholder(span[2]):
             spans.append(span)
         prev = span[1]
     return text, spans

@@ -37,7 +37,7 @@ _UNIT_OF = {alias: unit for unit, aliases in _UNIT_NAMES.items() for alias in al
 PHYSICAL_UNITS = frozenset(_UNIT_NAMES)
 _UNIT_WORD = r"(?:square\s+|sq\.?\s+|cubic\s+)?(" + "|".join(
     sorted({a + s for a in _UNIT_OF for s in ("", "s", "es")}, key=len, reverse=True)
-) + r")\b(?!\s*/)\s*\}?(?:\s*(?:\^\s*\{?\s*([23])\s*\}?|²|³))?"  # "m/s" is no unit of its own
+) + r")\b(?!\s*\}?\s*/)\s*\}?(?:\s*(?:\^\s*\{?\s*([23])\s*\}?|²|³))?"  # "m/s" is no unit of its own
 # "in cm", "in square feet", "(in meters)", "how many minutes", "how many more dollars", "number of hours"
 _ASKED_UNIT_RE = re.compile(
     r"(?i)(?:(?<![\\\w])in\s+(?:units\s+of\s+)?|\bhow\s+(?:many|much)\s+(?:more\s+|fewer\s+|less\s+|total\s+)?"
@@ -279,8 +279,8 @@ def violation(request: Request, value: str, value_units: frozenset[str], golds: 
         if any(_gold_in_form(form, g) for g in gold_c) and not _form_ok(form, c) and c not in gold_c:
             return f"the question asks the {form} form"
     if request.variables is not None and not _CHOICE_RE.fullmatch(c):
-        allowed = set(request.variables).union(*(variables(g) for g in gold_c))
-        extra = variables(c) - allowed
+        allowed = set(request.variables).union(*(variables(g) for g, _ in golds))  # spaces kept: "\\pi d"
+        extra = variables(value) - allowed
         if extra:
             return f"answer uses {sorted(extra)}, the question asks in terms of {sorted(request.variables)}"
     if c in request.givens and c not in gold_c:
