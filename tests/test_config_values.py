@@ -200,3 +200,22 @@ def test_multirun_checks_every_point_before_the_first_runs(capsys, monkeypatch, 
 
 def test_a_swept_value_with_a_slash_makes_one_folder_name():
     assert cli.run_suffix(["a.path=org/model"], ["a.path"]) == "__path-org_model"
+
+
+def test_config_checks_and_trainers_import_in_one_direction_only():
+    """trainers -> config_checks (the checks run in each trainer's __init__); config_checks imports nothing of trainers."""
+    import ast
+    from pathlib import Path
+
+    def imported(name: str) -> set[str]:
+        tree = ast.parse((Path(__file__).resolve().parents[1] / "sspo" / "verl_plugin" / f"{name}.py").read_text())
+        found = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found |= {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+        return found
+
+    assert not any("trainers" in m for m in imported("config_checks"))
+    assert "sspo.verl_plugin.config_checks" in imported("trainers")
