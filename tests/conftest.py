@@ -12,6 +12,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def _outside_any_ray_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts outside any Ray cluster or job, whatever the shell that runs pytest exported:
+    ``RAY_ADDRESS`` (e.g. after ``ray start``) makes config composition drop what sizes a new cluster and the
+    pre-flight contact that cluster. A test that needs them sets them itself."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """``../shared/data`` (real benchmark and training data; never copied into the repo).
