@@ -514,31 +514,8 @@ def prepare(
     unless ``allow_drops``; training rows are dropped and reported.
     """
     benchmarks = list(benchmarks)
-    if train is not None and train not in TRAIN_SOURCES:
-        raise DataError(f"unknown training set {train!r}: choose one of {list(TRAIN_SOURCES)} or 'none'")
-    unknown = [b for b in benchmarks if b not in BENCHMARKS]
-    if unknown:
-        raise DataError(f"unknown benchmark(s) {unknown}: choose from {list(BENCHMARKS)} (or 'all'/'none')")
-    if template not in TEMPLATES:
-        raise DataError(f"unknown prompt template {template!r}: choose one of {sorted(TEMPLATES)}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise DataError(f"--out-dir {out_dir} is a file: pass a folder (created if missing)")
-    check_writable(out_dir)
-    local_dir = Path(local_dir) if local_dir is not None else None
-    if local_dir is not None and not local_dir.is_dir():
-        raise DataError(f"--local-dir {local_dir} is not a directory: pass the folder holding the data files")
-    pinned = {k: Path(v) for k, v in (local_files or {}).items()}
-    bad = [k for k in pinned if k not in SOURCES]
-    if bad:
-        raise DataError(f"--local-file names {bad} are not sources: use one of {list(SOURCES)}")
-
+    out_dir, local_dir, pinned = _check_arguments(train, benchmarks, template, out_dir, local_dir, local_files)
     targets = ([("train", SOURCES[train])] if train else []) + [(b, SOURCES[b]) for b in benchmarks]
-    if not targets:
-        raise DataError(
-            "nothing to prepare: no training set (--train none) and no benchmark (--benchmarks none or empty). "
-            f"Fix: --train {'/'.join(TRAIN_SOURCES)} and/or --benchmarks all (or a comma list of {', '.join(BENCHMARKS)})"
-        )
     files = {name: out_dir / f"{name}.parquet" for name, _ in targets}
     _check_kept_template(out_dir, files, template, overwrite)
     # Everything is recomputed when anything is written: the overlap check needs the benchmarks.
@@ -582,6 +559,41 @@ def prepare(
     if written or not manifest.exists():
         _write_manifest(manifest, files, reports, overlap, template)
     return Result(files, written, skipped, reports, overlap, manifest)
+
+
+def _check_arguments(
+    train: str | None,
+    benchmarks: list[str],
+    template: str,
+    out_dir: str | Path,
+    local_dir: str | Path | None,
+    local_files: dict[str, str | Path] | None,
+) -> tuple[Path, Path | None, dict[str, Path]]:
+    """:func:`prepare`'s arguments checked before any work: (out_dir, local_dir, pinned local files)."""
+    if train is not None and train not in TRAIN_SOURCES:
+        raise DataError(f"unknown training set {train!r}: choose one of {list(TRAIN_SOURCES)} or 'none'")
+    unknown = [b for b in benchmarks if b not in BENCHMARKS]
+    if unknown:
+        raise DataError(f"unknown benchmark(s) {unknown}: choose from {list(BENCHMARKS)} (or 'all'/'none')")
+    if not train and not benchmarks:
+        raise DataError(
+            "nothing to prepare: no training set (--train none) and no benchmark (--benchmarks none or empty). "
+            f"Fix: --train {'/'.join(TRAIN_SOURCES)} and/or --benchmarks all (or a comma list of {', '.join(BENCHMARKS)})"
+        )
+    if template not in TEMPLATES:
+        raise DataError(f"unknown prompt template {template!r}: choose one of {sorted(TEMPLATES)}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"--out-dir {out_dir} is a file: pass a folder (created if missing)")
+    check_writable(out_dir)
+    local_dir = Path(local_dir) if local_dir is not None else None
+    if local_dir is not None and not local_dir.is_dir():
+        raise DataError(f"--local-dir {local_dir} is not a directory: pass the folder holding the data files")
+    pinned = {k: Path(v) for k, v in (local_files or {}).items()}
+    bad = [k for k in pinned if k not in SOURCES]
+    if bad:
+        raise DataError(f"--local-file names {bad} are not sources: use one of {list(SOURCES)}")
+    return out_dir, local_dir, pinned
 
 
 def _check_kept_template(out_dir: Path, files: dict[str, Path], template: str, overwrite: bool) -> None:
