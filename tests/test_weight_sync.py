@@ -32,7 +32,7 @@ def test_bounded_weight_sync_raises_instead_of_hanging():
     start = time.monotonic()
     with pytest.raises(WeightSyncTimeout, match=r"global step 7.*within 1 s"):
         BoundedWeightSync(manager, timeout_s=1).update_weights(7)
-    assert time.monotonic() - start < 5
+    assert time.monotonic() - start < 30  # at the bound, not when the hung sync ends (60 s): a wide, load-proof margin
     hung.set()
     with pytest.raises(ValueError, match="weight_sync_timeout_s"):
         BoundedWeightSync(manager, timeout_s=0)
