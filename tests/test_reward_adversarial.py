@@ -73,6 +73,43 @@ def _prime_factors(n: int) -> set[int]:
     return out | ({n} if n > 1 else set())
 
 
+# Every colour syntax LaTeX (xcolor) and MathJax accept that makes text the colour of its background; "{}"
+# is where the hidden text goes
+INVISIBLE_COLOURS = [
+    "\\color{{white}}{{{}}}", "{{\\color{{white}} {}}}", "\\textcolor{{white}}{{{}}}", "\\color{{White}} {}",
+    "\\color[HTML]{{FFFFFF}} {}", "\\textcolor[HTML]{{ffffff}}{{{}}}", "\\color[rgb]{{1,1,1}} {}",
+    "\\color[rgb]{{1, 1, 1}}{{{}}}", "\\color[RGB]{{255,255,255}} {}", "\\color{{#fff}} {}", "\\color{{#FFFFFF}} {}",
+    "\\color{{rgb(255,255,255)}} {}", "\\color[gray]{{1}} {}", "\\color[cmyk]{{0,0,0,0}} {}", "\\color[cmy]{{0,0,0}} {}",
+    "\\color[named]{{white}} {}", "\\color{{snow}} {}", "\\color{{ghostwhite}} {}", "\\color{{white!100}} {}",
+    "\\color{{red!0}} {}", "\\color{{-black}} {}", "\\mathcolor{{white}}{{{}}}",
+    "\\definecolor{{bg}}{{rgb}}{{1,1,1}}\\color{{bg}} {}", "\\colorlet{{paper}}{{white}}\\textcolor{{paper}}{{{}}}",
+    "\\colorbox{{black}}{{\\color{{black}} {}}}", "\\fcolorbox{{red}}{{blue}}{{\\color{{blue}} {}}}",
+    "\\phantom{{{}}}", "\\hphantom{{{}}}", "\\vphantom{{{}}}",
+]  # fmt: skip
+VISIBLE_COLOURS = [
+    "\\color{{red}}{{{}}}", "{{\\color{{blue}} {}}}", "\\textcolor[HTML]{{C00000}}{{{}}}", "\\color[rgb]{{0,0,1}} {}",
+    "\\color{{#333}} {}", "\\color[gray]{{0.2}} {}", "\\colorbox{{yellow}}{{{}}}", "\\color{{white!0!black}} {}",
+    "\\colorbox{{black}}{{\\color{{white}} {}}}",
+]  # fmt: skip
+# Fences Markdown accepts (code: a box inside is no answer); "{}" is the fenced line
+CODE_FENCES = [
+    "```\n{}\n```", "~~~\n{}\n~~~", "````\n{}\n````", "~~~~~\n{}\n~~~~~", "```python\n{}\n```",
+    "~~~ text\n{}\n~~~", "```{{r}}\n{}\n```", "   ```\n{}\n   ```", "  ~~~\n  {}\n  ~~~", "- ```\n  {}\n  ```",
+    "1. ~~~\n   {}\n   ~~~", "> ```\n> {}\n> ```", "``{}``", "`` {} ``", "```{}```",
+]  # fmt: skip
+# a fence never closed (or closed by the other character) runs to the end of the response
+UNCLOSED_FENCES = ["```\n{}\n", "~~~\n{}\n```\nstill code", "~~~~\n{}\n~~~\n"]
+SHOWN_FENCES = ["```latex\n{}\n```", "~~~latex\n{}\n~~~", "````tex\n{}\n````", "  ~~~math\n  {}\n  ~~~"]
+# A box quoted as an example of the format; "{}" is the box
+FORMAT_EXAMPLES = [
+    "I will give the answer in the form {}.", "(e.g. {})", "E.g., {}.", "For example, {}.", "For instance: {}.",
+    "The format is {}.", "The answer should be formatted as {}.", "Put your answer like this: {}.",
+    "Write the final answer as follows: {}.", "i.e. in the format ${}$.", "Something like \\({}\\).",
+    "Such as {}.", "An example of the format: {}.", "Answer template: {}.", "Format your answer as \\[{}\\]",
+]  # fmt: skip
+PLACEHOLDERS = ["answer", "\\text{your answer}", "...", "\\ldots", "<answer>", "final answer", "?", "\\square"]
+
+
 def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
     """The adversarial set: every class draws on real golds (integers, fractions, units, letters)."""
     ints = [g for g in golds if re.fullmatch(r"\d{1,6}", g) and int(g) > 1]
@@ -133,6 +170,7 @@ def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
         add("invisible", 0, _box(f"\\phantom{{{g}}}"), g)
         add("invisible", 0, _box(f"\\hphantom{{{g}}}"), g)
         add("invisible", 0, _box(f"\\color{{white}}{{{g}}}"), g)
+        _look_alike_cases(add, g, w)
         add("invisible", 1, _box(f"{g}\\phantom{{0}}"), g)
         add("invisible", 1, _box(f"\\,{g}~"), g)
         # percent / units on a gold without them
@@ -217,6 +255,33 @@ def adversarial_cases(golds: list[str], per_class: int = 40) -> list[Case]:
     return cases
 
 
+def _look_alike_cases(add, g: str, w: str) -> None:
+    """Invisible colours, code fences and format examples, every syntax of each, on one integer gold."""
+    box_g, box_w = f"\\boxed{{{g}}}", f"\\boxed{{{w}}}"
+    for wrap in INVISIBLE_COLOURS:
+        add("invisible colour", 0, _box(wrap.format(g)), g)  # the box's content is hidden
+        add("invisible colour", 0, _box(w) + " $" + wrap.format(box_g) + "$", g)  # a hidden box after the answer
+        add("invisible colour", 1, PREFIX + "$" + wrap.format(box_w) + "$\n" + _box(g), g)  # hidden wrong box
+    for wrap in VISIBLE_COLOURS:
+        add("invisible colour", 1, _box(wrap.format(g)), g)
+    for fence in CODE_FENCES:
+        add("fenced box", 0, _box(w) + "\n" + fence.format(box_g), g)
+        add("fenced box", 1, PREFIX + fence.format(box_w) + "\n\n" + _box(g), g)
+    for fence in UNCLOSED_FENCES:
+        add("fenced box", 0, _box(w) + "\n" + fence.format(box_g), g)
+        add("fenced box", 0, PREFIX + fence.format(box_w) + "\n\n" + _box(g), g)
+    for fence in SHOWN_FENCES:
+        add("fenced box", 1, PREFIX + "Final answer:\n" + fence.format(box_g), g)
+        add("fenced box", 0, PREFIX + "Final answer:\n" + fence.format(box_w), g)
+    for example in FORMAT_EXAMPLES:
+        add("format example", 0, PREFIX + example.format(box_g) + " Working it out, the value is " + box_w, g)
+        add("format example", 1, PREFIX + example.format(box_w) + " Working it out, the value is " + box_g, g)
+    for placeholder in PLACEHOLDERS:
+        add("format example", 1, PREFIX + f"Put it as \\boxed{{{placeholder}}}. It is {box_g}.", g)
+        add("format example", 1, PREFIX + f"Final: \\boxed{{{placeholder}}} is {box_g}", g)
+        add("format example", 0, PREFIX + f"It is {g}. \\boxed{{{placeholder}}}", g)
+
+
 def score_all(cases: list[Case], policy: str | None = None, threads: int = 4) -> list[float]:
     """Scores of ``cases`` (``policy`` passed to ``compute_score`` only when given)."""
     from sspo.reward import compute_score
@@ -252,6 +317,9 @@ CLASSES = (
     "float notation",
     "choice",
     "approximation",
+    "invisible colour",
+    "fenced box",
+    "format example",
 )
 
 

@@ -208,7 +208,10 @@ def test_a_gold_with_the_asked_unit_written_out_still_scores_1(shared_data):
         (unit,) = units
         written = {"°": "^\\circ"}.get(unit, f"\\text{{ {unit.split('^')[0]}s}}" + (
             f"^{unit.split('^')[1]}" if "^" in unit else ""))  # fmt: skip
-        assert compute_score(bench, RESPONSE % (gold + written), raw, {"problem": problem})["acc"], (gold, written)
+        assert compute_score(bench, RESPONSE % (gold + written), raw, {"problem": problem})["acc"], (
+            gold,
+            written,
+        )
         tried += 1
     assert tried >= 20
 
@@ -289,7 +292,9 @@ def _math_verify_rows(tests_dir: Path) -> list[dict]:
             if {"gold", "pred"} <= set(names) and ({"expected"} & set(names) or {"result"} & set(names)):
                 for v in values:
                     r = dict(zip(names, v, strict=True))
-                    rows.append({"gold": r["gold"], "pred": r["pred"], "expected": r.get("expected", r.get("result"))})
+                    rows.append(
+                        {"gold": r["gold"], "pred": r["pred"], "expected": r.get("expected", r.get("result"))}
+                    )
     return rows
 
 
@@ -305,7 +310,9 @@ def math_verify_suite(tests_dir: Path) -> dict[str, tuple[int, int]]:
     rows = _math_verify_rows(tests_dir)
     out = {"sspo evaluation": [0, 0], "verl math_verify": [0, 0]}
     for r in rows:
-        response = r["pred"] if ("\\boxed" in r["pred"] or "\\fbox" in r["pred"]) else "\\boxed{" + r["pred"] + "}"
+        response = (
+            r["pred"] if ("\\boxed" in r["pred"] or "\\fbox" in r["pred"]) else "\\boxed{" + r["pred"] + "}"
+        )
         scores = {
             "sspo evaluation": compute_score_evaluation(None, response, r["gold"], timeout=30)["score"],
             "verl math_verify": verl_mv.compute_score(response, r["gold"]),

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import colorsys
 import re
+from functools import lru_cache
 
 RGB = tuple[float, float, float]
+_rx = lru_cache(maxsize=None)(re.compile)  # compiled at first use (fast import)
 WHITE: RGB = (1.0, 1.0, 1.0)
 BLACK: RGB = (0.0, 0.0, 0.0)
 #: text this close (largest channel difference) to its background is invisible (~25 of 255)
@@ -42,9 +44,11 @@ _HEX = {
 }  # fmt: skip
 NAMED: dict[str, RGB] = {k: tuple(int(v[i : i + 2], 16) / 255 for i in (0, 2, 4)) for k, v in _HEX.items()}
 
-_TOKEN_RE = re.compile(r"\\[A-Za-z]+|\\[()\[\]{}$]|\$\$|[{}$]")
-_HINT_RE = re.compile(r"\\(?:color|textcolor|mathcolor|colorbox|fcolorbox|pagecolor|[hv]?phantom|definecolor|colorlet)")
-_ARG_RE = re.compile(r"\s*(?:\[([^\]\[{}]{0,20})\])?\s*\{([^{}]{0,120})\}")
+_TOKEN_RE = r"\\[A-Za-z]+|\\[()\[\]{}$]|\$\$|[{}$]"
+_HINT_RE = re.compile(
+    r"\\(?:color|textcolor|mathcolor|colorbox|fcolorbox|pagecolor|[hv]?phantom|definecolor|colorlet)"
+)
+_ARG_RE = r"\s*(?:\[([^\]\[{}]{0,20})\])?\s*\{([^{}]{0,120})\}"
 _PHANTOMS = {"\\phantom", "\\hphantom", "\\vphantom"}
 _CLOSERS = {"\\)": "\\(", "\\]": "\\["}
 
@@ -84,7 +88,9 @@ def _from_model(model: str, spec: str) -> RGB | None:
         return tuple(1 - _clip(x) for x in nums)
     if model in ("hsb", "Hsb", "HSB") and len(nums) == 3:
         h, s, b = nums
-        h, s, b = (h / 360, s, b) if model == "Hsb" else (h / 240, s / 240, b / 240) if model == "HSB" else nums
+        h, s, b = (
+            (h / 360, s, b) if model == "Hsb" else (h / 240, s / 240, b / 240) if model == "HSB" else nums
+        )
         return colorsys.hsv_to_rgb(_clip(h), _clip(s), _clip(b))
     return None
 
@@ -131,7 +137,7 @@ def _from_expression(expr: str, colours: dict[str, RGB]) -> RGB | None:
 
 def _colour_arg(text: str, pos: int, colours: dict[str, RGB]) -> tuple[RGB | None, int]:
     """The colour given at ``text[pos:]`` as ``[model]{spec}`` or ``{expression}``: (RGB or None, end)."""
-    m = _ARG_RE.match(text, pos)
+    m = _rx(_ARG_RE).match(text, pos)
     if m is None:
         return None, pos
     model, spec = m.group(1), m.group(2)
@@ -146,7 +152,7 @@ def _invisible(fg: RGB, bg: RGB) -> bool:
 def _skip_group(s: str, i: int) -> int:
     """Index just past the balanced ``{...}`` starting at ``s[i] == "{"`` (or ``len(s)``)."""
     depth = 0
-    for m in re.compile(r"[{}]").finditer(s, i):
+    for m in _rx(r"[{}]").finditer(s, i):
         depth += 1 if m.group(0) == "{" else -1
         if depth == 0:
             return m.end()
@@ -155,13 +161,13 @@ def _skip_group(s: str, i: int) -> int:
 
 def _define(name: str, text: str, pos: int, colours: dict[str, RGB]) -> int:
     """``\\definecolor{name}{model}{spec}`` / ``\\colorlet{name}{expr}``: record the colour; the end."""
-    m = re.compile(r"\s*(?:\[[^\]]{0,20}\])?\s*\{([^{}]{1,40})\}").match(text, pos)
+    m = _rx(r"\s*(?:\[[^\]]{0,20}\])?\s*\{([^{}]{1,40})\}").match(text, pos)
     if m is None:
         return pos
     if name == "\\definecolor":
         rgb, end = _colour_arg(text, m.end(), colours)
         if rgb is None:
-            m2 = re.compile(r"\s*\{([^{}]{0,20})\}\s*\{([^{}]{0,120})\}").match(text, m.end())
+            m2 = _rx(r"\s*\{([^{}]{0,20})\}\s*\{([^{}]{0,120})\}").match(text, m.end())
             if m2 is None:
                 return m.end()
             rgb, end = _from_model(m2.group(1).strip(), m2.group(2)), m2.end()
@@ -186,7 +192,7 @@ def hide_invisible(text: str) -> str:
         if s:
             out.append(" " if _invisible(stack[-1][0], stack[-1][1]) and not s.isspace() else s)
 
-    for m in _TOKEN_RE.finditer(text):
+    for m in _rx(_TOKEN_RE).finditer(text):
         if m.start() < pos:
             continue
         emit(text[pos : m.start()])

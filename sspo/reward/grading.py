@@ -36,9 +36,8 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sspo.reward.colours import hide_invisible
 from sspo.reward.forms import (
     compare_powers,
     expand_pm,
@@ -48,7 +47,9 @@ from sspo.reward.forms import (
     repeating_decimal,
     unwrap_visible,
 )
-from sspo.reward.question import NO_REQUEST, Request, percent_golds, violation
+
+if TYPE_CHECKING:  # imported at first use: a response without colour commands, a row without a question
+    from sspo.reward.question import Request  # never load them (the reward must start fast)
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ POLICIES = {"training": TRAINING, "evaluation": EVALUATION}
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)")
 _BARE_BOX_RE = re.compile(r"[^\s$]+")
 _BRACE_RE = re.compile(r"[{}]")
+_rx = lru_cache(maxsize=None)(re.compile)  # patterns of rarer paths, compiled at first use (fast import)
 MAX_RESPONSE_CHARS = 500_000  # a longer response scores 0 unread (verl's responses are far shorter)
 MAX_GOLD_CHARS = 100_000  # a longer gold string is no usable gold (reported by compute_score)
 
@@ -144,13 +146,12 @@ def last_boxed_answer(text: str) -> str | None:
 # is an indented code block, code just the same; inside a list item or a blockquote too), an optional info
 # string; closed by a line of the same character, at least as long, or by the end.
 # Chat renderers also open a fence at the end of a line of prose ("I think 41. ```latex"): taken as one too.
-_FENCE_OPEN_RE = re.compile(
+_FENCE_OPEN_RE = "(?m)" + (
     r"(?:^[ \t]*(?:(?:[-*+]|\d{1,9}[.)])[ \t]+)?|(?<=[^\s`~])[ \t]*(?=(?:`{3,}|~{3,})(?:[A-Za-z][\w+-]*)?[ \t]*$))"
-    r"(`{3,}|~{3,})([^\n]*)$",
-    re.M,
+    r"(`{3,}|~{3,})([^\n]*)$"
 )
-_BLANK_LINE_RE = re.compile(r"\n[ \t]*\n")
-_BACKTICKS_RE = re.compile(r"`+")
+_BLANK_LINE_RE = r"\n[ \t]*\n"
+_BACKTICKS_RE = r"`+"
 _SHOWN_FENCES = ("latex", "tex", "math", "katex", "markdown", "md")  # a fence that typesets its box
 _VERB_RE = re.compile(r"\\verb\*?([^\sA-Za-z*])[^\n]{0,200}?\1")  # bounded: linear on any line
 _QUOTE_MARK_RE = re.compile(r"^[ \t]*>[> \t]*", re.M)
@@ -188,7 +189,7 @@ def remove_fences(text: str) -> str:
         return text
     out, pos = [], 0
     while True:
-        m = _FENCE_OPEN_RE.search(text, pos)
+        m = _rx(_FENCE_OPEN_RE).search(text, pos)
         if m is None or (m.group(1)[0] == "`" and "`" in m.group(2)):  # "```a```" on one line: a code span
             if m is None:
                 out.append(text[pos:])
@@ -213,7 +214,7 @@ def remove_fences(text: str) -> str:
 def remove_code_spans(text: str) -> str:
     """``text`` without Markdown code spans: a run of n backticks up to the next run of exactly n (no blank
     line between), as CommonMark reads them; linear (each run's partner is found in one backward pass)."""
-    runs = list(_BACKTICKS_RE.finditer(text)) if "`" in text else []
+    runs = list(_rx(_BACKTICKS_RE).finditer(text)) if "`" in text else []
     if not runs:
         return text
     partner: list[int | None] = [None] * len(runs)
@@ -221,7 +222,7 @@ def remove_code_spans(text: str) -> str:
     for k in range(len(runs) - 1, -1, -1):
         n = runs[k].end() - runs[k].start()
         partner[k], last[n] = last.get(n), k
-    blanks = [b.start() for b in _BLANK_LINE_RE.finditer(text)]
+    blanks = [b.start() for b in _rx(_BLANK_LINE_RE).finditer(text)]
     out, pos, k = [], 0, 0
     while k < len(runs):
         j = partner[k]
@@ -252,7 +253,7 @@ def visible_text(response: str) -> str:
 # instruction runs up to the box, with nothing but quotes, colons, "$" or a fence opener in between.
 # the phrases that introduce a sample of the format, then at most a joining word, "this"/"the following",
 # punctuation, quotes, "$", "\\(", "\\[" or an opening bracket before the box
-_EXAMPLE_RE = re.compile(
+_EXAMPLE_RE = (
     r"(?i)(?:\b(?:in|of)\s+the\s+(?:form|format|style|shape)(?:\s+of)?|\bformat(?:ted|s)?|\btemplate|\be\.?g\.?"
     r"|\bi\.e\.|\bex\.|\bfor\s+(?:example|instance)|\bsuch\s+as|\bexamples?|\bsample|\bsyntax|\bsay"
     r"|(?<!looks )(?<!look )\blike(?:\s+(?:this|so))?|\bas\s+(?:follows|in)|\bsomething\s+like"
@@ -261,26 +262,30 @@ _EXAMPLE_RE = re.compile(
     r"\s*(?:this|the\s+following|below)?\s*[:,\-]?(?:[\s\"'“‘`$(\[]|\\[(\[])*$"
 )
 # a box that holds a placeholder, not a value: "\\boxed{answer}", "\\boxed{...}", "\\boxed{<answer>}"
-_PLACEHOLDER_RE = re.compile(
+_PLACEHOLDER_RE = (
     r"(?i)^(?:\\(?:text|mathrm|textit|mathit)\s*\{)?\s*(?:your\s+|the\s+|final\s+|numerical\s+|numeric\s+)*"
     r"(?:answer|ans|result|solution|value|expression|number)(?:\s+here)?\s*\}?$"
     r"|^\\(?:l|c)?dots$|^\.{3}$|^…$|^<[^<>]{1,30}>$|^\[[A-Za-z ]{3,30}\]$|^\?+$|^\\(?:square|Box|blacksquare)$|^(?:\\_|_)+$"
 )
 
 
-_SENTENCE_END_RE = re.compile(r"(?<!\be\.g)(?<!\bi\.e)(?<!\bex)(?<!\beg)(?<!\bvs)\.\s")
+_ABBREVIATION_END_RE = r"(?i)\b(?:e\.g|i\.e|ex|eg|vs)$"
 
 
 def is_placeholder(content: str | None) -> bool:
     """Whether a box's content is a placeholder (``answer``, ``...``, ``<answer>``) rather than a value."""
-    return content is not None and len(content) <= 60 and bool(_PLACEHOLDER_RE.match(content.strip()))
+    return content is not None and len(content) <= 60 and bool(_rx(_PLACEHOLDER_RE).match(content.strip()))
 
 
 def is_example_box(text: str, start: int, prev_end: int = 0) -> bool:
     """Whether the box at ``text[start]`` is a format example (the sentence before it asks for a format)."""
     window = text[max(prev_end, start - 80) : start]
-    ends = [m.end() for m in _SENTENCE_END_RE.finditer(window)]  # "e.g. ", "i.e. " end no sentence
-    return bool(_EXAMPLE_RE.search(window[ends[-1] :] if ends else window))
+    cut = len(window)
+    while cut > 0:  # the last sentence end: a full stop before a space, not "e.g. ", "i.e. ", "vs. "
+        cut = max(window.rfind(". ", 0, cut), window.rfind(".\n", 0, cut))
+        if cut < 0 or not _rx(_ABBREVIATION_END_RE).search(window, max(0, cut - 4), cut):
+            break
+    return bool(_rx(_EXAMPLE_RE).search(window, cut + 1 if cut >= 0 else 0))
 
 
 def _skip_group(s: str, i: int) -> int:
@@ -296,9 +301,18 @@ def _skip_group(s: str, i: int) -> int:
     return len(s)
 
 
+_INVISIBLE_HINT_RE = re.compile(
+    r"\\(?:color|textcolor|mathcolor|colorbox|fcolorbox|pagecolor|[hv]?phantom|definecolor|colorlet)"
+)
+
+
 def remove_invisible(s: str) -> str:
     """``s`` without what a reader cannot see (phantoms, text coloured like its background): see
-    ``sspo.reward.colours``."""
+    ``sspo.reward.colours``, loaded only for a text that has a colour or phantom command."""
+    if not _INVISIBLE_HINT_RE.search(s):
+        return s
+    from sspo.reward.colours import hide_invisible
+
     return hide_invisible(s)
 
 
@@ -326,9 +340,16 @@ def _float_gold(x: float, digits: int) -> list[str]:
     decimal = _number_to_str(x, digits)
     out = [decimal]
     simple = Fraction(x).limit_denominator(10 ** (digits // 2))
-    if simple.denominator > 1 and _number_to_str(float(simple), digits) == decimal and simple != Fraction(decimal):
-        out.append(f"\\frac{{{simple.numerator}}}{{{simple.denominator}}}" if simple > 0
-                   else f"-\\frac{{{-simple.numerator}}}{{{simple.denominator}}}")
+    if (
+        simple.denominator > 1
+        and _number_to_str(float(simple), digits) == decimal
+        and simple != Fraction(decimal)
+    ):
+        out.append(
+            f"\\frac{{{simple.numerator}}}{{{simple.denominator}}}"
+            if simple > 0
+            else f"-\\frac{{{-simple.numerator}}}{{{simple.denominator}}}"
+        )
     return out
 
 
@@ -342,7 +363,7 @@ def _strip_dollars(s: str) -> str:
 
 # what may stand between the boxes of a gold that are one answer together: punctuation, math delimiters,
 # "and"/"or", spacing, a label ("y = ") -- as math-verify joins boxes separated by ",", "and" or "or"
-_BOX_JOINER_RE = re.compile(
+_BOX_JOINER_RE = (
     r"(?:\s|[,;.&$()]|\\[()\[\],;:! ]|\\q?quad|\\(?:text|mathrm)\s*\{\s*(?:and|or|,)?\s*\}|\band\b|\bor\b"
     r"|[A-Za-z](?:_\{?\w{1,4}\}?)?\s*=)*$"
 )
@@ -351,10 +372,16 @@ _BOX_JOINER_RE = re.compile(
 def _joins(between: str) -> bool:
     """Whether the text between two boxes of a gold makes them one answer: only joiners, or a short phrase
     with a connective (``\\boxed{4} red and \\boxed{9} blue``)."""
-    return bool(_BOX_JOINER_RE.match(between)) or (len(between) <= 40 and bool(_CONNECTIVE_RE.search(between)))
+    if _rx(_BOX_JOINER_RE).match(between) or not _rx(_PROSE_WORD_RE).search(
+        _rx(_COMMAND_OR_JOIN_WORD_RE).sub(" ", between)
+    ):
+        return True  # symbols only ("\\boxed{35} ++ \\boxed{4}" in one formula)
+    return len(between) <= 40 and bool(_rx(_CONNECTIVE_RE).search(between))
 
 
-_CONNECTIVE_RE = re.compile(r"[,;&]|\band\b|\bor\b")
+_CONNECTIVE_RE = r"[,;&]|\band\b|\bor\b"
+_PROSE_WORD_RE = r"[A-Za-z]{2,}"
+_COMMAND_OR_JOIN_WORD_RE = r"\\[A-Za-z]+|\b(?:and|or)\b"
 
 
 def _gold_boxes(s: str) -> str | None:
@@ -364,7 +391,9 @@ def _gold_boxes(s: str) -> str | None:
     if len(spans) < 2:
         return last_boxed_answer(s)
     if not all(_joins(s[spans[k][1] : spans[k + 1][0]]) for k in range(len(spans) - 1)):
-        return spans[-1][2]  # prose between the boxes ("\\boxed{1} no no \\boxed{2}"): the last one is the answer
+        return spans[-1][
+            2
+        ]  # prose between the boxes ("\\boxed{1} no no \\boxed{2}"): the last one is the answer
     boxes = [b for _, _, b in spans]
     joined = ", ".join(dict.fromkeys(boxes))
     ordered = re.search(r"(?<!\\)\(\s*\$?\s*\\(?:boxed|fbox)", s) or re.search(r"(?i)\bordered\b", s)
@@ -391,13 +420,21 @@ def gold_answers(raw: Any) -> list[str]:
         except UnicodeDecodeError:
             return []
     if isinstance(raw, Fraction):
-        return gold_answers(str(raw.numerator) if raw.denominator == 1 else f"\\frac{{{raw.numerator}}}{{{raw.denominator}}}")
+        return gold_answers(
+            str(raw.numerator) if raw.denominator == 1 else f"\\frac{{{raw.numerator}}}{{{raw.denominator}}}"
+        )
     if isinstance(raw, Decimal):
         return gold_answers(float(raw)) if not raw.is_finite() else [format(raw.normalize(), "f")]
     dtype = getattr(raw, "dtype", None)
     if dtype is not None and getattr(dtype, "kind", "") == "f" and getattr(raw, "ndim", 1) == 0:
         x, digits = float(raw), _FLOAT_DIGITS.get(dtype.itemsize, 18)  # the digits its own precision holds
-        return [] if x != x else _float_gold(x, digits) if math.isfinite(x) and not x.is_integer() else [_number_to_str(x)]
+        return (
+            []
+            if x != x
+            else _float_gold(x, digits)
+            if math.isfinite(x) and not x.is_integer()
+            else [_number_to_str(x)]
+        )
     if hasattr(raw, "tolist") and not isinstance(raw, str):  # numpy arrays / scalars from parquet
         return gold_answers(raw.tolist())
     if isinstance(raw, list | tuple):
@@ -482,6 +519,7 @@ def _unit_word(words: str, exponent: str) -> str:
     return unit + ("^" + power if power else "")
 
 
+@lru_cache(maxsize=65536)
 def split_units(s: str) -> tuple[str, frozenset[str]]:
     """``"288\\pi \\text{ cm}^3"`` -> (``"288\\pi"``, {``"centimeter^3"``}); ``%`` and ``°`` are tags too.
 
@@ -526,7 +564,7 @@ _FRAC_SHORT_RE = re.compile(r"\\frac(\d)(\d)")
 _FRAC_HALF_RE = re.compile(r"\\frac\{([^{}]+)\}(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt(\d+)")
 _SPACED_COMMA_RE = re.compile(r",(?:\s|\\[,;: ]|~)")
-_ZERO_COMMA_RE = re.compile(r"^[+-]?0,\d{3}$")  # "0,111" looks like thousands, but no integer starts "0,"
+_ZERO_COMMA_RE = r"^[+-]?0,\d{3}$"  # "0,111" looks like thousands, but no integer starts "0,"
 _THOUSANDS_RE = re.compile(r"^[+-]?\d{1,3}(,\d{3})+(\.\d+)?$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+(?:\.\d*)?|\.\d+)(e[+-]?\d+)?$")
 _SCI_RE = re.compile(r"^(?:([+-]?(?:\d+(?:\.\d*)?|\.\d+))\\(?:times|cdot))?10\^\{?([+-]?\d{1,3})\}?$")
@@ -568,7 +606,7 @@ def canonical(s: str) -> str:
         s = s[6:-1]
     s = s.rstrip(".")
     if not spaced_comma and _THOUSANDS_RE.match(s):
-        s = s.replace(",", "") if not _ZERO_COMMA_RE.match(s) else s.replace(",", ".", 1)
+        s = s.replace(",", "") if not _rx(_ZERO_COMMA_RE).match(s) else s.replace(",", ".", 1)
     if s.startswith("."):
         s = "0" + s
     elif s.startswith("-."):
@@ -939,11 +977,11 @@ def corrected_from(text: str, spans: list[tuple[int, int, str | None]], boxes: l
 def _answer_spans(response: str, policy: GradingPolicy) -> tuple[str, list[tuple[int, int, str | None]]]:
     """(the text read, the boxes that are answers): hidden boxes and format examples dropped (strict)."""
     if not policy.ignore_hidden_boxes:
-        text = hide_invisible(response) if policy.reject_invisible else response
+        text = remove_invisible(response) if policy.reject_invisible else response
         return text, box_spans(text)
     text = visible_text(response)
     if policy.reject_invisible:
-        text = hide_invisible(text)  # after the code is gone: a colour command in code shows as text
+        text = remove_invisible(text)  # after the code is gone: a colour command in code shows as text
     spans, prev = [], 0
     for span in box_spans(text):
         if not is_example_box(text, span[0], prev) and not is_placeholder(span[2]):
@@ -953,12 +991,12 @@ def _answer_spans(response: str, policy: GradingPolicy) -> tuple[str, list[tuple
 
 
 def grade(
-    response: Any, golds: list[str], policy: GradingPolicy, verify: Verifier, request: Request = NO_REQUEST
+    response: Any, golds: list[str], policy: GradingPolicy, verify: Verifier, request: Request | None = None
 ) -> Grade:
     """Grade ``response`` against ``golds`` under ``policy``; ``verify`` is asked only what strings cannot decide.
 
     ``request``: what the question asks (``sspo.reward.question.read_request``), judged when
-    ``policy.read_question``; the default (no question) grades as before.
+    ``policy.read_question``; None (no question) grades as before.
     """
     if not isinstance(response, str):
         return Grade(False, "", "response is not a string")
@@ -992,14 +1030,21 @@ def grade(
     if policy.reject_hedges and hedged(text, spans):
         return Grade(False, pred, "hedged: prose next to the final box takes it back or offers another value")
     boxes = [b for b in boxes[corrected_from(text, spans, boxes) :] if b]
-    return _grade_offered(golds, boxes, several, policy, verify, request if policy.read_question else NO_REQUEST)
+    return _grade_offered(golds, boxes, several, policy, verify, request if policy.read_question else None)
 
 
 def _asked(request: Request, golds: list[str], value: str) -> tuple[list[str], str | None]:
     """(the golds ``value`` is compared with, why ``value`` does not give what the question asks or None)."""
+    from sspo.reward.question import percent_golds, violation
+
     if "percent" in request.forms:  # "12.5" and "12.5\%" answer "what percent"; its value 0.125 does not
         golds = percent_golds(golds, _is_percent(value), _is_percent)
     v, vtags = split_units(value)
+    if (
+        not (request.units or request.forms or request.variables is not None)
+        and canonical(v) not in request.givens
+    ):
+        return golds, None  # the common case: only givens asked about, and the answer restates none
     return golds, violation(request, v, vtags, [split_units(g) for g in golds], canonical)
 
 
@@ -1009,7 +1054,7 @@ def _grade_offered(
     several: bool,
     policy: GradingPolicy,
     verify: Verifier,
-    request: Request = NO_REQUEST,
+    request: Request | None = None,
 ) -> Grade:
     """Strict: every value the boxes offer equals the gold (or the boxes together are the list gold)."""
     pred = boxes[-1]

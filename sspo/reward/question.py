@@ -13,10 +13,11 @@ gold does not have). Standard library only; linear in the question's length; mem
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
+from typing import NamedTuple
 
+_rx = lru_cache(maxsize=None)(re.compile)  # patterns compiled at first use: the reward must import fast
 MAX_QUESTION_CHARS = 20_000  # a longer "question" is ignored (the reward behaves as without one)
 
 # --------------------------------------------------------------------------------------------------
@@ -35,11 +36,13 @@ _UNIT_NAMES = {
 }  # fmt: skip
 _UNIT_OF = {alias: unit for unit, aliases in _UNIT_NAMES.items() for alias in aliases.split("|")}
 PHYSICAL_UNITS = frozenset(_UNIT_NAMES)
-_UNIT_WORD = r"(?:square\s+|sq\.?\s+|cubic\s+)?(" + "|".join(
-    sorted({a + s for a in _UNIT_OF for s in ("", "s", "es")}, key=len, reverse=True)
-) + r")\b(?!\s*\}?\s*/)\s*\}?(?:\s*(?:\^\s*\{?\s*([23])\s*\}?|²|³))?"  # "m/s" is no unit of its own
+_UNIT_WORD = (
+    r"(?:square\s+|sq\.?\s+|cubic\s+)?("
+    + "|".join(sorted({a + s for a in _UNIT_OF for s in ("", "s", "es")}, key=len, reverse=True))
+    + r")\b(?!\s*\}?\s*/)\s*\}?(?:\s*(?:\^\s*\{?\s*([23])\s*\}?|²|³))?"
+)  # "m/s" is no unit of its own
 # "in cm", "in square feet", "(in meters)", "how many minutes", "how many more dollars", "number of hours"
-_ASKED_UNIT_RE = re.compile(
+_ASKED_UNIT = (
     r"(?i)(?:(?<![\\\w])in\s+(?:units\s+of\s+)?|\bhow\s+(?:many|much)\s+(?:more\s+|fewer\s+|less\s+|total\s+)?"
     r"|\bnumber\s+of\s+|\bto\s+the\s+nearest\s+)(?:\\(?:text|mathrm)\s*\{\s*)?" + _UNIT_WORD
 )
@@ -83,30 +86,35 @@ _FORM_RES = {
     "expanded": r"\bexpand\b|\bmultiply\s+out|\bexpanded\s+form|\bas\s+a\s+polynomial|\bsimplify\b"
     r"|\bin\s+(?:standard|simplest)\s+form\b",
 }
-_FORM_RE = {name: re.compile("(?im)" + rx) for name, rx in _FORM_RES.items()}
+
+
+@lru_cache(maxsize=1)
+def _patterns() -> tuple[re.Pattern, dict[str, re.Pattern]]:
+    """The question patterns, compiled at the first question (not at import: the reward must start fast)."""
+    return re.compile(_ASKED_UNIT), {name: re.compile("(?im)" + rx) for name, rx in _FORM_RES.items()}
+
 
 # "in terms of $x$ and $y$", "as a function of $t$"
-_TERMS_OF_RE = re.compile(r"(?i)\b(?:in\s+terms\s+of|as\s+a\s+function\s+of)\s+(.{1,120}?)(?:[.?!;](?:\s|$)|$)", re.S)
-_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]", re.S)
-_LOOSE_LETTER_RE = re.compile(r"(?<![\w\\])([A-Za-z])(?![\w'])")
+_TERMS_OF_RE = r"(?is)\b(?:in\s+terms\s+of|as\s+a\s+function\s+of)\s+(.{1,120}?)(?:[.?!;](?:\s|$)|$)"
+_MATH_SPAN_RE = r"(?s)\$\$(.+?)\$\$|\$(.+?)\$|\\\((.+?)\\\)|\\\[(.+?)\\\]"
+_LOOSE_LETTER_RE = r"(?<![\w\\])([A-Za-z])(?![\w'])"
 _GREEK = (
     "alpha|beta|gamma|delta|epsilon|varepsilon|zeta|eta|theta|vartheta|iota|kappa|lambda|mu|nu|xi|rho|"
     "sigma|tau|upsilon|phi|varphi|chi|psi|omega|Gamma|Delta|Theta|Lambda|Xi|Sigma|Phi|Psi|Omega"
 )
-_GREEK_RE = re.compile(r"\\(" + _GREEK + r")(?![a-zA-Z])")
-_TEXTLIKE_RE = re.compile(r"\\(?:text\w*|math(?:rm|bf|it|sf|cal|bb)|mbox|operatorname|begin|end)\s*\{[^{}]*\}")
-_COMMAND_RE = re.compile(r"\\[a-zA-Z]+")
+_GREEK_RE = r"\\(" + _GREEK + r")(?![a-zA-Z])"
+_TEXTLIKE_RE = r"\\(?:text\w*|math(?:rm|bf|it|sf|cal|bb)|mbox|operatorname|begin|end)\s*\{[^{}]*\}"
+_COMMAND_RE = r"\\[a-zA-Z]+"
 
 
 def variables(latex: str) -> frozenset[str]:
     """Variable names in ``latex``: single letters and Greek commands (not ``e``, ``i``, text, commands)."""
-    s = _TEXTLIKE_RE.sub(" ", latex)
-    greek = set(_GREEK_RE.findall(s))
-    return frozenset((set(re.findall(r"[A-Za-z]", _COMMAND_RE.sub(" ", s))) - {"e", "i"}) | greek)
+    s = _rx(_TEXTLIKE_RE).sub(" ", latex)
+    greek = set(_rx(_GREEK_RE).findall(s))
+    return frozenset((set(re.findall(r"[A-Za-z]", _rx(_COMMAND_RE).sub(" ", s))) - {"e", "i"}) | greek)
 
 
-@dataclass(frozen=True)
-class Request:
+class Request(NamedTuple):
     """What a question asks for: units, forms, variables (``None``: not asked), its given expressions."""
 
     units: frozenset[str] = frozenset()
@@ -124,21 +132,21 @@ NO_REQUEST = Request()
 def _asked_variables(question: str) -> frozenset[str] | None:
     """The variables of every "in terms of ..." phrase, or None when there is none."""
     found: set[str] | None = None
-    for m in _TERMS_OF_RE.finditer(question):
+    for m in _rx(_TERMS_OF_RE).finditer(question):
         phrase = m.group(1)
         found = set() if found is None else found
-        for span in _MATH_SPAN_RE.finditer(phrase):
+        for span in _rx(_MATH_SPAN_RE).finditer(phrase):
             found |= variables(next(g for g in span.groups() if g is not None))
-        prose = _MATH_SPAN_RE.sub(" ", phrase)
-        found |= set(_LOOSE_LETTER_RE.findall(prose)) - {"e", "i"}
-        found |= set(_GREEK_RE.findall(prose)) | {g for g in re.findall(r"\b(" + _GREEK + r")\b", prose)}
+        prose = _rx(_MATH_SPAN_RE).sub(" ", phrase)
+        found |= set(_rx(_LOOSE_LETTER_RE).findall(prose)) - {"e", "i"}
+        found |= set(_rx(_GREEK_RE).findall(prose)) | {g for g in re.findall(r"\b(" + _GREEK + r")\b", prose)}
     return None if found is None else frozenset(found)
 
 
 def _givens(question: str, canonical) -> frozenset[str]:
     """Canonical forms of the question's non-numeric math expressions (each span and each side of ``=``)."""
     out: set[str] = set()
-    for span in _MATH_SPAN_RE.finditer(question):
+    for span in _rx(_MATH_SPAN_RE).finditer(question):
         text = next(g for g in span.groups() if g is not None)
         if len(text) > 400:
             continue
@@ -156,23 +164,24 @@ def read_request(question: str) -> Request:
         return NO_REQUEST
     from sspo.reward.grading import canonical  # grading imports this module
 
-    units = frozenset(_unit_key(m.group(1), m.group(0), m.group(2)) for m in _ASKED_UNIT_RE.finditer(question))
-    forms = frozenset(name for name, rx in _FORM_RE.items() if rx.search(question))
+    asked_unit, form_res = _patterns()
+    units = frozenset(_unit_key(m.group(1), m.group(0), m.group(2)) for m in asked_unit.finditer(question))
+    forms = frozenset(name for name, rx in form_res.items() if rx.search(question))
     return Request(units, forms, _asked_variables(question), _givens(question, canonical))
 
 
 # --------------------------------------------------------------------------------------------------
 # Forms of an answer
 # --------------------------------------------------------------------------------------------------
-_DECIMAL_RE = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$")
-_HAS_DECIMAL_RE = re.compile(r"\d\.\d")
-_HAS_FRACTION_RE = re.compile(r"\\frac|\d\s*/\s*\d")
-_INT_FRACTION_RE = re.compile(r"\\frac\{(\d{1,30})\}\{(\d{1,30})\}|(?<![\d.])(\d{1,30})/(\d{1,30})(?![\d.])")
-_SQRT_INT_RE = re.compile(r"\\sqrt(?:\[(\d+)\])?\{(\d{1,12})\}")
-_SCI_RE = re.compile(r"\\(?:times|cdot)\s*10\s*\^|\d[eE][+-]?\d")
-_LETTER_RE = re.compile(r"[A-Za-z]")
-_UNEVALUATED_RE = re.compile(r"\d\}?(?:\\cdot|\\times|\*)\{?\d")  # "25\cdot2": arithmetic left to do
-_CHOICE_RE = re.compile(r"\(?[A-E]\)?")  # a multiple-choice letter is no variable
+_DECIMAL_RE = r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$"
+_HAS_DECIMAL_RE = r"\d\.\d"
+_HAS_FRACTION_RE = r"\\frac|\d\s*/\s*\d"
+_INT_FRACTION_RE = r"\\frac\{(\d{1,30})\}\{(\d{1,30})\}|(?<![\d.])(\d{1,30})/(\d{1,30})(?![\d.])"
+_SQRT_INT_RE = r"\\sqrt(?:\[(\d+)\])?\{(\d{1,12})\}"
+_SCI_RE = r"\\(?:times|cdot)\s*10\s*\^|\d[eE][+-]?\d"
+_LETTER_RE = r"[A-Za-z]"
+_UNEVALUATED_RE = r"\d\}?(?:\\cdot|\\times|\*)\{?\d"  # "25\cdot2": arithmetic left to do
+_CHOICE_RE = r"\(?[A-E]\)?"  # a multiple-choice letter is no variable
 
 
 def _top_level_sum(c: str) -> bool:
@@ -200,14 +209,20 @@ def _product_of_sums(c: str) -> bool:
             if not _top_level_sum(inner):
                 continue
             after, before = c[i + 1 : i + 2], c[start - 1 : start] if start else ""
-            if after in ("(", "^") or after.isalnum() or after == "\\" or before.isalnum() or before in (")", "}"):
+            if (
+                after in ("(", "^")
+                or after.isalnum()
+                or after == "\\"
+                or before.isalnum()
+                or before in (")", "}")
+            ):
                 return True
     return False
 
 
 def _reduced(c: str) -> bool:
     """Every integer fraction in ``c`` is in lowest terms."""
-    for m in _INT_FRACTION_RE.finditer(c):
+    for m in _rx(_INT_FRACTION_RE).finditer(c):
         num, den = (int(x) for x in (m.group(1, 2) if m.group(1) else m.group(3, 4)))
         if den and gcd(num, den) > 1:
             return False
@@ -226,43 +241,53 @@ def _square_free(n: int, k: int = 2) -> bool:
 
 def _simplest_radicals(c: str) -> bool:
     """Every integer radicand in ``c`` has no square (k-th power) factor: ``2\\sqrt{2}``, not ``\\sqrt{8}``."""
-    return all(_square_free(int(m.group(2)), int(m.group(1) or 2)) for m in _SQRT_INT_RE.finditer(c))
+    return all(_square_free(int(m.group(2)), int(m.group(1) or 2)) for m in _rx(_SQRT_INT_RE).finditer(c))
 
 
 def _form_ok(form: str, c: str) -> bool:
     """Whether canonical answer ``c`` is written in ``form`` (a value-free check of its notation)."""
     if form == "decimal":
-        return bool(_DECIMAL_RE.match(c.replace(",", "")))
+        return bool(_rx(_DECIMAL_RE).match(c.replace(",", "")))
     if form == "fraction":
-        return not _HAS_DECIMAL_RE.search(c) and _reduced(c)
+        return not _rx(_HAS_DECIMAL_RE).search(c) and _reduced(c)
     if form == "radical":
-        return not _HAS_DECIMAL_RE.search(c) and _simplest_radicals(c) and _reduced(c)
+        return not _rx(_HAS_DECIMAL_RE).search(c) and _simplest_radicals(c) and _reduced(c)
     if form == "scientific":
-        return bool(_SCI_RE.search(c))
+        return bool(_rx(_SCI_RE).search(c))
     if form == "factored":
         return not _top_level_sum(c)
     if form == "expanded":
-        return not _product_of_sums(c) and _reduced(c) and _simplest_radicals(c) and not _UNEVALUATED_RE.search(c)
+        return (
+            not _product_of_sums(c)
+            and _reduced(c)
+            and _simplest_radicals(c)
+            and not _rx(_UNEVALUATED_RE).search(c)
+        )
     return True
 
 
 def _gold_in_form(form: str, g: str) -> bool:
     """Whether canonical gold ``g`` shows ``form`` (so the rule can judge an answer against it)."""
     if form == "fraction":
-        return bool(_HAS_FRACTION_RE.search(g)) and _form_ok(form, g)
+        return bool(_rx(_HAS_FRACTION_RE).search(g)) and _form_ok(form, g)
     if form == "radical":
         return "\\sqrt" in g and _form_ok(form, g)
     if form == "decimal":
-        return bool(_HAS_DECIMAL_RE.search(g)) and _form_ok(form, g)
+        return bool(_rx(_HAS_DECIMAL_RE).search(g)) and _form_ok(form, g)
     if form == "factored":
-        return _product_of_sums(g) and not _top_level_sum(g) and bool(_LETTER_RE.search(g))
+        return _product_of_sums(g) and not _top_level_sum(g) and bool(_rx(_LETTER_RE).search(g))
     if form == "expanded":
         return _form_ok(form, g)
     return _form_ok(form, g)
 
 
-def violation(request: Request, value: str, value_units: frozenset[str], golds: list[tuple[str, frozenset[str]]],
-              canonical) -> str | None:
+def violation(
+    request: Request,
+    value: str,
+    value_units: frozenset[str],
+    golds: list[tuple[str, frozenset[str]]],
+    canonical,
+) -> str | None:
     """Why the offered ``value`` (units split off) does not give what ``request`` asks, or None.
 
     ``golds``: (value, units) of each gold, split as the answer. Every rule is skipped for a gold not in
@@ -278,7 +303,7 @@ def violation(request: Request, value: str, value_units: frozenset[str], golds: 
     for form in sorted(request.forms - {"percent"}):
         if any(_gold_in_form(form, g) for g in gold_c) and not _form_ok(form, c) and c not in gold_c:
             return f"the question asks the {form} form"
-    if request.variables is not None and not _CHOICE_RE.fullmatch(c):
+    if request.variables is not None and not _rx(_CHOICE_RE).fullmatch(c):
         allowed = set(request.variables).union(*(variables(g) for g, _ in golds))  # spaces kept: "\\pi d"
         extra = variables(value) - allowed
         if extra:
@@ -311,5 +336,13 @@ def percent_golds(golds: list[str], answer_has_percent: bool, is_percent) -> lis
     return out
 
 
-__all__ = ["MAX_QUESTION_CHARS", "NO_REQUEST", "Request", "percent_golds", "read_request", "unit_key",
-           "variables", "violation"]
+__all__ = [
+    "MAX_QUESTION_CHARS",
+    "NO_REQUEST",
+    "Request",
+    "percent_golds",
+    "read_request",
+    "unit_key",
+    "variables",
+    "violation",
+]

@@ -42,12 +42,14 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sspo.reward import math_verify_pool as _mv
 from sspo.reward.grading import MAX_GOLD_CHARS, POLICIES, GradingPolicy, gold_answers, grade
 from sspo.reward.math_verify_pool import DEFAULT_TIMEOUT_S, screen
-from sspo.reward.question import NO_REQUEST, Request, read_request
+
+if TYPE_CHECKING:
+    from sspo.reward.question import Request  # imported at the first question (fast start)
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +198,16 @@ def as_text(response: Any) -> str | None:
     return None
 
 
-def question_request(info: Mapping[str, Any]) -> Request:
-    """What the row's question asks (``extra_info["problem"]``, or ``"question"``); none without one."""
+def question_request(info: Mapping[str, Any]) -> Request | None:
+    """What the row's question asks (``extra_info["problem"]``, or ``"question"``); None without one."""
     question = info.get("problem")
     if not isinstance(question, str):
         question = info.get("question")
-    return read_request(question) if isinstance(question, str) else NO_REQUEST
+    if not isinstance(question, str):
+        return None
+    from sspo.reward.question import read_request
+
+    return read_request(question) or None
 
 
 #: the most a caller may allow one response (a reward call that waits longer stalls a training step)
@@ -264,7 +270,7 @@ def compute_score(
                 golds.append(alt)
         if not golds:
             _report_missing_gold(data_source, ground_truth)
-        request = question_request(info) if chosen.read_question else NO_REQUEST
+        request = question_request(info) if chosen.read_question else None
         verdict = grade(text, golds, chosen, _bounded_verifier(t), request)
         pred = verdict.pred
         return {"score": 1.0 if verdict.correct else 0.0, "acc": verdict.correct, "pred": pred}
