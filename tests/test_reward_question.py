@@ -148,6 +148,21 @@ def test_compute_score_reads_the_problem_from_extra_info_and_only_under_training
     assert compute_score("m", RESPONSE % "0.375", "0.375", conv)["score"] == 1.0
 
 
+def test_the_prepared_rows_extra_info_carries_the_question_the_reward_reads():
+    """``sspo.tools.data`` writes the problem into ``extra_info``; verl hands that dict to ``compute_score``."""
+    from sspo.reward import compute_score
+    from sspo.tools.data import SOURCES, Report, to_verl_rows
+
+    raw = [{"problem": r"Express $\frac{3}{8}$ as a decimal.", "answer": "0.375"}]
+    (row,) = to_verl_rows(SOURCES["math500"], raw, Report("math500"), "qwen25-math", progress=False)
+    assert row["extra_info"]["problem"] == raw[0]["problem"]
+    gold = row["reward_model"]["ground_truth"]
+    assert compute_score(row["data_source"], RESPONSE % "0.375", gold, row["extra_info"])["score"] == 1.0
+    assert (
+        compute_score(row["data_source"], RESPONSE % r"\frac{3}{8}", gold, row["extra_info"])["score"] == 0.0
+    )
+
+
 @pytest.mark.parametrize("question", [None, 7, "", " ", "x" * 30_000, ["How many minutes?"]])
 def test_a_missing_or_unusable_question_grades_as_before(question):
     from sspo.reward import compute_score
