@@ -22,7 +22,8 @@ from sspo.launch import cli
 from sspo.tools import progress
 
 FIXTURE = Path(__file__).parent / "data" / "verl_console_sspo_cpu.log"
-CPU_PRESET = Path(__file__).resolve().parents[1] / "recipe" / "config" / "cluster" / "cpu.yaml"
+# the device part of every CPU preset (cluster=cpu and cpu_dp2 compose it; the GPU engine row uses it alone)
+CPU_PRESET = Path(__file__).resolve().parents[1] / "recipe" / "config" / "cluster" / "cpu_device.yaml"
 
 
 def _lines() -> list[str]:

@@ -1,6 +1,6 @@
 """CPU mode: verl's own ``main_ppo`` with its vLLM rollout on a machine without GPUs.
 
-Switched on by the recipe's ``cluster=cpu`` preset alone (``recipe/config/cluster/cpu.yaml``), which
+Switched on by the recipe's CPU presets alone (``cluster=cpu``, ``cpu_dp2``, ``cpu_device``: ``recipe/config/cluster/cpu_device.yaml``), which
 lists :mod:`sspo.cpu.bootstrap` in ``VERL_USE_EXTERNAL_MODULES`` for every Ray process. Nothing here
 is imported on a GPU cluster. Modules:
 

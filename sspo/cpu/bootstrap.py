@@ -1,6 +1,6 @@
 """CPU mode in every process of a run: import this through ``VERL_USE_EXTERNAL_MODULES``.
 
-``recipe/config/cluster/cpu.yaml`` puts ``VERL_USE_EXTERNAL_MODULES=sspo.cpu.bootstrap,sspo.verl_plugin``
+``recipe/config/cluster/cpu_device.yaml`` (composed by every CPU preset) puts ``VERL_USE_EXTERNAL_MODULES=sspo.cpu.bootstrap,sspo.verl_plugin``
 into the Ray runtime environment, so ``import verl`` runs this module first in the TaskRunner, every
 worker and every vLLM server process: before the ``verl.plugins`` entry points, hence before
 ``sspo.verl_plugin`` imports verl's FSDP engine module, which reads the device name at import.
