@@ -49,7 +49,8 @@ class SSPOTrainerMixin:
       (:class:`sspo.verl_plugin.weight_sync.BoundedWeightSync`), then runs verl's hook (the first weight sync);
     * ``_build_replay_buffer``: ``sspo.replay_poll_interval_s`` when set;
     * ``_balance_batch``: under ``rollout.full_determinism``, the step's samples in a fixed order first;
-    * ``_update_actor``: H_ref of the whole update batch to every micro-batch's loss (adaptive clip only).
+    * ``_update_actor``: H_ref of the whole update batch to every micro-batch's loss (adaptive clip only); with
+      ``sspo.update_check``, the update's direction on its own batch afterwards (:mod:`sspo.update_check`).
     """
 
     verl_mode: str  # set by each trainer class below
@@ -148,7 +149,38 @@ class SSPOTrainerMixin:
             batch.extra_info[ENTROPY_REF_KEY] = _batch_entropy_ref(batch)
             # the loss reports what reached it as actor/sspo/entropy_ref: equal unless the value was lost on the way
             metrics["actor/sspo/entropy_ref_batch"] = batch.extra_info[ENTROPY_REF_KEY]
-        return super()._update_actor(batch, metrics)  # type: ignore[misc]
+        batch = super()._update_actor(batch, metrics)  # type: ignore[misc]
+        if self.config.get("sspo", {}).get("update_check", False):
+            metrics.update(self._update_check(batch))
+        return batch
+
+    def _update_check(self, batch: Any) -> dict[str, float]:
+        """``actor/update/*`` (:mod:`sspo.update_check`): the batch's log-probs under the updated weights against
+        its old ones, weighed by its advantages. One forward pass, as verl's reference pass makes it."""
+        import transfer_queue as tq
+        from verl.workers.utils.padding import response_from_nested
+
+        from sspo.update_check import UPDATE_PREFIX, update_direction
+
+        saved = dict(batch.extra_info)
+        batch.extra_info.update(
+            {
+                "calculate_entropy": False,
+                "compute_loss": False,
+                "temperature": self.config.actor_rollout_ref.rollout.temperature,
+            }
+        )
+        self.actor_rollout_wg.compute_log_prob(batch)  # writes the scratch field log_probs, as verl's ref pass
+        batch.extra_info.clear()
+        batch.extra_info.update(saved)
+        fields = ["log_probs", "old_log_probs", "advantages", "response_mask"]
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
+        data["new_log_probs"] = response_from_nested(data.pop("log_probs"), data["response_mask"])
+        padded = data.to_padded_tensor()
+        check = update_direction(
+            padded["new_log_probs"], padded["old_log_probs"], padded["advantages"], padded["response_mask"]
+        )
+        return {f"{UPDATE_PREFIX}{name}": value for name, value in check.items()}
 
 
 def _batch_entropy_ref(batch: Any) -> float:

@@ -1,0 +1,44 @@
+"""The update-direction check (sspo.update_check) on hand-computed batches: the figures CI's runs assert on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sspo.update_check import update_direction
+
+MASK = torch.tensor([[1, 1, 1], [1, 1, 0]])
+ADV = torch.tensor([[1.0, 1.0, 1.0], [-1.0, -1.0, -1.0]])
+OLD = torch.tensor([[-1.0, -2.0, -0.5], [-0.7, -1.1, -3.0]])
+# the update's log-ratio per token: response 0 +0.1, +0.2, 0; response 1 -0.3, +0.1 and padding (ignored)
+MOVED = torch.tensor([[0.1, 0.2, 0.0], [-0.3, 0.1, 99.0]])
+
+
+def test_an_update_along_the_advantages():
+    check = update_direction(OLD + MOVED, OLD, ADV, MASK)
+    # gain (0.1 + 0.2 + 0 + 0.3 - 0.1) / 5 = 0.1; mean |A| = 1, mean |d| = 0.7 / 5 = 0.14
+    assert check["surrogate_gain"] == pytest.approx(0.1)
+    assert check["mean_abs_log_ratio"] == pytest.approx(0.14)
+    assert check["alignment"] == pytest.approx(0.1 / 0.14)
+    # response 0: mean d +0.1 with A > 0; response 1: mean d -0.1 with A < 0
+    assert check["responses_agreeing"] == 1.0
+
+
+def test_an_update_against_the_advantages_is_negative():
+    check = update_direction(OLD - MOVED, OLD, ADV, MASK)
+    assert check["surrogate_gain"] == pytest.approx(-0.1)
+    assert check["alignment"] == pytest.approx(-0.1 / 0.14)
+    assert check["responses_agreeing"] == 0.0
+
+
+def test_a_policy_that_did_not_move_reads_zero():
+    check = update_direction(OLD.clone(), OLD, ADV, MASK)
+    assert check == {"surrogate_gain": 0.0, "alignment": 0.0, "mean_abs_log_ratio": 0.0, "responses_agreeing": 0.0}
+
+
+def test_zero_advantage_responses_do_not_count_and_bf16_inputs_are_read_in_float64():
+    adv = torch.tensor([[0.0, 0.0, 0.0], [-1.0, -1.0, -1.0]])
+    check = update_direction((OLD + MOVED).bfloat16(), OLD.bfloat16(), adv.bfloat16(), MASK)
+    # only response 1 counts: gain (0.3 - 0.1) / 5, up to bf16's rounding of the log-probs
+    assert check["surrogate_gain"] == pytest.approx(0.04, abs=5e-3)
+    assert check["responses_agreeing"] == 1.0
