@@ -5,16 +5,21 @@ verl's ``TrainingWorker.__init__`` initialises torch.distributed with the backen
 torch rejects it. :class:`CPUTrainingWorker` initialises the same process group with plain ``gloo``
 first (verl's call then finds it initialised); :class:`CPUActorRolloutRefWorker` is verl's
 ``ActorRolloutRefWorker`` using it for the actor and the reference model, through the class
-attributes verl provides for that. The trainer maps its roles to these classes in CPU mode
+attributes verl provides for that. With ``SSPO_ENGINE_PROBE=1`` the actor reports what its engine ran
+(:mod:`sspo.cpu.engine_probe`). The trainer maps its roles to these classes in CPU mode
 (``sspo.verl_plugin``).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
+from verl.single_controller.base.decorator import Dispatch, make_nd_compute_dataproto_dispatch_fn, register
 from verl.utils.distributed import initialize_global_process_group_ray
 from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+
+from sspo.cpu.engine_probe import PROBE_ENV, EngineProbe
 
 __all__ = ["CPUTrainingWorker", "CPUActorRolloutRefWorker", "cpu_role_worker_mapping"]
 
@@ -25,6 +30,22 @@ class CPUTrainingWorker(TrainingWorker):
     def __init__(self, config: Any) -> None:
         initialize_global_process_group_ray(timeout_second=None, backend="gloo")
         super().__init__(config)
+        self.engine_probe: EngineProbe | None = None
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def reset(self) -> None:
+        """verl's engine (re)initialisation; with ``SSPO_ENGINE_PROBE=1``, the probe attached to the engine."""
+        super().reset()
+        if os.environ.get(PROBE_ENV) == "1" and self.engine_probe is None:
+            self.engine_probe = EngineProbe(self.engine, rank=self.rank)
+
+    @register(dispatch_mode=make_nd_compute_dataproto_dispatch_fn(mesh_name="train"), blocking=False)
+    def train_mini_batch(self, data: Any) -> Any:
+        """verl's update; the probe (if any) reports what the engine ran after the first one."""
+        output = super().train_mini_batch(data)
+        if self.engine_probe is not None:
+            self.engine_probe.report_once()
+        return output
 
 
 class CPUActorRolloutRefWorker(ActorRolloutRefWorker):
