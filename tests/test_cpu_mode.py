@@ -56,8 +56,8 @@ def test_gpu_rows_compose_exactly_as_before_the_cpu_mode(row, old_config_dir, mo
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     new = OmegaConf.to_container(cli.compose_config([f"experiment={row}"]))
     old = OmegaConf.to_container(cli.compose_config([f"experiment={row}"], config_dir=old_config_dir))
-    # the additions: the bounded weight sync, the clip monitor switch (on)
-    assert new.pop("sspo") == {"weight_sync_timeout_s": 600, "monitor": True}
+    # the additions: the bounded weight sync, the clip monitor switch (on), the update check (off), one seed key
+    assert new.pop("sspo") == {"weight_sync_timeout_s": 600, "monitor": True, "update_check": False, "seed": 42}
     # the one rename: SSPO's config class moved with the verl glue (sspo.loss imports only torch now)
     old_loss, new_loss = (c["actor_rollout_ref"]["actor"]["policy_loss"] for c in (old, new))
     if old_loss["_target_"] == "sspo.loss.SSPOPolicyLossConfig":
@@ -267,3 +267,58 @@ def test_print_key_over_a_sweep_prints_a_mapping_on_one_line(monkeypatch, tmp_pa
     assert cli.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and all(json.loads(line)["temperature"] == 1.0 for line in lines)
+
+
+#: every key in which the 7B row's engine on CPU may differ from the 7B row, and why (docs/gpu-settings.md)
+ENGINE_ROW_SWAPS = {
+    "model": ("actor_rollout_ref.model.path", "actor_rollout_ref.actor.optim.lr", "actor_rollout_ref.rollout.max_model_len",
+              "actor_rollout_ref.rollout.prometheus.served_model_name"),
+    "data": ("data.", "actor_rollout_ref.actor.ppo_mini_batch_size", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu",
+             "critic.ppo_mini_batch_size", "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu",
+             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", "actor_rollout_ref.rollout.prompt_length",
+             "actor_rollout_ref.rollout.response_length", "actor_rollout_ref.rollout.val_kwargs.",
+             "distillation.teacher_models.teacher_model.inference.", "trainer.total_epochs",
+             "trainer.total_training_steps", "trainer.save_freq", "trainer.test_freq"),
+    "device": ("trainer.device", "trainer.n_gpus_per_node", "actor_rollout_ref.rollout.n_gpus_per_node", "ray_kwargs.",
+               "actor_rollout_ref.model.override_config.attn_implementation", "actor_rollout_ref.actor.strategy",
+               "actor_rollout_ref.ref.strategy", "actor_rollout_ref.rollout.enforce_eager",
+               "actor_rollout_ref.rollout.free_cache_engine", "actor_rollout_ref.rollout.enable_sleep_mode",
+               "actor_rollout_ref.rollout.enable_chunked_prefill", "sspo.replay_poll_interval_s"),
+    "memory": ("transfer_queue.backend.SimpleStorage.num_data_storage_units",),
+    "name": ("trainer.experiment_name", "trainer.default_local_dir", "trainer.validation_data_dir",
+             "actor_rollout_ref.rollout.trace.experiment_name"),
+}  # fmt: skip
+
+
+def _flat(tree: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    return {k: v for key, sub in tree.items() for k, v in _flat(sub, f"{prefix}{key}.").items()}
+
+
+def test_the_engine_row_is_the_7b_row_with_only_model_data_and_device_swapped(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSPO_TINY_DIR", str(tmp_path / "tiny"))
+    gpu, cpu = (
+        _flat(OmegaConf.to_container(cli.compose_config([f"experiment={row}"]), resolve=True))
+        for row in ("sspo_qwen2.5-math-7b", "engine_7b_cpu")
+    )
+    differ = {k for k in gpu.keys() | cpu.keys() if gpu.get(k, "<absent>") != cpu.get(k, "<absent>")}
+    allowed = tuple(key for keys in ENGINE_ROW_SWAPS.values() for key in keys)
+    assert sorted(k for k in differ if not k.startswith(allowed)) == []
+    # what the GPU row's engine is made of reaches the CPU row unchanged
+    engine = {
+        "actor_rollout_ref.actor.use_torch_compile": True,
+        "actor_rollout_ref.actor.fsdp_config.optimizer_offload": True,
+        "actor_rollout_ref.model.enable_gradient_checkpointing": True,
+        "actor_rollout_ref.model.use_remove_padding": True,
+        "actor_rollout_ref.rollout.tensor_model_parallel_size": 2,
+        "actor_rollout_ref.rollout.dtype": "bfloat16",
+        "actor_rollout_ref.rollout.agent.num_workers": 8,
+        "reward.num_workers": 8,
+        "actor_rollout_ref.actor.policy_loss.loss_mode": "sspo",
+    }
+    assert {k: cpu[k] for k in engine} == engine == {k: gpu[k] for k in engine}
+    # a key set in the GPU row reaches the CPU row: the engine row composes the 7B row itself
+    defaults = OmegaConf.load(REPO / "recipe/config/experiment/engine_7b_cpu.yaml").defaults
+    assert defaults[0] == "sspo_qwen2.5-math-7b"

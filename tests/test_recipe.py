@@ -36,7 +36,8 @@ def recipe_env(data_dir, tmp_path, monkeypatch) -> Path:
 
 def test_one_experiment_file_per_table_row():
     assert EXPERIMENTS == [f"{a}_qwen2.5-math-{m}" for a in ("grpo", "gspo", "sspo") for m in ("1.5b", "7b")]
-    assert CPU_EXPERIMENTS == ["diagnose_cpu", "grpo_cpu", "gspo_cpu", "sspo_cpu"]
+    # the CPU rows, and the 7B row's engine on CPU (composed from the 7B row: test_cpu_mode.py)
+    assert CPU_EXPERIMENTS == ["diagnose_cpu", "engine_7b_cpu", "grpo_cpu", "gspo_cpu", "sspo_cpu"]
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -78,6 +79,7 @@ def test_dry_run_every_experiment(name, recipe_env, data_dir, capsys):
     # every check ran; only the ones that need a GPU cluster or a local model copy are skipped
     statuses = check_lines(out)
     assert statuses == {
+        "config values": "ok",
         "sspo config": "ok",
         "verl config": "ok",
         "batch sizes": "ok",
