@@ -82,7 +82,7 @@ test: install  ## the whole test suite (CPU only, ~25 min): what CI runs; fails 
 test-fast: install  ## every test without a verl main_ppo run or Ray cluster (~3.5 min on 2 cores): the developer's loop
 	$(call PYTEST,-m "not slow" -n auto)
 
-test-extra: install  ## e2e checks beyond CI's budget (~15 min): the lr-0 control (must fail the reward check), one SSPO step on four layouts, GMPO on real LM text
+test-extra: install  ## e2e checks beyond CI's budget (~15 min): the lr-0 control (must fail the update check), one SSPO step on four layouts, GMPO on real LM text
 	$(call PYTEST,-m extra tests/test_reward_control_cpu.py tests/test_layouts_cpu.py tests/test_diagnose_cpu.py)
 
 lint: install  ## ruff on the code, hadolint on the Dockerfile
