@@ -276,6 +276,22 @@ def test_runs_over_seeds_are_aggregated_and_rows_compared_seed_by_seed(tmp_path)
     assert "## Across seeds" in (tmp_path / "report" / "summary.md").read_text()
 
 
+def test_a_seed_run_without_a_measure_is_left_out_of_that_measure_not_an_error():
+    # seed 1 never validated (e.g. it stopped before its first validation); seeds 2 and 3 did
+    def ends(measure: str, start: float, end: float) -> report.stats.Endpoints:
+        interval = report.stats.Interval
+        return report.stats.Endpoints(measure, 0, 6, interval(start), interval(end), interval(end - start))
+
+    reward = ends("training reward", 0.1, 0.3)
+    runs = {"sspo__seed-1": {"reward": reward}}
+    for seed, value in ((2, 0.4), (3, 0.6)):
+        runs[f"sspo__seed-{seed}"] = {"reward": reward, "accuracy": ends("validation accuracy", 0.2, value)}
+    table = {(r[0], r[2]): r for r in report.seed_comparison(runs)}
+    assert table[("sspo", "validation accuracy end")][1] == "2,3"
+    assert table[("sspo", "validation accuracy end")][3].startswith("0.50 [0.40, ")
+    assert table[("sspo", "training reward end")][1] == "1,2,3"
+
+
 def test_the_demo_screens_row_summary_pairs_by_policy_with_intervals_from_the_run_directory(tmp_path):
     from sspo.tools.progress import RowView
 

@@ -439,7 +439,8 @@ def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[st
             for row, per_seed in values.items():
                 if not per_seed:
                     continue
-                measure = f"{next(iter(by_row[row].values()))[panel].measure} {what}"
+                # named from a run that measured it: a seed's run may lack the measure (e.g. it never validated)
+                measure = f"{next(f[panel] for f in by_row[row].values() if panel in f).measure} {what}"
                 seeds = ",".join(map(str, sorted(per_seed)))
                 mean = stats.across_seeds(list(per_seed.values()), "mean")
                 iqm = stats.across_seeds(list(per_seed.values()), "iqm")
