@@ -5,7 +5,7 @@ After the actor's update, the trainer recomputes the log-probs of the samples it
 
     d_t   = log pi_new(y_t) - log pi_old(y_t)                           per valid token t
     gain  = sum_t A_t d_t / sum_t 1                                      first-order gain of the surrogate sum A * ratio
-    align = gain / (mean_t |A_t| * mean_t |d_t|)                         in [-1, 1]: +1 when every token moved with its A
+    align = sum_t A_t d_t / sqrt(sum_t A_t^2 * sum_t d_t^2)             in [-1, 1]: the cosine of A and d over the tokens
 
 A working loss with a positive learning rate makes ``gain > 0`` on the batch it trained on (each mini-batch
 takes a gradient step on its own surrogate); a loss that stopped moving the policy gives ``mean |d| = 0``,
@@ -36,14 +36,14 @@ def update_direction(
     d = torch.where(valid, new_log_prob.double() - old_log_prob.double(), 0.0)  # [B, T]
     a = torch.where(valid, advantages.double(), 0.0)  # [B, T]
     gain = (a * d).sum() / n
-    scale = (a.abs().sum() / n) * (d.abs().sum() / n)
+    scale = torch.sqrt((a * a).sum() * (d * d).sum())
     lengths = valid.sum(-1).clamp(min=1)  # [B]
     d_resp, a_resp = d.sum(-1) / lengths, a.sum(-1) / lengths  # [B] response means
     signed = a_resp != 0
     agree = (torch.sign(d_resp) == torch.sign(a_resp)) & signed
     return {
         "surrogate_gain": float(gain),
-        "alignment": float(gain / scale) if scale > 0 else 0.0,
+        "alignment": float((a * d).sum() / scale) if scale > 0 else 0.0,
         "mean_abs_log_ratio": float(d.abs().sum() / n),
         "responses_agreeing": float(agree.sum() / signed.sum().clamp(min=1)),
     }

@@ -16,10 +16,11 @@ MOVED = torch.tensor([[0.1, 0.2, 0.0], [-0.3, 0.1, 99.0]])
 
 def test_an_update_along_the_advantages():
     check = update_direction(OLD + MOVED, OLD, ADV, MASK)
-    # gain (0.1 + 0.2 + 0 + 0.3 - 0.1) / 5 = 0.1; mean |A| = 1, mean |d| = 0.7 / 5 = 0.14
+    # gain (0.1 + 0.2 + 0 + 0.3 - 0.1) / 5 = 0.1; mean |d| = 0.7 / 5 = 0.14
     assert check["surrogate_gain"] == pytest.approx(0.1)
     assert check["mean_abs_log_ratio"] == pytest.approx(0.14)
-    assert check["alignment"] == pytest.approx(0.1 / 0.14)
+    # cosine: 0.5 / sqrt(sum A^2 = 5 * sum d^2 = 0.01 + 0.04 + 0 + 0.09 + 0.01 = 0.15)
+    assert check["alignment"] == pytest.approx(0.5 / 0.75**0.5)
     # response 0: mean d +0.1 with A > 0; response 1: mean d -0.1 with A < 0
     assert check["responses_agreeing"] == 1.0
 
@@ -27,7 +28,7 @@ def test_an_update_along_the_advantages():
 def test_an_update_against_the_advantages_is_negative():
     check = update_direction(OLD - MOVED, OLD, ADV, MASK)
     assert check["surrogate_gain"] == pytest.approx(-0.1)
-    assert check["alignment"] == pytest.approx(-0.1 / 0.14)
+    assert check["alignment"] == pytest.approx(-(0.5 / 0.75**0.5))
     assert check["responses_agreeing"] == 0.0
 
 
