@@ -130,11 +130,13 @@ def test_check_host_needs_cuda_13_nvcc_and_the_locks_python(tmp_path):
     cuda13, cuda12 = tmp_path / "cuda13", tmp_path / "cuda12"
     fake_tool(cuda13 / "bin", "nvcc", "Cuda compilation tools, release 13.0, V13.0.88")
     fake_tool(cuda12 / "bin", "nvcc", "Cuda compilation tools, release 12.8, V12.8.93")
-    ok = check_host(sys.executable, cuda13)
+    # a fake Python the lock fits, not this interpreter (the tests may run on any Python the project allows)
+    good = fake_tool(tmp_path / "good", "python", "3.11 linux x86_64 2.36")
+    ok = check_host(str(good), cuda13)
     assert ok.returncode == 0 and "nvcc 13.0" in ok.stdout, ok.stderr
-    old = check_host(sys.executable, cuda12)
+    old = check_host(str(good), cuda12)
     assert old.returncode == 1 and "is CUDA 12.8" in old.stderr and "CUDA 13.x toolkit" in old.stderr
-    none = check_host(sys.executable, tmp_path / "no-cuda")
+    none = check_host(str(good), tmp_path / "no-cuda")
     assert none.returncode == 1 and "no nvcc at" in none.stderr
     py310 = fake_tool(tmp_path / "py", "python", "3.10 linux x86_64 2.36")
     refused = check_host(str(py310), cuda13)
