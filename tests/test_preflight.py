@@ -297,13 +297,31 @@ def test_wandb_logger_needs_credentials(env, monkeypatch, tmp_path):
     assert "loggers" not in failures("trainer.logger=[console,wandb]")
 
 
-def test_multirun_training_runs_each_point_in_its_own_process(env, capfd):
+def test_multirun_training_runs_each_point_in_its_own_process(env, capfd, monkeypatch):
     """Without --dry-run each point is a fresh `python -m sspo.launch.cli` (Ray and GPU memory released between
-    runs) with its name suffix; here the point's own pre-flight stops it, on any machine: no node has 1024 GPUs."""
+    runs) with its name suffix; here the point's own pre-flight stops it, on any machine (its data is missing).
+
+    The fresh interpreter is replaced by the same argv run in this process: a second interpreter importing
+    verl and torch on a loaded machine was the one part of this test whose verdict depended on the machine
+    (a child killed for memory loses its buffered output); the argv it receives is asserted exactly."""
+    import sys
+
+    launched: list[list[str]] = []
+
+    def child(cmd: list[str]) -> int:
+        launched.append(cmd)
+        assert cmd[:3] == [sys.executable, "-m", "sspo.launch.cli"], cmd
+        return cli.main(cmd[3:])
+
+    monkeypatch.setattr(cli.subprocess, "call", child)
     point = "actor_rollout_ref.actor.policy_loss.granularity=choice(token)"
     (env / "amc.parquet").unlink()  # the config is sound (checked before any point runs); the point's data is not
     assert cli.main(["--multirun", ROW, point]) == 1
     out, err = capfd.readouterr()
+    assert len(launched) == 1, launched  # one process per point
+    assert "--multirun" not in launched[0] and "--dry-run" not in launched[0]
+    assert ["--name-suffix", "__granularity-token"] == launched[0][5:7], launched[0]
+    assert ROW in launched[0] and "actor_rollout_ref.actor.policy_loss.granularity=token" in launched[0]
     assert "multirun: 0/1 run(s) succeeded" in out, (out, err)
     assert f"under {env.parent / 'outputs' / 'sspo' / 'sspo_qwen2.5-math-1.5b__granularity-token'}" in out
     assert "[fail] data files: ValueError: data.val_files" in out and "amc.parquet does not exist" in out
