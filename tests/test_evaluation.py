@@ -324,3 +324,15 @@ def test_table_of_runs_without_any_of_the_five_benchmarks_shows_only_what_they_h
     assert pass1 == "| grpo | pass@1 (avg@k) | 75.0 |" and passk == "| grpo | pass@2 | 100.0 |"
     table["grpo"]["aime24"] = score_groups({0: [False, False]}, "aime24")
     assert "Avg (5)" in to_markdown(table) and "AMC" in to_markdown(table)  # one of the five: all five shown
+
+
+def test_markdown_table_has_a_95_percent_interval_row_over_problems():
+    """Per-problem pass@1 0.5 and 1.0: a resample of the 2 problems averages 0.5, 0.75 or 1 -> [50.0, 100.0];
+    pass@2 is 1 for both problems -> [100.0, 100.0]; one problem: nothing to resample -> n/a."""
+    from sspo.tools.evaluation import score_groups
+
+    table = {"grpo": {"tiny_add": score_groups({0: [True, False], 1: [True, True]}, "tiny_add")}}
+    lines = to_markdown(table).splitlines()
+    assert lines[4:6] == ["| grpo | pass@1 95% CI | [50.0, 100.0] |", "| grpo | pass@2 95% CI | [100.0, 100.0] |"]
+    one = {"grpo": {"tiny_add": score_groups({0: [True, False]}, "tiny_add")}}
+    assert "| grpo | pass@1 95% CI | n/a |" in to_markdown(one)

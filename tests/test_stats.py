@@ -149,3 +149,15 @@ def test_multirun_seed_axis_composes_runs_with_distinct_propagated_seeds():
     assert len(dirs) == 3  # one output directory per seed
     default = compose_config(["experiment=sspo_cpu"])
     assert {OmegaConf.select(default, k) for k in keys} == {42}
+
+
+def test_stratified_mean_resamples_problems_within_each_stratum():
+    # a stratum without spread adds none: every resample of [0.5]*3 and [0.2]*2 averages (0.5 + 0.2) / 2
+    flat = stats.stratified_mean([[0.5, 0.5, 0.5], [0.2, 0.2]])
+    assert (flat.estimate, flat.low, flat.high) == pytest.approx((0.35, 0.35, 0.35))
+    # stratum 1 resamples to 0, 0.5 or 1 (chances 1/4, 1/2, 1/4), stratum 2 is always 1: averages 0.5, 0.75, 1
+    two = stats.stratified_mean([[0.0, 1.0], [1.0, 1.0]])
+    assert (two.estimate, two.low, two.high) == pytest.approx((0.75, 0.5, 1.0))
+    # the average of the strata's means, not of the pooled problems (pooled: 0.8)
+    assert stats.stratified_mean([[1.0] * 4 + [0.0], [0.5, 0.5]]).estimate == pytest.approx(0.65)
+    assert not stats.stratified_mean([[0.5, 0.5], []]).computable
