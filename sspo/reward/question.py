@@ -13,6 +13,7 @@ gold does not have). Standard library only; linear in the question's length; mem
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import lru_cache
 from math import gcd
 from typing import NamedTuple
@@ -286,7 +287,7 @@ def violation(
     value: str,
     value_units: frozenset[str],
     golds: list[tuple[str, frozenset[str]]],
-    canonical,
+    canonical: Callable[[str], str],
 ) -> str | None:
     """Why the offered ``value`` (units split off) does not give what ``request`` asks, or None.
 
@@ -323,7 +324,7 @@ def _physical_tags() -> frozenset[str]:
 PHYSICAL_UNITS_TAGS = _physical_tags()
 
 
-def percent_golds(golds: list[str], answer_has_percent: bool, is_percent) -> list[str]:
+def percent_golds(golds: list[str], answer_has_percent: bool, is_percent: Callable[[str], bool]) -> list[str]:
     """Golds of a question that asks a percentage: ``12.5`` and ``12.5\\%`` are one answer, its value
     ``0.125`` is not (an answer with ``%`` meets golds with it, an answer without meets them without)."""
     out = []
