@@ -278,7 +278,7 @@ ENGINE_ROW_SWAPS = {
              "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu", "actor_rollout_ref.rollout.prompt_length",
              "actor_rollout_ref.rollout.response_length", "actor_rollout_ref.rollout.val_kwargs.",
              "distillation.teacher_models.teacher_model.inference.", "trainer.total_epochs",
-             "trainer.total_training_steps", "trainer.save_freq", "trainer.test_freq"),
+             "trainer.total_training_steps", "trainer.save_freq", "trainer.test_freq", "trainer.rollout_data_dir"),
     "device": ("trainer.device", "trainer.n_gpus_per_node", "actor_rollout_ref.rollout.n_gpus_per_node", "ray_kwargs.",
                "actor_rollout_ref.model.override_config.attn_implementation", "actor_rollout_ref.actor.strategy",
                "actor_rollout_ref.ref.strategy", "actor_rollout_ref.rollout.enforce_eager",
