@@ -79,7 +79,7 @@ def test_readme_says_what_the_makefile_runs():
         "--dry-run"
     )
     assert "recipe/scripts/submit.sh experiment=sspo_qwen2.5-math-7b cluster=2x8gpu" in make_dry(
-        "-o", "install", "submit", "EXPERIMENT=sspo_qwen2.5-math-7b", "ARGS=cluster=2x8gpu"
+        "-o", "install", "submit", "EXPERIMENT=sspo_qwen2.5-math-7b", "ARGS=cluster=2x8gpu", "OUTPUT_DIR=/shared/sspo"
     )
     assert "-m sspo.tools.evaluation score --run grpo_qwen2.5-math-1.5b=" in make_dry("-o", "install", "eval")
     assert "-m sspo.tools.data --out-dir data" in make_dry("-o", "install", "data")
@@ -89,7 +89,7 @@ def test_readme_says_what_the_makefile_runs():
 
 
 def test_readme_experiment_names_are_the_experiment_files():
-    named = set(re.findall(r"\b((?:grpo|gspo|sspo)_(?:qwen2\.5-math-(?:1\.5b|7b)|cpu)|diagnose_cpu)\b", README))
+    named = set(re.findall(r"\b((?:grpo|gspo|sspo)_(?:qwen2\.5-math-(?:1\.5b|7b)|cpu)|diagnose_cpu|engine_7b_cpu)\b", README))
     files = {p.stem for p in (REPO / "recipe" / "config" / "experiment").glob("*.yaml")}
     assert named == files
 
