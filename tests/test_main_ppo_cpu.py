@@ -98,18 +98,23 @@ def test_sspo_metrics_reach_verl_logger_from_the_workers(sspo_run):
         assert m["actor/sspo/entropy_ref"] == pytest.approx(m["actor/sspo/entropy_ref_batch"], rel=1e-5), s
 
 
-def test_every_sspo_step_moved_the_policy_along_its_advantages(sspo_run):
-    """Both jobs' steps (the first up to its stop, the resubmitted one to the end): a loss that stopped moving the
-    policy, or moved it against its advantages, fails here (sspo.update_check; the lr-0 control in make test-extra)."""
-    first = read_metrics(sspo_run.out / "metrics_run1.jsonl")
-    assert_update_along_advantages(first, sspo_run.training_steps(first))
-    assert_update_along_advantages(sspo_run.metrics, sspo_run.training_steps())
+def _both_runs(run: Run) -> dict[int, dict[str, float]]:
+    """Step -> metrics over the first run (to its stop) and the resumed one (after it)."""
+    metrics = read_metrics(run.out / "metrics_run1.jsonl")
+    metrics.update({s: m for s, m in run.metrics.items() if "critic/score/mean" in m})
+    return metrics
 
 
-def test_every_gspo_step_moved_the_policy_along_its_advantages(gspo_run):
-    first = read_metrics(gspo_run.out / "metrics_run1.jsonl")
-    assert_update_along_advantages(first, gspo_run.training_steps(first))
-    assert_update_along_advantages(gspo_run.metrics, gspo_run.training_steps())
+def test_sspos_updates_moved_the_policy_along_its_advantages(sspo_run):
+    """A loss that stopped moving the policy, or moved it against its advantages, fails here (sspo.update_check;
+    the lr-0 control in make test-extra must fail it)."""
+    metrics = _both_runs(sspo_run)
+    assert_update_along_advantages(metrics, sspo_run.training_steps(metrics))
+
+
+def test_gspos_updates_moved_the_policy_along_its_advantages(gspo_run):
+    metrics = _both_runs(gspo_run)
+    assert_update_along_advantages(metrics, gspo_run.training_steps(metrics))
 
 
 # ------------------------------------------------------------------------------------------ kill and resume
@@ -197,8 +202,7 @@ def test_gspo_in_colocate_async_resumes_from_its_last_checkpoint(gspo_run):
 
 
 def test_gspo_in_colocate_async_trains_on_older_trajectories_with_verls_loss(gspo_run):
-    metrics = read_metrics(gspo_run.out / "metrics_run1.jsonl")
-    metrics.update({s: m for s, m in gspo_run.metrics.items() if "critic/score/mean" in m})
+    metrics = _both_runs(gspo_run)
     steps = gspo_run.training_steps(metrics)
     assert steps == list(range(1, STEPS + 1)), steps
     assert not any(k.startswith("actor/sspo/") for s in metrics for k in metrics[s])  # loss_mode gspo: verl's

@@ -43,3 +43,26 @@ def test_zero_advantage_responses_do_not_count_and_bf16_inputs_are_read_in_float
     # only response 1 counts: gain (0.3 - 0.1) / 5, up to bf16's rounding of the log-probs
     assert check["surrogate_gain"] == pytest.approx(0.04, abs=5e-3)
     assert check["responses_agreeing"] == 1.0
+
+
+def _steps(moved: list[float], alignment: list[float]) -> dict[int, dict[str, float]]:
+    return {
+        s: {"actor/update/mean_abs_log_ratio": m, "actor/update/alignment": a}
+        for s, (m, a) in enumerate(zip(moved, alignment, strict=True), start=1)
+    }
+
+
+def test_ci_check_passes_a_run_that_moved_along_its_advantages_on_average():
+    from helpers import update_check_failures
+
+    # one step's cosine below 0 is noise when the run's mean is above it
+    assert update_check_failures(_steps([0.05, 0.03, 0.02], [0.12, -0.01, 0.07]), [1, 2, 3]) == []
+
+
+def test_ci_check_fails_a_frozen_policy_and_a_reversed_one():
+    from helpers import update_check_failures
+
+    frozen = update_check_failures(_steps([0.0, 0.05], [0.0, 0.1]), [1, 2])
+    assert frozen == ["step 1: the policy did not move (mean |log-ratio| 0)"]
+    reversed_ = update_check_failures(_steps([0.05, 0.04], [-0.1, 0.02]), [1, 2])
+    assert len(reversed_) == 1 and reversed_[0].startswith("the updates did not follow the advantages: mean alignment -0.04")
