@@ -670,3 +670,15 @@ def printed_config(out: str) -> dict:
 
     body = out.split(cli.RESOLVED_HEADER, 1)[1].split(cli.CHECKS_HEADER, 1)[0]
     return yaml.safe_load(body)
+
+
+# ---------------------------------------------------------------- the benchmark scripts
+
+def load_benchmark(name: str) -> Any:
+    """``benchmarks/<name>.py`` imported as a module (the scripts are not a package), for testing their parts."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

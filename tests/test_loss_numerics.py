@@ -5,7 +5,6 @@ small-shape bf16 check of the loss wrapper."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import load_benchmark
 
 from sspo.loss import SSPOSettings, sspo_token_losses, unit_mean
 
@@ -31,10 +31,7 @@ END_TO_END = {
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("gpu_loss", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("gpu_loss")
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,13 @@ small shape here; the full benchmark is `python benchmarks/update_time.py`)."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "update_time.py"
+from helpers import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("update_time", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("update_time")
 
 
 def test_interleaved_rotates_the_order_and_times_every_repetition(bench):
