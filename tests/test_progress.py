@@ -59,7 +59,7 @@ def test_view_names_the_startup_stages_in_order_and_tracks_the_run():
     assert view.val_acc[-1][1] == pytest.approx(0.4166666666666667)
     assert [s for s, _ in view.reward] == [1, 2, 3, 4, 5, 10]
     line = view.render(now=100.0)
-    for part in ("step 10/30", "reward", "val acc 0.42 (step 10)", "clip 0.", "s/step", "ETA"):
+    for part in ("step 10/30", "reward 0.54 (pi9, step mean)", "val acc 0.42 (pi10)", "clip 0.", "s/step", "ETA"):
         assert part in line, (part, line)
     assert "\n" not in line and len(line) < 140
 

@@ -178,9 +178,13 @@ class RowView:
             nxt = STAGES[len(self.stages)][0] if len(self.stages) < len(STAGES) else "first step"
             return f"{self.name}: starting [{elapsed}] {self.startup_line()} … {nxt}".replace("  ", " ")
         total = self.total if self.total is not None else "?"
-        parts = [f"{self.name}: step {self.step}/{total}", f"reward {self.reward[-1][1]:.2f}"]
+        # each figure names the policy it measured (stats.policy_version): a step's reward is one step's mean
+        reward_step = self.reward[-1][0]
+        parts = [f"{self.name}: step {self.step}/{total}",
+                 f"reward {self.reward[-1][1]:.2f} (pi{stats.policy_version(reward_step, False)}, step mean)"]
         if self.val_acc:
-            parts.append(f"val acc {self.val_acc[-1][1]:.2f} (step {self.val_acc[-1][0]})")
+            val_step = self.val_acc[-1][0]
+            parts.append(f"val acc {self.val_acc[-1][1]:.2f} (pi{stats.policy_version(val_step, True)})")
         if self.clip is not None:
             parts.append(f"clip {self.clip:.3f}")
         pace, eta = self.seconds_per_step(), self.eta()
@@ -206,7 +210,8 @@ class RowView:
             files = stats.dump_files(dirs.get(kind))
             try:
                 ends = stats.endpoints(label, dict(series), validation,
-                                       lambda s, f=files, k=field_name: stats.read_dump(f[s], k) if s in f else None)
+                                       lambda s, f=files, k=field_name: stats.read_dump(f[s], k) if s in f else None,
+                                       dump_steps=list(files))  # the same steps as the report (report.run_endpoints)
             except stats.StatsError:  # an unreadable dump: the numbers without intervals
                 ends = stats.endpoints(label, dict(series), validation)
             if ends is not None:
