@@ -380,3 +380,16 @@ def test_with_distillation_verls_loss_is_left_in_place(tiny_model_dir):
     trainer.actor_rollout_wg = SimpleNamespace(set_loss_fn=installed.append)
     trainer.install_actor_loss()
     assert installed == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "named"),
+    [
+        ("sspo_separate_async", (), "separate_async takes the old log-probs from the start"),
+        ("sspo_sync", ("algorithm.rollout_correction.bypass_mode=true",), "bypass_mode=true: the old log-probs"),
+    ],
+)
+def test_update_check_is_refused_where_it_cannot_measure_this_update(tiny_model_dir, mode, extra, named):
+    with pytest.raises(ValueError, match=named):
+        validate_config(_config(tiny_model_dir, mode, "+sspo.update_check=true", *extra))
+    validate_config(_config(tiny_model_dir, "sspo_sync", "+sspo.update_check=true"))  # where it can: accepted

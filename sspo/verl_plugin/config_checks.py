@@ -146,6 +146,7 @@ def validate_config(cfg: Any) -> None:
     high = select(cfg, f"{ACTOR_KEY}.clip_ratio_high", clip_ratio)
     check_clip_keys(loss_mode, low, high)
     _check_full_determinism(cfg)
+    _check_update_check(cfg)
     _check_sequence_parallel_attention(cfg)
     agg = select(cfg, f"{ACTOR_KEY}.loss_agg_mode", "token-mean")
     if agg not in LOSS_AGG_MODES:
@@ -196,6 +197,27 @@ def check_clip_keys(loss_mode: str, low: Any, high: Any) -> None:
                 f"{key}_{side}={value!r} with loss_mode={loss_mode} ({LOW_CLIP_MAY_EXCEED_ONE[loss_mode]}): "
                 "need a finite number >= 0"
             )
+
+
+def _check_update_check(cfg: Any) -> None:
+    """``sspo.update_check`` compares the updated policy with the old log-probs of the same batch: it needs verl's
+    old-log-prob pass (not bypass mode) and those log-probs taken just before this update (not separate_async,
+    whose old log-probs come from the start of a parameter-sync cycle)."""
+    if not select(cfg, "sspo.update_check", False):
+        return
+    if select(cfg, "algorithm.rollout_correction.bypass_mode", False):
+        raise ValueError(
+            "sspo.update_check=true with algorithm.rollout_correction.bypass_mode=true: the old log-probs are then the "
+            "rollout's, and the check would count the rollout-vs-actor gap as movement. Fix: bypass_mode=false or "
+            "sspo.update_check=false"
+        )
+    trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
+    if verl_trainer_mode(trainer_mode) == "separate_async":
+        raise ValueError(
+            f"sspo.update_check=true with trainer.v1.trainer_mode={trainer_mode}: separate_async takes the old "
+            "log-probs from the start of each parameter-sync cycle, so the check would score earlier updates against "
+            "this batch. Fix: sspo.update_check=false (or a sync/colocate_async mode)"
+        )
 
 
 def _check_full_determinism(cfg: Any) -> None:

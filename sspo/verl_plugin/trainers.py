@@ -167,12 +167,16 @@ class SSPOTrainerMixin:
             {
                 "calculate_entropy": False,
                 "compute_loss": False,
+                "no_lora_adapter": False,  # the trained policy, whatever verl's ref pass left here
                 "temperature": self.config.actor_rollout_ref.rollout.temperature,
             }
         )
-        self.actor_rollout_wg.compute_log_prob(batch)  # writes the scratch field log_probs, as verl's ref pass
-        batch.extra_info.clear()
-        batch.extra_info.update(saved)
+        try:  # writes the scratch field log_probs, as verl's ref pass does
+            output = self.actor_rollout_wg.compute_log_prob(batch)
+            assert len(output) == len(batch), (len(output), len(batch))
+        finally:
+            batch.extra_info.clear()
+            batch.extra_info.update(saved)
         fields = ["log_probs", "old_log_probs", "advantages", "response_mask"]
         data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=fields)
         data["new_log_probs"] = response_from_nested(data.pop("log_probs"), data["response_mask"])
