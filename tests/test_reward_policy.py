@@ -27,6 +27,7 @@ HBAR = r"\hbar \omega(v+1 / 2)-\frac{E_{0}^{2} e^{2}}{2 m \omega^{2}}"
         ("reject_invisible", r"\boxed{\phantom{204}}", "204"),
         ("units", r"\boxed{8^\circ}", r"8\%"),
         ("guard_math_verify", r"\boxed{" + HBAR + "}", "2"),
+        ("boxed_only", "Final Answer: The final answer is $204$. I hope it is correct.", "204"),
     ],
 )
 def test_each_rule_decides_its_case_and_can_be_turned_off(rule, response, gold):

@@ -314,11 +314,13 @@ def _math_verify_rows(tests_dir: Path) -> list[dict]:
     return rows
 
 
-def math_verify_suite(tests_dir: Path) -> dict[str, tuple[int, int]]:
+def math_verify_suite(tests_dir: Path, box_predictions: bool = False) -> dict[str, tuple[int, int]]:
     """Agreement and false positives on math-verify's suite: our evaluation policy vs verl's scorer.
 
-    The response is the row's prediction, boxed unless it has a box of its own; verl's ``math_verify``
-    scorer is called as verl's reward loop calls it (it boxes the gold)."""
+    The response is the row's prediction as math-verify's own tests pass it (our evaluation policy reads an
+    unboxed answer as math-verify does: ``sspo.reward.prose``); ``box_predictions`` puts a prediction with no
+    box of its own inside one (the measurement before the prose reader). verl's ``math_verify`` scorer is
+    called as verl's reward loop calls it (it boxes the gold)."""
     from verl.utils.reward_score import math_verify as verl_mv
 
     from sspo.reward import compute_score_evaluation
@@ -326,9 +328,8 @@ def math_verify_suite(tests_dir: Path) -> dict[str, tuple[int, int]]:
     rows = _math_verify_rows(tests_dir)
     out = {"sspo evaluation": [0, 0], "verl math_verify": [0, 0]}
     for r in rows:
-        response = (
-            r["pred"] if ("\\boxed" in r["pred"] or "\\fbox" in r["pred"]) else "\\boxed{" + r["pred"] + "}"
-        )
+        boxed = "\\boxed" in r["pred"] or "\\fbox" in r["pred"]
+        response = "\\boxed{" + r["pred"] + "}" if box_predictions and not boxed else r["pred"]
         scores = {
             "sspo evaluation": compute_score_evaluation(None, response, r["gold"], timeout=30)["score"],
             "verl math_verify": verl_mv.compute_score(response, r["gold"]),
@@ -336,7 +337,7 @@ def math_verify_suite(tests_dir: Path) -> dict[str, tuple[int, int]]:
         for name, s in scores.items():
             out[name][0] += int(s) == r["expected"]
             out[name][1] += int(s) == 1 and r["expected"] == 0
-    print(f"{len(rows)} rows")
+    print(f"{len(rows)} rows, predictions {'boxed' if box_predictions else 'as math-verify passes them'}")
     return {k: tuple(v) for k, v in out.items()}
 
 
@@ -348,8 +349,9 @@ def main() -> int:
     hits, tries, misses = gold_hits_with_question(_oat_rows(Path(args.data)))
     print(f"golds with their question: {hits}/{tries} score 1; misses: {misses}")
     if args.math_verify_tests:
-        for name, (agree, fp) in math_verify_suite(Path(args.math_verify_tests)).items():
-            print(f"{name}: agrees with the expected verdict on {agree} rows, {fp} false positives")
+        for box_predictions in (False, True):
+            for name, (agree, fp) in math_verify_suite(Path(args.math_verify_tests), box_predictions).items():
+                print(f"{name}: agrees with the expected verdict on {agree} rows, {fp} false positives")
     return 0
 
 

@@ -5,6 +5,7 @@ paper-table grader; ``pkg://sspo.reward.closeness`` the graded reward of the rea
 
 * :mod:`sspo.reward.score`: ``compute_score`` -- boxed answer, in-process exact check, memoised verdicts;
 * :mod:`sspo.reward.grading`: the grading rules and the two policies (``training``, ``evaluation``);
+* :mod:`sspo.reward.prose`: the answer an unboxed response states (the evaluation policy reads it);
 * :mod:`sspo.reward.math_verify_pool`: math-verify in killable worker processes, hard time limit;
 * :mod:`sspo.reward.closeness`: partial credit for close numbers (small models on GSM8K).
 """

@@ -4,7 +4,9 @@ Two policies, one code path (``grade``):
 
 * ``EVALUATION`` -- the standard of the paper-style tables (Qwen2.5-Math / oat harness habits): the answer
   is the LAST ``\\boxed{}`` of the response, normalised (spacing, ``\\dfrac``, ``%``/``^\\circ``/unit words
-  dropped ...), compared as a string or number, then by math-verify. Our table numbers stay comparable.
+  dropped ...), compared as a string or number, then by math-verify. Our table numbers stay comparable. A
+  response with no box is read as those graders read it (``sspo.reward.prose``: a final-answer statement,
+  an answer statement, else the last expression), and so is a final-answer statement after the last box.
 * ``TRAINING`` -- the reward a policy optimises, so every false positive is a hack to be found. On top of
   the above (each rule a field of ``GradingPolicy``, each can be turned off):
 
@@ -19,6 +21,8 @@ Two policies, one code path (``grade``):
     minutes); ``x\\%`` for a gold without ``%`` is the number ``x/100``;
   - ``guard_math_verify``: math-verify's "equal" counts only when its parse keeps every variable of the
     answer (it reads ``\\hbar \\omega(v+1/2)-...`` as ``2``); see ``sspo.reward.math_verify_pool``.
+  - ``boxed_only``: the answer is a box; prose is never read for one (a reward that read the last number
+    would stop rewarding the box and accept a number that merely ends a derivation).
 
 Both policies: numbers in float notation compare as numbers (``1e+20`` = ``10^{20}``), a multiple-choice
 gold accepts the letter with its option text (``\\text{(C) Plane}`` for ``\\text{(C)}``). Standard library
@@ -36,6 +40,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from sspo.reward.forms import (
@@ -64,6 +69,7 @@ class GradingPolicy:
     exact_numbers: bool = True
     reject_hedges: bool = True
     read_question: bool = True
+    boxed_only: bool = True
 
 
 TRAINING = GradingPolicy()
@@ -76,6 +82,7 @@ EVALUATION = GradingPolicy(
     exact_numbers=False,
     reject_hedges=False,
     read_question=False,
+    boxed_only=False,
 )
 POLICIES = {"training": TRAINING, "evaluation": EVALUATION}
 
@@ -990,6 +997,41 @@ def _answer_spans(response: str, policy: GradingPolicy) -> tuple[str, list[tuple
     return text, spans
 
 
+def _stated_answer(text: str, spans: list[tuple[int, int, str | None]]) -> list[tuple[int, int, str | None]]:
+    """Not boxed only: a final-answer statement after the last box replaces it, and so does the answer a box
+    holding a whole solution states; with no box, the answer the prose states (``sspo.reward.prose``) is the
+    one box. Otherwise ``spans`` as they are."""
+    prose = _prose()
+    if not spans:
+        stated = prose.prose_answer(text)
+    else:
+        stated = prose.final_statement(text, spans[-1][1])
+        if stated is None and prose.is_solution(spans[-1][2]):
+            stated = prose.prose_answer(spans[-1][2])
+    return spans if stated is None else [(len(text), len(text), stated)]
+
+
+_prose_module: ModuleType | None = None
+
+
+def _prose() -> ModuleType:
+    """``sspo.reward.prose``, imported at its first use (the training reward never needs it: fast start)."""
+    global _prose_module
+    if _prose_module is None:
+        from sspo.reward import prose
+
+        _prose_module = prose
+    return _prose_module
+
+
+def _final_run(text: str, spans: list[tuple[int, int, str | None]], boxes: list[str]) -> list[str]:
+    """The last box and the boxes before it joined to it as one answer (the rule of a gold's boxes)."""
+    k = len(spans) - 1
+    while k > 0 and _joins(text[spans[k - 1][1] : spans[k][0]]):
+        k -= 1
+    return [b for b in boxes[k:] if b]
+
+
 def grade(
     response: Any, golds: list[str], policy: GradingPolicy, verify: Verifier, request: Request | None = None
 ) -> Grade:
@@ -1003,6 +1045,8 @@ def grade(
     if len(response) > MAX_RESPONSE_CHARS:
         return Grade(False, "", f"response longer than {MAX_RESPONSE_CHARS} characters")
     text, spans = _answer_spans(response, policy)
+    if not policy.boxed_only and (not spans or spans[-1][2] is not None):
+        spans = _stated_answer(text, spans)
     if not spans or spans[-1][2] is None:
         return Grade(False, "", "no boxed answer" if not spans else "last box never closes (truncated)")
     boxes = [b for _, _, b in spans]
@@ -1026,6 +1070,9 @@ def grade(
         ok = equal_one(golds, pred, policy, verify)
         if not ok and several and len({canonical(b) for b in boxes if b}) > 1:
             ok = equal_one(golds, ", ".join(b for b in boxes if b), policy, verify)
+            run = _final_run(text, spans, boxes)
+            if not ok and 1 < len(run) < len(boxes):
+                ok = equal_one(golds, ", ".join(run), policy, verify)
         return Grade(ok, pred, "" if ok else "not equal")
     if policy.reject_hedges and hedged(text, spans):
         return Grade(False, pred, "hedged: prose next to the final box takes it back or offers another value")
