@@ -36,6 +36,7 @@ _NUMBER_RE = re.compile(
     r"(?<![\w.\\^_/{}])-?(?:\d+(?:,\d+)*(?:\.\d+)?|\.\d+)(?:/\d+)?"
     r"(?:\s*(?:\\?%|percent\b))?|-?\\[dt]?frac\{[^{}]{1,50}\}\{[^{}]{1,50}\}"
 )
+_PERCENT_TAIL_RE = re.compile(r"\s*(?:\\?%|percent)$")
 _JOINER_RE = re.compile(r"[\s\"'\u201c\u201d]*(?:,|\band\b|\bor\b|,\s*(?:and|or)\b)[\s\"'\u201c\u201d]*")
 _PROSE_WORD_RE = re.compile(r"(?<!\\)\b[A-Za-z]{2,}")  # a word, not a LaTeX command
 ONE_EXPRESSION_CHARS = 200  # a response this short with no word and no math delimiter is its own answer
@@ -114,8 +115,7 @@ def _joined(a: tuple[int, int, str, bool], b: tuple[int, int, str, bool], masked
 
 def _number(s: str) -> str:
     """A number as an answer string: ``25 percent`` -> ``25\\%``."""
-    s = re.sub(r"\s*(?:\\?%|percent)$", r"\\%", s)
-    return s
+    return _PERCENT_TAIL_RE.sub(r"\\%", s)
 
 
 def read_statement(text: str, start: int) -> str | None:
