@@ -30,6 +30,7 @@ __all__ = [
     "SSPOSettings",
     "check_clip_range",
     "entropy_reference",
+    "entropy_reference_per_group",
     "is_real_number",
     "sspo_token_losses",
 ]
@@ -87,13 +88,17 @@ class SSPOSettings:
         """Validate every field; errors name the full key and the fix."""
         key = self.config_key
         if self.granularity not in GRANULARITIES:
-            raise ValueError(f"{key}.granularity={self.granularity!r} is unknown: use one of {list(GRANULARITIES)}")
+            raise ValueError(
+                f"{key}.granularity={self.granularity!r} is unknown: use one of {list(GRANULARITIES)}"
+            )
         if not isinstance(self.adaptive_clip, bool):
             raise ValueError(f"{key}.adaptive_clip must be true or false, got {self.adaptive_clip!r}")
         if self.dual_clip is not None and not isinstance(self.dual_clip, bool):
             raise ValueError(f"{key}.dual_clip must be true, false or null (auto), got {self.dual_clip!r}")
         if self.adaptive_map not in ADAPTIVE_MAPS:
-            raise ValueError(f"{key}.adaptive_map={self.adaptive_map!r} is unknown: use one of {list(ADAPTIVE_MAPS)}")
+            raise ValueError(
+                f"{key}.adaptive_map={self.adaptive_map!r} is unknown: use one of {list(ADAPTIVE_MAPS)}"
+            )
         if not is_real_number(self.adaptive_alpha) or self.adaptive_alpha < 0:
             raise ValueError(f"{key}.adaptive_alpha must be a number >= 0, got {self.adaptive_alpha!r}")
         if not is_real_number(self.adaptive_min) or not 0 < self.adaptive_min <= 1:
@@ -109,7 +114,9 @@ class SSPOSettings:
         return self.granularity != "sequence" if self.dual_clip is None else self.dual_clip
 
 
-def check_clip_range(low: Any, high: Any, clip_ratio_c: Any, dual_clip: bool, key: str = "clip_ratio") -> None:
+def check_clip_range(
+    low: Any, high: Any, clip_ratio_c: Any, dual_clip: bool, key: str = "clip_ratio"
+) -> None:
     """PPO's clip range ``[1 - low, 1 + high]`` and the dual-clip bound: ValueError naming the key and the fix."""
     if not is_real_number(low) or not 0 <= low < 1:
         raise ValueError(f"{key}_low={low!r} is out of range: need 0 <= {key}_low < 1")
@@ -122,12 +129,31 @@ def check_clip_range(low: Any, high: Any, clip_ratio_c: Any, dual_clip: bool, ke
 def entropy_reference(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """H_ref: token-mean old-policy entropy over the valid tokens of ``entropy`` [B, T] (0-dim, at least fp32).
 
-    OUR CHOICE (layout invariance): SSPO's trainers take it over the whole update batch (one ``_update_actor``
-    call), before verl splits it into mini-, micro- and data-parallel batches, and hand it to the loss as
+    OUR CHOICE: H_ref is taken over the samples of one optimizer step (a mini-batch), in every trainer mode;
+    SSPO's trainers compute it on the driver (:func:`entropy_reference_per_group`) and hand it to the loss as
     ``entropy_ref``; called directly without one, the loss uses the batch it is given.
     """
-    ent = torch.where(mask.bool(), entropy.detach().to(torch.promote_types(entropy.dtype, torch.float32)), 0.0)
+    ent = torch.where(
+        mask.bool(), entropy.detach().to(torch.promote_types(entropy.dtype, torch.float32)), 0.0
+    )
     return ent.sum() / mask.sum().clamp(min=1)
+
+
+def entropy_reference_per_group(
+    entropy: torch.Tensor, mask: torch.Tensor, group: torch.Tensor
+) -> torch.Tensor:
+    """Each row's H_ref: :func:`entropy_reference` over the rows of its group (``group`` [B], ids 0..G-1) -> [B].
+
+    The trainer's groups are the mini-batches of an update batch, so each optimizer step clips against its own
+    samples' mean entropy, whether the step's batch came alone (separate_async) or with others (sync).
+    """
+    ent = torch.where(
+        mask.bool(), entropy.detach().to(torch.promote_types(entropy.dtype, torch.float32)), 0.0
+    )
+    groups = int(group.max()) + 1 if group.numel() else 0
+    sums = ent.new_zeros(groups).index_add_(0, group, ent.sum(-1))  # [G]
+    tokens = ent.new_zeros(groups).index_add_(0, group, mask.to(ent.dtype).sum(-1))  # [G]
+    return (sums / tokens.clamp(min=1))[group]
 
 
 def sspo_token_losses(
@@ -166,7 +192,7 @@ def sspo_token_losses(
         segment_ids: LongTensor[B, T], subsentence ids contiguous from 0 per row, -1 on padding; required at
             ``subsentence`` granularity, else optional (feeds ``clipfrac_at_subsentence``).
         entropy: FloatTensor[B, T], old-policy per-token entropy (no gradient); required iff ``adaptive_clip``.
-        entropy_ref: H_ref (a number or 0-dim tensor; :func:`entropy_reference` of the whole update batch); None:
+        entropy_ref: H_ref (a number or 0-dim tensor; :func:`entropy_reference` of the optimizer step's samples); None:
             over this batch (layout-dependent: SSPO's trainers always pass it).
 
     Returns:
@@ -223,7 +249,9 @@ def unit_sum(x: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None
     return x.new_zeros(x.shape[0], x.shape[1] + 1).scatter_add_(1, index, x).gather(1, index)
 
 
-def unit_mean(x: torch.Tensor, mask: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None) -> torch.Tensor:
+def unit_mean(
+    x: torch.Tensor, mask: torch.Tensor, granularity: str, segment_ids: torch.Tensor | None
+) -> torch.Tensor:
     """FloatTensor[B, T]: for each token, the mean of ``x`` [B, T] (0 on padding) over the token's unit."""
     x = x.to(torch.promote_types(x.dtype, torch.float32))  # never sum or count in bf16
     n_unit = unit_sum(mask.to(x.dtype), granularity, segment_ids)  # [B, T] tokens in the unit
@@ -242,11 +270,17 @@ def _adaptive_scale(
     if entropy_ref is None:
         h_ref = entropy_reference(ent, mask)  # [] this batch only: depends on how the batch was split
     else:
-        h_ref = torch.as_tensor(float(entropy_ref), dtype=torch.promote_types(ent.dtype, torch.float32), device=mask.device)
-    rel = unit_mean(ent, mask, settings.granularity, segment_ids) / h_ref.clamp(min=1e-8)  # [B, T] H_k / H_ref
+        h_ref = torch.as_tensor(
+            float(entropy_ref), dtype=torch.promote_types(ent.dtype, torch.float32), device=mask.device
+        )
+    rel = unit_mean(ent, mask, settings.granularity, segment_ids) / h_ref.clamp(
+        min=1e-8
+    )  # [B, T] H_k / H_ref
     a = settings.adaptive_alpha
     f = rel.pow(a) if settings.adaptive_map == "power" else 1.0 + a * (rel - 1.0)
-    f = torch.where(h_ref > 1e-8, f.clamp(settings.adaptive_min, settings.adaptive_max), 1.0)  # H_ref 0: f = 1
+    f = torch.where(
+        h_ref > 1e-8, f.clamp(settings.adaptive_min, settings.adaptive_max), 1.0
+    )  # H_ref 0: f = 1
     return f, h_ref
 
 

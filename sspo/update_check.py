@@ -10,6 +10,8 @@ After the actor's update, the trainer recomputes the log-probs of the samples it
 A working loss with a positive learning rate makes ``gain > 0`` on the batch it trained on (each mini-batch
 takes a gradient step on its own surrogate); a loss that stopped moving the policy gives ``mean |d| = 0``,
 one that moves it the wrong way ``align < 0``. No threshold on how much the task's reward rose is needed.
+In ``separate_async`` the old log-probs are pi_old's (the start of the parameter-sync cycle): after a cycle's
+k-th mini-batch the check sees the cycle's first k updates on that mini-batch's samples.
 """
 
 from __future__ import annotations

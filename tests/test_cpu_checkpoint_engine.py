@@ -7,6 +7,7 @@ receivers, three syncs in a row of mixed-dtype weights, one larger than a bucket
 from __future__ import annotations
 
 import datetime
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ PEER = Path(peer.__file__)
 HANG_GUARD_S = 300  # only a hang gets near this: a sync here takes well under a second
 
 
-def _run_peers(out: Path, syncs: int, die_after: int | None = None) -> dict[str, int]:
+def _run_peers(out: Path, syncs: int, fault: str | None = None) -> dict[str, int]:
     """Start the four peers on a fresh coordination store; their exit codes by name."""
     coord = dist.TCPStore(
         "127.0.0.1", 0, None, True, timeout=datetime.timedelta(seconds=60), wait_for_workers=False
@@ -32,7 +33,7 @@ def _run_peers(out: Path, syncs: int, die_after: int | None = None) -> dict[str,
     procs = {}
     for role, count in (("actor", peer.ACTORS), ("rollout", peer.RECEIVERS)):
         for index in range(count):
-            extra = [str(die_after)] if (die_after is not None and role == "rollout" and index == 1) else []
+            extra = [fault] if (fault is not None and role == "rollout" and index == 1) else []
             args = [
                 sys.executable,
                 str(PEER),
@@ -72,10 +73,25 @@ def test_three_syncs_reach_both_receivers_bit_equal(tmp_path: Path) -> None:
                 )
     # the weights do change between syncs, so a receiver repeating an old sync would have failed above
     assert not torch.equal(peer.weights(0)["big.fp32"], peer.weights(1)["big.fp32"])
+    # the master reports each sync's size and checksum (logged by verl's trainer); the other actor rank nothing
+    sent = [pickle.loads((tmp_path / f"sent0_sync{sync}.pkl").read_bytes()) for sync in range(3)]
+    nbytes = sum(t.nbytes for t in peer.weights(0).values())  # 12000 + 42 + 10 + 72 + 4 + 3000 = 15128
+    assert all(
+        nbytes <= m[f"weight_sync/{BACKEND}/bytes"] < nbytes + 16 * 6 for m in sent
+    )  # + alignment gaps
+    assert len({m[f"weight_sync/{BACKEND}/crc32"] for m in sent}) == 3
+    assert pickle.loads((tmp_path / "sent1_sync0.pkl").read_bytes()) == {}
+
+
+def test_a_receiver_that_gets_other_bytes_fails_the_sync(tmp_path: Path) -> None:
+    codes = _run_peers(tmp_path, syncs=1, fault="corrupt")
+    assert codes == {"actor0": 1, "actor1": 0, "rollout0": 0, "rollout1": 1}, codes
+    assert "1 rollout worker(s) got other bytes" in (tmp_path / "actor0.error").read_text()
+    assert "differ from its CRC-32" in (tmp_path / "rollout1.error").read_text()
 
 
 def test_a_receiver_that_dies_fails_the_sync_naming_the_backend(tmp_path: Path) -> None:
-    codes = _run_peers(tmp_path, syncs=1, die_after=1)
+    codes = _run_peers(tmp_path, syncs=1, fault="1")
     assert codes["rollout1"] == 3  # it died after its first tensor
     assert codes["actor0"] == 1 and codes["rollout0"] == 1, (
         codes

@@ -322,3 +322,39 @@ def test_the_engine_row_is_the_7b_row_with_only_model_data_and_device_swapped(mo
     # a key set in the GPU row reaches the CPU row: the engine row composes the 7B row itself
     defaults = OmegaConf.load(REPO / "recipe/config/experiment/engine_7b_cpu.yaml").defaults
     assert defaults[0] == "sspo_qwen2.5-math-7b"
+
+
+#: what cluster=cpu_separate changes in 2x8gpu_separate's own keys: a GPU is needed (the pool sizes, NCCL)
+SEPARATE_GPU_ONLY = {
+    "trainer.n_gpus_per_node": (8, 1),  # one CPU worker slot for training
+    "actor_rollout_ref.rollout.n_gpus_per_node": (8, 2),  # two vLLM-CPU replicas at TP 1
+    "actor_rollout_ref.rollout.checkpoint_engine.backend": ("nccl", "cpu_gloo"),  # nccl needs cupy and CUDA
+}
+#: keys cluster=cpu_separate sets beyond cluster=cpu and the GPU preset: where its weight sync lives, fake-GPU
+#: accounting, and the CPU rows' 12-prompt batch as 2 mini-batches (verl: batch = parameter_sync_step x mini)
+SEPARATE_CPU_EXTRAS = {
+    "actor_rollout_ref.rollout.checkpoint_engine.custom_backend_module": "sspo.cpu.checkpoint_engine",
+    "ray_kwargs.ray_init.num_gpus": 3,
+    "ray_kwargs.ray_init.num_cpus": 16,
+    "actor_rollout_ref.actor.ppo_mini_batch_size": 6,
+    "critic.ppo_mini_batch_size": 6,  # verl's config interpolates the actor's (no critic runs)
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu": 48,
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu": 48,
+}
+
+
+def test_cpu_separate_is_2x8gpu_separate_with_only_what_needs_a_gpu_changed(monkeypatch, tmp_path):
+    """Every key of the GPU preset reaches the CPU one unchanged except SEPARATE_GPU_ONLY (docs/gpu-settings.md
+    lists them); beyond cluster=cpu, the CPU preset adds only SEPARATE_CPU_EXTRAS."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSPO_TINY_DIR", str(tmp_path / "tiny"))
+    gpu_keys = _flat(OmegaConf.to_container(OmegaConf.load(REPO / "recipe/config/cluster/2x8gpu_separate.yaml")))
+    separate, cpu = (
+        _flat(OmegaConf.to_container(cli.compose_config(["experiment=sspo_cpu", f"cluster={c}"]), resolve=True))
+        for c in ("cpu_separate", "cpu")
+    )
+    changed = {k: (v, separate[k]) for k, v in gpu_keys.items() if separate.get(k, "<absent>") != v}
+    assert changed == SEPARATE_GPU_ONLY
+    extras = {k: v for k, v in separate.items() if k not in gpu_keys and cpu.get(k, "<absent>") != v}
+    assert extras == SEPARATE_CPU_EXTRAS
+    assert separate["trainer.v1.trainer_mode"] == "sspo_separate_async" and separate["trainer.device"] == "cpu"

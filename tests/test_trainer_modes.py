@@ -247,15 +247,40 @@ def test_cpu_workers_for_sync_and_colocate(tiny_model_dir):
         assert mapped.__ray_actor_class__ is CPUActorRolloutRefWorker
 
 
-def test_cpu_mapping_refuses_separate_asyncs_detach_worker(tiny_model_dir):
-    """separate_async maps the actor to DetachActorWorker (CPU save/restore of pi_old); swapping it for the
-    CPU worker would drop those methods, so CPU mode refuses instead (config time: validate_config)."""
+def test_cpu_mapping_swaps_separate_asyncs_detach_worker_and_refuses_unknown_classes(tiny_model_dir):
+    """separate_async maps the actor to DetachActorWorker (save/restore of pi_old): CPU mode swaps it for its gloo
+    variant; a worker class without a CPU variant would lose its methods in the swap, so it is refused."""
+    import ray
+    from verl.trainer.ppo.utils import Role
+
+    from sspo.cpu.workers import CPUDetachActorWorker
+
     trainer = get_trainer_cls("sspo_separate_async")(_config(tiny_model_dir, "sspo_separate_async"))
     trainer.config.trainer.device = "cpu"
-    with pytest.raises(ValueError, match="DetachActorWorker"):
-        trainer._init_resource_pool_mgr()
-    with pytest.raises(ValueError, match="trainer.device=cpu"):
-        validate_config(trainer.config)
+    trainer._init_resource_pool_mgr()
+    assert trainer.role_worker_mapping[Role.ActorRollout].__ray_actor_class__ is CPUDetachActorWorker
+
+    class CustomWorker:
+        pass
+
+    trainer.role_worker_mapping = {Role.ActorRollout: ray.remote(CustomWorker)}
+    with pytest.raises(ValueError, match="CustomWorker, which has no CPU variant"):
+        from sspo.verl_plugin.trainers import _refuse_unknown_cpu_workers
+
+        _refuse_unknown_cpu_workers(trainer.role_worker_mapping, "separate_async")
+
+
+def test_separate_async_on_cpu_needs_the_cpu_weight_sync(tiny_model_dir):
+    from sspo.cpu.checkpoint_engine import BACKEND
+    from sspo.verl_plugin.config_checks import CPU_CHECKPOINT_ENGINE
+
+    assert CPU_CHECKPOINT_ENGINE == BACKEND  # the config checks name it without importing torch's side
+    cfg = _config(tiny_model_dir, "sspo_separate_async")
+    cfg.trainer.device = "cpu"
+    with pytest.raises(ValueError, match=r"backend='sspo_test_recording' cannot reach a CPU rollout.*cluster=cpu_separate"):
+        validate_config(cfg)
+    cfg.actor_rollout_ref.rollout.checkpoint_engine.backend = BACKEND
+    validate_config(cfg)
 
 
 # ---------------------------------------------------------------- the sync trainer's construction and hooks
@@ -382,14 +407,9 @@ def test_with_distillation_verls_loss_is_left_in_place(tiny_model_dir):
     assert installed == []
 
 
-@pytest.mark.parametrize(
-    ("mode", "extra", "named"),
-    [
-        ("sspo_separate_async", (), "separate_async takes the old log-probs from the start"),
-        ("sspo_sync", ("algorithm.rollout_correction.bypass_mode=true",), "bypass_mode=true: the old log-probs"),
-    ],
-)
-def test_update_check_is_refused_where_it_cannot_measure_this_update(tiny_model_dir, mode, extra, named):
-    with pytest.raises(ValueError, match=named):
-        validate_config(_config(tiny_model_dir, mode, "+sspo.update_check=true", *extra))
-    validate_config(_config(tiny_model_dir, "sspo_sync", "+sspo.update_check=true"))  # where it can: accepted
+@pytest.mark.parametrize("mode", ["sspo_sync", "sspo_separate_async"])
+def test_update_check_is_refused_where_it_cannot_measure_this_update(tiny_model_dir, mode):
+    bypass = "algorithm.rollout_correction.bypass_mode=true"
+    with pytest.raises(ValueError, match="bypass_mode=true: the old log-probs"):
+        validate_config(_config(tiny_model_dir, mode, "+sspo.update_check=true", bypass))
+    validate_config(_config(tiny_model_dir, mode, "+sspo.update_check=true"))  # where it can: accepted

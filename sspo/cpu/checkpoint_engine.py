@@ -14,8 +14,10 @@ group of its own with it (ranks 1..R; torch's default group is already taken by 
 the master fills byte buckets with the weights (a tensor larger than a bucket goes in chunks, verl's
 ``split_weight_chunks``/``merge_weight_chunks``), posts each bucket's table of contents in the store and
 broadcasts the bucket. The other actor ranks only walk the weight generator: FSDP's full-tensor gather
-is collective over the actor group. A closing barrier makes a receiver that died fail the sync, and every
-wait is bounded by ``timeout_s`` (``checkpoint_engine.engine_kwargs.cpu_gloo.timeout_s``).
+is collective over the actor group. Each bucket carries its CRC-32; a closing all-reduce collects every
+receiver's verdict, so a receiver that died or got other bytes fails the sync, and every wait is bounded
+by ``timeout_s`` (``checkpoint_engine.engine_kwargs.cpu_gloo.timeout_s``). The sync's size and the CRC-32
+of all its bytes are logged as ``weight_sync/cpu_gloo/{bytes,crc32}``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import pickle
+import zlib
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
@@ -131,18 +134,28 @@ class CPUGlooCheckpointEngine(CheckpointEngine):
                 pass
             return {}
         bucket, table, offset, index = torch.empty(self.bucket_size, dtype=torch.uint8), [], 0, 0
+        crc, total = 0, 0
         async for meta, chunk in split_weight_chunks(weights, self.bucket_size):
             start = -(-offset // _ALIGN) * _ALIGN
             if start + meta.chunk_size > self.bucket_size:  # full: send it, start the next one
-                await self._send_bucket(index, bucket[:offset], table, last=False)
-                table, start, index = [], 0, index + 1
+                crc = await self._send_bucket(index, bucket[:offset], table, last=False, crc=crc)
+                total, table, start, index = total + offset, [], 0, index + 1
             meta.offset = start
             table.append(meta)
             bucket[start : start + meta.chunk_size] = chunk
             offset = start + meta.chunk_size
-        await self._send_bucket(index, bucket[:offset], table, last=True)
-        await self._run(f"waiting for {self.world_size - 1} rollout workers to confirm", self._barrier)
-        return {}
+        crc = await self._send_bucket(index, bucket[:offset], table, last=True, crc=crc)
+        bad = await self._run(
+            f"waiting for {self.world_size - 1} rollout workers to confirm", self._verdicts, 0
+        )
+        if bad:
+            raise self._failure(
+                "checking the weights", RuntimeError(f"{bad} rollout worker(s) got other bytes")
+            )
+        return {
+            f"weight_sync/{BACKEND}/bytes": float(total + offset),
+            f"weight_sync/{BACKEND}/crc32": float(crc),
+        }
 
     async def receive_weights(
         self, global_steps: int | None = None
@@ -151,13 +164,18 @@ class CPUGlooCheckpointEngine(CheckpointEngine):
         async for name, weight in merge_weight_chunks(self._receive_chunks(), self.bucket_size):
             yield name, weight
 
-    async def _send_bucket(self, index: int, data: torch.Tensor, table: list[TensorMeta], last: bool) -> None:
-        header = pickle.dumps({"table": table, "length": data.numel(), "last": last})
+    async def _send_bucket(
+        self, index: int, data: torch.Tensor, table: list[TensorMeta], last: bool, crc: int
+    ) -> int:
+        """Post bucket ``index``'s table of contents and CRC-32, broadcast it; the running CRC-32 of the sync."""
+        bucket_crc = zlib.crc32(data.numpy())
+        header = pickle.dumps({"table": table, "length": data.numel(), "last": last, "crc32": bucket_crc})
         self._store.set(self._key(index), header)
         await self._run(f"broadcasting bucket {index}", self._broadcast, data)
+        return zlib.crc32(data.numpy(), crc)
 
     async def _receive_chunks(self) -> AsyncGenerator[tuple[TensorMeta, torch.Tensor], None]:
-        index = 0
+        index, bad = 0, 0
         while True:
             raw = await self._run(f"waiting for bucket {index}", self._store.get, self._key(index))
             header = pickle.loads(raw)
@@ -165,18 +183,26 @@ class CPUGlooCheckpointEngine(CheckpointEngine):
                 header["length"], dtype=torch.uint8
             )  # a fresh buffer: yielded views stay valid
             await self._run(f"receiving bucket {index}", self._broadcast, data)
+            bad = bad or int(zlib.crc32(data.numpy()) != header["crc32"])
             for meta in header["table"]:
                 yield meta, data[meta.offset : meta.offset + meta.chunk_size]
             if header["last"]:
                 break
             index += 1
-        await self._run("confirming the sync", self._barrier)  # after every tensor was handed on
+        await self._run("confirming the sync", self._verdicts, bad)  # after every tensor was handed on
+        if bad:
+            raise self._failure(
+                "checking the weights", RuntimeError("a bucket's bytes differ from its CRC-32")
+            )
 
     def _broadcast(self, data: torch.Tensor) -> None:
         self._group.broadcast(data, 0).wait()
 
-    def _barrier(self) -> None:
-        self._group.allreduce(torch.zeros(1)).wait()
+    def _verdicts(self, bad: int) -> int:
+        """All-reduce of each member's "got other bytes" flag: how many did (it also waits for every member)."""
+        flags = torch.tensor([float(bad)])
+        self._group.allreduce(flags).wait()
+        return int(flags.item())
 
     @staticmethod
     def _key(index: int) -> str:

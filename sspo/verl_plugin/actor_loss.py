@@ -2,9 +2,9 @@
 
 SSPO's trainers install :func:`sspo_ppo_loss` on every actor worker with verl's ``set_loss_fn`` (verl
 installs ``partial(ppo_loss, config=...)`` by default). For ``loss_mode=sspo`` it computes, per micro-batch,
-the subsentence ids (from ``responses``), the old policy's ``entropy`` and the step's entropy reference
-``sspo_entropy_ref`` (set by the trainer over the whole batch, so the clip does not depend on how the batch
-was split), and calls ``ppo_loss`` unchanged inside :func:`policy_loss_inputs`. For EVERY loss mode it then adds
+the subsentence ids (from ``responses``), the old policy's ``entropy`` and the entropy reference
+``sspo_entropy_ref`` (set per row by the trainer: its mini-batch's, so the clip does not depend on how the batch
+was split, nor on the trainer mode), and calls ``ppo_loss`` unchanged inside :func:`policy_loss_inputs`. For EVERY loss mode it then adds
 the clip monitor (:mod:`sspo.monitor`) to the metrics, under ``actor/monitor/``, unless ``sspo.monitor=false``.
 """
 
@@ -71,7 +71,9 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
             "algorithm.rollout_correction.bypass_mode=false or adaptive_clip=false"
         )
     padded = data.select(*fields).to_padded_tensor()
-    inputs: dict[str, Any] = {"segment_ids": _segment_ids(config, padded["responses"], padded["response_mask"].bool())}
+    inputs: dict[str, Any] = {
+        "segment_ids": _segment_ids(config, padded["responses"], padded["response_mask"].bool())
+    }
     if settings.adaptive_clip:
         entropy_ref = tu.get(data, ENTROPY_REF_KEY, default=None)
         if entropy_ref is None:  # a micro-batch's own mean would make the clip depend on the layout: refuse
@@ -81,15 +83,32 @@ def sspo_loss_inputs(config: Any, data: Any) -> dict[str, Any]:
                 "(trainer.v1.trainer_mode=sspo_sync | sspo_colocate_async | sspo_separate_async)"
             )
         inputs["entropy"] = padded["entropy"].detach()
-        inputs["entropy_ref"] = float(entropy_ref)
+        inputs["entropy_ref"] = _one_entropy_ref(entropy_ref)
     return inputs
+
+
+def _one_entropy_ref(entropy_ref: Any) -> float:
+    """The micro-batch's H_ref: a number, or the per-row values SSPO's trainer stored, which must all be one (a
+    micro-batch lies inside one mini-batch; two values mean verl split the batch otherwise than the trainer assumed)."""
+    if not isinstance(entropy_ref, torch.Tensor) or entropy_ref.numel() == 1:
+        return float(entropy_ref)
+    values = entropy_ref.detach().flatten()
+    if not bool((values == values[0]).all()):
+        raise ValueError(
+            f"one micro-batch carries {values.unique().numel()} different {ENTROPY_REF_KEY!r} values: it spans two "
+            "mini-batches of SSPO's trainer (sspo.verl_plugin.trainers.mini_batch_ids), so verl cut the update "
+            "batch otherwise; with the adaptive clip keep actor_rollout_ref.actor.shuffle=false"
+        )
+    return float(values[0])
 
 
 def _segment_ids(config: Any, responses: Any, response_mask: Any) -> Any:
     """Subsentence ids [B, T] of padded ``responses`` with the run's delimiters and cap (-1 on padding)."""
     settings = sspo_settings(config)
     delimiters = tuple(settings.delimiters) if settings.delimiters is not None else None
-    return _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)(responses, response_mask)
+    return _segmenter(config.model_config.tokenizer, delimiters, settings.max_subsentence_len)(
+        responses, response_mask
+    )
 
 
 def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any = None) -> dict[str, Any]:
@@ -109,15 +128,20 @@ def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any 
         segment_ids = _segment_ids(config, padded["responses"], mask)
     lower, upper = monitor_clip_range(config.policy_loss.get("loss_mode", "vanilla"), *clip_range(config))
     log_prob = _response_log_probs(model_output["log_probs"], data, mask.shape[1])
-    values = clip_monitor(padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper)
+    values = clip_monitor(
+        padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper
+    )
 
     def aggregation(name: str) -> AggregationType:
         if name.startswith("ratio_min_"):
             return AggregationType.MIN
         return AggregationType.MAX if name.startswith("ratio_max_") else AggregationType.MEAN
 
-    return {f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value) for name, value in values.items()
-            if not math.isnan(value)}  # a micro-batch without valid tokens has no extremes: it reports none
+    return {
+        f"{MONITOR_PREFIX}{name}": Metric(aggregation(name), value)
+        for name, value in values.items()
+        if not math.isnan(value)
+    }  # a micro-batch without valid tokens has no extremes: it reports none
 
 
 def _response_log_probs(log_probs: Any, data: Any, width: int) -> Any:
@@ -131,7 +155,9 @@ def _response_log_probs(log_probs: Any, data: Any, width: int) -> Any:
         return no_padding_2_padding(log_probs, data)
     values = log_probs.values() if log_probs.is_nested else log_probs  # [sum of sample lengths]
     response_lens = data["responses"].offsets().diff()  # [B]
-    ends = (data["prompts"].offsets().diff() + response_lens).cumsum(0)  # [B] end of each sample in ``values``
+    ends = (data["prompts"].offsets().diff() + response_lens).cumsum(
+        0
+    )  # [B] end of each sample in ``values``
     position = torch.arange(width, device=values.device)  # [T]
     index = (ends - response_lens - 1).unsqueeze(1) + position  # [B, T]
     valid = position < response_lens.unsqueeze(1)  # [B, T]
@@ -146,7 +172,9 @@ def sspo_ppo_loss(
     gradient are ``ppo_loss``'s."""
     from verl.workers.utils.losses import ppo_loss
 
-    inputs = sspo_loss_inputs(config, data) if config.policy_loss.get("loss_mode", "vanilla") == LOSS_MODE else {}
+    inputs = (
+        sspo_loss_inputs(config, data) if config.policy_loss.get("loss_mode", "vanilla") == LOSS_MODE else {}
+    )
     with policy_loss_inputs(**inputs) as extremes:
         loss, metrics = ppo_loss(config, model_output, data, dp_group)
     metrics.update(_extreme_metrics(extremes))

@@ -44,6 +44,8 @@ __all__ = [
 #: (:mod:`sspo.verl_plugin.trainers`, which imports these names from here: this module imports nothing of it)
 VERL_TRAINER_MODES = ("sync", "colocate_async", "separate_async")
 TRAINER_PREFIX = "sspo_"
+#: the weight sync separate_async uses on CPU (``sspo.cpu.checkpoint_engine.BACKEND``, not imported: it imports torch)
+CPU_CHECKPOINT_ENGINE = "cpu_gloo"
 #: the first name of SSPO's trainer, kept for old configs: the same trainer as ``sspo_sync``
 LEGACY_TRAINER_MODE = "sspo"
 #: the ``trainer.v1.trainer_mode`` names SSPO's trainers are registered under (``trainers.SSPO_TRAINERS``)
@@ -201,8 +203,9 @@ def check_clip_keys(loss_mode: str, low: Any, high: Any) -> None:
 
 def _check_update_check(cfg: Any) -> None:
     """``sspo.update_check`` compares the updated policy with the old log-probs of the same batch: it needs verl's
-    old-log-prob pass (not bypass mode) and those log-probs taken just before this update (not separate_async,
-    whose old log-probs come from the start of a parameter-sync cycle)."""
+    old-log-prob pass (not bypass mode). In separate_async those are pi_old's, the weights at the start of the
+    parameter-sync cycle, so after a cycle's k-th mini-batch the check measures the cycle's first k updates on
+    that mini-batch's samples (``sspo.update_check``)."""
     if not select(cfg, "sspo.update_check", False):
         return
     if select(cfg, "algorithm.rollout_correction.bypass_mode", False):
@@ -210,13 +213,6 @@ def _check_update_check(cfg: Any) -> None:
             "sspo.update_check=true with algorithm.rollout_correction.bypass_mode=true: the old log-probs are then the "
             "rollout's, and the check would count the rollout-vs-actor gap as movement. Fix: bypass_mode=false or "
             "sspo.update_check=false"
-        )
-    trainer_mode = str(select(cfg, "trainer.v1.trainer_mode", "sync"))
-    if verl_trainer_mode(trainer_mode) == "separate_async":
-        raise ValueError(
-            f"sspo.update_check=true with trainer.v1.trainer_mode={trainer_mode}: separate_async takes the old "
-            "log-probs from the start of each parameter-sync cycle, so the check would score earlier updates against "
-            "this batch. Fix: sspo.update_check=false (or a sync/colocate_async mode)"
         )
 
 
@@ -433,14 +429,6 @@ def _validate_separate_async(cfg: Any, trainer_mode: str) -> None:
     """separate_async: standalone rollout resources, a weight-sync engine that reaches them, whole mini-batches."""
     mode = f"trainer.v1.trainer_mode={trainer_mode}"
     rollout = "actor_rollout_ref.rollout"
-    if select(cfg, "trainer.device") == "cpu":
-        raise ValueError(
-            f"{mode} with trainer.device=cpu: not supported on CPU. verl's separate_async trainer maps the actor "
-            "to its DetachActorWorker, which has no CPU variant in sspo.cpu.workers, and ships weights to the "
-            f"standalone rollout with {rollout}.checkpoint_engine.backend other than naive, none of which runs in "
-            "the CPU environment (nccl: cupy and CUDA buffers; hccl: Ascend NPUs; nixl, mooncake: not installed). "
-            "On CPU use trainer.v1.trainer_mode=sspo_sync or sspo_colocate_async"
-        )
     sync_step = select(cfg, "trainer.v1.separate_async.parameter_sync_step", 1)
     batch = select(cfg, "data.train_batch_size")
     mini = select(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size")
@@ -463,6 +451,14 @@ def _validate_separate_async(cfg: Any, trainer_mode: str) -> None:
                 f"{rollout}.nnodes=1 {rollout}.n_gpus_per_node=8 beside trainer.nnodes/trainer.n_gpus_per_node"
             )
     backend = select(cfg, f"{rollout}.checkpoint_engine.backend", "naive")
+    on_cpu = select(cfg, "trainer.device") == "cpu"
+    if on_cpu and backend != CPU_CHECKPOINT_ENGINE:
+        raise ValueError(
+            f"{mode} with trainer.device=cpu: {rollout}.checkpoint_engine.backend={backend!r} cannot reach a CPU "
+            f"rollout (naive: only rollout servers on the training workers; nccl: cupy and CUDA buffers; hccl: Ascend "
+            f"NPUs). Fix: cluster=cpu_separate, or {rollout}.checkpoint_engine.backend={CPU_CHECKPOINT_ENGINE} and "
+            f"{rollout}.checkpoint_engine.custom_backend_module=sspo.cpu.checkpoint_engine"
+        )
     if backend == "naive":
         raise ValueError(
             f"{mode}: {rollout}.checkpoint_engine.backend=naive only reaches rollout servers on the training "

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from verl.trainer.ppo.v1 import PPOTrainerColocateAsync, PPOTrainerSeparateAsync, PPOTrainerSync
 
 from sspo.verl_plugin import config_checks
-from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY, build_actor_config, make_actor_loss_fn
+from sspo.verl_plugin.actor_loss import build_actor_config, make_actor_loss_fn
 
 # the mode names live with the config checks (which import nothing of this module: one direction only)
 from sspo.verl_plugin.config_checks import (
@@ -49,8 +50,9 @@ class SSPOTrainerMixin:
       (:class:`sspo.verl_plugin.weight_sync.BoundedWeightSync`), then runs verl's hook (the first weight sync);
     * ``_build_replay_buffer``: ``sspo.replay_poll_interval_s`` when set;
     * ``_balance_batch``: under ``rollout.full_determinism``, the step's samples in a fixed order first;
-    * ``_update_actor``: H_ref of the whole update batch to every micro-batch's loss (adaptive clip only); with
-      ``sspo.update_check``, the update's direction on its own batch afterwards (:mod:`sspo.update_check`).
+    * ``step``: counts the actor updates of a global step (``sspo/local_updates``);
+    * ``_update_actor``: each row's H_ref, its mini-batch's (adaptive clip only); with ``sspo.update_check``, the
+      update's direction on its own batch afterwards (:mod:`sspo.update_check`).
     """
 
     verl_mode: str  # set by each trainer class below
@@ -121,7 +123,9 @@ class SSPOTrainerMixin:
 
         if not is_distillation_enabled(self.config.get("distillation")):
             monitor = bool(self.config.get("sspo", {}).get("monitor", True))
-            self.actor_rollout_wg.set_loss_fn(make_actor_loss_fn(build_actor_config(self.config), monitor=monitor))
+            self.actor_rollout_wg.set_loss_fn(
+                make_actor_loss_fn(build_actor_config(self.config), monitor=monitor)
+            )
 
     def _balance_batch(
         self, batch: Any, metrics: dict, logging_prefix: str = "global_seqlen", keep_minibatch: bool = False
@@ -138,21 +142,49 @@ class SSPOTrainerMixin:
         )
 
     def _update_actor(self, batch: Any, metrics: dict) -> Any:
-        """verl's actor update; with SSPO's adaptive clip, H_ref of the whole update batch goes with it.
+        """verl's actor update; with SSPO's adaptive clip, each row carries the H_ref of its optimizer step.
 
-        OUR CHOICE (layout invariance): H_ref is the token-mean old-policy entropy of the batch this update
-        trains on, computed here on the driver before verl splits it over data-parallel ranks, mini- and
-        micro-batches, and carried to every micro-batch's loss as ``batch.extra_info[ENTROPY_REF_KEY]``. So
-        the same row clips the same way on 1 or 16 GPUs, with fixed or token-budget micro-batches.
+        OUR CHOICE (one definition in every trainer mode, the same on every layout): H_ref is the token-mean
+        old-policy entropy of the samples of one optimizer step, i.e. of one mini-batch. verl hands this method a
+        whole step's batch in sync/colocate_async (``data.train_batch_size`` prompts, several mini-batches) and
+        one mini-batch per call in separate_async. It is computed here on the driver, before verl splits the
+        batch over data-parallel ranks and micro-batches, and stored per row in TransferQueue
+        (``ENTROPY_REF_KEY``); the loss checks that its micro-batch holds a single value.
         """
+        self.sspo_local_updates = getattr(self, "sspo_local_updates", 0) + 1
         if self.sspo_adaptive_clip:
-            batch.extra_info[ENTROPY_REF_KEY] = _batch_entropy_ref(batch)
-            # the loss reports what reached it as actor/sspo/entropy_ref: equal unless the value was lost on the way
-            metrics["actor/sspo/entropy_ref_batch"] = batch.extra_info[ENTROPY_REF_KEY]
+            refs = _mini_batch_entropy_refs(batch, self._actor_dp_size(), self._mini_batch_rows()).unique()
+            # the loss reports the mean of what its micro-batches received as actor/sspo/entropy_ref
+            metrics.update(
+                {
+                    "actor/sspo/entropy_ref_batch": float(refs.mean()),
+                    "actor/sspo/entropy_ref_batch_min": float(refs.min()),
+                    "actor/sspo/entropy_ref_batch_max": float(refs.max()),
+                }
+            )
         batch = super()._update_actor(batch, metrics)  # type: ignore[misc]
         if self.config.get("sspo", {}).get("update_check", False):
             metrics.update(self._update_check(batch))
         return batch
+
+    def step(self, metrics: dict, timing_raw: dict) -> Any:
+        """verl's global step; logs ``sspo/local_updates``, the actor updates it ran (``parameter_sync_step``)."""
+        self.sspo_local_updates = 0
+        batch = super().step(metrics, timing_raw)  # type: ignore[misc]
+        metrics["sspo/local_updates"] = float(self.sspo_local_updates)
+        return batch
+
+    def _actor_dp_size(self) -> int:
+        """The actor's data-parallel size, read as verl's ``_balance_batch`` reads it (the dispatch's rank map)."""
+        wg = self.actor_rollout_wg
+        if "actor" not in wg._dispatch_info:
+            wg._dispatch_info["actor"] = wg._query_dispatch_info("actor")
+        return max(wg._dispatch_info["actor"]) + 1
+
+    def _mini_batch_rows(self) -> int:
+        """Rows of one mini-batch: ``ppo_mini_batch_size`` prompts x ``rollout.n`` (verl's ``_update_actor``)."""
+        arr = self.config.actor_rollout_ref
+        return int(arr.actor.ppo_mini_batch_size) * int(arr.rollout.n)
 
     def _update_check(self, batch: Any) -> dict[str, float]:
         """``actor/update/*`` (:mod:`sspo.update_check`): the batch's log-probs under the updated weights against
@@ -187,15 +219,38 @@ class SSPOTrainerMixin:
         return {f"{UPDATE_PREFIX}{name}": value for name, value in check.items()}
 
 
-def _batch_entropy_ref(batch: Any) -> float:
-    """H_ref over every valid token of the update batch (old-policy entropy from verl's TransferQueue)."""
+def mini_batch_ids(rows: int, dp_size: int, mini_batch_rows: int) -> torch.Tensor:
+    """Which mini-batch each row of an update batch trains in: [rows] ids 0..M-1.
+
+    verl's dispatch gives data-parallel rank r the r-th contiguous chunk of the batch (``KVBatchMeta.chunk``, the
+    order ``_balance_batch`` arranges for), and each rank cuts its chunk into contiguous mini-batches of
+    ``mini_batch_rows / dp_size`` rows (``make_iterator`` without shuffling): mini-batch i is the i-th piece of
+    every rank's chunk.
+    """
+    per_rank, per_rank_mini = rows // dp_size, max(mini_batch_rows // dp_size, 1)
+    return (torch.arange(rows) % per_rank) // per_rank_mini
+
+
+def _mini_batch_entropy_refs(batch: Any, dp_size: int, mini_batch_rows: int) -> torch.Tensor:
+    """Each row's H_ref (its mini-batch's token-mean old-policy entropy), written to TransferQueue; returns them."""
     import transfer_queue as tq
+    from tensordict import TensorDict
 
-    from sspo.loss import entropy_reference
+    from sspo.loss import entropy_reference_per_group
+    from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY
 
-    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"])
+    data = tq.kv_batch_get(
+        keys=batch.keys, partition_id=batch.partition_id, select_fields=["entropy", "response_mask"]
+    )
     padded = data.to_padded_tensor()
-    return float(entropy_reference(padded["entropy"], padded["response_mask"]))
+    group = mini_batch_ids(len(batch), dp_size, mini_batch_rows)
+    refs = entropy_reference_per_group(padded["entropy"], padded["response_mask"], group)  # [rows]
+    tq.kv_batch_put(
+        keys=batch.keys,
+        partition_id=batch.partition_id,
+        fields=TensorDict({ENTROPY_REF_KEY: refs}, batch_size=[len(refs)]),
+    )
+    return refs
 
 
 def _content_order(batch: Any) -> list[int]:
@@ -203,21 +258,26 @@ def _content_order(batch: Any) -> list[int]:
     on the samples (a key is ``<uid>_<session>_<output index>``; the uid is random, the rest breaks ties)."""
     import transfer_queue as tq
 
-    data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses"])
+    data = tq.kv_batch_get(
+        keys=batch.keys, partition_id=batch.partition_id, select_fields=["prompts", "responses"]
+    )
     prompts, responses = data["prompts"].unbind(0), data["responses"].unbind(0)  # nested or padded rows
     places = [tuple(int(part) for part in key.rsplit("_", 2)[1:]) for key in batch.keys]
-    rows = [(tuple(p.tolist()), tuple(r.tolist()), place) for p, r, place in zip(prompts, responses, places, strict=True)]
+    rows = [
+        (tuple(p.tolist()), tuple(r.tolist()), place)
+        for p, r, place in zip(prompts, responses, places, strict=True)
+    ]
     return sorted(range(len(rows)), key=rows.__getitem__)
 
 
 def _refuse_unknown_cpu_workers(role_worker_mapping: dict[Any, Any], verl_mode: str) -> None:
-    """CPU mode swaps verl's ``ActorRolloutRefWorker``/``TrainingWorker`` for gloo variants; any other class
-    (e.g. separate_async's ``DetachActorWorker``) would lose its methods in that swap: refuse it."""
-    from verl.workers.engine_workers import ActorRolloutRefWorker, TrainingWorker
+    """CPU mode swaps each of verl's worker classes for its gloo variant (``sspo.cpu.workers.CPU_WORKERS``); a class
+    without one would lose its methods in that swap: refuse it."""
+    from sspo.cpu.workers import CPU_WORKERS
 
     for role, remote_cls in role_worker_mapping.items():
         cls = getattr(remote_cls, "__ray_actor_class__", remote_cls)
-        if cls not in (ActorRolloutRefWorker, TrainingWorker):
+        if cls not in CPU_WORKERS:
             raise ValueError(
                 f"trainer.device=cpu: verl's {verl_mode!r} trainer maps role {role} to {cls.__name__}, which has no "
                 f"CPU variant in sspo.cpu.workers; run this trainer mode on GPUs (trainer.v1.trainer_mode)"

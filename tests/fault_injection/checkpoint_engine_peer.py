@@ -1,6 +1,7 @@
 """One process of a ``cpu_gloo`` weight-sync test (``tests/test_cpu_checkpoint_engine.py``): an actor rank or a receiver.
 
-Run as ``python checkpoint_engine_peer.py ROLE INDEX COORD_PORT OUT_DIR SYNCS [DIE_AFTER_BUCKET]``. The test's
+Run as ``python checkpoint_engine_peer.py ROLE INDEX COORD_PORT OUT_DIR SYNCS [FAULT]``, FAULT (receivers only): a
+number N (die after N tensors) or ``corrupt`` (flip a byte of every bucket received). The test's
 coordination store (``COORD_PORT``) does what verl's ``CheckpointEngineManager`` does over Ray: the master's
 ``prepare()`` metadata goes to everyone, each peer takes its own row of ``build_topology``. The two actor ranks
 share a gloo group of their own, and each weight is produced collectively (its owner broadcasts it), as FSDP's
@@ -39,6 +40,15 @@ def weights(sync: int) -> dict[str, torch.Tensor]:
     }
 
 
+class CorruptingEngine(CPUGlooCheckpointEngine):
+    """A receiver whose network flips a byte of every bucket: the CRC-32 check must catch it."""
+
+    def _broadcast(self, data: torch.Tensor) -> None:
+        super()._broadcast(data)
+        if self.rank and data.numel():
+            data[0] ^= 1
+
+
 def collective_weights(sync: int, rank: int):
     """Yield ``(name, tensor)`` like FSDP's ``get_per_tensor_param``: each tensor needs both actor ranks."""
     for i, (name, full) in enumerate(weights(sync).items()):
@@ -67,7 +77,8 @@ async def sync_once(
     kwargs = actor_kwargs if role == "actor" else rollout_kwargs
     engine.init_process_group(**{k: v[index] for k, v in kwargs.items()})
     if role == "actor":
-        await engine.send_weights(collective_weights(sync, index), global_steps=sync)
+        metrics = await engine.send_weights(collective_weights(sync, index), global_steps=sync)
+        (out / f"sent{index}_sync{sync}.pkl").write_bytes(pickle.dumps(metrics))
     else:
         got, names = {}, set()
         async for name, tensor in engine.receive_weights(global_steps=sync):
@@ -88,14 +99,16 @@ def main() -> None:
         Path(sys.argv[4]),
         int(sys.argv[5]),
     )
-    die_after = int(sys.argv[6]) if len(sys.argv) > 6 else None
+    fault = sys.argv[6] if len(sys.argv) > 6 else None
+    die_after = int(fault) if fault and fault.isdigit() else None
     timeout = datetime.timedelta(seconds=60)
     coord = dist.TCPStore("127.0.0.1", port, None, False, timeout=timeout)
     if role == "actor":
         dist.init_process_group(
             "gloo", store=dist.PrefixStore("actors", coord), rank=index, world_size=ACTORS, timeout=timeout
         )
-    engine = CPUGlooCheckpointEngine(
+    engine_cls = CorruptingEngine if fault == "corrupt" else CPUGlooCheckpointEngine
+    engine = engine_cls(
         BUCKET, is_master=(role == "actor" and index == 0), timeout_s=TIMEOUT_S, host="127.0.0.1"
     )
     try:
