@@ -18,10 +18,13 @@ import torch
 
 from sspo.loss import GRANULARITIES, LOG_RATIO_CLAMP, unit_mean
 
-__all__ = ["MONITOR_PREFIX", "clip_monitor", "clipfracs_at_base_range", "monitor_clip_range"]
+__all__ = ["LAG_BUCKETS", "MONITOR_PREFIX", "clip_monitor", "clipfracs_at_base_range", "monitor_clip_range"]
 
 #: every monitor metric is logged as ``actor/monitor/<name>``
 MONITOR_PREFIX = "actor/monitor/"
+
+#: policy-lag buckets of :func:`clip_monitor`'s breakdown: 0, 1, ..., LAG_BUCKETS - 1 (that many or more versions)
+LAG_BUCKETS = 3
 
 #: losses whose clip keys bound the token LOG-ratio to [-low, high] (GMPO): the ratio range is [e^-low, e^high]
 _LOG_SPACE_CLIP = frozenset({"geo_mean"})
@@ -71,6 +74,7 @@ def clip_monitor(
     segment_ids: torch.Tensor,
     lower: float,
     upper: float,
+    lag: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The monitor's metrics for one micro-batch, fetched with one host sync.
 
@@ -79,12 +83,16 @@ def clip_monitor(
         response_mask: BoolTensor[B, T]; values at padding are ignored.
         segment_ids: LongTensor[B, T] subsentence ids (:class:`sspo.segmentation.SubsentenceSegmenter`), -1 on padding.
         lower, upper: the base ratio range (:func:`monitor_clip_range`).
+        lag: LongTensor[B], optional: how many policy versions older than pi_old each sample's rollout is (-1: not
+            counted); adds the breakdown by lag (:func:`_counts_by_lag`).
 
     Returns:
         Keys without :data:`MONITOR_PREFIX`: ``clipfrac_at_{token,subsentence,sequence}`` (share of valid tokens
         whose unit's ratio is cut: A > 0 and ratio > upper, or A < 0 and ratio < lower), ``ratio_min_<g>`` and
         ``ratio_max_<g>`` (the extreme unit ratio s_k at granularity g, clamped as the built-in of g; NaN with no
-        valid token), ``subsentences_per_response``, ``tokens_per_subsentence``, ``clip_lower``, ``clip_upper``.
+        valid token), ``subsentences_per_response``, ``tokens_per_subsentence``, ``clip_lower``, ``clip_upper``;
+        with ``lag``: ``lag<k>/tokens`` and ``lag<k>/clipped_at_<g>`` (token counts; their means over micro-batches
+        divide into the clip fraction of the samples ``k`` versions old).
     """
     mask = response_mask.bool()  # [B, T]
     log_ratio = torch.where(
@@ -93,6 +101,8 @@ def clip_monitor(
     log_unit_ratio = {g: unit_mean(log_ratio, mask, g, segment_ids) for g in GRANULARITIES}  # [B, T] log s_k
     values = {f"clipfrac_at_{g}": frac for g, frac in
               clipfracs_at_base_range(log_unit_ratio, advantages, mask, lower, upper).items()}  # fmt: skip
+    if lag is not None:
+        values.update(_counts_by_lag(log_unit_ratio, advantages, mask, lower, upper, lag))
     for g, x in log_unit_ratio.items():  # exp and the clamp are monotone: take the extremes in log space
         values[f"ratio_min_{g}"] = torch.where(mask, x, torch.inf).amin()
         values[f"ratio_max_{g}"] = torch.where(mask, x, -torch.inf).amax()
@@ -105,6 +115,33 @@ def clip_monitor(
         for stat in ("min", "max"):
             fetched[f"ratio_{stat}_{g}"] = _clamped_exp(fetched[f"ratio_{stat}_{g}"], g)
     return {**fetched, "clip_lower": float(lower), "clip_upper": float(upper)}
+
+
+def _counts_by_lag(
+    log_unit_ratio: dict[str, torch.Tensor],
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    low: float,
+    high: float,
+    lag: torch.Tensor,
+) -> dict[str, torch.Tensor]:
+    """Valid tokens and clipped tokens (as :func:`clipfracs_at_base_range` counts them) per lag bucket."""
+    bucket = lag.to(mask.device).clamp(max=LAG_BUCKETS - 1)  # [B]
+    counted = mask & (bucket >= 0).unsqueeze(1)  # [B, T]
+    onehot = torch.nn.functional.one_hot(bucket.clamp(min=0), LAG_BUCKETS).to(torch.float64)  # [B, K]
+    out = {}
+    tokens = onehot.T @ counted.sum(1).to(torch.float64)  # [K]
+    above, below = (advantages > 0) & counted, (advantages < 0) & counted
+    per_granularity = {}
+    for g, log_ratio in log_unit_ratio.items():
+        ratio = torch.exp(torch.clamp(log_ratio, *LOG_RATIO_CLAMP[g]))  # [B, T]
+        cut = (above & (ratio > high)) | (below & (ratio < low))  # [B, T]
+        per_granularity[g] = onehot.T @ cut.sum(1).to(torch.float64)  # [K]
+    for k in range(LAG_BUCKETS):
+        out[f"lag{k}/tokens"] = tokens[k]
+        for g, counts in per_granularity.items():
+            out[f"lag{k}/clipped_at_{g}"] = counts[k]
+    return out
 
 
 def _clamped_exp(log_value: float, granularity: str) -> float:

@@ -60,3 +60,24 @@ def test_varied_groups_counts_prompts_whose_samples_got_different_rewards(tmp_pa
     assert rows[0]["varied groups"] == 0.5  # p1 and p4 of four prompts
     assert math.isnan(rows[1]["varied groups"])  # no dump for step 2
     assert "varied groups" not in diagnostic_rows([f"sspo={log}"])[0]
+
+
+def test_by_lag_sums_each_buckets_counts_over_the_run(tmp_path, capsys):
+    m = "actor/monitor/"
+    log = write_log(tmp_path / "async.jsonl", {
+        1: {"critic/score/mean": 0.2, f"{m}lag0/tokens": 30.0, f"{m}lag0/clipped_at_token": 3.0,
+            f"{m}lag0/clipped_at_subsentence": 6.0, f"{m}lag0/clipped_at_sequence": 0.0, f"{m}lag1/tokens": 0.0},
+        2: {"critic/score/mean": 0.3, f"{m}lag0/tokens": 10.0, f"{m}lag0/clipped_at_token": 1.0,
+            f"{m}lag0/clipped_at_subsentence": 2.0, f"{m}lag0/clipped_at_sequence": 4.0, f"{m}lag1/tokens": 40.0,
+            f"{m}lag1/clipped_at_token": 2.0, f"{m}lag1/clipped_at_subsentence": 8.0, f"{m}lag1/clipped_at_sequence": 20.0},
+    })  # fmt: skip
+    out = tmp_path / "lag.md"
+    assert main([f"async={log}", "--by-lag", "--out", str(out)]) == 0
+    lines = out.read_text().splitlines()
+    assert lines[0] == "| run | lag | token share | @token | @subsentence | @sequence |" and len(lines) == 4
+    # lag 0: 40 tokens of 80, 4 / 40 cut per token, 8 / 40 per subsentence, 4 / 40 per sequence; lag 1: 40 tokens
+    assert lines[2].startswith("| async | 0 | 0.5 | 0.1 | 0.2 | 0.1 |")
+    assert lines[3].startswith("| async | 1 | 0.5 | 0.05 | 0.2 | 0.5 |")
+    plain = write_log(tmp_path / "old.jsonl", {1: {"critic/score/mean": 0.1}})
+    assert main([str(plain), "--by-lag", "--out", str(tmp_path / "x.md")]) == 2
+    assert "lag<k>/tokens" in capsys.readouterr().err

@@ -145,6 +145,25 @@ def test_clip_monitor_by_hand():
     assert empty["clipfrac_at_token"] == 0 and math.isnan(empty["ratio_max_subsentence"])
 
 
+def test_clip_monitor_breaks_clipped_tokens_down_by_policy_lag():
+    """The same two responses as above, response 0 one version old, response 1 fresh; a third row (padding) is out."""
+    log_w = torch.tensor([[0.3, -0.1, 0.0], [-0.5, 0.0, 0.0], [0.9, 0.9, 0.9]])
+    mask = torch.tensor([[True, True, True], [True, False, False], [True, True, True]])
+    segment_ids = torch.tensor([[0, 0, 1], [0, -1, -1], [0, 0, 0]])
+    adv = torch.tensor([[1.0] * 3, [-1.0] * 3, [1.0] * 3])
+    old = torch.full((3, 3), -1.0)
+    m = clip_monitor(old, old + log_w, adv, mask, segment_ids, 0.9, 1.1, lag=torch.tensor([1, 0, -1]))
+    # response 1 (lag 0): its one token is cut at every granularity
+    assert (m["lag0/tokens"], m["lag0/clipped_at_token"], m["lag0/clipped_at_sequence"]) == (1, 1, 1)
+    # response 0 (lag 1): 3 tokens; token: 1 cut (e^0.3), subsentence: 2 ({0,1} at e^0.1), sequence: 0
+    assert m["lag1/tokens"] == 3 and m["lag1/clipped_at_token"] == 1
+    assert m["lag1/clipped_at_subsentence"] == 2 and m["lag1/clipped_at_sequence"] == 0
+    assert m["lag2/tokens"] == 0  # the padding row (-1) is counted nowhere
+    # lags of 2 and more share the last bucket
+    deep = clip_monitor(old, old + log_w, adv, mask, segment_ids, 0.9, 1.1, lag=torch.tensor([5, 2, 0]))
+    assert deep["lag2/tokens"] == 4 and deep["lag0/tokens"] == 3
+
+
 def test_monitor_clip_range():
     assert monitor_clip_range("vanilla", 0.2, 0.28) == pytest.approx((0.8, 1.28))
     assert monitor_clip_range("cispo", 10.0, 0.2) == pytest.approx(

@@ -12,11 +12,16 @@ spread of the importance ratio, the adaptive clip scale, entropy, reward and res
 a metric has an empty cell. With ``--rollouts NAME=DIR`` (verl's ``trainer.rollout_data_dir``: ``<step>.jsonl``
 with ``input`` and ``score`` per response), the column ``varied groups`` is the share of the step's prompts
 whose samples got different rewards: the prompts with a non-zero GRPO advantage, the only ones clipping can touch.
+
+``--by-lag`` writes instead one row per (run, policy lag): the clip monitor's same-range clip fractions of the
+samples generated that many policy versions before pi_old (0, 1, 2 or more; verl's trajectory staleness), over
+the whole run, from the monitor's ``actor/monitor/lag<k>/*`` token counts.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -38,7 +43,7 @@ COLUMNS: dict[str, str | tuple[str, ...]] = {
     "resp len": "response_length/mean",
 }
 
-__all__ = ["COLUMNS", "diagnostic_rows", "main"]
+__all__ = ["COLUMNS", "diagnostic_rows", "lag_rows", "main"]
 
 
 def varied_group_share(dump: Path) -> float:
@@ -77,6 +82,46 @@ def diagnostic_rows(
     return rows
 
 
+def lag_rows(specs: Sequence[str]) -> list[dict[str, float | int | str]]:
+    """One row per (run, lag bucket with tokens): share of the run's tokens and clip fraction per granularity.
+
+    Each step logs the mean over micro-batches of the bucket's token and clipped-token counts; their sums over
+    steps divide into the bucket's fraction (exact when a step's micro-batches are equally many, as they are at
+    a fixed micro-batch size)."""
+    from sspo.monitor import LAG_BUCKETS, MONITOR_PREFIX
+
+    rows: list[dict[str, float | int | str]] = []
+    for spec in specs:
+        run = load_run(spec)
+        total = functools.partial(_run_total, run.metrics, MONITOR_PREFIX)
+        tokens = [total(f"lag{k}/tokens") for k in range(LAG_BUCKETS)]
+        if not sum(tokens):
+            raise ReportError(
+                f"{run.source}: no {MONITOR_PREFIX}lag<k>/tokens logged (a run before 6 Dec 2026?)"
+            )
+        for k, n in enumerate(tokens):
+            if n:
+                label = f"{k}+" if k == LAG_BUCKETS - 1 else str(k)
+                row: dict[str, float | int | str] = {
+                    "run": run.name,
+                    "lag": label,
+                    "token share": n / sum(tokens),
+                }
+                row.update(
+                    {
+                        f"@{g}": total(f"lag{k}/clipped_at_{g}") / n
+                        for g in ("token", "subsentence", "sequence")
+                    }
+                )
+                rows.append(row)
+    return rows
+
+
+def _run_total(metrics: dict[str, dict[int, float]], prefix: str, key: str) -> float:
+    """A metric summed over a run's steps (0 when never logged)."""
+    return float(sum(metrics.get(f"{prefix}{key}", {}).values()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m sspo.tools.diagnostic_table RUN [RUN ...] --out FILE.md``; prints the table too."""
     parser = argparse.ArgumentParser(
@@ -88,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--rollouts", action="append", default=[], metavar="NAME=DIR",
         help="a run's rollout dump folder (verl's trainer.rollout_data_dir): adds the 'varied groups' column",
     )  # fmt: skip
+    parser.add_argument(
+        "--by-lag", action="store_true", help="one row per run and policy lag, over the whole run"
+    )
     args = parser.parse_args(argv)
     from sspo.tools.outputs import OutputPathError, output_file
 
@@ -99,7 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not sep or not Path(folder).is_dir():
                 raise ReportError(f"--rollouts {item!r}: expected NAME=DIR with an existing folder")
             rollouts[name] = Path(folder)
-        table = markdown_table(diagnostic_rows(args.runs, rollouts if args.rollouts else None))
+        if args.by_lag:
+            table = markdown_table(lag_rows(args.runs))
+        else:
+            table = markdown_table(diagnostic_rows(args.runs, rollouts if args.rollouts else None))
     except (ReportError, OutputPathError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -29,6 +29,7 @@ from sspo.verl_plugin.policy_loss import (
 
 __all__ = [
     "ENTROPY_REF_KEY",
+    "POLICY_LAG_KEY",
     "build_actor_config",
     "make_actor_loss_fn",
     "monitor_metrics",
@@ -38,6 +39,8 @@ __all__ = [
 
 #: non-tensor key of the update batch that carries H_ref (written by SSPO's trainers before the update)
 ENTROPY_REF_KEY = "sspo_entropy_ref"
+#: per row: policy versions between the sample's rollout and pi_old (verl's trajectory staleness), for the monitor
+POLICY_LAG_KEY = "sspo_policy_lag"
 
 
 @functools.lru_cache(maxsize=4)
@@ -128,8 +131,9 @@ def monitor_metrics(config: Any, model_output: Any, data: Any, segment_ids: Any 
         segment_ids = _segment_ids(config, padded["responses"], mask)
     lower, upper = monitor_clip_range(config.policy_loss.get("loss_mode", "vanilla"), *clip_range(config))
     log_prob = _response_log_probs(model_output["log_probs"], data, mask.shape[1])
+    lag = data[POLICY_LAG_KEY] if POLICY_LAG_KEY in data.keys() else None  # [B], set by SSPO's trainers
     values = clip_monitor(
-        padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper
+        padded["old_log_probs"], log_prob, padded["advantages"], mask, segment_ids, lower, upper, lag=lag
     )
 
     def aggregation(name: str) -> AggregationType:

@@ -51,8 +51,9 @@ class SSPOTrainerMixin:
     * ``_build_replay_buffer``: ``sspo.replay_poll_interval_s`` when set;
     * ``_balance_batch``: under ``rollout.full_determinism``, the step's samples in a fixed order first;
     * ``step``: counts the actor updates of a global step (``sspo/local_updates``);
-    * ``_update_actor``: each row's H_ref, its mini-batch's (adaptive clip only); with ``sspo.update_check``, the
-      update's direction on its own batch afterwards (:mod:`sspo.update_check`).
+    * ``_update_actor``: each row's H_ref, its mini-batch's (adaptive clip only), and its policy lag for the clip
+      monitor's breakdown; with ``sspo.update_check``, the update's direction on its own batch afterwards
+      (:mod:`sspo.update_check`).
     """
 
     verl_mode: str  # set by each trainer class below
@@ -162,6 +163,8 @@ class SSPOTrainerMixin:
                     "actor/sspo/entropy_ref_batch_max": float(refs.max()),
                 }
             )
+        if self.config.get("sspo", {}).get("monitor", True):
+            _store_policy_lag(batch, self.global_steps)
         batch = super()._update_actor(batch, metrics)  # type: ignore[misc]
         if self.config.get("sspo", {}).get("update_check", False):
             metrics.update(self._update_check(batch))
@@ -234,7 +237,6 @@ def mini_batch_ids(rows: int, dp_size: int, mini_batch_rows: int) -> torch.Tenso
 def _mini_batch_entropy_refs(batch: Any, dp_size: int, mini_batch_rows: int) -> torch.Tensor:
     """Each row's H_ref (its mini-batch's token-mean old-policy entropy), written to TransferQueue; returns them."""
     import transfer_queue as tq
-    from tensordict import TensorDict
 
     from sspo.loss import entropy_reference_per_group
     from sspo.verl_plugin.actor_loss import ENTROPY_REF_KEY
@@ -245,12 +247,38 @@ def _mini_batch_entropy_refs(batch: Any, dp_size: int, mini_batch_rows: int) -> 
     padded = data.to_padded_tensor()
     group = mini_batch_ids(len(batch), dp_size, mini_batch_rows)
     refs = entropy_reference_per_group(padded["entropy"], padded["response_mask"], group)  # [rows]
-    tq.kv_batch_put(
-        keys=batch.keys,
-        partition_id=batch.partition_id,
-        fields=TensorDict({ENTROPY_REF_KEY: refs}, batch_size=[len(refs)]),
-    )
+    _put_rows(batch, ENTROPY_REF_KEY, refs)
     return refs
+
+
+def _store_policy_lag(batch: Any, global_steps: int) -> None:
+    """Each row's policy lag for the clip monitor's breakdown, as verl's ``trajectory_staleness`` counts it:
+    ``(global_steps - 1) - max_global_steps`` of the sample's tags (0 in sync; -1 for padding rows: not counted)."""
+
+    from sspo.verl_plugin.actor_loss import POLICY_LAG_KEY
+
+    lag = torch.tensor(
+        [
+            -1
+            if tag.get("is_padding", False)
+            else max(global_steps - 1 - tag.get("max_global_steps", global_steps - 1), 0)
+            for tag in batch.tags
+        ],
+        dtype=torch.long,
+    )  # [rows]
+    _put_rows(batch, POLICY_LAG_KEY, lag)
+
+
+def _put_rows(batch: Any, name: str, values: torch.Tensor) -> None:
+    """One value per row into TransferQueue as field ``name``, and the field into the batch's field list (verl's
+    workers fetch only the listed fields when the batch has one: the list of a ``kv_batch_put`` before this)."""
+    import transfer_queue as tq
+    from tensordict import TensorDict
+
+    fields = TensorDict({name: values}, batch_size=[len(values)])
+    tq.kv_batch_put(keys=batch.keys, partition_id=batch.partition_id, fields=fields)
+    if batch.fields is not None and name not in batch.fields:
+        batch.fields = [*batch.fields, name]
 
 
 def _content_order(batch: Any) -> list[int]:
