@@ -153,6 +153,7 @@ def test_valid_configs_pass(overrides, holds, sspo_loss):
             "algorithm.rollout_correction.bypass_mode",
         ),
         ([*SSPO, "distillation.enabled=true"], "distillation.enabled"),
+        ([*SSPO, "actor_rollout_ref.actor.shuffle=true"], "actor_rollout_ref.actor.shuffle=false"),
         # each trainer mode: what verl asserts only inside the TaskRunner, or never
         ([*SSPO, "trainer.v1.trainer_mode=separate_async"], "trainer.v1.trainer_mode=sspo_separate_async"),
         (

@@ -42,15 +42,63 @@ def test_trainers_sync_weights_through_their_checkpoint_manager_attributes():
     assert "self.standalone_checkpoint_manager.update_weights(" in inspect.getsource(trainer_separate_async)
 
 
-def test_update_batch_extra_info_reaches_the_loss_micro_batch():
-    """SSPO's trainer puts H_ref into ``batch.extra_info`` before verl's ``_update_actor``; verl hands those
-    entries to every micro-batch, as it does its own ``global_batch_size`` that ``ppo_loss`` reads."""
-    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
-    from verl.workers.utils.losses import ppo_loss
+def test_per_row_fields_reach_the_loss_through_the_batchs_field_list():
+    """SSPO's trainer puts ``sspo_entropy_ref`` and ``sspo_policy_lag`` per row into TransferQueue and appends them to
+    ``batch.fields`` (when set, the worker fetches only those); verl's worker turns the batch into a TensorDict of
+    every listed field, and its mini- and micro-batch splits keep them."""
+    from transfer_queue import KVBatchMeta
+    from verl.utils import transferqueue_utils
 
-    update = inspect.getsource(PPOTrainer._update_actor)
-    assert '"global_batch_size": ppo_mini_batch_size' in update and "batch.extra_info.update(extra_info)" in update
-    assert 'data["global_batch_size"]' in inspect.getsource(ppo_loss)
+    assert "fields" in KVBatchMeta.__dataclass_fields__
+    convert = inspect.getsource(transferqueue_utils.async_kv_batch_meta2batch_meta)
+    assert "fields = meta.fields" in convert and "batch_meta.select_fields(fields)" in convert
+
+
+def test_mini_batches_are_contiguous_pieces_of_each_ranks_contiguous_chunk():
+    """``mini_batch_ids``: rank r gets the r-th contiguous chunk (``KVBatchMeta.chunk``, the order ``_balance_batch``
+    arranges), and each rank cuts its chunk with ``make_iterator`` (a DataLoader, shuffled only if asked); the dp size
+    is read from the worker group's dispatch map as ``_balance_batch`` reads it."""
+    from transfer_queue import KVBatchMeta
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+    from verl.utils import tensordict_utils
+
+    assert "chunk_keys = self.keys[start:end]" in inspect.getsource(KVBatchMeta.chunk)
+    assert "dp_size = max(dp_rank_mapping) + 1" in inspect.getsource(PPOTrainer._balance_batch)
+    assert "worker_group._query_dispatch_info(role)" in inspect.getsource(PPOTrainer._balance_batch)
+    assert "DataLoader" in inspect.getsource(tensordict_utils.make_iterator)
+    assert (
+        '"dataloader_kwargs": {"shuffle": self.config.actor_rollout_ref.actor.shuffle}'
+        in inspect.getsource(PPOTrainer._update_actor)
+    )
+
+
+def test_a_samples_tags_carry_the_policy_versions_it_was_generated_with():
+    """``sspo_policy_lag`` is verl's ``trajectory_staleness``: ``(global_steps - 1) - max_global_steps`` of the tags."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    source = inspect.getsource(PPOTrainer._compute_metrics)
+    assert (
+        'tag["max_global_steps"]' in source
+        and "trajectory_staleness = (global_steps - 1) - max_global_steps" in source
+    )
+
+
+def test_detach_worker_takes_its_snapshot_handler_from_a_property():
+    """``CPUDetachActorWorker`` overrides ``copy_handler``; verl's ``save_model_to_cpu`` calls it."""
+    from verl.experimental.separation.engine_workers import DetachActorWorker
+
+    assert isinstance(inspect.getattr_static(DetachActorWorker, "copy_handler"), property)
+    assert "self.copy_handler(self.actor.engine.module)" in inspect.getsource(
+        DetachActorWorker.save_model_to_cpu
+    )
+
+
+def test_separate_async_updates_the_actor_once_per_mini_batch_and_counts_them_in_step():
+    """``sspo/local_updates`` counts ``_update_actor`` calls inside ``PPOTrainer.step``."""
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    assert "for trigger_idx in range(self.parameter_sync_step):" in inspect.getsource(PPOTrainer.step)
+    assert "batch = self._update_actor(batch, metrics=metrics)" in inspect.getsource(PPOTrainer._step_once)
 
 
 def test_trainer_mode_attribute_and_its_branches():
@@ -130,7 +178,9 @@ def test_full_determinism_seeds_every_request_alike_unless_the_request_brings_it
     generate = inspect.getsource(vLLMHttpServer.generate)
     assert 'sampling_params.setdefault("seed", self.replica_rank + self.config.seed)' in generate
     assert 'f"det-{priority}"' in inspect.getsource(SingleTurnAgentLoop.run)
-    assert "hash(request_id) % len(self._servers)" in inspect.getsource(GlobalRequestLoadBalancer.acquire_server)
+    assert "hash(request_id) % len(self._servers)" in inspect.getsource(
+        GlobalRequestLoadBalancer.acquire_server
+    )
     assert "session_id=i, **prompt" in inspect.getsource(agent_loop_tq)
     assert 'kwargs["global_steps"]' in inspect.getsource(agent_loop_tq)
 

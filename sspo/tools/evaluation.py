@@ -24,8 +24,9 @@ and the sample count without loading anything.
 (``trainer.validation_data_dir``: one ``<step>.jsonl`` per validation with ``input``, ``output``,
 ``gts``, ``score``, ``step``, ``uid`` ... and no benchmark name, so each row is matched to its benchmark
 problem by finding the problem text in ``input``; a folder means its latest step). Every response is
-re-scored with ``sspo.reward.compute_score`` under the standard ``evaluation`` grading policy (last
-``\\boxed{}``, math-verify: comparable with published tables; ``--policy training`` applies the strict
+re-scored with ``sspo.reward.compute_score`` under the standard ``evaluation`` grading policy (the last
+``\\boxed{}``, or without one the answer the text states, as Math-Verify and the Qwen2.5-Math harness read it;
+math-verify: comparable with published tables; ``--policy training`` applies the strict
 training reward instead), so all runs are judged alike; a response cut at the length limit
 (``finish_reason == "length"``) scores 0. A generations file that is not UTF-8 fails naming file and line.
 

@@ -309,6 +309,12 @@ def _validate_sspo(cfg: Any, low: float, high: float) -> None:
             "algorithm.rollout_correction.bypass_mode=true skips verl's old-log-prob pass, so there is no old-policy "
             f"entropy for {POLICY_LOSS_KEY}.adaptive_clip=true: set bypass_mode=false or adaptive_clip=false"
         )
+    if settings.adaptive_clip and select(cfg, f"{ACTOR_KEY}.shuffle", False):
+        raise ValueError(
+            f"{ACTOR_KEY}.shuffle=true with {POLICY_LOSS_KEY}.adaptive_clip=true: each optimizer step clips against "
+            "its mini-batch's mean entropy, computed on the driver from verl's mini-batch cut, which shuffling makes "
+            f"random inside the workers. Fix: {ACTOR_KEY}.shuffle=false (every row's setting) or adaptive_clip=false"
+        )
     if select(cfg, "distillation.enabled", False):
         raise ValueError(
             "distillation.enabled=true with loss_mode=sspo: verl's distillation loss calls ppo_loss directly and "
