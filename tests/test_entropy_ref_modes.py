@@ -67,42 +67,112 @@ def _step_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     }
 
 
+def _actor_config() -> ActorConfig:
+    return ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio_low=0.05,
+                       clip_ratio_high=0.08, loss_agg_mode="token-mean", policy_loss=SSPOPolicyLossConfig())  # fmt: skip
+
+
 def _optimizer_step(batch: dict, rows: slice, h_ref: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """SSPO's loss and its gradient for one mini-batch, with the H_ref it was handed."""
-    cfg = ActorConfig(strategy="fsdp", rollout_n=1, ppo_micro_batch_size_per_gpu=1, clip_ratio_low=0.05,
-                      clip_ratio_high=0.08, loss_agg_mode="token-mean", policy_loss=SSPOPolicyLossConfig())  # fmt: skip
+    """SSPO's loss and its gradient for one mini-batch in one pass, with the H_ref it was handed."""
     cut = {k: v[rows] for k, v in batch.items()}
+    return _verl_step_update(cut, [[list(range(len(cut["response_mask"])))]], lambda _: h_ref)[:2]
+
+
+def _verl_step_update(
+    batch: dict, ranks: list[list[list[int]]], ref_of
+) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """(loss, gradient on every row's log-probs, the H_ref of each micro-batch) of one optimizer step run as verl runs
+    it: ranks -> micro-batches -> rows, each micro-batch's loss with ``ref_of(rows)`` and the step's
+    ``global_batch_info``, the ranks' gradients averaged (the model of ``tests/test_loss_layout_invariance.py``)."""
+    cfg, mask = _actor_config(), batch["response_mask"]
+    step_rows = [row for rank in ranks for micro in rank for row in micro]
     cfg.global_batch_info.update(
-        dp_size=1, batch_num_tokens=int(cut["response_mask"].sum()), global_batch_size=MINI
+        dp_size=len(ranks), batch_num_tokens=int(mask[step_rows].sum()), global_batch_size=len(step_rows)
     )
-    log_prob = cut["log_prob"].clone().requires_grad_(True)
-    loss, _ = get_policy_loss_fn("sspo")(
-        cut["old_log_prob"], log_prob, cut["advantages"], cut["response_mask"], "token-mean", cfg, None,
-        segment_ids=cut["segment_ids"], entropy=cut["entropy"], entropy_ref=h_ref,
-    )  # fmt: skip
-    loss.backward()
-    return loss.detach(), log_prob.grad
+    log_prob = batch["log_prob"].clone().requires_grad_(True)
+    total, refs = torch.zeros((), dtype=log_prob.dtype), []
+    for micro_batches in ranks:
+        for rows in micro_batches:
+            refs.append(ref_of(rows))
+            cut = {k: v[rows] for k, v in batch.items()}
+            loss, _ = get_policy_loss_fn("sspo")(
+                cut["old_log_prob"], log_prob[rows], cut["advantages"], cut["response_mask"], "token-mean", cfg, None,
+                segment_ids=cut["segment_ids"], entropy=cut["entropy"], entropy_ref=refs[-1],
+            )  # fmt: skip
+            (loss / len(ranks)).backward()  # data parallelism averages the ranks' gradients
+            total = total + loss.detach() / len(ranks)
+    return total, log_prob.grad, refs
+
+
+def _verl_optimizer_steps(
+    rows: int, dp_size: int, mini_batch_rows: int, epochs: int
+) -> list[list[list[int]]]:
+    """Optimizer step -> rank -> rows, cut by verl 0.9.1's own code: the dispatch's per-rank chunk (``BatchMeta.chunk``:
+    a ``KVBatchMeta`` argument becomes a ``BatchMeta`` in ``BatchData.chunk``) and each rank's mini-batch iterator
+    (``make_iterator`` as ``train_mini_batch`` calls it, ``shuffle=False``); step i is every rank's i-th mini-batch."""
+    from tensordict import TensorDict
+    from transfer_queue import BatchMeta
+    from verl.utils.tensordict_utils import make_iterator
+
+    per_rank = []
+    for rank, chunk in enumerate(
+        BatchMeta(global_indexes=list(range(rows)), partition_ids=["train"] * rows).chunk(dp_size)
+    ):
+        ids = torch.tensor(chunk.global_indexes)
+        iterator = make_iterator(TensorDict({"row": ids}, batch_size=[len(ids)]), mini_batch_rows // dp_size, epochs,
+                                 seed=42 + rank, dataloader_kwargs={"shuffle": False})  # fmt: skip
+        per_rank.append([mini["row"].tolist() for mini in iterator])
+    return [list(step) for step in zip(*per_rank, strict=True)]
+
+
+@pytest.mark.parametrize(
+    ("rows", "dp_size", "mini", "epochs"), [(96, 1, 24, 1), (96, 2, 24, 2), (48, 2, 8, 1), (16, 4, 8, 3)]
+)
+def test_mini_batch_ids_are_the_rows_verl_trains_in_one_optimizer_step(rows, dp_size, mini, epochs) -> None:
+    steps = _verl_optimizer_steps(rows, dp_size, mini, epochs)
+    ids = mini_batch_ids(rows, dp_size, mini)
+    assert len(steps) == rows // mini * epochs
+    for i, step in enumerate(steps):
+        step_rows = sorted(row for rank in step for row in rank)
+        assert sorted(torch.nonzero(ids == i % (rows // mini)).flatten().tolist()) == step_rows
+    if dp_size > 1:  # the ids a driver would give without the dispatch's chunking mix two steps' rows
+        naive = torch.arange(rows) // mini
+        assert any(len({int(naive[row]) for rank in step for row in rank}) > 1 for step in steps)
 
 
 @pytest.mark.parametrize("dp_size", [1, 2])
 def test_sync_and_separate_async_make_the_same_update_from_the_same_samples(dp_size: int) -> None:
+    """sync: the trainer's per-row H_ref over the whole step batch (verl's padding rows and balanced order), the
+    optimizer steps cut by verl's own chunk/iterator, micro-batches of 4 rows each taking its rows' one value.
+    separate_async: the same step's samples alone in their call, one pass, H_ref their token-mean entropy by hand."""
+    from verl.utils.seqlen_balancing import get_seqlen_balanced_partitions
+
     batch = _step_batch()
-    # sync: one _update_actor call with the step's 4 mini-batches (rows as the trainer ordered them)
-    sync_ids = mini_batch_ids(ROWS, dp_size, MINI)
-    sync_refs = entropy_reference_per_group(batch["entropy"], batch["response_mask"], sync_ids)
-    for i in range(ROWS // MINI):
-        rows = torch.nonzero(sync_ids == i).flatten()
-        # separate_async: this mini-batch alone in its own call (its rows, in the same order)
-        alone = {k: v[rows] for k, v in batch.items()}
-        separate_ref = entropy_reference_per_group(
-            alone["entropy"], alone["response_mask"], mini_batch_ids(MINI, dp_size, MINI)
-        )
-        assert torch.equal(sync_refs[rows], separate_ref)
-        sync_step = _optimizer_step(
-            {k: v[rows] for k, v in batch.items()}, slice(None), float(sync_refs[rows][0])
-        )
-        separate_step = _optimizer_step(alone, slice(None), float(separate_ref[0]))
-        assert torch.equal(sync_step[0], separate_step[0]) and torch.equal(sync_step[1], separate_step[1])
+    padding = torch.arange(ROWS) >= ROWS - 6  # verl's upsampled rows: response_mask all 0
+    batch["response_mask"] = batch["response_mask"] & ~padding[:, None]
+    batch["segment_ids"] = torch.where(batch["response_mask"], batch["segment_ids"], -1)
+    workload = (batch["response_mask"].sum(1) + 7).tolist()  # what _balance_batch balances: sequence lengths
+    order = [
+        j
+        for part in get_seqlen_balanced_partitions(workload, k_partitions=dp_size, equal_size=True)
+        for j in part
+    ]
+    batch = {k: v[order] for k, v in batch.items()}
+    refs = entropy_reference_per_group(
+        batch["entropy"], batch["response_mask"], mini_batch_ids(ROWS, dp_size, MINI)
+    )
+    steps = _verl_optimizer_steps(ROWS, dp_size, MINI, epochs=1)
+    assert len(steps) == 4
+    for step in steps:
+        micro = [[rank[i : i + 4] for i in range(0, len(rank), 4)] for rank in step]
+        sync = _verl_step_update(batch, micro, lambda rows: _one_entropy_ref(refs[rows]))
+        alone = [row for rank in step for row in rank]
+        by_hand = float(batch["entropy"][alone][batch["response_mask"][alone]].mean())
+        separate = _verl_step_update(batch, [[alone]], lambda _, ref=by_hand: ref)
+        assert sync[2] == pytest.approx([by_hand] * len(sync[2]), rel=1e-12)
+        assert sync[1].abs().sum() > 0
+        torch.testing.assert_close(sync[0], separate[0], rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(sync[1], separate[1], rtol=1e-9, atol=1e-12)
 
 
 def test_the_previous_whole_step_h_ref_made_sync_differ_from_separate_async() -> None:
