@@ -58,11 +58,15 @@ def test_mini_batches_are_contiguous_pieces_of_each_ranks_contiguous_chunk():
     """``mini_batch_ids``: rank r gets the r-th contiguous chunk (``KVBatchMeta.chunk``, the order ``_balance_batch``
     arranges), and each rank cuts its chunk with ``make_iterator`` (a DataLoader, shuffled only if asked); the dp size
     is read from the worker group's dispatch map as ``_balance_batch`` reads it."""
-    from transfer_queue import KVBatchMeta
+    from transfer_queue import BatchMeta, KVBatchMeta
+    from verl.protocol import BatchData
     from verl.trainer.ppo.v1.trainer_base import PPOTrainer
     from verl.utils import tensordict_utils
 
     assert "chunk_keys = self.keys[start:end]" in inspect.getsource(KVBatchMeta.chunk)
+    # the dispatch turns a KVBatchMeta argument into a BatchMeta (same key order) and chunks that
+    assert "kv_batch_meta2batch_meta(data)" in inspect.getsource(BatchData.chunk)
+    assert "indices = list(range(start, end))" in inspect.getsource(BatchMeta.chunk)
     assert "dp_size = max(dp_rank_mapping) + 1" in inspect.getsource(PPOTrainer._balance_batch)
     assert "worker_group._query_dispatch_info(role)" in inspect.getsource(PPOTrainer._balance_batch)
     assert "DataLoader" in inspect.getsource(tensordict_utils.make_iterator)
