@@ -7,6 +7,8 @@ H_ref in both (:func:`sspo.verl_plugin.trainers.mini_batch_ids`), so the same sa
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
@@ -185,3 +187,52 @@ def test_the_previous_whole_step_h_ref_made_sync_differ_from_separate_async() ->
     assert own < whole / 2
     old_sync, per_mini_batch = _optimizer_step(batch, rows, whole), _optimizer_step(batch, rows, own)
     assert not torch.allclose(old_sync[1], per_mini_batch[1])
+
+
+class _FakeTransferQueue:
+    """TransferQueue's ``kv_batch_get`` / ``kv_batch_put`` over a dict of rows (what the trainer's driver code calls)."""
+
+    def __init__(self, rows: dict[str, dict[str, torch.Tensor]]) -> None:
+        self.rows = rows
+
+    def kv_batch_get(self, keys: list[str], partition_id: str, select_fields: list[str]) -> Any:
+        from tensordict import TensorDict
+
+        fields = {f: torch.stack([self.rows[k][f] for k in keys]) for f in select_fields}
+        return TensorDict(fields, batch_size=[len(keys)])
+
+    def kv_batch_put(self, keys: list[str], partition_id: str, fields: Any) -> None:
+        for i, key in enumerate(keys):
+            self.rows.setdefault(key, {}).update({f: fields[f][i] for f in fields.keys()})
+
+
+def test_the_driver_writes_each_rows_h_ref_and_policy_lag_and_lists_the_fields(monkeypatch) -> None:
+    import transfer_queue
+    from transfer_queue import KVBatchMeta
+
+    from sspo.verl_plugin.trainers import _mini_batch_entropy_refs, _store_policy_lag
+
+    # 4 rows on 2 ranks, mini-batches of 2 rows: rank 0 = rows a, b (step 0: a; step 1: b), rank 1 = c, d
+    entropy = {"a": [1.0, 3.0], "b": [5.0, 5.0], "c": [2.0, 9.0], "d": [7.0, 7.0]}
+    mask = {"a": [1, 1], "b": [1, 0], "c": [1, 0], "d": [0, 0]}  # d: a padding row
+    fake = _FakeTransferQueue({
+        k: {"entropy": torch.tensor(entropy[k]), "response_mask": torch.tensor(mask[k])} for k in entropy
+    })  # fmt: skip
+    monkeypatch.setattr(transfer_queue, "kv_batch_get", fake.kv_batch_get)
+    monkeypatch.setattr(transfer_queue, "kv_batch_put", fake.kv_batch_put)
+    tags = [
+        {"max_global_steps": 4},
+        {"max_global_steps": 2},
+        {"max_global_steps": 0},
+        {"is_padding": True, "max_global_steps": 4},
+    ]
+    batch = KVBatchMeta(
+        partition_id="train", keys=list(entropy), tags=tags, fields=["entropy", "response_mask"]
+    )
+    _mini_batch_entropy_refs(batch, dp_size=2, mini_batch_rows=2)
+    _store_policy_lag(batch, global_steps=5)
+    # step 0 = a + c: (1 + 3 + 2) / 3 tokens = 2; step 1 = b + d: 5 / 1 token (the padding row has none) = 5
+    assert [float(fake.rows[k]["sspo_entropy_ref"]) for k in "abcd"] == [2.0, 5.0, 2.0, 5.0]
+    # pi_old is version 4 at global step 5: lags 0, 2, 4; the padding row -1 (not counted)
+    assert [int(fake.rows[k]["sspo_policy_lag"]) for k in "abcd"] == [0, 2, 4, -1]
+    assert batch.fields == ["entropy", "response_mask", "sspo_entropy_ref", "sspo_policy_lag"]
