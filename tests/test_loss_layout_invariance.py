@@ -4,8 +4,8 @@
 A split is modelled as verl runs it: each micro-batch's loss is aggregated with ``global_batch_info`` of the
 whole mini-batch (``ppo_loss`` sets it), a rank's gradient is the sum over its micro-batches, and data
 parallelism averages the ranks' gradients. The adaptive clip's H_ref is the one thing SSPO normalises by;
-the trainer computes it over the whole batch (``entropy_ref``), and the last test shows that the
-micro-batch's own mean (the loss's fallback when none is given) breaks the invariance.
+the trainer computes it over the mini-batch (``entropy_ref``; ``tests/test_entropy_ref_modes.py``), and the last
+test shows that the micro-batch's own mean (the loss's fallback when none is given) breaks the invariance.
 """
 
 from __future__ import annotations

@@ -62,6 +62,7 @@ class SSPOTrainerMixin:
         config_checks.validate_config(config)  # before any worker, rollout or GPU time
         # the loss's own settings, built as the worker builds them: the driver and the workers agree
         self.sspo_adaptive_clip = config_checks.uses_adaptive_clip(config)
+        self.sspo_monitor = bool(config.get("sspo", {}).get("monitor", True)) and not _distillation(config)
         if self.verl_mode == "separate_async":  # its weight sync to the standalone rollout
             config_checks.assert_checkpoint_engine_available(config)
         super().__init__(config)  # type: ignore[call-arg]
@@ -120,9 +121,7 @@ class SSPOTrainerMixin:
         ``distillation_ppo_loss`` (which calls ``ppo_loss`` itself) and ``validate_config`` refuses
         ``sspo``, so verl's loss is left in place.
         """
-        from verl.trainer.distillation import is_distillation_enabled
-
-        if not is_distillation_enabled(self.config.get("distillation")):
+        if not _distillation(self.config):
             monitor = bool(self.config.get("sspo", {}).get("monitor", True))
             self.actor_rollout_wg.set_loss_fn(
                 make_actor_loss_fn(build_actor_config(self.config), monitor=monitor)
@@ -154,7 +153,10 @@ class SSPOTrainerMixin:
         """
         self.sspo_local_updates = getattr(self, "sspo_local_updates", 0) + 1
         if self.sspo_adaptive_clip:
-            refs = _mini_batch_entropy_refs(batch, self._actor_dp_size(), self._mini_batch_rows()).unique()
+            dp_size, rows = self._actor_dp_size(), self._mini_batch_rows()
+            group = mini_batch_ids(len(batch), dp_size, rows)  # [rows]
+            row_refs = _mini_batch_entropy_refs(batch, dp_size, rows)  # [rows]
+            refs = row_refs.new_zeros(int(group.max()) + 1).scatter_(0, group, row_refs)  # [mini-batches]
             # the loss reports the mean of what its micro-batches received as actor/sspo/entropy_ref
             metrics.update(
                 {
@@ -163,7 +165,7 @@ class SSPOTrainerMixin:
                     "actor/sspo/entropy_ref_batch_max": float(refs.max()),
                 }
             )
-        if self.config.get("sspo", {}).get("monitor", True):
+        if self.sspo_monitor:  # the monitor's breakdown by policy lag
             _store_policy_lag(batch, self.global_steps)
         batch = super()._update_actor(batch, metrics)  # type: ignore[misc]
         if self.config.get("sspo", {}).get("update_check", False):
@@ -220,6 +222,13 @@ class SSPOTrainerMixin:
             padded["new_log_probs"], padded["old_log_probs"], padded["advantages"], padded["response_mask"]
         )
         return {f"{UPDATE_PREFIX}{name}": value for name, value in check.items()}
+
+
+def _distillation(config: Any) -> bool:
+    """verl's distillation installs its own loss (no SSPO monitor then)."""
+    from verl.trainer.distillation import is_distillation_enabled
+
+    return bool(is_distillation_enabled(config.get("distillation")))
 
 
 def mini_batch_ids(rows: int, dp_size: int, mini_batch_rows: int) -> torch.Tensor:
