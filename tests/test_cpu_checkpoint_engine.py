@@ -44,7 +44,9 @@ def _run_peers(out: Path, syncs: int, fault: str | None = None) -> dict[str, int
                 str(syncs),
                 *extra,
             ]
-            procs[f"{role}{index}"] = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # a log file, not an unread pipe (a full pipe would block the peer): <role><index>.log
+            with open(out / f"{role}{index}.log", "wb") as log:
+                procs[f"{role}{index}"] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
     codes = {}
     try:
         for name, proc in procs.items():

@@ -111,9 +111,9 @@ class CPUGlooCheckpointEngine(CheckpointEngine):
         self.rank, self.world_size = rank, world_size
         if rank < 0:
             return
-        if rank > 0:
-            self._store = dist.TCPStore(master["host"], master["port"], None, False, timeout=self.timeout)
-        try:
+        try:  # a rollout worker that cannot reach the master's store fails here, named like any other wait
+            if rank > 0:
+                self._store = dist.TCPStore(master["host"], master["port"], None, False, timeout=self.timeout)
             self._group = dist.ProcessGroupGloo(self._store, rank, world_size, self.timeout)
         except RuntimeError as error:
             raise self._failure(f"forming the group of {world_size} (rank {rank})", error) from error
@@ -218,8 +218,9 @@ class CPUGlooCheckpointEngine(CheckpointEngine):
     def _failure(self, what: str, error: BaseException) -> WeightSyncError:
         return WeightSyncError(
             f"checkpoint engine {BACKEND!r} (rank {self.rank} of {getattr(self, 'world_size', '?')}): {what} failed "
-            f"(every wait is bounded by timeout_s={self.timeout.total_seconds():g}): {error}. A rollout worker or the "
-            f"actor may have died: its error is in the log above"
+            f"(every wait is bounded by actor_rollout_ref.rollout.checkpoint_engine.engine_kwargs.{BACKEND}."
+            f"timeout_s={self.timeout.total_seconds():g}): {error}. A rollout worker or the actor may have died: its "
+            f"error is in the log above; if none did, the peers were too slow for that bound: raise it"
         )
 
 

@@ -111,6 +111,9 @@ def main() -> None:
     engine = engine_cls(
         BUCKET, is_master=(role == "actor" and index == 0), timeout_s=TIMEOUT_S, host="127.0.0.1"
     )
+    # start together: the engine's TIMEOUT_S bounds the syncs, not how far apart four processes finish importing
+    coord.set(f"ready/{role}{index}", "1")
+    coord.wait([f"ready/{r}{i}" for r, n in (("actor", ACTORS), ("rollout", RECEIVERS)) for i in range(n)])
     try:
         for sync in range(syncs):
             asyncio.run(sync_once(engine, coord, role, index, sync, out, die_after))
