@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fault_injection"))
 import checkpoint_engine_peer as peer  # noqa: E402
 
 PEER = Path(peer.__file__)
-HANG_GUARD_S = 300  # only a hang gets near this: a sync here takes well under a second
+HANG_GUARD_S = 600  # only a hang gets near this: start-up (4 processes importing verl) is the most of it
 
 
 def _run_peers(out: Path, syncs: int, fault: str | None = None) -> dict[str, int]:

@@ -96,9 +96,8 @@ def test_sspo_in_separate_async_trains_on_the_weights_just_pushed(sspo_separate)
         assert m["training/rollout_probs_diff_max"] < 1e-3, (s, m["training/rollout_probs_diff_max"])
         # the loss clipped with the H_ref the trainer computed for its mini-batch
         assert m["actor/sspo/entropy_ref"] == pytest.approx(m["actor/sspo/entropy_ref_batch"], rel=1e-5), s
-        evicted += m.get("training/off_policy/evicted_samples", 0.0) + m.get(
-            "train/off_policy/evicted_samples", 0.0
-        )
+        evicted += m.get("training/off_policy/evicted_samples", 0.0)
+    assert evicted > 0  # the drop strategy acted: the warm-up's prompts were a version too old
     assert_update_along_advantages(metrics, sorted(s for s in metrics if "critic/score/mean" in metrics[s]))
 
 

@@ -16,8 +16,8 @@ the master fills byte buckets with the weights (a tensor larger than a bucket go
 broadcasts the bucket. The other actor ranks only walk the weight generator: FSDP's full-tensor gather
 is collective over the actor group. Each bucket carries its CRC-32; a closing all-reduce collects every
 receiver's verdict, so a receiver that died or got other bytes fails the sync, and every wait is bounded
-by ``timeout_s`` (``checkpoint_engine.engine_kwargs.cpu_gloo.timeout_s``). The sync's size and the CRC-32
-of all its bytes are logged as ``weight_sync/cpu_gloo/{bytes,crc32}``.
+by ``timeout_s`` (``checkpoint_engine.engine_kwargs.cpu_gloo.timeout_s``). The sync's size and checksum (a
+CRC-32 over its buckets' CRC-32s) are logged as ``weight_sync/cpu_gloo/{bytes,crc32}``.
 """
 
 from __future__ import annotations
@@ -129,10 +129,19 @@ class CPUGlooCheckpointEngine(CheckpointEngine):
         self, weights: Iterable[tuple[str, torch.Tensor]], global_steps: int | None = None
     ) -> dict[str, float]:
         """Master: the weights in buckets to every rollout worker; other actor ranks: walk the generator."""
-        if self.rank is None or self.rank < 0:
+        if self.rank is None:
+            raise WeightSyncError(f"checkpoint engine {BACKEND!r}: send_weights before init_process_group")
+        if self.rank < 0:
             for _ in weights:  # producing each full tensor is collective over the actor ranks
                 pass
             return {}
+        try:
+            return await self._send_all(weights)
+        except BaseException:
+            self.finalize()  # close the group: the receivers fail now instead of at their timeout
+            raise
+
+    async def _send_all(self, weights: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
         bucket, table, offset, index = torch.empty(self.bucket_size, dtype=torch.uint8), [], 0, 0
         crc, total = 0, 0
         async for meta, chunk in split_weight_chunks(weights, self.bucket_size):
@@ -172,7 +181,7 @@ class CPUGlooCheckpointEngine(CheckpointEngine):
         header = pickle.dumps({"table": table, "length": data.numel(), "last": last, "crc32": bucket_crc})
         self._store.set(self._key(index), header)
         await self._run(f"broadcasting bucket {index}", self._broadcast, data)
-        return zlib.crc32(data.numpy(), crc)
+        return zlib.crc32(bucket_crc.to_bytes(4, "little"), crc)  # the sync's: over its buckets' CRC-32s
 
     async def _receive_chunks(self) -> AsyncGenerator[tuple[TensorMeta, torch.Tensor], None]:
         index, bad = 0, 0
