@@ -74,10 +74,13 @@ def test_by_lag_sums_each_buckets_counts_over_the_run(tmp_path, capsys):
     out = tmp_path / "lag.md"
     assert main([f"async={log}", "--by-lag", "--out", str(out)]) == 0
     lines = out.read_text().splitlines()
-    assert lines[0] == "| run | lag | token share | @token | @subsentence | @sequence |" and len(lines) == 4
-    # lag 0: 40 tokens of 80, 4 / 40 cut per token, 8 / 40 per subsentence, 4 / 40 per sequence; lag 1: 40 tokens
-    assert lines[2].startswith("| async | 0 | 0.5 | 0.1 | 0.2 | 0.1 |")
-    assert lines[3].startswith("| async | 1 | 0.5 | 0.05 | 0.2 | 0.5 |")
+    header = "| run | lag | token share | @token | @token se | @subsentence | @subsentence se | @sequence | @sequence se |"
+    assert lines[0] == header and len(lines) == 4
+    # lag 0: 40 tokens of 80, 4 / 40 cut per token, 8 / 40 per subsentence, 4 / 40 per sequence; per step the token
+    # fractions are 0.1 and 0.1 (se 0), the sequence ones 0 and 0.4 (se = stdev 0.2828 / sqrt 2 = 0.2)
+    assert lines[2].startswith("| async | 0 | 0.5 | 0.1 | 0 | 0.2 | 0 | 0.1 | 0.2 |"), lines[2]
+    # lag 1: only step 2 had such samples: no standard error from one step (an empty cell)
+    assert lines[3].startswith("| async | 1 | 0.5 | 0.05 |  | 0.2 |  | 0.5 |  |"), lines[3]  # empty: NaN
     plain = write_log(tmp_path / "old.jsonl", {1: {"critic/score/mean": 0.1}})
     assert main([str(plain), "--by-lag", "--out", str(tmp_path / "x.md")]) == 2
     assert "lag<k>/tokens" in capsys.readouterr().err

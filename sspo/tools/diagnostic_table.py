@@ -15,7 +15,8 @@ whose samples got different rewards: the prompts with a non-zero GRPO advantage,
 
 ``--by-lag`` writes instead one row per (run, policy lag): the clip monitor's same-range clip fractions of the
 samples generated that many policy versions before pi_old (0, 1, 2 or more; verl's trajectory staleness), over
-the whole run, from the monitor's ``actor/monitor/lag<k>/*`` token counts.
+the whole run, from the monitor's ``actor/monitor/lag<k>/*`` token counts, each with its standard error over the
+run's steps (``se``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -107,14 +110,22 @@ def lag_rows(specs: Sequence[str]) -> list[dict[str, float | int | str]]:
                     "lag": label,
                     "token share": n / sum(tokens),
                 }
-                row.update(
-                    {
-                        f"@{g}": total(f"lag{k}/clipped_at_{g}") / n
-                        for g in ("token", "subsentence", "sequence")
-                    }
-                )
+                for g in ("token", "subsentence", "sequence"):
+                    row[f"@{g}"] = total(f"lag{k}/clipped_at_{g}") / n
+                    row[f"@{g} se"] = _step_se(run.metrics, MONITOR_PREFIX, k, g)
                 rows.append(row)
     return rows
+
+
+def _step_se(metrics: dict[str, dict[int, float]], prefix: str, k: int, granularity: str) -> float:
+    """Standard error of a bucket's clip fraction over the run's steps (the steps that had its samples): the
+    spread one run's figure carries; NaN with fewer than two such steps."""
+    tokens = metrics.get(f"{prefix}lag{k}/tokens", {})
+    clipped = metrics.get(f"{prefix}lag{k}/clipped_at_{granularity}", {})
+    fractions = [clipped.get(step, 0.0) / n for step, n in tokens.items() if n]
+    if len(fractions) < 2:
+        return float("nan")
+    return statistics.stdev(fractions) / math.sqrt(len(fractions))
 
 
 def _run_total(metrics: dict[str, dict[int, float]], prefix: str, key: str) -> float:
