@@ -34,6 +34,8 @@ from helpers import (
 pytestmark = pytest.mark.slow
 
 CRC = "weight_sync/cpu_gloo/crc32"
+#: no validation: these runs check the training loop (CI's other runs validate), ~20 s a validation here
+NO_VALIDATION = ("trainer.val_before_train=false", "trainer.test_freq=-1")
 STALENESS = "training/off_policy/trajectory_staleness_worst/max"
 SPANS = "training/off_policy/trajectory_spans/max"
 
@@ -42,7 +44,13 @@ SPANS = "training/off_policy/trajectory_spans/max"
 def sspo_separate(tiny_assets, tmp_path_factory) -> Run:
     """SSPO in separate_async with 2 standalone replicas, killed after checkpoint SAVE_FREQ and run again."""
     out = tmp_path_factory.mktemp("sspo_separate")
-    cmd = command("sspo_cpu", out, "cluster=cpu_separate", "trainer.v1.sampler.max_off_policy_threshold=1")
+    cmd = command(
+        "sspo_cpu",
+        out,
+        "cluster=cpu_separate",
+        "trainer.v1.sampler.max_off_policy_threshold=1",
+        *NO_VALIDATION,
+    )
     with ray_head(num_cpus=16, num_gpus=3) as head:
         return killed_then_rerun(
             cmd, out, run_env(head, tiny_assets), save_freq=SAVE_FREQ, timeout=RUN_TIMEOUT_S
@@ -55,7 +63,7 @@ def gspo_separate(ray_head, tiny_assets, tmp_path_factory) -> Run:
     out = tmp_path_factory.mktemp("gspo_separate")
     cmd = command(
         "gspo_cpu", out, "cluster=cpu_separate", "actor_rollout_ref.rollout.n_gpus_per_node=1",
-        "trainer.v1.sampler.max_off_policy_strategy=wait",
+        "trainer.v1.sampler.max_off_policy_strategy=wait", *NO_VALIDATION,
     )  # fmt: skip
     result = run_bounded(cmd, log=out / "run.log", timeout=RUN_TIMEOUT_S, env=run_env(ray_head, tiny_assets))
     assert_finished(result, "gspo_cpu cluster=cpu_separate")
