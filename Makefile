@@ -78,10 +78,10 @@ PYTEST_END = if [ -z "$$ran" ]; then echo "pytest collected no tests: failing"; 
 # one pytest pass, failing when it ran no test (exit 5); $(1): marker expression and paths
 PYTEST = @ran=; $(call PYTEST_PASS,$(1)); $(PYTEST_END)
 
-test: install  ## the whole test suite (CPU only, ~22 min): what CI runs; fails if no test ran
+test: install  ## the whole test suite (CPU only, ~27 min): what CI runs; fails if no test ran
 	@ran=; $(call PYTEST_PASS,-m "not slow" -n auto); $(call PYTEST_PASS,-m "slow and not extra"); $(PYTEST_END)
 
-test-fast: install  ## every test without a verl main_ppo run or Ray cluster (~4.5 min on 2 cores): the developer's loop
+test-fast: install  ## every test without a verl main_ppo run or Ray cluster (~5 min on 2 cores): the developer's loop
 	$(call PYTEST,-m "not slow" -n auto)
 
 test-extra: install  ## e2e checks beyond CI's budget (~15 min): the lr-0 control (must fail the update check), one SSPO step on four layouts, GMPO on real LM text
