@@ -126,12 +126,13 @@ def test_several_agent_loop_and_reward_workers(engine_run):
 
 
 def test_validation_dumps_score_into_the_table(engine_run, tiny_assets, tmp_path):
-    """verl's validation dumps -> ``sspo.tools.evaluation score``: the table's pass@1 is verl's own val accuracy."""
+    """verl's validation dumps -> ``sspo.tools.evaluation score``: under the policy verl's validation scored with (the
+    training reward), the table's pass@1 is verl's own val accuracy (the evaluation policy also reads unboxed answers)."""
     run, _ = engine_run
     csv_path = tmp_path / "table.csv"
     result = subprocess.run(
         [sys.executable, "-m", "sspo.tools.evaluation", "score", "--run", f"grpo={run.out / 'validation_generations'}",
-         "--data-dir", str(tiny_assets), "--csv", str(csv_path)],
+         "--data-dir", str(tiny_assets), "--csv", str(csv_path), "--policy", "training"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -150,7 +150,8 @@ def test_generate_runs_on_vllm_cpu_and_its_file_scores(tiny_assets, tmp_path):
     assert correct > len(rows) // 4, [r["response"] for r in rows[:4]]
     csv_path = tmp_path / "table.csv"
     scored = subprocess.run(
-        [sys.executable, "-m", "sspo.tools.evaluation", "score", "--run", f"tiny={out}", "--csv", str(csv_path)],
+        [sys.executable, "-m", "sspo.tools.evaluation", "score", "--run", f"tiny={out}", "--csv", str(csv_path),
+         "--policy", "training"],  # boxed answers only, as counted above (the evaluation policy also reads prose)
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert scored.returncode == 0, scored.stderr
