@@ -292,6 +292,23 @@ def test_a_seed_run_without_a_measure_is_left_out_of_that_measure_not_an_error()
     assert table[("sspo", "training reward end")][1] == "1,2,3"
 
 
+def test_the_seeds_table_counts_the_seeds_that_rose_beyond_their_own_interval():
+    interval = report.stats.Interval
+
+    def ends(low: float, high: float, computable: bool = True) -> dict[str, report.stats.Endpoints]:
+        change = interval((low + high) / 2, low, high) if computable else interval(0.1, note="per-step means only")
+        return {"accuracy": report.stats.Endpoints("validation accuracy", 0, 18, interval(0.3), interval(0.4), change)}
+
+    # seed 1 rose beyond its interval, seed 2's touches 0 (not beyond), seed 3's lies above 0, seed 4 fell
+    runs = {"sspo__seed-1": ends(0.02, 0.2), "sspo__seed-2": ends(0.0, 0.2), "sspo__seed-3": ends(0.05, 0.15),
+            "sspo__seed-4": ends(-0.2, -0.01), "grpo__seed-1": ends(0.01, 0.1), "grpo__seed-2": ends(0, 0, False)}
+    table = {(r[0], r[2]): r for r in report.seed_comparison(runs)}
+    assert table[("sspo", "validation accuracy change")][5] == "2/4"
+    assert table[("grpo", "validation accuracy change")][5] == "1/2 (no interval: per-step means)"
+    assert table[("sspo", "validation accuracy end")][5] == ""  # an end value has no "rose"
+    assert "| seeds above 0 (own CI) |" in report.seed_markdown(list(table.values()))
+
+
 def test_the_demo_screens_row_summary_pairs_by_policy_with_intervals_from_the_run_directory(tmp_path):
     from sspo.tools.progress import RowView
 

@@ -421,8 +421,9 @@ def interval_terminal(ends: dict[str, dict[str, stats.Endpoints]]) -> str:
 
 def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[str]]:
     """Runs of one row over seeds (names ``<row>__seed-N``): per row and measure the mean and IQM over seeds
-    of the end value and of the start -> end change, each with a bootstrap interval over the seeds; then
-    each row minus the FIRST row (pass the baseline first), seed by seed on the seeds both ran."""
+    of the end value and of the start -> end change, each with a bootstrap interval over the seeds, and for a
+    change how many seeds rose beyond their own interval (its lower bound above 0: ``4/5``); then each row
+    minus the FIRST row (pass the baseline first), seed by seed on the seeds both ran."""
     by_row: dict[str, dict[int, dict[str, stats.Endpoints]]] = {}
     for name, found in ends.items():
         row, seed = stats.split_seed(name)
@@ -444,10 +445,16 @@ def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[st
                 seeds = ",".join(map(str, sorted(per_seed)))
                 mean = stats.across_seeds(list(per_seed.values()), "mean")
                 iqm = stats.across_seeds(list(per_seed.values()), "iqm")
-                out.append([row, seeds, measure, mean.text(signed=what == "change"), iqm.text(signed=what == "change")])
+                rose = ""
+                if what == "change":  # the seeds whose own change interval (problems resampled) excludes 0 upward
+                    changes = [f[panel].change for f in by_row[row].values() if panel in f]
+                    rose = f"{sum(c.computable and c.low > 0 for c in changes)}/{len(changes)}"
+                    if not all(c.computable for c in changes):
+                        rose += " (no interval: per-step means)"
+                out.append([row, seeds, measure, mean.text(signed=what == "change"), iqm.text(signed=what == "change"), rose])
                 if row != baseline and values[baseline]:
                     diff = stats.paired_difference(per_seed, values[baseline])
-                    out.append([f"{row} - {baseline}", diff.note, measure, diff.text(signed=True), ""])
+                    out.append([f"{row} - {baseline}", diff.note, measure, diff.text(signed=True), "", ""])
     return out
 
 
@@ -455,7 +462,7 @@ def seed_markdown(table: list[list[str]]) -> str:
     """:func:`seed_comparison` as Markdown ("" without runs over several seeds)."""
     if not table:
         return ""
-    head = ["row", "seeds", "measure", "mean [95% CI over seeds]", "IQM [95% CI]"]
+    head = ["row", "seeds", "measure", "mean [95% CI over seeds]", "IQM [95% CI]", "seeds above 0 (own CI)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in table]) + "\n"
 
@@ -477,8 +484,9 @@ def terminal_report(result: dict[str, object], runs: Sequence[Run]) -> str:
         interval_terminal(result["ends"]),  # type: ignore[arg-type]
     ]
     if seeds:
-        lines += ["", "across seeds (mean, IQM; each row - the first row on common seeds)"]
-        lines.append(aligned([["row", "seeds", "measure", "mean [95% CI]", "IQM [95% CI]"], *seeds]))  # type: ignore[list-item]
+        lines += ["", "across seeds (mean, IQM; rose: seeds whose own change interval lies above 0; "
+                  "each row - the first row on common seeds)"]
+        lines.append(aligned([["row", "seeds", "measure", "mean [95% CI]", "IQM [95% CI]", "rose"], *seeds]))  # type: ignore[list-item]
     lines += [
         "",
         "training reward by the policy that drew the samples (step - 1; 3-point moving mean)",
@@ -599,7 +607,8 @@ def make_report(specs: Sequence[str], out: str | Path) -> dict[str, object]:
            "has per-step means only (no per-sample dumps beside its logs).\n\n" + interval_markdown(ends))
         + ("\n## Across seeds\n\nRuns named `<row>__seed-N` grouped by row: mean and IQM over seeds with "
            "95% percentile-bootstrap intervals over the seeds (too narrow with few seeds); `A - B`: the mean of "
-           "the seed-by-seed differences on the seeds both ran.\n\n" + seed_markdown(seeds) if seeds else "")
+           "the seed-by-seed differences on the seeds both ran; `seeds above 0`: the seeds whose own start -> end "
+           "interval (problems resampled) lies above 0.\n\n" + seed_markdown(seeds) if seeds else "")
         + "\nRuns: "
         + ", ".join(f"`{r.name}` = `{r.source}`" for r in runs)
         + "\n\n"
