@@ -106,10 +106,10 @@ train: install  ## train one table row on this GPU node (EXPERIMENT=..., ARGS="h
 ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point, SEEDS=N: over N seeds; ARGS=--dry-run to only check it
 	$(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(call seed_axis,$(SEEDS)) $(ARGS)
 
-seeds: install  ## seed study, not in CI (~4 min a run on 2 cores): SEED_ROWS x SEEDS (default 5) CPU runs, then the report across seeds
+seeds: install  ## seed study, not in CI (~4 min a run on 2 cores): SEED_ROWS x SEEDS (default 5) CPU runs (the demo's schedule), then the report across seeds
 	$(RECIPE_ENV) $(PY) -m sspo.tools.tiny_task --out $(TINY_DIR)
 	for row in $(SEED_ROWS); do SSPO_TINY_DIR=$(TINY_DIR) $(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun \
-	  experiment=$$row $(call seed_axis,$(or $(SEEDS),5)) $(ARGS) || exit 1; done
+	  experiment=$$row schedule=demo $(call seed_axis,$(or $(SEEDS),5)) $(ARGS) || exit 1; done
 	$(PY) -m sspo.tools.report --out $(SEEDS_DIR)/report $(foreach row,$(SEED_ROWS),$(foreach s,$(subst $(comma), ,$(call seed_list,$(or $(SEEDS),5))),$(row)__seed-$(s)=$(OUTPUT_DIR)/sspo/$(row)__seed-$(s)/tensorboard))
 
 # submit.sh refuses a missing OUTPUT_DIR (it must be a folder every node sees); the default `outputs` above is

@@ -358,3 +358,43 @@ def test_cpu_separate_is_2x8gpu_separate_with_only_what_needs_a_gpu_changed(monk
     extras = {k: v for k, v in separate.items() if k not in gpu_keys and cpu.get(k, "<absent>") != v}
     assert extras == SEPARATE_CPU_EXTRAS
     assert separate["trainer.v1.trainer_mode"] == "sspo_separate_async" and separate["trainer.device"] == "cpu"
+
+
+@pytest.mark.parametrize("row", ["grpo_cpu", "gspo_cpu", "sspo_cpu"])
+def test_the_demo_schedule_samples_every_problem_once_a_step_and_leaves_the_rest_of_the_row(row):
+    """schedule=demo (examples/README.md's seeds' table): a step = one pass over the tiny task's problems (the
+    train file's passes are read in file order), 4 mini-batches, a warm-up shorter than the run; every other
+    key is the row's own, and without the group the row is unchanged (CI's pipeline runs)."""
+    from sspo.tools.tiny_task import TinyTaskConfig, all_problems
+
+    plain = _flat(OmegaConf.to_container(cli.compose_config([f"experiment={row}"]), resolve=True))
+    demo = _flat(OmegaConf.to_container(cli.compose_config([f"experiment={row}", "schedule=demo"]), resolve=True))
+    problems = len(all_problems(TinyTaskConfig().max_operand))
+    assert demo["data.train_batch_size"] == problems == 36 and not demo["data.shuffle"]
+    assert demo["data.train_batch_size"] // demo["actor_rollout_ref.actor.ppo_mini_batch_size"] == 4
+    assert 0 < demo["actor_rollout_ref.actor.optim.lr_warmup_steps"] < demo["trainer.total_training_steps"]
+    assert demo["trainer.test_freq"] == demo["trainer.total_training_steps"]  # validated at the two ends
+    assert demo["trainer.total_training_steps"] % demo["trainer.save_freq"] == 0  # the last step is saved: resumable
+    changed = {k for k in plain.keys() | demo.keys() if plain.get(k) != demo.get(k)}
+    assert changed == {"data.train_batch_size", "actor_rollout_ref.actor.ppo_mini_batch_size",
+                       "critic.ppo_mini_batch_size",  # verl's default follows the actor's (no critic runs)
+                       "actor_rollout_ref.actor.optim.lr_warmup_steps", "actor_rollout_ref.rollout.val_kwargs.n",
+                       "trainer.total_training_steps", "trainer.test_freq", "trainer.save_freq"}  # fmt: skip
+    assert plain["data.train_batch_size"] == 12 and plain["actor_rollout_ref.actor.optim.lr_warmup_steps"] == -1
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, "schedule=demo"), ({"SCHEDULE": "null"}, "schedule=null")])
+def test_the_demo_runs_its_rows_with_the_demo_schedule_unless_told_otherwise(tmp_path, env, expected):
+    """demo_cpu.sh composes (and so runs) every row with SCHEDULE (default demo): a stand-in python records
+    the composition's arguments and fails it, so nothing is built."""
+    fake = tmp_path / "python"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/argv\nexit 3\n')
+    fake.chmod(0o755)
+    run_env = {**os.environ, "PYTHON": str(fake), "TINY_DIR": str(tmp_path / "tiny"),
+               "SSPO_OUTPUT_DIR": str(tmp_path / "out"), "DEMO_DIR": str(tmp_path / "demo"), **env}  # fmt: skip
+    result = subprocess.run([str(REPO / "recipe" / "scripts" / "demo_cpu.sh"), "trainer.test_freq=5"],
+                            env=run_env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode != 0 and not (tmp_path / "tiny").exists()
+    argv = (tmp_path / "argv").read_text().split()
+    assert "--print-key" in argv and expected in argv
+    assert argv.index(expected) < argv.index("trainer.test_freq=5")  # the user's overrides come after (and win)

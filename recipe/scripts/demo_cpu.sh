@@ -15,7 +15,9 @@
 #
 # Environment: TINY_DIR (assets, default runs/tiny), DEMO_DIR (report + table, default runs/demo),
 # SSPO_OUTPUT_DIR (runs, default outputs: <dir>/sspo/<algo>_cpu), ALGOS (default "grpo gspo sspo"),
-# VERBOSE (1: verl's full console on the screen), JOBS (rows at once; default: what memory and cores allow, <= 2).
+# VERBOSE (1: verl's full console on the screen), JOBS (rows at once; default: what memory and cores allow, <= 2),
+# SCHEDULE (the rows' run schedule, recipe/config/schedule/<name>.yaml; default demo: the one measured to show
+# learning beyond its noise, examples/README.md; null: the rows' own 12 prompts a step, as CI runs them).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # the numeric settings, checked before anything is built: a whole number >= 1 each, or unset
@@ -30,6 +32,7 @@ export SSPO_TINY_DIR="${TINY_DIR:-runs/tiny}"
 DEMO_DIR="${DEMO_DIR:-runs/demo}"
 OUT="${SSPO_OUTPUT_DIR:-outputs}/sspo"
 ALGOS="${ALGOS:-grpo gspo sspo}"
+schedule="schedule=${SCHEDULE:-demo}"
 case "${VERBOSE:-0}" in ""|0|false|no) verbose=0 ;; *) verbose=1 ;; esac
 # the config look-ups below import verl: without its import-time warnings (they are for training processes)
 lookup=(env PYTHONWARNINGS=ignore VERL_LOGGING_LEVEL=ERROR "$PYTHON" -m sspo.launch.cli --print-key)
@@ -38,7 +41,7 @@ start=$SECONDS
 # every row composed in one process (a typo in an override stops the demo here, in seconds, before the tiny
 # model is built); the steps of each row tell whether an earlier demo finished it
 rows=(); for algo in $ALGOS; do rows+=("${algo}_cpu"); done
-composed=$("${lookup[@]}" trainer.total_training_steps --multirun "experiment=$(IFS=,; echo "${rows[*]}")" "$@")
+composed=$("${lookup[@]}" trainer.total_training_steps --multirun "experiment=$(IFS=,; echo "${rows[*]}")" "$schedule" "$@")
 mapfile -t steps <<<"$composed"
 if (( ${#steps[@]} != ${#rows[@]} )); then
   echo "demo: the overrides made ${#steps[@]} runs of ${#rows[@]} rows (a comma sweeps: quote a list as '[a,b]')" >&2
@@ -82,10 +85,10 @@ fi
 if (( ${#todo[@]} )); then
   echo "== training ${todo[*]}: ${jobs} at a time ($avail_gb GB free, $cores cores)   [$(( SECONDS - start )) s]"
   if (( verbose )); then
-    for row in "${todo[@]}"; do "$PYTHON" -m sspo.launch.cli --progress off "experiment=$row" "$@"; done
+    for row in "${todo[@]}"; do "$PYTHON" -m sspo.launch.cli --progress off "experiment=$row" "$schedule" "$@"; done
   else
     "$PYTHON" -m sspo.tools.progress --jobs "$jobs" --stagger "${todo[@]/#/--row=}" -- \
-      "$PYTHON" -m sspo.launch.cli --progress off "experiment={row}" "$@"
+      "$PYTHON" -m sspo.launch.cli --progress off "experiment={row}" "$schedule" "$@"
   fi
 fi
 
