@@ -383,18 +383,46 @@ def test_the_demo_schedule_samples_every_problem_once_a_step_and_leaves_the_rest
     assert plain["data.train_batch_size"] == 12 and plain["actor_rollout_ref.actor.optim.lr_warmup_steps"] == -1
 
 
-@pytest.mark.parametrize(("env", "expected"), [({}, "schedule=demo"), ({"SCHEDULE": "null"}, "schedule=null")])
-def test_the_demo_runs_its_rows_with_the_demo_schedule_unless_told_otherwise(tmp_path, env, expected):
-    """demo_cpu.sh composes (and so runs) every row with SCHEDULE (default demo): a stand-in python records
-    the composition's arguments and fails it, so nothing is built."""
+def _demo_with_a_stand_in_python(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """demo_cpu.sh with a stand-in python that records every call: the composition prints 10 steps per row,
+    the tiny task does nothing, the rows' runner fails (so nothing trains). Returns the result and the calls."""
     fake = tmp_path / "python"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/argv\nexit 3\n')
+    fake.write_text(f"""#!/bin/sh
+echo "$@" >> {tmp_path}/calls
+case "$*" in *--print-key*) printf '10\\n10\\n10\\n'; exit 0 ;; *sspo.tools.tiny_task*) exit 0 ;; esac
+exit 3
+""")
     fake.chmod(0o755)
-    run_env = {**os.environ, "PYTHON": str(fake), "TINY_DIR": str(tmp_path / "tiny"),
-               "SSPO_OUTPUT_DIR": str(tmp_path / "out"), "DEMO_DIR": str(tmp_path / "demo"), **env}  # fmt: skip
+    base = {k: v for k, v in os.environ.items() if k not in ("SCHEDULE", "JOBS", "VERBOSE")}
+    run_env = {**base, "PYTHON": str(fake), "TINY_DIR": str(tmp_path / "tiny"), "SSPO_OUTPUT_DIR": str(tmp_path / "out"),
+               "DEMO_DIR": str(tmp_path / "demo"), "JOBS": "2", **env}  # fmt: skip
     result = subprocess.run([str(REPO / "recipe" / "scripts" / "demo_cpu.sh"), "trainer.test_freq=5"],
                             env=run_env, capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert result.returncode != 0 and not (tmp_path / "tiny").exists()
-    argv = (tmp_path / "argv").read_text().split()
-    assert "--print-key" in argv and expected in argv
-    assert argv.index(expected) < argv.index("trainer.test_freq=5")  # the user's overrides come after (and win)
+    calls = (tmp_path / "calls").read_text().splitlines() if (tmp_path / "calls").exists() else []
+    return result, calls
+
+
+@pytest.mark.parametrize(("env", "expected"), [({}, ["schedule=demo"]), ({"SCHEDULE": "null"}, []),
+                                               ({"SCHEDULE": "demo"}, ["schedule=demo"])])  # fmt: skip
+def test_the_demo_composes_and_runs_its_rows_with_the_schedule(tmp_path, env, expected):
+    """SCHEDULE (default demo) reaches both the composition and the rows' command; null adds no override
+    (Hydra refuses ``schedule=null`` on the command line); the user's overrides come after it (and win)."""
+    result, calls = _demo_with_a_stand_in_python(tmp_path, env)
+    compose, tiny, rows = calls  # the composition, the tiny task, the rows' runner (which fails here)
+    assert result.returncode == 3 and "--print-key" in compose and "sspo.tools.tiny_task" in tiny
+    assert "sspo.tools.progress" in rows and "experiment={row}" in rows
+    for call in (compose, rows):
+        args = call.split()
+        assert [a for a in args if a.startswith("schedule=")] == expected
+        if expected:
+            assert args.index(expected[0]) < args.index("trainer.test_freq=5")
+
+
+def test_the_demo_refuses_a_run_folder_from_a_longer_run_before_building_anything(tmp_path):
+    """verl would resume an 18-step run under the 10-step schedule and train a step past its total."""
+    run = tmp_path / "out" / "sspo" / "gspo_cpu"
+    run.mkdir(parents=True)
+    (run / "latest_checkpointed_iteration.txt").write_text("18")
+    result, calls = _demo_with_a_stand_in_python(tmp_path, {})
+    assert result.returncode == 2 and f"{run} holds step 18 of an earlier, longer run; this demo runs 10 steps" in result.stderr
+    assert "Fix: remove" in result.stderr and len(calls) == 1  # composed, nothing built

@@ -301,10 +301,12 @@ def test_the_seeds_table_counts_the_seeds_that_rose_beyond_their_own_interval():
 
     # seed 1 rose beyond its interval, seed 2's touches 0 (not beyond), seed 3's lies above 0, seed 4 fell
     runs = {"sspo__seed-1": ends(0.02, 0.2), "sspo__seed-2": ends(0.0, 0.2), "sspo__seed-3": ends(0.05, 0.15),
-            "sspo__seed-4": ends(-0.2, -0.01), "grpo__seed-1": ends(0.01, 0.1), "grpo__seed-2": ends(0, 0, False)}
+            "sspo__seed-4": ends(-0.2, -0.01), "grpo__seed-1": ends(0.01, 0.1), "grpo__seed-2": ends(0, 0, False),
+            "grpo__seed-3": {}}  # seed 3 never validated: left out of the count  # fmt: skip
     table = {(r[0], r[2]): r for r in report.seed_comparison(runs)}
     assert table[("sspo", "validation accuracy change")][5] == "2/4"
-    assert table[("grpo", "validation accuracy change")][5] == "1/2 (no interval: per-step means)"
+    assert table[("grpo", "validation accuracy change")][5] == "1/1 (1 seed(s) without an interval: per-step means only)"
+    assert table[("grpo", "validation accuracy change")][1] == "1,2"
     assert table[("sspo", "validation accuracy end")][5] == ""  # an end value has no "rose"
     assert "| seeds above 0 (own CI) |" in report.seed_markdown(list(table.values()))
 

@@ -32,7 +32,8 @@ export SSPO_TINY_DIR="${TINY_DIR:-runs/tiny}"
 DEMO_DIR="${DEMO_DIR:-runs/demo}"
 OUT="${SSPO_OUTPUT_DIR:-outputs}/sspo"
 ALGOS="${ALGOS:-grpo gspo sspo}"
-schedule="schedule=${SCHEDULE:-demo}"
+# the schedule as an override, none for SCHEDULE=null (Hydra refuses a group set to null on the command line)
+case "${SCHEDULE-demo}" in ""|null) schedule=() ;; *) schedule=("schedule=${SCHEDULE-demo}") ;; esac
 case "${VERBOSE:-0}" in ""|0|false|no) verbose=0 ;; *) verbose=1 ;; esac
 # the config look-ups below import verl: without its import-time warnings (they are for training processes)
 lookup=(env PYTHONWARNINGS=ignore VERL_LOGGING_LEVEL=ERROR "$PYTHON" -m sspo.launch.cli --print-key)
@@ -41,7 +42,7 @@ start=$SECONDS
 # every row composed in one process (a typo in an override stops the demo here, in seconds, before the tiny
 # model is built); the steps of each row tell whether an earlier demo finished it
 rows=(); for algo in $ALGOS; do rows+=("${algo}_cpu"); done
-composed=$("${lookup[@]}" trainer.total_training_steps --multirun "experiment=$(IFS=,; echo "${rows[*]}")" "$schedule" "$@")
+composed=$("${lookup[@]}" trainer.total_training_steps --multirun "experiment=$(IFS=,; echo "${rows[*]}")" "${schedule[@]}" "$@")
 mapfile -t steps <<<"$composed"
 if (( ${#steps[@]} != ${#rows[@]} )); then
   echo "demo: the overrides made ${#steps[@]} runs of ${#rows[@]} rows (a comma sweeps: quote a list as '[a,b]')" >&2
@@ -51,7 +52,13 @@ todo=(); runs=(); dumps=()
 for i in "${!rows[@]}"; do
   row=${rows[$i]} algo=${rows[$i]%_cpu}
   run="$OUT/$row"
-  if [[ "$(cat "$run/latest_checkpointed_iteration.txt" 2>/dev/null)" == "${steps[$i]}" ]]; then
+  saved=$(cat "$run/latest_checkpointed_iteration.txt" 2>/dev/null || true)
+  if [[ "$saved" =~ ^[0-9]+$ ]] && (( saved > steps[i] )); then
+    # verl would resume it and train one step past its total (e.g. an 18-step run under a 10-step schedule)
+    echo "demo: $run holds step $saved of an earlier, longer run; this demo runs ${steps[$i]} steps. Fix: remove $run (or set SSPO_OUTPUT_DIR to a new folder)" >&2
+    exit 2
+  fi
+  if [[ "$saved" == "${steps[$i]}" ]]; then
     echo "== $row: finished earlier (${steps[$i]} steps, $run)"
   else
     todo+=("$row")
@@ -85,10 +92,10 @@ fi
 if (( ${#todo[@]} )); then
   echo "== training ${todo[*]}: ${jobs} at a time ($avail_gb GB free, $cores cores)   [$(( SECONDS - start )) s]"
   if (( verbose )); then
-    for row in "${todo[@]}"; do "$PYTHON" -m sspo.launch.cli --progress off "experiment=$row" "$schedule" "$@"; done
+    for row in "${todo[@]}"; do "$PYTHON" -m sspo.launch.cli --progress off "experiment=$row" "${schedule[@]}" "$@"; done
   else
     "$PYTHON" -m sspo.tools.progress --jobs "$jobs" --stagger "${todo[@]/#/--row=}" -- \
-      "$PYTHON" -m sspo.launch.cli --progress off "experiment={row}" "$schedule" "$@"
+      "$PYTHON" -m sspo.launch.cli --progress off "experiment={row}" "${schedule[@]}" "$@"
   fi
 fi
 

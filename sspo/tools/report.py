@@ -422,7 +422,8 @@ def interval_terminal(ends: dict[str, dict[str, stats.Endpoints]]) -> str:
 def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[str]]:
     """Runs of one row over seeds (names ``<row>__seed-N``): per row and measure the mean and IQM over seeds
     of the end value and of the start -> end change, each with a bootstrap interval over the seeds, and for a
-    change how many seeds rose beyond their own interval (its lower bound above 0: ``4/5``); then each row
+    change how many seeds rose beyond their own interval (its lower bound above 0: ``4/5``, over the seeds that
+    have one); then each row
     minus the FIRST row (pass the baseline first), seed by seed on the seeds both ran."""
     by_row: dict[str, dict[int, dict[str, stats.Endpoints]]] = {}
     for name, found in ends.items():
@@ -448,9 +449,11 @@ def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[st
                 rose = ""
                 if what == "change":  # the seeds whose own change interval (problems resampled) excludes 0 upward
                     changes = [f[panel].change for f in by_row[row].values() if panel in f]
-                    rose = f"{sum(c.computable and c.low > 0 for c in changes)}/{len(changes)}"
-                    if not all(c.computable for c in changes):
-                        rose += " (no interval: per-step means)"
+                    with_interval = [c for c in changes if c.computable]
+                    rose = f"{sum(c.low > 0 for c in with_interval)}/{len(with_interval)}"
+                    if len(with_interval) < len(changes):  # counted over the seeds that have an interval
+                        notes = sorted({c.note for c in changes if not c.computable})
+                        rose += f" ({len(changes) - len(with_interval)} seed(s) without an interval: {'; '.join(notes)})"
                 out.append([row, seeds, measure, mean.text(signed=what == "change"), iqm.text(signed=what == "change"), rose])
                 if row != baseline and values[baseline]:
                     diff = stats.paired_difference(per_seed, values[baseline])
