@@ -146,3 +146,21 @@ def test_readme_overrides_for_your_own_main_ppo_compose_and_validate():
 def test_scripts_named_in_the_readme_exist_and_are_executable(script):
     assert script in README
     assert (REPO / script).stat().st_mode & 0o111
+
+
+def test_make_seeds_runs_each_row_over_the_seeds_and_reports_the_folders_those_runs_write(monkeypatch, tmp_path, capsys):
+    """`make seeds`: every row of SEED_ROWS over the seed axis with the demo's schedule, then the report over
+    exactly the run folders that multirun writes (``<row>__seed-N``), nothing run here."""
+    rows, seeds = ["grpo_cpu", "sspo_cpu"], "1,3"
+    dry = make_dry("-o", "install", "seeds", f"SEEDS={seeds}", f"SEED_ROWS={' '.join(rows)}", "OUTPUT_DIR=out")
+    assert f"for row in {' '.join(rows)}; do" in dry and f"experiment=$row schedule=demo sspo.seed={seeds}" in dry
+    reported = re.findall(r"(\S+)=out/sspo/(\S+)/tensorboard", dry.split("sspo.tools.report", 1)[1])
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SSPO_OUTPUT_DIR", "out")
+    written = []
+    for row in rows:
+        assert cli.main(["--multirun", "--print-key", "trainer.default_local_dir", f"experiment={row}",
+                         "schedule=demo", f"sspo.seed={seeds}"]) == 0  # fmt: skip
+        written += capsys.readouterr().out.split()
+    assert [(name, folder) for name, folder in reported] == [(Path(w).name, Path(w).name) for w in written]
+    assert [Path(w).parent for w in written] == [tmp_path / "out" / "sspo"] * 4

@@ -423,8 +423,7 @@ def seed_comparison(ends: dict[str, dict[str, stats.Endpoints]]) -> list[list[st
     """Runs of one row over seeds (names ``<row>__seed-N``): per row and measure the mean and IQM over seeds
     of the end value and of the start -> end change, each with a bootstrap interval over the seeds, and for a
     change how many seeds rose beyond their own interval (its lower bound above 0: ``4/5``, over the seeds that
-    have one); then each row
-    minus the FIRST row (pass the baseline first), seed by seed on the seeds both ran."""
+    have one); then each row minus the FIRST row (pass the baseline first), seed by seed on the seeds both ran."""
     by_row: dict[str, dict[int, dict[str, stats.Endpoints]]] = {}
     for name, found in ends.items():
         row, seed = stats.split_seed(name)
