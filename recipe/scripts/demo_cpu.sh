@@ -54,7 +54,7 @@ for i in "${!rows[@]}"; do
   run="$OUT/$row"
   saved=$(cat "$run/latest_checkpointed_iteration.txt" 2>/dev/null || true)
   if [[ "$saved" =~ ^[0-9]+$ ]] && (( saved > steps[i] )); then
-    # verl would resume it and train one step past its total (e.g. an 18-step run under a 10-step schedule)
+    # verl would resume it and train one step past its total (e.g. an 18-step run under the 8-step schedule)
     echo "demo: $run holds step $saved of an earlier, longer run; this demo runs ${steps[$i]} steps. Fix: remove $run (or set SSPO_OUTPUT_DIR to a new folder)" >&2
     exit 2
   fi
