@@ -106,7 +106,7 @@ train: install  ## train one table row on this GPU node (EXPERIMENT=..., ARGS="h
 ablate: install  ## the ablation grid (ABLATION_GRID) as one run per point, SEEDS=N: over N seeds; ARGS=--dry-run to only check it
 	$(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun experiment=$(ABLATION_EXPERIMENT) $(ABLATION_GRID) $(call seed_axis,$(SEEDS)) $(ARGS)
 
-seeds: install  ## seed study, not in CI (~4 min a run on 2 cores): SEED_ROWS x SEEDS (default 5) CPU runs (the demo's schedule), then the report across seeds
+seeds: install  ## seed study, not in CI (~3 min a run on 2 cores): SEED_ROWS x SEEDS (default 5) CPU runs (the demo's schedule), then the report across seeds
 	$(RECIPE_ENV) $(PY) -m sspo.tools.tiny_task --out $(TINY_DIR)
 	for row in $(SEED_ROWS); do SSPO_TINY_DIR=$(TINY_DIR) $(RECIPE_ENV) $(PY) -m sspo.launch.cli --multirun \
 	  experiment=$$row schedule=demo $(call seed_axis,$(or $(SEEDS),5)) $(ARGS) || exit 1; done

@@ -148,19 +148,40 @@ def test_scripts_named_in_the_readme_exist_and_are_executable(script):
     assert (REPO / script).stat().st_mode & 0o111
 
 
-def test_make_seeds_runs_each_row_over_the_seeds_and_reports_the_folders_those_runs_write(monkeypatch, tmp_path, capsys):
-    """`make seeds`: every row of SEED_ROWS over the seed axis with the demo's schedule, then the report over
-    exactly the run folders that multirun writes (``<row>__seed-N``), nothing run here."""
-    rows, seeds = ["grpo_cpu", "sspo_cpu"], "1,3"
+@pytest.mark.parametrize(("seeds", "axis"), [("1,3", "1,3"), ("2", "1,2")])
+def test_make_seeds_runs_each_row_over_the_seeds_and_reports_the_folders_those_runs_write(
+    monkeypatch, tmp_path, capsys, seeds, axis
+):
+    """`make seeds`: every row of SEED_ROWS over the seed axis (SEEDS: a list, or a count from 1) with the demo's
+    schedule, then the report over exactly the run folders that multirun writes (``<row>__seed-N``); nothing runs."""
+    rows = ["grpo_cpu", "sspo_cpu"]
     dry = make_dry("-o", "install", "seeds", f"SEEDS={seeds}", f"SEED_ROWS={' '.join(rows)}", "OUTPUT_DIR=out")
-    assert f"for row in {' '.join(rows)}; do" in dry and f"experiment=$row schedule=demo sspo.seed={seeds}" in dry
-    reported = re.findall(r"(\S+)=out/sspo/(\S+)/tensorboard", dry.split("sspo.tools.report", 1)[1])
+    loop, report = dry.split("sspo.tools.report", 1)
+    assert f"for row in {' '.join(rows)}; do" in loop and f"experiment=$row schedule=demo sspo.seed={axis}" in loop
+    assert "SSPO_OUTPUT_DIR=out " in loop  # the runs write where the report reads
+    reported = re.findall(r"(\S+)=out/sspo/(\S+)/tensorboard", report)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SSPO_OUTPUT_DIR", "out")
     written = []
     for row in rows:
         assert cli.main(["--multirun", "--print-key", "trainer.default_local_dir", f"experiment={row}",
-                         "schedule=demo", f"sspo.seed={seeds}"]) == 0  # fmt: skip
+                         "schedule=demo", f"sspo.seed={axis}"]) == 0  # fmt: skip
         written += capsys.readouterr().out.split()
     assert [(name, folder) for name, folder in reported] == [(Path(w).name, Path(w).name) for w in written]
     assert [Path(w).parent for w in written] == [tmp_path / "out" / "sspo"] * 4
+
+
+def test_the_docs_state_the_demo_schedule_it_runs():
+    """README and examples/README.md give the demo's steps, validation samples and checkpoints as
+    recipe/config/schedule/demo.yaml sets them (a schedule change without its docs fails here)."""
+    from omegaconf import OmegaConf
+
+    demo = OmegaConf.load(REPO / "recipe" / "config" / "schedule" / "demo.yaml")
+    steps, n, save = demo.trainer.total_training_steps, demo.actor_rollout_ref.rollout.val_kwargs.n, demo.trainer.save_freq
+    examples = (REPO / "examples" / "README.md").read_text()
+    settings = examples.split("Settings:", 1)[1].split("\n\n", 1)[0]
+    assert f"{steps} steps," in settings and f"with {n} samples each" in settings
+    assert f"checkpoints every {save} steps" in settings
+    header = f"| row | training reward (pi0 -> pi{steps - 1}) | validation accuracy, 36 problems x {n} samples (pi0 -> pi{steps}) |"
+    assert header in README
+    assert f"36 prompts a step, {steps} steps" in README
